@@ -1,0 +1,144 @@
+//! Parsing what clients send: the envelope first, then the payload of each `pusher:` event.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+/// The envelope every client message shares.
+#[derive(Debug, Deserialize)]
+pub struct Envelope<'a> {
+    /// The event name.
+    #[serde(borrow)]
+    pub event: std::borrow::Cow<'a, str>,
+    /// The channel, for client events.
+    #[serde(default, borrow)]
+    pub channel: Option<std::borrow::Cow<'a, str>>,
+    /// The payload, kept as raw JSON text.
+    #[serde(default, borrow)]
+    pub data: Option<&'a RawValue>,
+}
+
+/// Why a client message could not be understood.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Malformed(pub String);
+
+/// Parses the envelope of a text message.
+pub fn parse_envelope(text: &[u8]) -> Result<Envelope<'_>, Malformed> {
+    let text =
+        std::str::from_utf8(text).map_err(|_| Malformed("message is not valid UTF-8".into()))?;
+    serde_json::from_str(text).map_err(|e| {
+        let what = if e.is_data() {
+            "message has the wrong shape"
+        } else {
+            "message is not valid JSON"
+        };
+        Malformed(format!("{what}: {e}"))
+    })
+}
+
+/// `pusher:subscribe` data.
+#[derive(Debug, Deserialize)]
+pub struct Subscribe {
+    /// The channel to join.
+    pub channel: String,
+    /// `"{key}:{signature}"` for authenticated channels.
+    #[serde(default)]
+    pub auth: Option<String>,
+    /// The signed presence member JSON, as a string.
+    #[serde(default)]
+    pub channel_data: Option<String>,
+}
+
+/// `pusher:unsubscribe` data.
+#[derive(Debug, Deserialize)]
+pub struct Unsubscribe {
+    /// The channel to leave.
+    pub channel: String,
+}
+
+/// `pusher:signin` data.
+#[derive(Debug, Deserialize)]
+pub struct Signin {
+    /// `"{key}:{signature}"` over `socket_id::user::user_data`.
+    pub auth: String,
+    /// The signed user JSON, as a string.
+    pub user_data: String,
+}
+
+/// Decodes a `pusher:` payload, accepting an object or a string holding one (some clients
+/// double-encode).
+pub fn parse_data<'a, T: Deserialize<'a>>(data: Option<&'a RawValue>) -> Result<T, Malformed> {
+    let raw = data.ok_or_else(|| Malformed("data is missing".into()))?;
+    let bad = |e: serde_json::Error| Malformed(format!("data has the wrong shape: {e}"));
+    match serde_json::from_str::<T>(raw.get()) {
+        Ok(value) => Ok(value),
+        Err(first) => match serde_json::from_str::<String>(raw.get()) {
+            Ok(inner) => parse_owned(&inner).map_err(bad),
+            Err(_) => Err(bad(first)),
+        },
+    }
+}
+
+fn parse_owned<'a, T: Deserialize<'a>>(text: &str) -> Result<T, serde_json::Error> {
+    // Re-parse through an owned Value so the result does not borrow the temporary string.
+    let value: Value = serde_json::from_str(text)?;
+    T::deserialize(value).map_err(|e| serde::de::Error::custom(e.to_string()))
+}
+
+/// A user id from presence `channel_data` or sign-in `user_data`: strings kept, numbers stringified.
+pub fn user_id_of(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_keeps_data_raw() {
+        let env =
+            parse_envelope(br#"{"event":"client-a","channel":"private-x","data":{"k":[1,2]}}"#)
+                .unwrap();
+        assert_eq!(env.event, "client-a");
+        assert_eq!(env.channel.as_deref(), Some("private-x"));
+        assert_eq!(env.data.unwrap().get(), r#"{"k":[1,2]}"#);
+    }
+
+    #[test]
+    fn bad_json_and_bad_shapes_are_told_apart() {
+        assert!(parse_envelope(b"{")
+            .unwrap_err()
+            .0
+            .contains("not valid JSON"));
+        assert!(parse_envelope(br#"{"event":1}"#)
+            .unwrap_err()
+            .0
+            .contains("wrong shape"));
+        assert!(parse_envelope(b"\xff").unwrap_err().0.contains("UTF-8"));
+    }
+
+    #[test]
+    fn subscribe_data_as_object_or_string() {
+        let env =
+            parse_envelope(br#"{"event":"pusher:subscribe","data":{"channel":"a"}}"#).unwrap();
+        assert_eq!(parse_data::<Subscribe>(env.data).unwrap().channel, "a");
+        let env = parse_envelope(br#"{"event":"pusher:subscribe","data":"{\"channel\":\"b\"}"}"#)
+            .unwrap();
+        assert_eq!(parse_data::<Subscribe>(env.data).unwrap().channel, "b");
+        let env = parse_envelope(br#"{"event":"pusher:subscribe","data":{"channel":5}}"#).unwrap();
+        assert!(parse_data::<Subscribe>(env.data).is_err());
+        assert!(parse_data::<Subscribe>(None).is_err());
+    }
+
+    #[test]
+    fn user_ids_are_stringified() {
+        assert_eq!(user_id_of(&serde_json::json!(42)), Some("42".into()));
+        assert_eq!(user_id_of(&serde_json::json!("u")), Some("u".into()));
+        assert_eq!(user_id_of(&serde_json::json!("")), None);
+        assert_eq!(user_id_of(&serde_json::json!(null)), None);
+    }
+}

@@ -1,0 +1,219 @@
+//! Server and per-app settings, parsed from TOML with every unknown key refused.
+
+use serde::Deserialize;
+use std::fmt;
+
+/// Everything the engine needs to know about its deployment.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Optional prefix before `/app/{key}` (e.g. `/ws` → `/ws/app/{key}`).
+    pub path_prefix: String,
+    /// Seconds of silence after which the server pings a client; sent as `activity_timeout`.
+    pub activity_timeout_secs: u64,
+    /// Seconds a pinged client has to answer before it is closed with 4201.
+    pub pong_timeout_secs: u64,
+    /// The apps this server serves.
+    pub apps: Vec<AppConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            path_prefix: String::new(),
+            activity_timeout_secs: 120,
+            pong_timeout_secs: 30,
+            apps: vec![AppConfig::default()],
+        }
+    }
+}
+
+/// One app: its credentials, switches and limits.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppConfig {
+    /// The app id used in HTTP API paths.
+    pub id: String,
+    /// The public key clients connect with.
+    pub key: String,
+    /// The secret every signature is keyed with.
+    pub secret: String,
+    /// A disabled app refuses connections with 4003.
+    pub enabled: bool,
+    /// Most simultaneous connections; more are refused with 4004. `None` means unlimited.
+    pub max_connections: Option<u32>,
+    /// Whether clients may send `client-` events.
+    pub client_events: bool,
+    /// Client events a connection may send per second before 4301.
+    pub client_event_rate_per_sec: u32,
+    /// Burst allowance of the client event token bucket.
+    pub client_event_burst: u32,
+    /// Whether connections must `pusher:signin` within `user_auth_timeout_secs`, else 4009.
+    pub user_auth_required: bool,
+    /// Seconds a connection has to sign in when sign-in is required.
+    pub user_auth_timeout_secs: u64,
+    /// Most members of one presence channel.
+    pub max_presence_members: usize,
+    /// Most bytes of one member's `user_info` JSON.
+    pub max_presence_user_info_bytes: usize,
+    /// Most bytes of one incoming WebSocket message; larger ones close with 1009.
+    pub max_message_bytes: usize,
+    /// Most characters of a channel name.
+    pub max_channel_name_len: usize,
+    /// Most characters of an event name.
+    pub max_event_name_len: usize,
+    /// Most user ids in a sign-in watchlist.
+    pub max_watchlist_len: usize,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            id: "app-id".into(),
+            key: "app-key".into(),
+            secret: "app-secret".into(),
+            enabled: true,
+            max_connections: None,
+            client_events: true,
+            client_event_rate_per_sec: 10,
+            client_event_burst: 10,
+            user_auth_required: false,
+            user_auth_timeout_secs: 30,
+            max_presence_members: 100,
+            max_presence_user_info_bytes: 1024,
+            max_message_bytes: 10 * 1024,
+            max_channel_name_len: 200,
+            max_event_name_len: 200,
+            max_watchlist_len: 100,
+        }
+    }
+}
+
+/// A configuration that cannot be served, with the reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses and validates a TOML document.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Whether any app still uses the built-in example credentials.
+    pub fn uses_default_credentials(&self) -> bool {
+        let default = AppConfig::default();
+        self.apps
+            .iter()
+            .any(|a| a.key == default.key || a.secret == default.secret)
+    }
+
+    /// The largest message any app accepts (the shell's framing cap).
+    pub fn max_message_bytes(&self) -> usize {
+        self.apps
+            .iter()
+            .map(|a| a.max_message_bytes)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Checks the settings that serde cannot: uniqueness, non-empty credentials, sane limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |msg: String| Err(ConfigError(msg));
+        if self.apps.is_empty() {
+            return fail("no apps configured".into());
+        }
+        if self.activity_timeout_secs == 0 || self.pong_timeout_secs == 0 {
+            return fail("activity_timeout_secs and pong_timeout_secs must be at least 1".into());
+        }
+        if !self.path_prefix.is_empty()
+            && (!self.path_prefix.starts_with('/') || self.path_prefix.ends_with('/'))
+        {
+            return fail(format!(
+                "path_prefix {:?} must start with '/' and not end with one",
+                self.path_prefix
+            ));
+        }
+        for (i, app) in self.apps.iter().enumerate() {
+            for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
+                if value.is_empty() {
+                    return fail(format!("apps[{i}].{field} is empty"));
+                }
+            }
+            if !app
+                .key
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'?')
+            {
+                return fail(format!(
+                    "apps[{i}].key {:?} has characters a URL path cannot carry",
+                    app.key
+                ));
+            }
+            if app.max_message_bytes == 0
+                || app.max_channel_name_len == 0
+                || app.max_event_name_len == 0
+            {
+                return fail(format!("apps[{i}]: size limits must be at least 1"));
+            }
+            if app.client_event_rate_per_sec == 0 || app.client_event_burst == 0 {
+                return fail(format!(
+                    "apps[{i}]: client event rate and burst must be at least 1"
+                ));
+            }
+            for (j, other) in self.apps.iter().enumerate().skip(i + 1) {
+                if other.id == app.id || other.key == app.key {
+                    return fail(format!("apps[{i}] and apps[{j}] share an id or a key"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_document_gives_the_default_app() {
+        let config = Config::from_toml("").unwrap();
+        assert_eq!(config, Config::default());
+        assert!(config.uses_default_credentials());
+    }
+
+    #[test]
+    fn apps_and_limits_parse() {
+        let config = Config::from_toml(
+            "activity_timeout_secs = 60\n[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\nmax_connections = 5\nclient_events = false\n",
+        )
+        .unwrap();
+        assert_eq!(config.activity_timeout_secs, 60);
+        assert_eq!(config.apps[0].max_connections, Some(5));
+        assert!(!config.apps[0].client_events);
+        assert_eq!(config.apps[0].max_presence_members, 100);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(Config::from_toml("activity_timeout = 3").is_err());
+        assert!(
+            Config::from_toml("[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\ncolour = 1")
+                .is_err()
+        );
+        assert!(Config::from_toml("[[apps]]\nid = \"1\"\nkey = \"\"\nsecret = \"s\"").is_err());
+        assert!(Config::from_toml("activity_timeout_secs = 0").is_err());
+        assert!(Config::from_toml("path_prefix = \"ws\"").is_err());
+        let dup = "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n[[apps]]\nid = \"2\"\nkey = \"k\"\nsecret = \"t\"";
+        assert!(Config::from_toml(dup).unwrap_err().0.contains("share"));
+    }
+}

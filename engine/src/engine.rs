@@ -1,0 +1,339 @@
+//! The engine: owns every app, connection and channel, turns inputs into outputs.
+
+mod client_events;
+mod connect;
+mod liveness;
+mod signin;
+mod subscribe;
+
+use crate::channels::ChannelRegistry;
+use crate::client_message::{self, Malformed};
+use crate::config::{AppConfig, Config};
+use crate::frame::{self, Frame, RawJson};
+use crate::ids::{AppIndex, ChannelName, ConnId, SocketId, UserId};
+use crate::interface::{ApiMisuse, Input, Moment, Output};
+use crate::rng::SplitMix64;
+use crate::timers::{TimerKey, Timers};
+use crate::token_bucket::TokenBucket;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+/// The sans-IO Pusher protocol engine.
+///
+/// Feed every event with [`Engine::handle_input`], then drain [`Engine::poll_output`] until it
+/// returns [`Output::Timeout`]; call again with [`Input::Tick`] at that instant.
+pub struct Engine {
+    config: Config,
+    apps: Vec<App>,
+    app_by_key: BTreeMap<String, AppIndex>,
+    conns: BTreeMap<ConnId, Connection>,
+    socket_ids: BTreeMap<SocketId, ConnId>,
+    timers: Timers<Due>,
+    outputs: VecDeque<Output>,
+    rng: SplitMix64,
+    now: Option<Moment>,
+}
+
+/// Per-app live state beside its configuration.
+struct App {
+    config: AppConfig,
+    channels: ChannelRegistry,
+    connections: usize,
+    /// Signed-in users and their connections.
+    users: BTreeMap<UserId, BTreeSet<ConnId>>,
+    /// For each watched user, the connections whose watchlist names them.
+    watchers: BTreeMap<UserId, BTreeSet<ConnId>>,
+}
+
+/// One open client connection.
+struct Connection {
+    app: AppIndex,
+    socket_id: SocketId,
+    /// Joined channels; for presence channels, the member's user id.
+    channels: BTreeMap<ChannelName, Option<UserId>>,
+    user: Option<SignedInUser>,
+    last_activity: Instant,
+    awaiting_pong_since: Option<Instant>,
+    liveness_timer: TimerKey,
+    signin_timer: Option<TimerKey>,
+    client_events: TokenBucket,
+}
+
+struct SignedInUser {
+    id: UserId,
+    watchlist: Vec<UserId>,
+}
+
+/// What a timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// Check whether the connection has gone quiet (ping it) or missed its pong (close it).
+    Liveness(ConnId),
+    /// The connection had to sign in by now.
+    SigninDeadline(ConnId),
+}
+
+/// Counts of live state, for leak checks in tests and simulators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StateCounts {
+    /// Open connections.
+    pub connections: usize,
+    /// Socket ids in use.
+    pub socket_ids: usize,
+    /// Occupied channels across apps.
+    pub channels: usize,
+    /// Pending timers.
+    pub timers: usize,
+    /// Signed-in users across apps.
+    pub users: usize,
+    /// Watched users across apps.
+    pub watched_users: usize,
+}
+
+impl Engine {
+    /// An engine for `config`; `seed` drives socket id generation.
+    pub fn new(config: Config, seed: u64) -> Self {
+        let apps: Vec<App> = config
+            .apps
+            .iter()
+            .map(|app| App {
+                config: app.clone(),
+                channels: ChannelRegistry::default(),
+                connections: 0,
+                users: BTreeMap::new(),
+                watchers: BTreeMap::new(),
+            })
+            .collect();
+        let app_by_key = apps
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.config.key.clone(), AppIndex(i)))
+            .collect();
+        Engine {
+            config,
+            apps,
+            app_by_key,
+            conns: BTreeMap::new(),
+            socket_ids: BTreeMap::new(),
+            timers: Timers::default(),
+            outputs: VecDeque::new(),
+            rng: SplitMix64::new(seed),
+            now: None,
+        }
+    }
+
+    /// The configuration the engine serves.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Feeds one input. Afterwards drain [`Engine::poll_output`] until it returns a timeout.
+    pub fn handle_input(&mut self, at: Moment, input: Input) -> Result<(), ApiMisuse> {
+        // Time never runs backwards inside the engine, whatever the caller's clock does.
+        let at = match self.now {
+            Some(prev) if prev.now > at.now => Moment {
+                now: prev.now,
+                ..at
+            },
+            _ => at,
+        };
+        self.now = Some(at);
+        match input {
+            Input::Opened { conn, request } => self.open(conn, &request),
+            Input::Text { conn, text } => self.on_text(conn, &text),
+            Input::Binary { conn } => self.with_activity(conn, |engine| {
+                engine.send_error(
+                    conn,
+                    None,
+                    "binary messages are not supported; send JSON text",
+                );
+            }),
+            Input::Ping { conn, payload } => self.with_activity(conn, |engine| {
+                engine.outputs.push_back(Output::Send {
+                    conn,
+                    frame: Frame::pong(&payload),
+                });
+            }),
+            Input::Pong { conn } => self.with_activity(conn, |_| {}),
+            Input::Oversized { conn } => {
+                self.known(conn)?;
+                self.close(conn, 1009, "message too large");
+                Ok(())
+            }
+            Input::SlowConsumer { conn } => {
+                self.known(conn)?;
+                self.close_with_error(conn, 4100, "connection closed: it reads too slowly");
+                Ok(())
+            }
+            Input::Closed { conn } => {
+                self.known(conn)?;
+                self.forget(conn);
+                Ok(())
+            }
+            Input::Http { req, .. } => {
+                self.outputs.push_back(Output::HttpResponse {
+                    req,
+                    status: 404,
+                    body: br#"{"error":"not found"}"#.to_vec(),
+                });
+                Ok(())
+            }
+            Input::Tick => {
+                self.fire_timers();
+                Ok(())
+            }
+        }
+    }
+
+    /// The next thing to do; [`Output::Timeout`] means nothing more until that instant.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(output) = self.outputs.pop_front() {
+            return output;
+        }
+        Output::Timeout(self.timers.next_deadline())
+    }
+
+    /// Counts of live state, for leak checks.
+    pub fn state_counts(&self) -> StateCounts {
+        StateCounts {
+            connections: self.conns.len(),
+            socket_ids: self.socket_ids.len(),
+            channels: self.apps.iter().map(|a| a.channels.len()).sum(),
+            timers: self.timers.len(),
+            users: self.apps.iter().map(|a| a.users.len()).sum(),
+            watched_users: self.apps.iter().map(|a| a.watchers.len()).sum(),
+        }
+    }
+
+    /// The socket id assigned to an open connection.
+    pub fn socket_id(&self, conn: ConnId) -> Option<SocketId> {
+        self.conns.get(&conn).map(|c| c.socket_id)
+    }
+
+    fn known(&self, conn: ConnId) -> Result<(), ApiMisuse> {
+        if self.conns.contains_key(&conn) {
+            Ok(())
+        } else {
+            Err(ApiMisuse::UnknownConnection(conn))
+        }
+    }
+
+    fn moment(&self) -> Moment {
+        self.now
+            .expect("handle_input sets the time before any handler runs")
+    }
+
+    /// Records activity on `conn`, then runs `f`.
+    fn with_activity(&mut self, conn: ConnId, f: impl FnOnce(&mut Self)) -> Result<(), ApiMisuse> {
+        let now = self.moment().now;
+        let connection = self
+            .conns
+            .get_mut(&conn)
+            .ok_or(ApiMisuse::UnknownConnection(conn))?;
+        connection.last_activity = now;
+        f(self);
+        Ok(())
+    }
+
+    fn on_text(&mut self, conn: ConnId, text: &[u8]) -> Result<(), ApiMisuse> {
+        self.with_activity(conn, |engine| {
+            let app = engine.app_of(conn);
+            if text.len() > app.config.max_message_bytes {
+                engine.close(conn, 1009, "message too large");
+                return;
+            }
+            let envelope = match client_message::parse_envelope(text) {
+                Ok(envelope) => envelope,
+                Err(Malformed(why)) => return engine.send_error(conn, None, &why),
+            };
+            match envelope.event.as_ref() {
+                "pusher:ping" => engine.send(
+                    conn,
+                    frame::message("pusher:pong", None, &RawJson("{}".into()), None),
+                ),
+                "pusher:pong" => {}
+                "pusher:subscribe" => engine.on_subscribe(conn, envelope.data),
+                "pusher:unsubscribe" => engine.on_unsubscribe(conn, envelope.data),
+                "pusher:signin" => engine.on_signin(conn, envelope.data),
+                event if event.starts_with("client-") => {
+                    engine.on_client_event(conn, event, envelope.channel.as_deref(), envelope.data)
+                }
+                event => engine.send_error(conn, None, &format!("unsupported event {event:?}")),
+            }
+        })
+    }
+
+    fn app_of(&self, conn: ConnId) -> &App {
+        &self.apps[self.conns[&conn].app.0]
+    }
+
+    fn send(&mut self, conn: ConnId, frame: Frame) {
+        self.outputs.push_back(Output::Send { conn, frame });
+    }
+
+    /// `pusher:error` without closing (`code` null: the message says what was wrong).
+    fn send_error(&mut self, conn: ConnId, code: Option<u16>, message: &str) {
+        self.send(conn, error_frame(code, message));
+    }
+
+    /// `pusher:error` with `code`, then a Close with the same code.
+    fn close_with_error(&mut self, conn: ConnId, code: u16, message: &str) {
+        self.send_error(conn, Some(code), message);
+        self.close(conn, code, message);
+    }
+
+    /// Closes a known connection: forget its state, then tell the shell.
+    fn close(&mut self, conn: ConnId, code: u16, reason: &str) {
+        self.forget(conn);
+        self.outputs.push_back(Output::Close {
+            conn,
+            code,
+            reason: reason.into(),
+        });
+    }
+
+    /// Removes every trace of `conn`, telling others what its leaving changes.
+    fn forget(&mut self, conn: ConnId) {
+        let Some(connection) = self.conns.remove(&conn) else {
+            return;
+        };
+        self.socket_ids.remove(&connection.socket_id);
+        self.timers.cancel(connection.liveness_timer);
+        if let Some(timer) = connection.signin_timer {
+            self.timers.cancel(timer);
+        }
+        for (channel, member) in &connection.channels {
+            self.leave_channel(connection.app, conn, channel, member.as_ref());
+        }
+        if let Some(user) = &connection.user {
+            self.sign_out(connection.app, conn, user);
+        }
+        self.apps[connection.app.0].connections -= 1;
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.moment().now;
+        while let Some(due) = self.timers.pop_due(now) {
+            match due {
+                Due::Liveness(conn) => self.check_liveness(conn),
+                Due::SigninDeadline(conn) => {
+                    if let Some(connection) = self.conns.get_mut(&conn) {
+                        connection.signin_timer = None;
+                        self.close_with_error(
+                            conn,
+                            4009,
+                            "connection not signed in within the required time",
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A `pusher:error` frame; its data is an object, as the client libraries expect.
+fn error_frame(code: Option<u16>, message: &str) -> Frame {
+    let data = RawJson::of(&serde_json::json!({ "code": code, "message": message }));
+    frame::message("pusher:error", None, &data, None)
+}

@@ -1,0 +1,87 @@
+//! Client events: `client-*` messages relayed by one subscriber to the others.
+
+use super::Engine;
+use crate::frame::{self, RawJson};
+use crate::ids::{ChannelName, ConnId};
+use crate::interface::Output;
+use serde_json::value::RawValue;
+
+/// Code of the `pusher:error` sent (without closing) when a client event is refused for its rate.
+const CLIENT_EVENT_RATE_LIMITED: u16 = 4301;
+
+impl Engine {
+    pub(super) fn on_client_event(
+        &mut self,
+        conn: ConnId,
+        event: &str,
+        channel: Option<&str>,
+        data: Option<&RawValue>,
+    ) {
+        let now = self.moment().now;
+        let connection = &self.conns[&conn];
+        let app = &self.apps[connection.app.0];
+        let refuse = |engine: &mut Self, why: String| engine.send_error(conn, None, &why);
+        if !app.config.client_events {
+            return refuse(self, "client events are not enabled for this app".into());
+        }
+        if event.len() > app.config.max_event_name_len {
+            return refuse(
+                self,
+                format!(
+                    "event name is longer than {} characters",
+                    app.config.max_event_name_len
+                ),
+            );
+        }
+        let Some(channel_name) = channel else {
+            return refuse(self, format!("client event {event:?} needs a channel"));
+        };
+        let Ok(channel) = ChannelName::parse(channel_name, app.config.max_channel_name_len) else {
+            return refuse(self, format!("invalid channel {channel_name:?}"));
+        };
+        if !channel.kind().allows_client_events() {
+            return refuse(self, format!("client events are only allowed on private and presence channels, not {channel}"));
+        }
+        let Some(member) = connection.channels.get(&channel) else {
+            return refuse(
+                self,
+                format!("client event on {channel}, which this connection has not joined"),
+            );
+        };
+        let user_id = member.clone();
+        let connection = self.conns.get_mut(&conn).expect("checked above");
+        if !connection.client_events.try_take(now) {
+            let message =
+                format!("client event rate limit exceeded: {event} on {channel} was not delivered");
+            return self.send_error(conn, Some(CLIENT_EVENT_RATE_LIMITED), &message);
+        }
+        let app = &mut self.apps[connection.app.0];
+        let data = relay_data(data);
+        let frame = frame::message(
+            event,
+            Some(channel.as_str()),
+            &data,
+            user_id.as_ref().map(|u| u.as_str()),
+        );
+        let entry = app
+            .channels
+            .get_mut(&channel)
+            .expect("a joined channel exists");
+        if entry.subscriber_count() > 1 {
+            self.outputs.push_back(Output::Broadcast {
+                conns: entry.recipients(),
+                except: Some(conn),
+                frame,
+            });
+        }
+    }
+}
+
+/// Client event data is relayed as a JSON string, like every server → client payload.
+fn relay_data(data: Option<&RawValue>) -> RawJson {
+    match data {
+        None => RawJson::string("null"),
+        Some(raw) if raw.get().starts_with('"') => RawJson(raw.get().to_owned()),
+        Some(raw) => RawJson::string(raw.get()),
+    }
+}

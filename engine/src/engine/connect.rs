@@ -1,0 +1,167 @@
+//! Opening a connection: path, protocol version, app checks, socket id, the welcome frame.
+
+use super::{Connection, Due, Engine};
+use crate::frame::{self, RawJson};
+use crate::ids::{AppIndex, ConnId, SocketId};
+use crate::interface::{ApiMisuse, Output, WsRequest};
+use crate::token_bucket::TokenBucket;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Protocol versions this server speaks (pusher-js 8 sends 7).
+const SUPPORTED_PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
+
+impl Engine {
+    pub(super) fn open(&mut self, conn: ConnId, request: &WsRequest) -> Result<(), ApiMisuse> {
+        if self.conns.contains_key(&conn) {
+            return Err(ApiMisuse::DuplicateConnection(conn));
+        }
+        match self.admit(request) {
+            Ok(app) => self.establish(conn, app),
+            Err((code, message)) => {
+                // The connection never existed for the engine; still say why before closing.
+                self.send_error(conn, Some(code), &message);
+                self.outputs.push_back(Output::Close {
+                    conn,
+                    code,
+                    reason: message,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides whether a handshake may become a connection, and for which app.
+    fn admit(&self, request: &WsRequest) -> Result<AppIndex, (u16, String)> {
+        let key = request
+            .path
+            .strip_prefix(self.config.path_prefix.as_str())
+            .and_then(|rest| rest.strip_prefix("/app/"))
+            .filter(|key| !key.is_empty() && !key.contains('/'))
+            .ok_or_else(|| {
+                (
+                    4005,
+                    format!(
+                        "path {:?} not found; connect to {}/app/{{key}}",
+                        request.path, self.config.path_prefix
+                    ),
+                )
+            })?;
+        check_protocol(&request.query)?;
+        let index = *self
+            .app_by_key
+            .get(key)
+            .ok_or_else(|| (4001, format!("app key {key} does not exist")))?;
+        let app = &self.apps[index.0];
+        if !app.config.enabled {
+            return Err((4003, "app is disabled".into()));
+        }
+        if app
+            .config
+            .max_connections
+            .is_some_and(|max| app.connections >= max as usize)
+        {
+            return Err((4004, "app is over its connection quota".into()));
+        }
+        Ok(index)
+    }
+
+    fn establish(&mut self, conn: ConnId, app: AppIndex) {
+        let now = self.moment().now;
+        let socket_id = self.fresh_socket_id();
+        let app_config = &self.apps[app.0].config;
+        let client_events = TokenBucket::new(
+            app_config.client_event_rate_per_sec,
+            app_config.client_event_burst,
+            now,
+        );
+        let signin_timer = app_config.user_auth_required.then(|| {
+            let deadline = now + Duration::from_secs(app_config.user_auth_timeout_secs);
+            self.timers.schedule(deadline, Due::SigninDeadline(conn))
+        });
+        let activity_timeout = self.config.activity_timeout_secs;
+        let liveness_timer = self.timers.schedule(
+            now + Duration::from_secs(activity_timeout),
+            Due::Liveness(conn),
+        );
+        self.apps[app.0].connections += 1;
+        self.socket_ids.insert(socket_id, conn);
+        self.conns.insert(
+            conn,
+            Connection {
+                app,
+                socket_id,
+                channels: BTreeMap::new(),
+                user: None,
+                last_activity: now,
+                awaiting_pong_since: None,
+                liveness_timer,
+                signin_timer,
+                client_events,
+            },
+        );
+        let data =
+            format!("{{\"socket_id\":\"{socket_id}\",\"activity_timeout\":{activity_timeout}}}");
+        self.send(
+            conn,
+            frame::message(
+                "pusher:connection_established",
+                None,
+                &RawJson::string(&data),
+                None,
+            ),
+        );
+    }
+
+    fn fresh_socket_id(&mut self) -> SocketId {
+        loop {
+            let bits = self.rng.next_u64();
+            // Keep both halves below 10^9 so ids look like Pusher's and never collide on width.
+            let id = SocketId::new(
+                (bits >> 32) as u32 % 1_000_000_000,
+                bits as u32 % 1_000_000_000,
+            );
+            if !self.socket_ids.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+}
+
+/// Checks the `protocol` query parameter: absent is accepted as 7.
+fn check_protocol(query: &str) -> Result<(), (u16, String)> {
+    let Some(value) = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("protocol="))
+    else {
+        return Ok(());
+    };
+    if value.is_empty() {
+        return Err((4008, "no protocol version given".into()));
+    }
+    let version: u32 = value
+        .parse()
+        .map_err(|_| (4006, format!("invalid protocol version {value:?}")))?;
+    if !SUPPORTED_PROTOCOLS.contains(&version) {
+        return Err((
+            4007,
+            format!("unsupported protocol version {version}; this server speaks 5 to 7"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_protocol;
+
+    #[test]
+    fn protocol_versions() {
+        assert!(check_protocol("").is_ok());
+        assert!(check_protocol("client=js&protocol=7").is_ok());
+        assert_eq!(check_protocol("protocol=").unwrap_err().0, 4008);
+        assert_eq!(check_protocol("protocol=x").unwrap_err().0, 4006);
+        assert_eq!(check_protocol("protocol=8").unwrap_err().0, 4007);
+        assert_eq!(check_protocol("protocol=4").unwrap_err().0, 4007);
+    }
+}

@@ -1,0 +1,174 @@
+//! User sign-in, `#server-to-user-` eligibility and watchlists.
+
+use super::{Engine, SignedInUser};
+use crate::client_message::{self, user_id_of, Malformed, Signin};
+use crate::frame::{self, RawJson};
+use crate::ids::{AppIndex, ConnId, UserId};
+use crate::interface::Output;
+use crate::signature::verify_client_auth;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::sync::Arc;
+
+impl Engine {
+    pub(super) fn on_signin(&mut self, conn: ConnId, data: Option<&RawValue>) {
+        match self.verify_signin(conn, data) {
+            Ok((user, user_data)) => self.sign_in(conn, user, &user_data),
+            Err(why) => {
+                if self.app_of(conn).config.user_auth_required {
+                    self.close_with_error(conn, 4009, &why);
+                } else {
+                    self.send_error(conn, None, &why);
+                }
+            }
+        }
+    }
+
+    fn verify_signin(
+        &self,
+        conn: ConnId,
+        data: Option<&RawValue>,
+    ) -> Result<(SignedInUser, String), String> {
+        let request: Signin = client_message::parse_data(data)
+            .map_err(|Malformed(why)| format!("pusher:signin: {why}"))?;
+        let connection = &self.conns[&conn];
+        if connection.user.is_some() {
+            return Err("this connection is already signed in".into());
+        }
+        let app = &self.apps[connection.app.0].config;
+        let signed = format!("{}::user::{}", connection.socket_id, request.user_data);
+        if !verify_client_auth(&app.key, &app.secret, signed.as_bytes(), &request.auth) {
+            return Err("invalid sign-in signature".into());
+        }
+        let value: Value = serde_json::from_str(&request.user_data)
+            .map_err(|e| format!("user_data is not valid JSON: {e}"))?;
+        let id = value
+            .get("id")
+            .and_then(user_id_of)
+            .and_then(|id| UserId::new(&id))
+            .ok_or("user_data needs a non-empty id")?;
+        let watchlist = match value.get("watchlist") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(ids)) if ids.len() <= app.max_watchlist_len => ids
+                .iter()
+                .map(|v| user_id_of(v).and_then(|id| UserId::new(&id)))
+                .collect::<Option<Vec<_>>>()
+                .ok_or("watchlist entries must be non-empty user ids")?,
+            Some(Value::Array(_)) => {
+                return Err(format!(
+                    "watchlist has more than {} user ids",
+                    app.max_watchlist_len
+                ))
+            }
+            Some(_) => return Err("watchlist must be an array of user ids".into()),
+        };
+        Ok((SignedInUser { id, watchlist }, request.user_data))
+    }
+
+    fn sign_in(&mut self, conn: ConnId, user: SignedInUser, user_data: &str) {
+        let connection = self.conns.get_mut(&conn).expect("caller checked");
+        if let Some(timer) = connection.signin_timer.take() {
+            self.timers.cancel(timer);
+        }
+        let app_index = connection.app;
+        let app = &mut self.apps[app_index.0];
+        let sockets = app.users.entry(user.id.clone()).or_default();
+        let came_online = sockets.is_empty();
+        sockets.insert(conn);
+        for watched in &user.watchlist {
+            app.watchers
+                .entry(watched.clone())
+                .or_default()
+                .insert(conn);
+        }
+        let (online, offline): (Vec<&UserId>, Vec<&UserId>) = user
+            .watchlist
+            .iter()
+            .partition(|w| app.users.contains_key(*w));
+        let watch_report =
+            (!user.watchlist.is_empty()).then(|| watchlist_events(&online, &offline));
+        let data = RawJson::stringified(&serde_json::json!({ "user_data": user_data }));
+        self.send(
+            conn,
+            frame::message("pusher:signin_success", None, &data, None),
+        );
+        if let Some(report) = watch_report {
+            self.send(
+                conn,
+                frame::message("pusher_internal:watchlist_events", None, &report, None),
+            );
+        }
+        if came_online {
+            self.notify_watchers(app_index, &user.id, "online", Some(conn));
+        }
+        self.conns.get_mut(&conn).expect("caller checked").user = Some(user);
+    }
+
+    /// Undoes a sign-in when its connection goes away.
+    pub(super) fn sign_out(&mut self, app_index: AppIndex, conn: ConnId, user: &SignedInUser) {
+        let app = &mut self.apps[app_index.0];
+        for watched in &user.watchlist {
+            if let Some(watchers) = app.watchers.get_mut(watched) {
+                watchers.remove(&conn);
+                if watchers.is_empty() {
+                    app.watchers.remove(watched);
+                }
+            }
+        }
+        let Some(sockets) = app.users.get_mut(&user.id) else {
+            return;
+        };
+        sockets.remove(&conn);
+        if sockets.is_empty() {
+            app.users.remove(&user.id);
+            self.notify_watchers(app_index, &user.id, "offline", None);
+        }
+    }
+
+    /// Tells every connection watching `user` that it went `online` or `offline`.
+    fn notify_watchers(
+        &mut self,
+        app: AppIndex,
+        user: &UserId,
+        name: &str,
+        except: Option<ConnId>,
+    ) {
+        let Some(watchers) = self.apps[app.0].watchers.get(user) else {
+            return;
+        };
+        let conns: Arc<[ConnId]> = watchers
+            .iter()
+            .copied()
+            .filter(|c| Some(*c) != except)
+            .collect();
+        if conns.is_empty() {
+            return;
+        }
+        let (online, offline) = if name == "online" {
+            (vec![user], vec![])
+        } else {
+            (vec![], vec![user])
+        };
+        let frame = frame::message(
+            "pusher_internal:watchlist_events",
+            None,
+            &watchlist_events(&online, &offline),
+            None,
+        );
+        self.outputs.push_back(Output::Broadcast {
+            conns,
+            except: None,
+            frame,
+        });
+    }
+}
+
+/// `{"events":[{"name":"online","user_ids":[..]},{"name":"offline","user_ids":[..]}]}`, empty lists left out.
+fn watchlist_events(online: &[&UserId], offline: &[&UserId]) -> RawJson {
+    let events: Vec<Value> = [("online", online), ("offline", offline)]
+        .into_iter()
+        .filter(|(_, ids)| !ids.is_empty())
+        .map(|(name, ids)| serde_json::json!({ "name": name, "user_ids": ids.iter().map(|u| u.as_str()).collect::<Vec<_>>() }))
+        .collect();
+    RawJson::stringified(&serde_json::json!({ "events": events }))
+}

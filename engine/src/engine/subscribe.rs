@@ -1,0 +1,269 @@
+//! Joining and leaving channels, with each kind's authorization rule and presence rosters.
+
+use super::Engine;
+use crate::channels::member_removed_data;
+use crate::client_message::{self, user_id_of, Malformed, Subscribe, Unsubscribe};
+use crate::frame::{self, RawJson};
+use crate::ids::{AppIndex, ChannelKind, ChannelName, ConnId, UserId};
+use crate::interface::Output;
+use crate::signature::verify_client_auth;
+use serde_json::value::RawValue;
+
+/// Why a subscription was refused, in the shape pusher-js reports as `pusher:subscription_error`.
+struct Refusal {
+    kind: &'static str,
+    status: u16,
+    message: String,
+}
+
+impl Refusal {
+    fn auth(message: impl Into<String>) -> Self {
+        Refusal {
+            kind: "AuthError",
+            status: 401,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Refusal {
+            kind: "BadRequest",
+            status: 400,
+            message: message.into(),
+        }
+    }
+
+    fn forbidden(message: impl Into<String>) -> Self {
+        Refusal {
+            kind: "Forbidden",
+            status: 403,
+            message: message.into(),
+        }
+    }
+}
+
+/// A presence member as proven by its signed `channel_data`.
+struct Member {
+    user: UserId,
+    info: Option<String>,
+}
+
+impl Engine {
+    pub(super) fn on_subscribe(&mut self, conn: ConnId, data: Option<&RawValue>) {
+        let request: Subscribe = match client_message::parse_data(data) {
+            Ok(request) => request,
+            Err(Malformed(why)) => {
+                return self.send_error(conn, None, &format!("pusher:subscribe: {why}"))
+            }
+        };
+        match self.authorize(conn, &request) {
+            Ok((channel, member)) => self.join(conn, channel, member),
+            Err(refusal) => {
+                let data = RawJson::stringified(&serde_json::json!({
+                    "type": refusal.kind,
+                    "error": refusal.message,
+                    "status": refusal.status,
+                }));
+                let frame = frame::message(
+                    "pusher:subscription_error",
+                    Some(&request.channel),
+                    &data,
+                    None,
+                );
+                self.send(conn, frame);
+            }
+        }
+    }
+
+    /// Validates the name and checks the channel kind's rule; returns the presence member if any.
+    fn authorize(
+        &self,
+        conn: ConnId,
+        request: &Subscribe,
+    ) -> Result<(ChannelName, Option<Member>), Refusal> {
+        let connection = &self.conns[&conn];
+        let app = &self.apps[connection.app.0].config;
+        let channel =
+            ChannelName::parse(&request.channel, app.max_channel_name_len).map_err(|e| {
+                Refusal::bad_request(format!("invalid channel {:?}: {e}", request.channel))
+            })?;
+        let socket_id = connection.socket_id.to_string();
+        let auth = request.auth.as_deref().unwrap_or("");
+        match channel.kind() {
+            ChannelKind::Public => Ok((channel, None)),
+            ChannelKind::Private | ChannelKind::PrivateEncrypted => {
+                let signed = format!("{socket_id}:{channel}");
+                if !verify_client_auth(&app.key, &app.secret, signed.as_bytes(), auth) {
+                    return Err(Refusal::auth(format!("invalid signature for {channel}")));
+                }
+                Ok((channel, None))
+            }
+            ChannelKind::Presence => {
+                let channel_data = request.channel_data.as_deref().ok_or_else(|| {
+                    Refusal::bad_request(format!("presence channel {channel} needs channel_data"))
+                })?;
+                let signed = format!("{socket_id}:{channel}:{channel_data}");
+                if !verify_client_auth(&app.key, &app.secret, signed.as_bytes(), auth) {
+                    return Err(Refusal::auth(format!("invalid signature for {channel}")));
+                }
+                let member = parse_member(channel_data, app.max_presence_user_info_bytes)?;
+                let roster_full = self.apps[connection.app.0]
+                    .channels
+                    .get(&channel)
+                    .is_some_and(|c| {
+                        !c.roster.contains(&member.user)
+                            && c.roster.len() >= app.max_presence_members
+                    });
+                if roster_full {
+                    return Err(Refusal::forbidden(format!(
+                        "presence channel {channel} is full ({} members)",
+                        app.max_presence_members
+                    )));
+                }
+                Ok((channel, Some(member)))
+            }
+            ChannelKind::ServerToUser => {
+                let signed_in_as = connection.user.as_ref().map(|u| u.id.as_str());
+                if signed_in_as != channel.server_to_user_id() {
+                    return Err(Refusal::forbidden(format!(
+                        "{channel} is only for the connection signed in as that user"
+                    )));
+                }
+                Ok((channel, None))
+            }
+        }
+    }
+
+    fn join(&mut self, conn: ConnId, channel: ChannelName, member: Option<Member>) {
+        let app_index = self.conns[&conn].app;
+        let app = &mut self.apps[app_index.0];
+        let entry = app.channels.entry(&channel);
+        let newly_joined = entry.add(conn);
+        let mut member_added = None;
+        if newly_joined {
+            if let Some(member) = &member {
+                if entry.roster.join(&member.user, member.info.clone()) {
+                    let data = entry.roster.member_added_data(&member.user);
+                    let frame = frame::message(
+                        "pusher_internal:member_added",
+                        Some(channel.as_str()),
+                        &data,
+                        None,
+                    );
+                    member_added = Some(Output::Broadcast {
+                        conns: entry.recipients(),
+                        except: Some(conn),
+                        frame,
+                    });
+                }
+            }
+            let user = member.map(|m| m.user);
+            self.conns
+                .get_mut(&conn)
+                .expect("caller checked")
+                .channels
+                .insert(channel.clone(), user);
+        }
+        let data = if channel.kind() == ChannelKind::Presence {
+            entry.roster.subscription_data()
+        } else {
+            RawJson::string("{}")
+        };
+        self.send(
+            conn,
+            frame::message(
+                "pusher_internal:subscription_succeeded",
+                Some(channel.as_str()),
+                &data,
+                None,
+            ),
+        );
+        if channel.is_cache() {
+            self.send(
+                conn,
+                frame::message(
+                    "pusher:cache_miss",
+                    Some(channel.as_str()),
+                    &RawJson::string("{}"),
+                    None,
+                ),
+            );
+        }
+        self.outputs.extend(member_added);
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, conn: ConnId, data: Option<&RawValue>) {
+        let request: Unsubscribe = match client_message::parse_data(data) {
+            Ok(request) => request,
+            Err(Malformed(why)) => {
+                return self.send_error(conn, None, &format!("pusher:unsubscribe: {why}"))
+            }
+        };
+        let connection = self.conns.get_mut(&conn).expect("caller checked");
+        // Leaving a channel one never joined is a no-op, as with Pusher.
+        let Some((channel, member)) = connection.channels.remove_entry(request.channel.as_str())
+        else {
+            return;
+        };
+        let app = connection.app;
+        self.leave_channel(app, conn, &channel, member.as_ref());
+    }
+
+    /// Removes `conn` from `channel`; on a presence channel, announces the member's last leave.
+    pub(super) fn leave_channel(
+        &mut self,
+        app: AppIndex,
+        conn: ConnId,
+        channel: &ChannelName,
+        member: Option<&UserId>,
+    ) {
+        let channels = &mut self.apps[app.0].channels;
+        let Some(entry) = channels.get_mut(channel) else {
+            return;
+        };
+        entry.remove(conn);
+        if let Some(user) = member {
+            if entry.roster.leave(user) && !entry.is_empty() {
+                let frame = frame::message(
+                    "pusher_internal:member_removed",
+                    Some(channel.as_str()),
+                    &member_removed_data(user),
+                    None,
+                );
+                self.outputs.push_back(Output::Broadcast {
+                    conns: entry.recipients(),
+                    except: None,
+                    frame,
+                });
+            }
+        }
+        channels.drop_if_empty(channel);
+    }
+}
+
+/// Parses presence `channel_data`: `{"user_id": string|number, "user_info"?: any}`.
+fn parse_member(channel_data: &str, max_info_bytes: usize) -> Result<Member, Refusal> {
+    let value: serde_json::Value = serde_json::from_str(channel_data)
+        .map_err(|e| Refusal::bad_request(format!("channel_data is not valid JSON: {e}")))?;
+    let user = value
+        .get("user_id")
+        .and_then(user_id_of)
+        .and_then(|id| UserId::new(&id))
+        .ok_or_else(|| {
+            Refusal::bad_request("channel_data needs a non-empty user_id (string or number)")
+        })?;
+    let info = match value.get("user_info") {
+        None => None,
+        Some(info) => {
+            let text = info.to_string();
+            if text.len() > max_info_bytes {
+                return Err(Refusal::bad_request(format!(
+                    "user_info is {} bytes; the limit is {max_info_bytes}",
+                    text.len()
+                )));
+            }
+            Some(text)
+        }
+    };
+    Ok(Member { user, info })
+}

@@ -1,0 +1,187 @@
+//! What goes into the engine and what comes out of it.
+
+use crate::frame::Frame;
+use crate::ids::{ConnId, ReqId};
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The time an input happens: the monotonic instant for timers, and wall time for signatures
+/// and webhook timestamps. Both come from the caller; the engine never reads a clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Moment {
+    /// Monotonic time, for every deadline.
+    pub now: Instant,
+    /// Milliseconds since the Unix epoch, for `auth_timestamp` and `time_ms`.
+    pub unix_ms: u64,
+}
+
+impl Moment {
+    /// A moment from its two clocks.
+    pub fn new(now: Instant, unix_ms: u64) -> Self {
+        Moment { now, unix_ms }
+    }
+}
+
+/// The WebSocket upgrade request a connection opened with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WsRequest {
+    /// Request path without the query, e.g. `/app/app-key`.
+    pub path: String,
+    /// Raw query string without the `?`.
+    pub query: String,
+    /// The `Origin` header, when sent.
+    pub origin: Option<String>,
+    /// The peer address, for logging and per-address limits.
+    pub peer: Option<IpAddr>,
+}
+
+/// One HTTP request to the API (the shell has parsed the framing, nothing else).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// Request path without the query.
+    pub path: String,
+    /// Raw query string without the `?`.
+    pub query: String,
+    /// The raw body.
+    pub body: Vec<u8>,
+}
+
+/// Something that happened, fed to [`crate::Engine::handle_input`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A WebSocket handshake completed.
+    Opened {
+        /// The new connection.
+        conn: ConnId,
+        /// What it asked for.
+        request: WsRequest,
+    },
+    /// One complete text message (the bytes as received; UTF-8 is checked by the engine).
+    Text {
+        /// The sender.
+        conn: ConnId,
+        /// The message.
+        text: Vec<u8>,
+    },
+    /// One complete binary message, which the protocol does not use.
+    Binary {
+        /// The sender.
+        conn: ConnId,
+    },
+    /// A WebSocket ping control frame.
+    Ping {
+        /// The sender.
+        conn: ConnId,
+        /// The ping payload to echo.
+        payload: Vec<u8>,
+    },
+    /// A WebSocket pong control frame.
+    Pong {
+        /// The sender.
+        conn: ConnId,
+    },
+    /// The client sent a message larger than the shell will buffer.
+    Oversized {
+        /// The sender.
+        conn: ConnId,
+    },
+    /// The connection's output buffer overflowed: it reads too slowly.
+    SlowConsumer {
+        /// The slow connection.
+        conn: ConnId,
+    },
+    /// The socket closed (by the peer, an I/O error, or the shell).
+    Closed {
+        /// The closed connection.
+        conn: ConnId,
+    },
+    /// An HTTP API request.
+    Http {
+        /// Handle to answer it with.
+        req: ReqId,
+        /// The request.
+        request: HttpRequest,
+    },
+    /// Time passed; timers due at `now` fire.
+    Tick,
+}
+
+/// A signed webhook POST the shell must deliver (and retry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookDelivery {
+    /// Where to POST.
+    pub url: String,
+    /// The JSON body.
+    pub body: Arc<[u8]>,
+    /// `(name, value)` headers, `X-Pusher-Key` and `X-Pusher-Signature` among them.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Something the shell must do, drained from [`crate::Engine::poll_output`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Queue a frame for one connection.
+    Send {
+        /// The recipient.
+        conn: ConnId,
+        /// The pre-encoded frame.
+        frame: Frame,
+    },
+    /// Queue the same frame for many connections (one encoding shared by all).
+    Broadcast {
+        /// The recipients.
+        conns: Arc<[ConnId]>,
+        /// A connection in `conns` to skip (the sender, or a publish's `socket_id`).
+        except: Option<ConnId>,
+        /// The pre-encoded frame.
+        frame: Frame,
+    },
+    /// Flush what is queued, send a Close frame with `code`, then close the socket.
+    /// The engine has already forgotten the connection: send no more input for it.
+    Close {
+        /// The connection to close.
+        conn: ConnId,
+        /// The WebSocket close code.
+        code: u16,
+        /// A short human-readable reason.
+        reason: String,
+    },
+    /// Answer an HTTP request.
+    HttpResponse {
+        /// The request being answered.
+        req: ReqId,
+        /// Status code.
+        status: u16,
+        /// JSON body.
+        body: Vec<u8>,
+    },
+    /// Deliver a webhook.
+    Webhook(WebhookDelivery),
+    /// Nothing more to do now: feed [`Input::Tick`] at this instant (earlier is harmless).
+    /// `None`: no timer is pending, so wait for the next input.
+    Timeout(Option<Instant>),
+}
+
+/// The shell used the engine wrongly (a client's mistakes are outputs, never errors).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiMisuse {
+    /// An input named a connection the engine does not know (never opened, or already closed).
+    UnknownConnection(ConnId),
+    /// `Opened` reused the id of a connection that is still open.
+    DuplicateConnection(ConnId),
+}
+
+impl fmt::Display for ApiMisuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiMisuse::UnknownConnection(c) => write!(f, "unknown connection {}", c.0),
+            ApiMisuse::DuplicateConnection(c) => write!(f, "connection {} is already open", c.0),
+        }
+    }
+}
+
+impl std::error::Error for ApiMisuse {}

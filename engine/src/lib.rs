@@ -1,0 +1,64 @@
+//! The sans-IO protocol engine of Ferrocast, a Pusher Channels compatible server.
+//!
+//! The engine owns every protocol decision and nothing else: it reads no clock, opens no
+//! socket, spawns no thread and draws no randomness but from its seed. Its caller feeds
+//! [`Input`]s stamped with a [`Moment`] and drains [`Output`]s: frames to queue, connections
+//! to close, HTTP responses, webhooks, and the instant of the next timer.
+//!
+//! # The run loop
+//!
+//! After every [`Engine::handle_input`], drain [`Engine::poll_output`] until it returns
+//! [`Output::Timeout`], then wait for I/O or that instant, whichever comes first, and feed
+//! [`Input::Tick`] when the instant is reached. Waking early is harmless.
+//!
+//! ```
+//! use ferrocast_engine::{Config, ConnId, Engine, Input, Moment, Output, WsRequest};
+//! use std::time::{Duration, Instant};
+//!
+//! let mut engine = Engine::new(Config::default(), 42);
+//! let start = Instant::now();
+//! let at = |secs: u64| Moment::new(start + Duration::from_secs(secs), 1_700_000_000_000 + secs * 1000);
+//!
+//! let request = WsRequest { path: "/app/app-key".into(), query: "protocol=7".into(), origin: None, peer: None };
+//! engine.handle_input(at(0), Input::Opened { conn: ConnId(1), request }).unwrap();
+//! let next_wakeup = loop {
+//!     match engine.poll_output() {
+//!         Output::Send { conn, frame } => {
+//!             // A real shell copies `frame.wire_bytes()` into the connection's write buffer.
+//!             assert_eq!(conn, ConnId(1));
+//!             assert!(frame.payload_text().contains("pusher:connection_established"));
+//!         }
+//!         Output::Timeout(at) => break at,
+//!         other => panic!("unexpected {other:?}"),
+//!     }
+//! };
+//! // The server pings a connection that stays quiet for `activity_timeout` (120 s).
+//! assert_eq!(next_wakeup, Some(at(120).now));
+//! engine.handle_input(at(120), Input::Tick).unwrap();
+//! match engine.poll_output() {
+//!     Output::Send { frame, .. } => assert!(frame.payload_text().contains("pusher:ping")),
+//!     other => panic!("expected a ping, got {other:?}"),
+//! }
+//! ```
+#![warn(missing_docs)]
+
+mod channels;
+mod client_message;
+pub mod config;
+mod engine;
+pub mod frame;
+pub mod ids;
+mod interface;
+mod rng;
+pub mod signature;
+mod timers;
+mod token_bucket;
+
+#[cfg(feature = "sim")]
+pub mod sim;
+
+pub use config::{AppConfig, Config, ConfigError};
+pub use engine::{Engine, StateCounts};
+pub use frame::Frame;
+pub use ids::{ChannelKind, ChannelName, ConnId, ReqId, SocketId, UserId};
+pub use interface::{ApiMisuse, HttpRequest, Input, Moment, Output, WebhookDelivery, WsRequest};

@@ -1,0 +1,324 @@
+//! An embeddable simulator: one engine, a fake clock and any number of fake clients.
+//!
+//! Everything runs in one thread with no real time: [`Simulator::advance`] moves the clock and
+//! fires each timer at its exact instant, so tests of timeouts take microseconds and never
+//! flake. The simulator checks the engine's contract as it goes and panics when it is broken:
+//! an output naming a connection that is not open, or a frame after a close.
+//!
+//! ```
+//! use ferrocast_engine::{sim::Simulator, Config};
+//! use serde_json::json;
+//!
+//! let mut sim = Simulator::new(Config::default(), 7);
+//! let alice = sim.connect("app-key");
+//! assert_eq!(sim.take(alice)[0].event, "pusher:connection_established");
+//! sim.send_json(alice, json!({"event": "pusher:subscribe", "data": {"channel": "news"}}));
+//! assert_eq!(sim.take(alice)[0].event, "pusher_internal:subscription_succeeded");
+//! ```
+
+use crate::frame::Frame;
+use crate::ids::{ConnId, ReqId};
+use crate::interface::{ApiMisuse, HttpRequest, Input, Moment, Output, WebhookDelivery, WsRequest};
+use crate::signature;
+use crate::{Config, Engine};
+use serde_json::Value;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// The wall clock the simulation starts at (2023-11-14T22:13:20Z), in Unix milliseconds.
+pub const START_UNIX_MS: u64 = 1_700_000_000_000;
+
+/// One message a fake client received, with `data` decoded when it was a JSON string.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    /// The `event` field (`"#pong"` for a WebSocket pong control frame).
+    pub event: String,
+    /// The `channel` field, if any.
+    pub channel: Option<String>,
+    /// The `data` field, parsed from its string form when it held JSON.
+    pub data: Value,
+    /// The top-level `user_id` (client events on presence channels).
+    pub user_id: Option<String>,
+    /// The frame's payload exactly as sent.
+    pub raw: String,
+}
+
+impl Message {
+    fn from_frame(frame: &Frame) -> Self {
+        if frame.wire_bytes()[0] & 0x0F == 0xA {
+            return Message {
+                event: "#pong".into(),
+                channel: None,
+                data: Value::Null,
+                user_id: None,
+                raw: String::new(),
+            };
+        }
+        let raw = frame.payload_text();
+        let value: Value = serde_json::from_str(&raw).expect("the engine sends JSON text");
+        let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
+        let data = match value.get("data") {
+            Some(Value::String(s)) => {
+                serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone()))
+            }
+            Some(other) => other.clone(),
+            None => Value::Null,
+        };
+        Message {
+            event: text("event").unwrap_or_default(),
+            channel: text("channel"),
+            data,
+            user_id: text("user_id"),
+            raw,
+        }
+    }
+}
+
+#[derive(Default)]
+struct FakeClient {
+    /// The key in the path it connected to, to pick the secret its backend signs with.
+    app_key: String,
+    inbox: VecDeque<Message>,
+    closed: Option<(u16, String)>,
+}
+
+/// A deterministic world around one [`Engine`].
+pub struct Simulator {
+    engine: Engine,
+    start: Instant,
+    elapsed: Duration,
+    next_conn: u64,
+    next_req: u64,
+    clients: BTreeMap<ConnId, FakeClient>,
+    responses: BTreeMap<ReqId, (u16, Value)>,
+    webhooks: Vec<WebhookDelivery>,
+    next_timer: Option<Instant>,
+}
+
+impl Simulator {
+    /// A simulator around a fresh engine built from `config` and `seed`.
+    pub fn new(config: Config, seed: u64) -> Self {
+        // The one real clock read: an anchor for the fake clock; nothing depends on its value.
+        #[allow(clippy::disallowed_methods)]
+        let start = Instant::now();
+        Simulator {
+            engine: Engine::new(config, seed),
+            start,
+            elapsed: Duration::ZERO,
+            next_conn: 1,
+            next_req: 1,
+            clients: BTreeMap::new(),
+            responses: BTreeMap::new(),
+            webhooks: Vec::new(),
+            next_timer: None,
+        }
+    }
+
+    /// The engine under simulation.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The current simulated moment.
+    pub fn moment(&self) -> Moment {
+        Moment::new(
+            self.start + self.elapsed,
+            START_UNIX_MS + self.elapsed.as_millis() as u64,
+        )
+    }
+
+    /// Feeds a raw input and routes every output; returns the engine's verdict on the input.
+    pub fn input(&mut self, input: Input) -> Result<(), ApiMisuse> {
+        let result = self.engine.handle_input(self.moment(), input);
+        self.drain();
+        result
+    }
+
+    /// Opens a connection to `/app/{key}?protocol=7`.
+    pub fn connect(&mut self, key: &str) -> ConnId {
+        self.connect_to(&format!("/app/{key}"), "protocol=7&client=js&version=8.4.0")
+    }
+
+    /// Opens a connection with an explicit path and query.
+    pub fn connect_to(&mut self, path: &str, query: &str) -> ConnId {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let app_key = path.rsplit('/').next().unwrap_or_default().to_owned();
+        self.clients.insert(
+            conn,
+            FakeClient {
+                app_key,
+                ..FakeClient::default()
+            },
+        );
+        let request = WsRequest {
+            path: path.into(),
+            query: query.into(),
+            origin: None,
+            peer: None,
+        };
+        self.input(Input::Opened { conn, request })
+            .expect("fresh connection ids are never misuse");
+        conn
+    }
+
+    /// Sends a text message.
+    pub fn send_text(&mut self, conn: ConnId, text: &str) {
+        self.input(Input::Text {
+            conn,
+            text: text.as_bytes().to_vec(),
+        })
+        .expect("sending on a closed connection");
+    }
+
+    /// Sends a JSON message.
+    pub fn send_json(&mut self, conn: ConnId, value: Value) {
+        self.send_text(conn, &value.to_string());
+    }
+
+    /// The client side closes the socket.
+    pub fn disconnect(&mut self, conn: ConnId) {
+        self.input(Input::Closed { conn })
+            .expect("closing a connection the engine knows");
+        self.client(conn).closed = Some((1006, "closed by client".into()));
+    }
+
+    /// Sends an HTTP request and returns its status and JSON body (`Null` when not JSON).
+    pub fn http(&mut self, method: &str, path: &str, query: &str, body: &[u8]) -> (u16, Value) {
+        let req = ReqId(self.next_req);
+        self.next_req += 1;
+        let request = HttpRequest {
+            method: method.into(),
+            path: path.into(),
+            query: query.into(),
+            body: body.to_vec(),
+        };
+        self.input(Input::Http { req, request })
+            .expect("HTTP input is never misuse");
+        self.responses
+            .remove(&req)
+            .expect("the engine answers every HTTP request at once")
+    }
+
+    /// Moves the clock forward by `by`, firing every timer at its own instant on the way.
+    pub fn advance(&mut self, by: Duration) {
+        let target = self.elapsed + by;
+        while let Some(at) = self.next_timer {
+            let due = at.saturating_duration_since(self.start);
+            if due > target {
+                break;
+            }
+            self.elapsed = self.elapsed.max(due);
+            self.input(Input::Tick).expect("ticks are never misuse");
+        }
+        self.elapsed = target;
+        self.input(Input::Tick).expect("ticks are never misuse");
+    }
+
+    /// Drains what `conn` has received so far.
+    pub fn take(&mut self, conn: ConnId) -> Vec<Message> {
+        self.client(conn).inbox.drain(..).collect()
+    }
+
+    /// Drains what `conn` received and returns the event names only.
+    pub fn take_events(&mut self, conn: ConnId) -> Vec<String> {
+        self.take(conn).into_iter().map(|m| m.event).collect()
+    }
+
+    /// The close code and reason, once the engine has closed `conn` (or the client did).
+    pub fn closed(&self, conn: ConnId) -> Option<(u16, String)> {
+        self.clients.get(&conn).and_then(|c| c.closed.clone())
+    }
+
+    /// The socket id the engine assigned to `conn`.
+    pub fn socket_id(&self, conn: ConnId) -> String {
+        self.engine
+            .socket_id(conn)
+            .expect("connection is open")
+            .to_string()
+    }
+
+    /// Webhooks emitted so far, drained.
+    pub fn take_webhooks(&mut self) -> Vec<WebhookDelivery> {
+        std::mem::take(&mut self.webhooks)
+    }
+
+    /// The `auth` a backend would sign for `conn` on a private channel.
+    pub fn private_auth(&self, conn: ConnId, channel: &str) -> String {
+        self.sign_for(conn, &format!("{}:{channel}", self.socket_id(conn)))
+    }
+
+    /// The `auth` a backend would sign for `conn` on a presence channel with `channel_data`.
+    pub fn presence_auth(&self, conn: ConnId, channel: &str, channel_data: &str) -> String {
+        self.sign_for(
+            conn,
+            &format!("{}:{channel}:{channel_data}", self.socket_id(conn)),
+        )
+    }
+
+    /// The `auth` a backend would sign for `conn` to sign in with `user_data`.
+    pub fn signin_auth(&self, conn: ConnId, user_data: &str) -> String {
+        self.sign_for(
+            conn,
+            &format!("{}::user::{user_data}", self.socket_id(conn)),
+        )
+    }
+
+    fn sign_for(&self, conn: ConnId, message: &str) -> String {
+        let key = &self.clients[&conn].app_key;
+        let app = self
+            .engine
+            .config()
+            .apps
+            .iter()
+            .find(|a| &a.key == key)
+            .expect("client of a configured app");
+        signature::client_auth(&app.key, &app.secret, message.as_bytes())
+    }
+
+    fn client(&mut self, conn: ConnId) -> &mut FakeClient {
+        self.clients
+            .get_mut(&conn)
+            .unwrap_or_else(|| panic!("no fake client {conn:?}"))
+    }
+
+    fn deliver(&mut self, conn: ConnId, frame: &Frame) {
+        let client = self.client(conn);
+        assert!(
+            client.closed.is_none(),
+            "engine sent {frame:?} to {conn:?} after it closed"
+        );
+        client.inbox.push_back(Message::from_frame(frame));
+    }
+
+    fn drain(&mut self) {
+        loop {
+            match self.engine.poll_output() {
+                Output::Send { conn, frame } => self.deliver(conn, &frame),
+                Output::Broadcast {
+                    conns,
+                    except,
+                    frame,
+                } => {
+                    for &conn in conns.iter().filter(|c| Some(**c) != except) {
+                        self.deliver(conn, &frame);
+                    }
+                }
+                Output::Close { conn, code, reason } => {
+                    let client = self.client(conn);
+                    assert!(client.closed.is_none(), "{conn:?} closed twice");
+                    client.closed = Some((code, reason));
+                }
+                Output::HttpResponse { req, status, body } => {
+                    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    self.responses.insert(req, (status, value));
+                }
+                Output::Webhook(delivery) => self.webhooks.push(delivery),
+                Output::Timeout(at) => {
+                    self.next_timer = at;
+                    return;
+                }
+            }
+        }
+    }
+}

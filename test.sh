@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Runs every test layer of Ferrocast, from any working directory, on a clean clone:
+#   formatting, clippy, the release build, the Rust workspace tests (unit, simulator scenarios,
+#   conformance vectors, property tests), the fuzz smoke run, and the end-to-end suite in which
+#   pusher-js and the `pusher` Node SDK talk to the real `ferrocast` binary.
+# Installs what it needs itself (npm packages from the committed lock file). Every layer runs
+# even when an earlier one failed (except the end-to-end suite, which needs a fresh build); the
+# script exits non-zero if any layer failed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+
+CLIENTS="$ROOT/spec/clients"
+export FERROCAST_BIN="$ROOT/target/release/ferrocast"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+declare -a RESULTS=()
+FAILED=0
+
+# step NAME COMMAND...: runs one layer, records its outcome and duration, never aborts the script.
+step() {
+  local name="$1"
+  shift
+  local start=$SECONDS
+  printf '\n==> %s: %s\n' "$name" "$*"
+  if "$@"; then
+    RESULTS+=("ok      ${name} ($((SECONDS - start)) s)")
+    return 0
+  else
+    local rc=$?
+    RESULTS+=("FAILED  ${name} (exit ${rc}, $((SECONDS - start)) s)")
+    FAILED=1
+    return "$rc"
+  fi
+}
+
+skip() {
+  RESULTS+=("skipped ${1} (${2})")
+  printf '\n==> %s: skipped (%s)\n' "$1" "$2"
+}
+
+step "rustfmt" cargo fmt --all -- --check || true
+step "clippy" cargo clippy --workspace --all-targets --all-features -- -D warnings || true
+
+BUILT=0
+step "release build" cargo build --release -p ferrocast --bin ferrocast && BUILT=1 || true
+
+step "cargo test" cargo test --workspace --all-features || true
+
+# ---- fuzz smoke ----------------------------------------------------------------------------
+# Reserved for the fuzz smoke run (cargo-fuzz targets in fuzz/, a few seconds each on the
+# committed seeds). It installs its own tooling. Fill in here, e.g.:
+#   step "fuzz smoke" ./fuzz/smoke.sh || true
+# ---- end fuzz smoke ------------------------------------------------------------------------
+
+# Commands inside a function run by `step` are in an `if` condition, where `set -e` is off:
+# chain them with && so a failure stops the layer.
+e2e() {
+  npm ci --prefix "$CLIENTS" --no-audit --no-fund --loglevel=error &&
+  # Each test starts its own server on an ephemeral port; files run two at a time.
+  node --test --test-reporter=spec --test-concurrency=2 "$CLIENTS"/test/*.test.mjs
+}
+
+if [[ "$BUILT" == 1 ]]; then
+  step "end-to-end (pusher-js, pusher SDK)" e2e || true
+else
+  skip "end-to-end (pusher-js, pusher SDK)" "the release build failed"
+  FAILED=1
+fi
+
+printf '\n==> summary (%d s in all)\n' "$SECONDS"
+printf '  %s\n' "${RESULTS[@]}"
+if [[ "$FAILED" != 0 ]]; then
+  echo "test.sh: FAILED"
+  exit 1
+fi
+echo "test.sh: all layers passed"

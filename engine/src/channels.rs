@@ -34,11 +34,6 @@ impl Channel {
         removed
     }
 
-    /// Whether `conn` is subscribed.
-    pub fn contains(&self, conn: ConnId) -> bool {
-        self.subscribers.contains(&conn)
-    }
-
     /// How many connections are subscribed.
     pub fn subscriber_count(&self) -> usize {
         self.subscribers.len()
@@ -108,11 +103,6 @@ impl Roster {
     /// Distinct members.
     pub fn len(&self) -> usize {
         self.members.len()
-    }
-
-    /// Whether the roster is empty.
-    pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
     }
 
     /// Member ids in order.
@@ -210,11 +200,6 @@ impl ChannelRegistry {
     pub fn len(&self) -> usize {
         self.channels.len()
     }
-
-    /// Whether no channel is occupied.
-    pub fn is_empty(&self) -> bool {
-        self.channels.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -241,7 +226,7 @@ mod tests {
         assert!(!roster.join(&alice, None));
         assert!(!roster.leave(&alice));
         assert!(roster.leave(&alice));
-        assert!(roster.is_empty());
+        assert_eq!(roster.len(), 0);
     }
 
     #[test]

@@ -13,6 +13,10 @@ pub struct Config {
     pub activity_timeout_secs: u64,
     /// Seconds a pinged client has to answer before it is closed with 4201.
     pub pong_timeout_secs: u64,
+    /// Milliseconds webhook events are gathered before one batched POST.
+    pub webhook_batch_ms: u64,
+    /// Seconds `channel_vacated` and `member_removed` webhooks wait, cancelled by a return.
+    pub webhook_leave_delay_secs: u64,
     /// The apps this server serves.
     pub apps: Vec<AppConfig>,
 }
@@ -23,6 +27,8 @@ impl Default for Config {
             path_prefix: String::new(),
             activity_timeout_secs: 120,
             pong_timeout_secs: 30,
+            webhook_batch_ms: 250,
+            webhook_leave_delay_secs: 3,
             apps: vec![AppConfig::default()],
         }
     }
@@ -64,6 +70,51 @@ pub struct AppConfig {
     pub max_event_name_len: usize,
     /// Most user ids in a sign-in watchlist.
     pub max_watchlist_len: usize,
+    /// Most bytes of an event's `data` published through the HTTP API; more is answered 413.
+    pub max_event_payload_bytes: usize,
+    /// Most channels one HTTP publish may name.
+    pub max_event_channels: usize,
+    /// Most events in one `batch_events` request.
+    pub max_batch_size: usize,
+    /// Events per second the HTTP API accepts for this app (each channel counts); `None`: no limit.
+    pub max_events_per_sec: Option<u32>,
+    /// HTTP read requests (channel queries) per second; `None`: no limit.
+    pub max_reads_per_sec: Option<u32>,
+    /// Seconds a cache channel keeps its last event.
+    pub cache_ttl_secs: u64,
+    /// Whether subscribers of non-presence channels get `pusher_internal:subscription_count`.
+    pub subscription_count_events: bool,
+    /// Where to POST webhooks, and which events each endpoint wants.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// One webhook endpoint of an app.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The `http://` URL to POST to.
+    pub url: String,
+    /// The event names it wants (`channel_occupied`, …); empty means all of them.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+}
+
+/// Every webhook event name the server can send.
+pub const WEBHOOK_EVENT_TYPES: [&str; 7] = [
+    "channel_occupied",
+    "channel_vacated",
+    "member_added",
+    "member_removed",
+    "client_event",
+    "cache_miss",
+    "subscription_count",
+];
+
+impl WebhookConfig {
+    /// Whether this endpoint wants events named `name`.
+    pub fn wants(&self, name: &str) -> bool {
+        self.event_types.is_empty() || self.event_types.iter().any(|t| t == name)
+    }
 }
 
 impl Default for AppConfig {
@@ -85,6 +136,14 @@ impl Default for AppConfig {
             max_channel_name_len: 200,
             max_event_name_len: 200,
             max_watchlist_len: 100,
+            max_event_payload_bytes: 10 * 1024,
+            max_event_channels: 100,
+            max_batch_size: 10,
+            max_events_per_sec: None,
+            max_reads_per_sec: None,
+            cache_ttl_secs: 30 * 60,
+            subscription_count_events: false,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -170,6 +229,29 @@ impl Config {
                     "apps[{i}]: client event rate and burst must be at least 1"
                 ));
             }
+            if app.max_batch_size == 0
+                || app.max_event_channels == 0
+                || app.max_events_per_sec == Some(0)
+            {
+                return fail(format!(
+                    "apps[{i}]: batch, channel and rate limits must be at least 1"
+                ));
+            }
+            for hook in &app.webhooks {
+                if !hook.url.starts_with("http://") && !hook.url.starts_with("https://") {
+                    return fail(format!(
+                        "apps[{i}]: webhook url {:?} must start with http:// or https://",
+                        hook.url
+                    ));
+                }
+                if let Some(bad) = hook
+                    .event_types
+                    .iter()
+                    .find(|t| !WEBHOOK_EVENT_TYPES.contains(&t.as_str()))
+                {
+                    return fail(format!("apps[{i}]: unknown webhook event type {bad:?}; known: {WEBHOOK_EVENT_TYPES:?}"));
+                }
+            }
             for (j, other) in self.apps.iter().enumerate().skip(i + 1) {
                 if other.id == app.id || other.key == app.key {
                     return fail(format!("apps[{i}] and apps[{j}] share an id or a key"));
@@ -213,6 +295,14 @@ mod tests {
         assert!(Config::from_toml("[[apps]]\nid = \"1\"\nkey = \"\"\nsecret = \"s\"").is_err());
         assert!(Config::from_toml("activity_timeout_secs = 0").is_err());
         assert!(Config::from_toml("path_prefix = \"ws\"").is_err());
+        let hook = |t: &str| {
+            format!("[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n[[apps.webhooks]]\nurl = \"http://x/\"\nevent_types = [\"{t}\"]")
+        };
+        assert!(Config::from_toml(&hook("member_added")).is_ok());
+        assert!(Config::from_toml(&hook("member_joined"))
+            .unwrap_err()
+            .0
+            .contains("unknown webhook event"));
         let dup = "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n[[apps]]\nid = \"2\"\nkey = \"k\"\nsecret = \"t\"";
         assert!(Config::from_toml(dup).unwrap_err().0.contains("share"));
     }

@@ -2,9 +2,13 @@
 
 mod client_events;
 mod connect;
+mod http_api;
+mod http_handlers;
 mod liveness;
+mod publish;
 mod signin;
 mod subscribe;
+mod webhooks;
 
 use crate::channels::ChannelRegistry;
 use crate::client_message::{self, Malformed};
@@ -43,6 +47,14 @@ struct App {
     users: BTreeMap<UserId, BTreeSet<ConnId>>,
     /// For each watched user, the connections whose watchlist names them.
     watchers: BTreeMap<UserId, BTreeSet<ConnId>>,
+    /// The last event of each cache channel.
+    cache: publish::Cache,
+    /// Webhook batching and delayed leave events.
+    webhooks: webhooks::WebhookState,
+    /// HTTP publish allowance, created on first use when the app has a limit.
+    http_event_bucket: Option<TokenBucket>,
+    /// HTTP read allowance, created on first use when the app has a limit.
+    http_read_bucket: Option<TokenBucket>,
 }
 
 /// One open client connection.
@@ -65,12 +77,20 @@ struct SignedInUser {
 }
 
 /// What a timer is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Due {
     /// Check whether the connection has gone quiet (ping it) or missed its pong (close it).
     Liveness(ConnId),
     /// The connection had to sign in by now.
     SigninDeadline(ConnId),
+    /// Send the app's gathered webhook events.
+    WebhookFlush(AppIndex),
+    /// The channel stayed empty for the leave delay: tell the backend.
+    ChannelVacated(AppIndex, ChannelName),
+    /// The member stayed away for the leave delay: tell the backend.
+    MemberRemoved(AppIndex, ChannelName, UserId),
+    /// A cache channel's last event is too old to replay.
+    CacheExpiry(AppIndex, ChannelName),
 }
 
 /// Counts of live state, for leak checks in tests and simulators.
@@ -88,6 +108,10 @@ pub struct StateCounts {
     pub users: usize,
     /// Watched users across apps.
     pub watched_users: usize,
+    /// Cached last events of cache channels across apps.
+    pub cached_events: usize,
+    /// Webhook bookkeeping entries (pending events, occupied channels, delayed leaves).
+    pub webhook_entries: usize,
 }
 
 impl Engine {
@@ -102,6 +126,10 @@ impl Engine {
                 connections: 0,
                 users: BTreeMap::new(),
                 watchers: BTreeMap::new(),
+                cache: publish::Cache::new(),
+                webhooks: webhooks::WebhookState::default(),
+                http_event_bucket: None,
+                http_read_bucket: None,
             })
             .collect();
         let app_by_key = apps
@@ -170,12 +198,8 @@ impl Engine {
                 self.forget(conn);
                 Ok(())
             }
-            Input::Http { req, .. } => {
-                self.outputs.push_back(Output::HttpResponse {
-                    req,
-                    status: 404,
-                    body: br#"{"error":"not found"}"#.to_vec(),
-                });
+            Input::Http { req, request } => {
+                self.on_http(req, &request);
                 Ok(())
             }
             Input::Tick => {
@@ -203,6 +227,8 @@ impl Engine {
             timers: self.timers.len(),
             users: self.apps.iter().map(|a| a.users.len()).sum(),
             watched_users: self.apps.iter().map(|a| a.watchers.len()).sum(),
+            cached_events: self.apps.iter().map(|a| a.cache.len()).sum(),
+            webhook_entries: self.apps.iter().map(|a| a.webhooks.len()).sum(),
         }
     }
 
@@ -327,6 +353,12 @@ impl Engine {
                         );
                     }
                 }
+                Due::WebhookFlush(app) => self.flush_webhooks(app),
+                Due::ChannelVacated(app, channel) => self.channel_vacated_due(app, channel),
+                Due::MemberRemoved(app, channel, user) => {
+                    self.member_removed_due(app, channel, user)
+                }
+                Due::CacheExpiry(app, channel) => self.cache_expired(app, &channel),
             }
         }
     }

@@ -47,6 +47,7 @@ mod client_message;
 pub mod config;
 mod engine;
 pub mod frame;
+pub mod http_auth;
 pub mod ids;
 mod interface;
 mod rng;
@@ -57,7 +58,7 @@ mod token_bucket;
 #[cfg(feature = "sim")]
 pub mod sim;
 
-pub use config::{AppConfig, Config, ConfigError};
+pub use config::{AppConfig, Config, ConfigError, WebhookConfig};
 pub use engine::{Engine, StateCounts};
 pub use frame::Frame;
 pub use ids::{ChannelKind, ChannelName, ConnId, ReqId, SocketId, UserId};

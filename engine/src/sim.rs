@@ -19,7 +19,7 @@
 use crate::frame::Frame;
 use crate::ids::{ConnId, ReqId};
 use crate::interface::{ApiMisuse, HttpRequest, Input, Moment, Output, WebhookDelivery, WsRequest};
-use crate::signature;
+use crate::{http_auth, signature};
 use crate::{Config, Engine};
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
@@ -198,6 +198,45 @@ impl Simulator {
         self.responses
             .remove(&req)
             .expect("the engine answers every HTTP request at once")
+    }
+
+    /// Sends an HTTP API request signed with the credentials of the app named in the path
+    /// (`/apps/{id}/...`; the first app otherwise), as the backend SDKs sign it.
+    pub fn signed_http(
+        &mut self,
+        method: &str,
+        path: &str,
+        params: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, Value) {
+        let id = path
+            .strip_prefix("/apps/")
+            .and_then(|rest| rest.split('/').next());
+        let apps = &self.engine.config().apps;
+        let app = apps
+            .iter()
+            .find(|a| Some(a.id.as_str()) == id)
+            .unwrap_or(&apps[0]);
+        let unix_secs = self.moment().unix_ms / 1000;
+        let query = http_auth::signed_query(
+            &app.key,
+            &app.secret,
+            method,
+            path,
+            params,
+            body.as_bytes(),
+            unix_secs,
+        );
+        self.http(method, path, &query, body.as_bytes())
+    }
+
+    /// Publishes `data` as `event` on `channel` through the HTTP API, expecting success.
+    pub fn trigger(&mut self, channel: &str, event: &str, data: &str) {
+        let app = self.engine.config().apps[0].id.clone();
+        let body =
+            serde_json::json!({ "name": event, "channel": channel, "data": data }).to_string();
+        let (status, answer) = self.signed_http("POST", &format!("/apps/{app}/events"), &[], &body);
+        assert_eq!(status, 200, "trigger failed: {answer}");
     }
 
     /// Moves the clock forward by `by`, firing every timer at its own instant on the way.

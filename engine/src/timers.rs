@@ -58,11 +58,6 @@ impl<T> Timers<T> {
     pub fn len(&self) -> usize {
         self.queue.len()
     }
-
-    /// Whether no timer is pending.
-    pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
-    }
 }
 
 #[cfg(test)]

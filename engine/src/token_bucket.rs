@@ -24,13 +24,18 @@ impl TokenBucket {
 
     /// Takes one token if there is one; `false` means the event is over the limit.
     pub fn try_take(&mut self, now: Instant) -> bool {
+        self.try_take_n(1, now)
+    }
+
+    /// Takes `n` tokens if there are that many; otherwise takes none.
+    pub fn try_take_n(&mut self, n: u32, now: Instant) -> bool {
         let elapsed = now
             .saturating_duration_since(self.refilled_at)
             .as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate_per_sec).min(self.burst);
         self.refilled_at = self.refilled_at.max(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= f64::from(n) {
+            self.tokens -= f64::from(n);
             true
         } else {
             false

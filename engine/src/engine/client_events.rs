@@ -74,6 +74,18 @@ impl Engine {
                 frame,
             });
         }
+        let app = connection.app;
+        let mut hook = serde_json::json!({
+            "name": "client_event",
+            "channel": channel.as_str(),
+            "event": event,
+            "data": serde_json::from_str::<String>(&data.0).unwrap_or_default(),
+            "socket_id": connection.socket_id.to_string(),
+        });
+        if let Some(user) = &user_id {
+            hook["user_id"] = user.as_str().into();
+        }
+        self.queue_webhook(app, hook);
     }
 }
 

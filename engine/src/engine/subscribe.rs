@@ -135,61 +135,56 @@ impl Engine {
     }
 
     fn join(&mut self, conn: ConnId, channel: ChannelName, member: Option<Member>) {
-        let app_index = self.conns[&conn].app;
-        let app = &mut self.apps[app_index.0];
-        let entry = app.channels.entry(&channel);
+        let app = self.conns[&conn].app;
+        let entry = self.apps[app.0].channels.entry(&channel);
+        let was_empty = entry.is_empty();
         let newly_joined = entry.add(conn);
-        let mut member_added = None;
-        if newly_joined {
-            if let Some(member) = &member {
-                if entry.roster.join(&member.user, member.info.clone()) {
-                    let data = entry.roster.member_added_data(&member.user);
-                    let frame = frame::message(
-                        "pusher_internal:member_added",
-                        Some(channel.as_str()),
-                        &data,
-                        None,
-                    );
-                    member_added = Some(Output::Broadcast {
-                        conns: entry.recipients(),
-                        except: Some(conn),
-                        frame,
-                    });
-                }
-            }
-            let user = member.map(|m| m.user);
-            self.conns
-                .get_mut(&conn)
-                .expect("caller checked")
-                .channels
-                .insert(channel.clone(), user);
-        }
+        let first_socket_of_user = newly_joined
+            && member
+                .as_ref()
+                .is_some_and(|m| entry.roster.join(&m.user, m.info.clone()));
         let data = if channel.kind() == ChannelKind::Presence {
             entry.roster.subscription_data()
         } else {
             RawJson::string("{}")
         };
-        self.send(
-            conn,
-            frame::message(
-                "pusher_internal:subscription_succeeded",
+        let succeeded = frame::message(
+            "pusher_internal:subscription_succeeded",
+            Some(channel.as_str()),
+            &data,
+            None,
+        );
+        self.send(conn, succeeded);
+        if channel.is_cache() {
+            self.replay_cache(app, conn, &channel);
+        }
+        if !newly_joined {
+            return;
+        }
+        let user = member.map(|m| m.user);
+        let connection = self.conns.get_mut(&conn).expect("caller checked");
+        connection.channels.insert(channel.clone(), user.clone());
+        if was_empty {
+            self.webhook_channel_occupied(app, &channel);
+        }
+        if let Some(user) = user.filter(|_| first_socket_of_user) {
+            let entry = self.apps[app.0].channels.entry(&channel);
+            let data = entry.roster.member_added_data(&user);
+            let frame = frame::message(
+                "pusher_internal:member_added",
                 Some(channel.as_str()),
                 &data,
                 None,
-            ),
-        );
-        if channel.is_cache() {
-            self.send(
-                conn,
-                frame::message(
-                    "pusher:cache_miss",
-                    Some(channel.as_str()),
-                    &RawJson::string("{}"),
-                    None,
-                ),
             );
+            let conns = entry.recipients();
+            self.outputs.push_back(Output::Broadcast {
+                conns,
+                except: Some(conn),
+                frame,
+            });
+            self.webhook_member_added(app, &channel, &user);
         }
-        self.outputs.extend(member_added);
+        self.subscription_count_changed(app, &channel);
     }
 
     pub(super) fn on_unsubscribe(&mut self, conn: ConnId, data: Option<&RawValue>) {
@@ -217,27 +212,35 @@ impl Engine {
         channel: &ChannelName,
         member: Option<&UserId>,
     ) {
-        let channels = &mut self.apps[app.0].channels;
-        let Some(entry) = channels.get_mut(channel) else {
+        let Some(entry) = self.apps[app.0].channels.get_mut(channel) else {
             return;
         };
-        entry.remove(conn);
-        if let Some(user) = member {
-            if entry.roster.leave(user) && !entry.is_empty() {
+        if !entry.remove(conn) {
+            return;
+        }
+        if let Some(user) = member.filter(|user| entry.roster.leave(user)) {
+            if !entry.is_empty() {
+                let data = member_removed_data(user);
                 let frame = frame::message(
                     "pusher_internal:member_removed",
                     Some(channel.as_str()),
-                    &member_removed_data(user),
+                    &data,
                     None,
                 );
+                let conns = entry.recipients();
                 self.outputs.push_back(Output::Broadcast {
-                    conns: entry.recipients(),
+                    conns,
                     except: None,
                     frame,
                 });
             }
+            self.webhook_member_removed(app, channel, user);
         }
-        channels.drop_if_empty(channel);
+        if self.apps[app.0].channels.drop_if_empty(channel) {
+            self.webhook_channel_emptied(app, channel);
+        } else {
+            self.subscription_count_changed(app, channel);
+        }
     }
 }
 

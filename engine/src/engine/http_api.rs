@@ -1,0 +1,204 @@
+//! The HTTP API: routing, request signatures, app checks and rate limits.
+//!
+//! Every answer is a real status code with a JSON body; errors are `{"error": "..."}`.
+
+use super::Engine;
+use crate::http_auth::{self, percent_decode, Query};
+use crate::ids::{AppIndex, ReqId};
+use crate::interface::{HttpRequest, Output};
+use serde_json::{json, Value};
+
+/// An HTTP answer other than success.
+#[derive(Debug)]
+pub(super) struct HttpError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl HttpError {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        HttpError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, message)
+    }
+}
+
+/// What an API route does, once the request is signed and allowed.
+enum Route {
+    Publish,
+    PublishBatch,
+    ListChannels,
+    ChannelInfo(String),
+    ChannelUsers(String),
+    TerminateUser(String),
+}
+
+impl Route {
+    /// Whether it publishes (counted against the event rate) rather than reads.
+    fn is_publish(&self) -> bool {
+        matches!(self, Route::Publish | Route::PublishBatch)
+    }
+}
+
+impl Engine {
+    pub(super) fn on_http(&mut self, req: ReqId, request: &HttpRequest) {
+        let (status, body) = match self.answer_http(request) {
+            Ok(body) => (200, body),
+            Err(error) => (error.status, json!({ "error": error.message })),
+        };
+        self.outputs.push_back(Output::HttpResponse {
+            req,
+            status,
+            body: body.to_string().into_bytes(),
+        });
+    }
+
+    fn answer_http(&mut self, request: &HttpRequest) -> Result<Value, HttpError> {
+        let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
+        match (request.method.as_str(), segments.as_slice()) {
+            ("GET", [""]) | ("GET", ["up"]) => Ok(json!({ "ok": true })),
+            ("GET", ["up", id]) => self.app_health(id),
+            (_, ["apps", id, rest @ ..]) => {
+                let app = self.app_by_id(id)?;
+                let route = route(&request.method, rest)?;
+                self.authorize_http(app, request)?;
+                if !route.is_publish() {
+                    self.charge_rate(app, false, 1)?;
+                }
+                let query = Query::parse(&request.query);
+                match route {
+                    Route::Publish => self.http_publish(app, &request.body),
+                    Route::PublishBatch => self.http_publish_batch(app, &request.body),
+                    Route::ListChannels => self.http_list_channels(app, &query),
+                    Route::ChannelInfo(channel) => self.http_channel_info(app, &channel, &query),
+                    Route::ChannelUsers(channel) => self.http_channel_users(app, &channel),
+                    Route::TerminateUser(user) => self.http_terminate_user(app, &user),
+                }
+            }
+            _ => Err(HttpError::new(
+                404,
+                format!("no such endpoint: {} {}", request.method, request.path),
+            )),
+        }
+    }
+
+    fn app_health(&self, id: &str) -> Result<Value, HttpError> {
+        let app = self.app_by_id(id)?;
+        if self.apps[app.0].config.enabled {
+            Ok(json!({ "ok": true }))
+        } else {
+            Err(HttpError::new(503, format!("app {id} is disabled")))
+        }
+    }
+
+    fn app_by_id(&self, id: &str) -> Result<AppIndex, HttpError> {
+        let id = percent_decode(id);
+        self.apps
+            .iter()
+            .position(|app| app.config.id == id)
+            .map(AppIndex)
+            .ok_or_else(|| HttpError::new(404, format!("app {id} not found")))
+    }
+
+    /// Signature (401), app enabled (403), then the per-app rate limits (429).
+    fn authorize_http(&mut self, app: AppIndex, request: &HttpRequest) -> Result<(), HttpError> {
+        let query = Query::parse(&request.query);
+        let key = query
+            .get("auth_key")
+            .ok_or_else(|| HttpError::new(401, "missing auth_key query parameter"))?;
+        let config = &self.apps[app.0].config;
+        if key != config.key {
+            return Err(HttpError::new(
+                401,
+                format!("auth_key {key:?} is not the key of app {}", config.id),
+            ));
+        }
+        let now_secs = self.moment().unix_ms / 1000;
+        http_auth::verify_request(
+            &config.secret,
+            &request.method,
+            &request.path,
+            &query,
+            &request.body,
+            now_secs,
+        )
+        .map_err(|e| HttpError::new(401, e.to_string()))?;
+        if !config.enabled {
+            return Err(HttpError::new(
+                403,
+                format!("app {} is disabled", config.id),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Takes `cost` from the app's event or read allowance, or answers 429.
+    pub(super) fn charge_rate(
+        &mut self,
+        app: AppIndex,
+        publish: bool,
+        cost: u32,
+    ) -> Result<(), HttpError> {
+        let now = self.moment().now;
+        let state = &mut self.apps[app.0];
+        let (limit, bucket, what) = if publish {
+            (
+                state.config.max_events_per_sec,
+                &mut state.http_event_bucket,
+                "events",
+            )
+        } else {
+            (
+                state.config.max_reads_per_sec,
+                &mut state.http_read_bucket,
+                "read requests",
+            )
+        };
+        let Some(rate) = limit else { return Ok(()) };
+        let bucket =
+            bucket.get_or_insert_with(|| crate::token_bucket::TokenBucket::new(rate, rate, now));
+        if bucket.try_take_n(cost, now) {
+            Ok(())
+        } else {
+            Err(HttpError::new(
+                429,
+                format!("app is over its limit of {rate} {what} per second"),
+            ))
+        }
+    }
+}
+
+/// Matches the part of the path after `/apps/{id}/`.
+fn route(method: &str, rest: &[&str]) -> Result<Route, HttpError> {
+    let route = match rest {
+        ["events"] => Route::Publish,
+        ["batch_events"] => Route::PublishBatch,
+        ["channels"] => Route::ListChannels,
+        ["channels", channel] => Route::ChannelInfo(percent_decode(channel)),
+        ["channels", channel, "users"] => Route::ChannelUsers(percent_decode(channel)),
+        ["users", user, "terminate_connections"] => Route::TerminateUser(percent_decode(user)),
+        _ => {
+            return Err(HttpError::new(
+                404,
+                format!("no such endpoint: /apps/{{id}}/{}", rest.join("/")),
+            ))
+        }
+    };
+    let expected = if route.is_publish() || matches!(route, Route::TerminateUser(_)) {
+        "POST"
+    } else {
+        "GET"
+    };
+    if method != expected {
+        return Err(HttpError::new(
+            405,
+            format!("use {expected} for this endpoint"),
+        ));
+    }
+    Ok(route)
+}

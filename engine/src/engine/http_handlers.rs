@@ -1,0 +1,305 @@
+//! The HTTP API endpoints: publish, batch publish, channel queries, user termination.
+
+use super::http_api::HttpError;
+use super::Engine;
+use crate::http_auth::Query;
+use crate::ids::{AppIndex, ChannelKind, ChannelName, ConnId, SocketId, UserId};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+/// One event as the HTTP API receives it (alone, or as a batch item).
+#[derive(Debug, Deserialize)]
+struct EventRequest {
+    name: String,
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(default)]
+    socket_id: Option<String>,
+    #[serde(default)]
+    info: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BatchRequest {
+    batch: Vec<EventRequest>,
+}
+
+/// An event that passed every check and may be published.
+struct ValidEvent {
+    name: String,
+    data: String,
+    channels: Vec<ChannelName>,
+    except: Option<ConnId>,
+    info: Vec<String>,
+}
+
+impl Engine {
+    pub(super) fn http_publish(&mut self, app: AppIndex, body: &[u8]) -> Result<Value, HttpError> {
+        let request: EventRequest = parse_body(body)?;
+        let event = self.validate_event(app, request, true)?;
+        self.charge_rate(app, true, event.channels.len() as u32)?;
+        Ok(match self.publish_valid(app, &event) {
+            Some(channels) => json!({ "channels": channels }),
+            None => json!({}),
+        })
+    }
+
+    pub(super) fn http_publish_batch(
+        &mut self,
+        app: AppIndex,
+        body: &[u8],
+    ) -> Result<Value, HttpError> {
+        let request: BatchRequest = parse_body(body)?;
+        let max = self.apps[app.0].config.max_batch_size;
+        if request.batch.len() > max {
+            return Err(HttpError::bad_request(format!(
+                "batch has {} events; the limit is {max}",
+                request.batch.len()
+            )));
+        }
+        // Validate everything first: a batch is accepted whole or not at all.
+        let events = request
+            .batch
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                self.validate_event(app, item, false)
+                    .map_err(|e| HttpError::new(e.status, format!("batch[{i}]: {}", e.message)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.charge_rate(app, true, events.len() as u32)?;
+        let any_info = events.iter().any(|e| !e.info.is_empty());
+        let answers: Vec<Value> = events
+            .iter()
+            .map(|event| {
+                let channels = self.publish_valid(app, event);
+                channels
+                    .and_then(|mut c| c.values_mut().next().map(Value::take))
+                    .unwrap_or_else(|| json!({}))
+            })
+            .collect();
+        Ok(if any_info {
+            json!({ "batch": answers })
+        } else {
+            json!({})
+        })
+    }
+
+    fn validate_event(
+        &self,
+        app: AppIndex,
+        request: EventRequest,
+        many_channels: bool,
+    ) -> Result<ValidEvent, HttpError> {
+        let config = &self.apps[app.0].config;
+        if request.name.is_empty() || request.name.len() > config.max_event_name_len {
+            return Err(HttpError::bad_request(format!(
+                "event name must be 1 to {} characters",
+                config.max_event_name_len
+            )));
+        }
+        let data = match request.data {
+            Value::String(text) => text,
+            Value::Null => return Err(HttpError::bad_request("data is required")),
+            other => other.to_string(),
+        };
+        if data.len() > config.max_event_payload_bytes {
+            return Err(HttpError::new(
+                413,
+                format!(
+                    "data is {} bytes; the limit is {}",
+                    data.len(),
+                    config.max_event_payload_bytes
+                ),
+            ));
+        }
+        let names = match (request.channel, request.channels) {
+            (Some(channel), None) => vec![channel],
+            (None, Some(channels)) if many_channels => channels,
+            (None, Some(_)) => {
+                return Err(HttpError::bad_request("a batch item names one channel"))
+            }
+            (Some(_), Some(_)) => {
+                return Err(HttpError::bad_request("give channel or channels, not both"))
+            }
+            (None, None) => return Err(HttpError::bad_request("channel or channels is required")),
+        };
+        if names.is_empty() || names.len() > config.max_event_channels {
+            return Err(HttpError::bad_request(format!(
+                "an event goes to 1 to {} channels, not {}",
+                config.max_event_channels,
+                names.len()
+            )));
+        }
+        let channels = names
+            .iter()
+            .map(|name| {
+                ChannelName::parse(name, config.max_channel_name_len)
+                    .map_err(|e| HttpError::bad_request(format!("invalid channel {name:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let except = match request.socket_id.as_deref() {
+            None => None,
+            Some(text) => {
+                let socket_id = SocketId::parse(text)
+                    .ok_or_else(|| HttpError::bad_request(format!("invalid socket_id {text:?}")))?;
+                self.socket_ids.get(&socket_id).copied()
+            }
+        };
+        let info = parse_info(request.info.as_deref())?;
+        Ok(ValidEvent {
+            name: request.name,
+            data,
+            channels,
+            except,
+            info,
+        })
+    }
+
+    /// Publishes to each channel; returns the requested `info` per channel, if any was asked.
+    fn publish_valid(&mut self, app: AppIndex, event: &ValidEvent) -> Option<Map<String, Value>> {
+        for channel in &event.channels {
+            self.publish(app, channel, &event.name, &event.data, event.except);
+        }
+        if event.info.is_empty() {
+            return None;
+        }
+        let answers = event.channels.iter().map(|c| {
+            (
+                c.as_str().to_owned(),
+                self.channel_attributes(app, c, &event.info),
+            )
+        });
+        Some(answers.collect())
+    }
+
+    /// `user_count` (presence only) and `subscription_count`, as asked.
+    fn channel_attributes(&self, app: AppIndex, channel: &ChannelName, info: &[String]) -> Value {
+        let live = self.apps[app.0].channels.get(channel);
+        let mut attributes = Map::new();
+        if info.iter().any(|i| i == "user_count") && channel.kind() == ChannelKind::Presence {
+            attributes.insert(
+                "user_count".into(),
+                live.map_or(0, |c| c.roster.len()).into(),
+            );
+        }
+        if info.iter().any(|i| i == "subscription_count") {
+            attributes.insert(
+                "subscription_count".into(),
+                live.map_or(0, |c| c.subscriber_count()).into(),
+            );
+        }
+        Value::Object(attributes)
+    }
+
+    pub(super) fn http_list_channels(
+        &self,
+        app: AppIndex,
+        query: &Query,
+    ) -> Result<Value, HttpError> {
+        let prefix = query.get("filter_by_prefix").unwrap_or("");
+        let info = parse_info(query.get("info"))?;
+        if info.iter().any(|i| i == "user_count") && !prefix.starts_with("presence-") {
+            return Err(HttpError::bad_request(
+                "info=user_count needs filter_by_prefix=presence-",
+            ));
+        }
+        let channels: Map<String, Value> = self.apps[app.0]
+            .channels
+            .iter()
+            .filter(|(name, _)| name.as_str().starts_with(prefix))
+            .map(|(name, _)| {
+                (
+                    name.as_str().to_owned(),
+                    self.channel_attributes(app, name, &info),
+                )
+            })
+            .collect();
+        Ok(json!({ "channels": channels }))
+    }
+
+    pub(super) fn http_channel_info(
+        &self,
+        app: AppIndex,
+        name: &str,
+        query: &Query,
+    ) -> Result<Value, HttpError> {
+        let channel = self.parse_channel(app, name)?;
+        let info = parse_info(query.get("info"))?;
+        if info.iter().any(|i| i == "user_count") && channel.kind() != ChannelKind::Presence {
+            return Err(HttpError::bad_request(
+                "info=user_count is only for presence channels",
+            ));
+        }
+        let mut answer = self.channel_attributes(app, &channel, &info);
+        answer["occupied"] = self.apps[app.0].channels.get(&channel).is_some().into();
+        Ok(answer)
+    }
+
+    pub(super) fn http_channel_users(&self, app: AppIndex, name: &str) -> Result<Value, HttpError> {
+        let channel = self.parse_channel(app, name)?;
+        if channel.kind() != ChannelKind::Presence {
+            return Err(HttpError::bad_request(
+                "users are only listed for presence channels",
+            ));
+        }
+        let users: Vec<Value> = self.apps[app.0]
+            .channels
+            .get(&channel)
+            .map(|c| {
+                c.roster
+                    .user_ids()
+                    .map(|u| json!({ "id": u.as_str() }))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(json!({ "users": users }))
+    }
+
+    pub(super) fn http_terminate_user(
+        &mut self,
+        app: AppIndex,
+        user: &str,
+    ) -> Result<Value, HttpError> {
+        let user = UserId::new(user).ok_or_else(|| HttpError::bad_request("user id is empty"))?;
+        let conns: Vec<ConnId> = self.apps[app.0]
+            .users
+            .get(&user)
+            .map(|c| c.iter().copied().collect())
+            .unwrap_or_default();
+        for conn in conns {
+            self.close_with_error(conn, 4009, "connection terminated by the app's backend");
+        }
+        Ok(json!({}))
+    }
+
+    fn parse_channel(&self, app: AppIndex, name: &str) -> Result<ChannelName, HttpError> {
+        ChannelName::parse(name, self.apps[app.0].config.max_channel_name_len)
+            .map_err(|e| HttpError::bad_request(format!("invalid channel {name:?}: {e}")))
+    }
+}
+
+fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, HttpError> {
+    serde_json::from_slice(body)
+        .map_err(|e| HttpError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// Parses `info=user_count,subscription_count`; unknown attributes are a 400.
+fn parse_info(info: Option<&str>) -> Result<Vec<String>, HttpError> {
+    let Some(info) = info else {
+        return Ok(Vec::new());
+    };
+    info.split(',')
+        .filter(|item| !item.is_empty())
+        .map(|item| match item {
+            "user_count" | "subscription_count" => Ok(item.to_owned()),
+            other => Err(HttpError::bad_request(format!(
+                "unknown info attribute {other:?}"
+            ))),
+        })
+        .collect()
+}

@@ -1,0 +1,182 @@
+//! Webhooks: what the app's backend is told, batched, with leave events held back.
+//!
+//! `channel_vacated` and `member_removed` wait `webhook_leave_delay_secs` and are cancelled
+//! when the channel or member comes back, so a page reload tells the backend nothing; the
+//! matching `channel_occupied` / `member_added` are then not sent again, so occupied/vacated
+//! strictly alternate per channel.
+
+use super::{App, Due, Engine};
+use crate::ids::{AppIndex, ChannelName, UserId};
+use crate::interface::{Output, WebhookDelivery};
+use crate::signature::sign_hex;
+use crate::timers::TimerKey;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Per-app webhook bookkeeping; empty (and never filled) for apps without webhooks.
+#[derive(Debug, Default)]
+pub(super) struct WebhookState {
+    /// Events gathered for the next batch.
+    pending: Vec<Value>,
+    /// Channels the backend was last told are occupied.
+    reported_occupied: BTreeSet<ChannelName>,
+    /// Channels whose `channel_vacated` is waiting out the delay.
+    pending_vacate: BTreeMap<ChannelName, TimerKey>,
+    /// Presence members whose `member_removed` is waiting out the delay.
+    pending_member_removed: BTreeMap<(ChannelName, UserId), TimerKey>,
+}
+
+impl WebhookState {
+    /// Bookkeeping entries still held (for leak checks).
+    pub(super) fn len(&self) -> usize {
+        self.pending.len()
+            + self.reported_occupied.len()
+            + self.pending_vacate.len()
+            + self.pending_member_removed.len()
+    }
+}
+
+impl Engine {
+    /// Whether any endpoint of `app` wants events named `name`.
+    fn wants_webhook(&self, app: AppIndex, name: &str) -> bool {
+        self.apps[app.0]
+            .config
+            .webhooks
+            .iter()
+            .any(|hook| hook.wants(name))
+    }
+
+    /// Queues one event for the next batch, starting the batch window if needed.
+    pub(super) fn queue_webhook(&mut self, app: AppIndex, event: Value) {
+        let name = event["name"].as_str().unwrap_or_default();
+        if !self.wants_webhook(app, name) {
+            return;
+        }
+        let state = &mut self.apps[app.0].webhooks;
+        if state.pending.is_empty() {
+            let at = self.moment().now + Duration::from_millis(self.config.webhook_batch_ms);
+            self.timers.schedule(at, Due::WebhookFlush(app));
+        }
+        self.apps[app.0].webhooks.pending.push(event);
+    }
+
+    pub(super) fn webhook_channel_occupied(&mut self, app: AppIndex, channel: &ChannelName) {
+        if !self.wants_webhook(app, "channel_occupied")
+            && !self.wants_webhook(app, "channel_vacated")
+        {
+            return;
+        }
+        let state = &mut self.apps[app.0].webhooks;
+        if let Some(timer) = state.pending_vacate.remove(channel) {
+            self.timers.cancel(timer);
+        } else if state.reported_occupied.insert(channel.clone()) {
+            self.queue_webhook(
+                app,
+                json!({ "name": "channel_occupied", "channel": channel.as_str() }),
+            );
+        }
+    }
+
+    pub(super) fn webhook_channel_emptied(&mut self, app: AppIndex, channel: &ChannelName) {
+        if !self.apps[app.0]
+            .webhooks
+            .reported_occupied
+            .contains(channel)
+        {
+            return;
+        }
+        let at = self.moment().now + Duration::from_secs(self.config.webhook_leave_delay_secs);
+        let timer = self
+            .timers
+            .schedule(at, Due::ChannelVacated(app, channel.clone()));
+        self.apps[app.0]
+            .webhooks
+            .pending_vacate
+            .insert(channel.clone(), timer);
+    }
+
+    pub(super) fn channel_vacated_due(&mut self, app: AppIndex, channel: ChannelName) {
+        let state = &mut self.apps[app.0].webhooks;
+        state.pending_vacate.remove(&channel);
+        state.reported_occupied.remove(&channel);
+        self.queue_webhook(
+            app,
+            json!({ "name": "channel_vacated", "channel": channel.as_str() }),
+        );
+    }
+
+    pub(super) fn webhook_member_added(
+        &mut self,
+        app: AppIndex,
+        channel: &ChannelName,
+        user: &UserId,
+    ) {
+        let key = (channel.clone(), user.clone());
+        if let Some(timer) = self.apps[app.0]
+            .webhooks
+            .pending_member_removed
+            .remove(&key)
+        {
+            self.timers.cancel(timer);
+            return;
+        }
+        self.queue_webhook(app, json!({ "name": "member_added", "channel": channel.as_str(), "user_id": user.as_str() }));
+    }
+
+    pub(super) fn webhook_member_removed(
+        &mut self,
+        app: AppIndex,
+        channel: &ChannelName,
+        user: &UserId,
+    ) {
+        if !self.wants_webhook(app, "member_removed") {
+            return;
+        }
+        let at = self.moment().now + Duration::from_secs(self.config.webhook_leave_delay_secs);
+        let timer = self
+            .timers
+            .schedule(at, Due::MemberRemoved(app, channel.clone(), user.clone()));
+        self.apps[app.0]
+            .webhooks
+            .pending_member_removed
+            .insert((channel.clone(), user.clone()), timer);
+    }
+
+    pub(super) fn member_removed_due(&mut self, app: AppIndex, channel: ChannelName, user: UserId) {
+        self.apps[app.0]
+            .webhooks
+            .pending_member_removed
+            .remove(&(channel.clone(), user.clone()));
+        self.queue_webhook(app, json!({ "name": "member_removed", "channel": channel.as_str(), "user_id": user.as_str() }));
+    }
+
+    /// Sends the gathered batch: one signed POST per endpoint that wants any of its events.
+    pub(super) fn flush_webhooks(&mut self, app: AppIndex) {
+        let unix_ms = self.moment().unix_ms;
+        let App {
+            config, webhooks, ..
+        } = &mut self.apps[app.0];
+        let events = std::mem::take(&mut webhooks.pending);
+        for hook in &config.webhooks {
+            let wanted: Vec<&Value> = events
+                .iter()
+                .filter(|e| hook.wants(e["name"].as_str().unwrap_or_default()))
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let body = json!({ "time_ms": unix_ms, "events": wanted }).to_string();
+            let signature = sign_hex(&config.secret, body.as_bytes());
+            self.outputs.push_back(Output::Webhook(WebhookDelivery {
+                url: hook.url.clone(),
+                body: body.into_bytes().into(),
+                headers: vec![
+                    ("Content-Type".into(), "application/json".into()),
+                    ("X-Pusher-Key".into(), config.key.clone()),
+                    ("X-Pusher-Signature".into(), signature),
+                ],
+            }));
+        }
+    }
+}

@@ -17,7 +17,9 @@ impl Engine {
             return;
         };
         let next_check = match connection.awaiting_pong_since {
-            Some(pinged_at) if connection.last_activity <= pinged_at => {
+            // The ping went out at least `activity_timeout` after the last activity, so any
+            // activity stamped at the ping's own instant (a fast reply) came after it.
+            Some(pinged_at) if connection.last_activity < pinged_at => {
                 self.close_with_error(conn, 4201, "pong not received in time");
                 return;
             }

@@ -220,6 +220,7 @@ export async function setup(t, config, appCreds = config?.apps?.[0] ?? DEFAULT_A
       host: server.host,
       port: String(server.port),
       useTLS: false,
+      timeout: WAIT_MS,
     });
   const sdk = sdkFor(appCreds);
 

@@ -94,7 +94,8 @@ pub struct AppConfig {
 pub struct WebhookConfig {
     /// The `http://` URL to POST to.
     pub url: String,
-    /// The event names it wants (`channel_occupied`, …); empty means all of them.
+    /// The event names it wants (`channel_occupied`, …); empty means all of them except
+    /// the chatty `subscription_count`, which must be asked for by name.
     #[serde(default)]
     pub event_types: Vec<String>,
 }
@@ -113,7 +114,11 @@ pub const WEBHOOK_EVENT_TYPES: [&str; 7] = [
 impl WebhookConfig {
     /// Whether this endpoint wants events named `name`.
     pub fn wants(&self, name: &str) -> bool {
-        self.event_types.is_empty() || self.event_types.iter().any(|t| t == name)
+        if self.event_types.is_empty() {
+            name != "subscription_count"
+        } else {
+            self.event_types.iter().any(|t| t == name)
+        }
     }
 }
 

@@ -44,6 +44,8 @@ impl TokenBucket {
 }
 
 #[cfg(test)]
+// Tests need some instant to start from; its value does not matter.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use std::time::Duration;

@@ -50,7 +50,7 @@ pub mod frame;
 pub mod http_auth;
 pub mod ids;
 mod interface;
-mod rng;
+pub mod rng;
 pub mod signature;
 mod timers;
 mod token_bucket;

@@ -49,6 +49,12 @@ impl Engine {
             );
         };
         let user_id = member.clone();
+        let Some(data) = relay_data(data) else {
+            return refuse(
+                self,
+                format!("client event {event:?} data is a string no JSON parser accepts"),
+            );
+        };
         let connection = self.conns.get_mut(&conn).expect("checked above");
         if !connection.client_events.try_take(now) {
             let message =
@@ -56,7 +62,6 @@ impl Engine {
             return self.send_error(conn, Some(CLIENT_EVENT_RATE_LIMITED), &message);
         }
         let app = &mut self.apps[connection.app.0];
-        let data = relay_data(data);
         let frame = frame::message(
             event,
             Some(channel.as_str()),
@@ -90,10 +95,16 @@ impl Engine {
 }
 
 /// Client event data is relayed as a JSON string, like every server → client payload.
-fn relay_data(data: Option<&RawValue>) -> RawJson {
+///
+/// A string is relayed verbatim, so it must be one every receiver can parse: the envelope
+/// parser lets through escapes of lone surrogates (`"\ud800"`), which strict parsers refuse,
+/// and one such frame would break the receivers' connections. `None` for those.
+fn relay_data(data: Option<&RawValue>) -> Option<RawJson> {
     match data {
-        None => RawJson::string("null"),
-        Some(raw) if raw.get().starts_with('"') => RawJson(raw.get().to_owned()),
-        Some(raw) => RawJson::string(raw.get()),
+        None => Some(RawJson::string("null")),
+        Some(raw) if raw.get().starts_with('"') => serde_json::from_str::<String>(raw.get())
+            .is_ok()
+            .then(|| RawJson(raw.get().to_owned())),
+        Some(raw) => Some(RawJson::string(raw.get())),
     }
 }

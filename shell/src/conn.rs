@@ -1,0 +1,480 @@
+//! One client socket: HTTP request framing, the WebSocket upgrade, frame decoding, and the
+//! bounded output queue.
+//!
+//! A connection turns bytes into engine [`Input`]s and engine outputs into bytes; it knows
+//! nothing of the event loop that drives it, so the same type can later live in a worker
+//! thread. Its life: reading an HTTP request → (answer → next request)* → or upgraded to a
+//! WebSocket → closing (flush, half-close, drain until the peer hangs up or a deadline).
+
+use crate::http::{self, HeadLimits, Parsed, Refusal, RequestHead, ResponseOptions};
+use crate::out_queue::{Offer, OutQueue};
+use crate::ws_codec::{Decoder, WsEvent};
+use ferrocast_engine::{ConnId, Frame, HttpRequest, Input, ReqId, WsRequest};
+use mio::net::TcpStream;
+use std::io::{self, Read};
+use std::net::{IpAddr, Shutdown};
+use std::time::{Duration, Instant};
+
+/// Reads per readiness event before yielding to other connections (fairness under floods).
+const READ_BUDGET: usize = 16;
+
+/// Transport limits a connection enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnLimits {
+    /// Request head and body caps.
+    pub head: HeadLimits,
+    /// Largest WebSocket message accepted.
+    pub max_message_bytes: usize,
+    /// Most bytes waiting in the output queue.
+    pub max_output_bytes: usize,
+    /// Most frames waiting in the output queue.
+    pub max_output_frames: usize,
+    /// Time allowed to deliver a complete request (also the keep-alive idle time).
+    pub request_timeout: Duration,
+    /// Time allowed to flush and close after the close decision.
+    pub close_linger: Duration,
+}
+
+/// Shared state lent to a connection while it works.
+pub struct Cx<'a> {
+    /// The time of this loop turn.
+    pub now: Instant,
+    /// Inputs for the engine, in the order they happened.
+    pub inputs: &'a mut Vec<Input>,
+    /// The limits in force.
+    pub limits: &'a ConnLimits,
+}
+
+/// What the event loop must do with a connection after an operation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Flow {
+    /// Nothing special.
+    #[default]
+    Idle,
+    /// Its read budget ran out with bytes possibly left: read it again next turn.
+    ReadAgain,
+    /// The socket is finished: deregister and drop it.
+    Drop,
+}
+
+/// An HTTP request answered by the engine, remembered until its response.
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    keep_alive: bool,
+    http10: bool,
+    head_only: bool,
+}
+
+/// The phase of a connection's life.
+enum Phase {
+    /// Reading HTTP requests (the same port serves the API and WebSocket upgrades).
+    Http {
+        buf: Vec<u8>,
+        head: Option<RequestHead>,
+        sent_continue: bool,
+        in_flight: Option<InFlight>,
+    },
+    /// An upgraded WebSocket.
+    WebSocket(Box<Decoder>),
+    /// Flushing what is queued, then half-closed and draining until the peer hangs up.
+    Closing { shut_write: bool },
+}
+
+/// One client socket.
+pub struct Conn {
+    id: ConnId,
+    stream: TcpStream,
+    peer: Option<IpAddr>,
+    phase: Phase,
+    out: OutQueue,
+    /// Whether the engine has this connection open (it got `Opened` and has not closed it).
+    engine_knows: bool,
+    /// Set once `SlowConsumer` was reported, so it is reported once and nothing more is queued.
+    slow: bool,
+    deadline: Option<Instant>,
+}
+
+impl Conn {
+    /// A freshly accepted socket, given until `now + request_timeout` to send a request.
+    pub fn new(id: ConnId, stream: TcpStream, now: Instant, limits: &ConnLimits) -> Self {
+        let peer = stream.peer_addr().ok().map(|a| a.ip());
+        Conn {
+            id,
+            stream,
+            peer,
+            phase: Phase::Http {
+                buf: Vec::new(),
+                head: None,
+                sent_continue: false,
+                in_flight: None,
+            },
+            out: OutQueue::default(),
+            engine_knows: false,
+            slow: false,
+            deadline: Some(now + limits.request_timeout),
+        }
+    }
+
+    /// The id the engine knows this connection by.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The socket, for (re)registration with the poller.
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Whether the engine has this connection open.
+    pub fn engine_knows(&self) -> bool {
+        self.engine_knows
+    }
+
+    /// When the connection must be dropped unless something happens first.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Whether bytes are waiting for the socket to become writable.
+    pub fn wants_write(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Bytes waiting in the output queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.out.bytes()
+    }
+
+    /// Processes buffered requests, then reads until the socket would block, through
+    /// `scratch`, a read buffer shared by every connection.
+    pub fn on_readable(&mut self, scratch: &mut [u8], cx: &mut Cx<'_>) -> Flow {
+        self.process_http(cx);
+        for _ in 0..READ_BUDGET {
+            if self.read_paused(cx.limits) {
+                return Flow::Idle;
+            }
+            match self.stream.read(scratch) {
+                Ok(0) => {
+                    // A half-closing HTTP client still deserves the answer already queued.
+                    let _ = self.out.write_to(&mut self.stream);
+                    return self.lost(cx);
+                }
+                Ok(n) => self.on_bytes(&scratch[..n], cx),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flow::Idle,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(conn = self.id.0, error = %e, "read failed");
+                    return self.lost(cx);
+                }
+            }
+        }
+        Flow::ReadAgain
+    }
+
+    /// Writes what is queued; half-closes a closing connection once everything is out.
+    pub fn flush(&mut self, cx: &mut Cx<'_>) -> Flow {
+        match self.out.write_to(&mut self.stream) {
+            Ok(true) => {
+                if let Phase::Closing { shut_write } = &mut self.phase {
+                    if !*shut_write {
+                        *shut_write = true;
+                        // The peer sees our FIN after the close frame; we keep reading so that
+                        // unread input does not turn our close into a reset.
+                        let _ = self.stream.shutdown(Shutdown::Write);
+                    }
+                }
+                Flow::Idle
+            }
+            Ok(false) => Flow::Idle,
+            Err(e) => {
+                tracing::debug!(conn = self.id.0, error = %e, "write failed");
+                self.lost(cx)
+            }
+        }
+    }
+
+    /// Drops the connection when its deadline has passed.
+    pub fn on_deadline(&mut self, cx: &mut Cx<'_>) -> Flow {
+        match self.deadline {
+            Some(at) if at <= cx.now => {
+                tracing::debug!(conn = self.id.0, "deadline passed, dropping");
+                self.lost(cx)
+            }
+            _ => Flow::Idle,
+        }
+    }
+
+    /// Queues an engine frame; returns `true` the first time the queue overflows.
+    pub fn send(&mut self, frame: &Frame, limits: &ConnLimits) -> bool {
+        if self.slow || !matches!(self.phase, Phase::WebSocket(_)) {
+            return false;
+        }
+        match self
+            .out
+            .offer(frame, limits.max_output_bytes, limits.max_output_frames)
+        {
+            Offer::Queued => false,
+            Offer::Full => {
+                self.slow = true;
+                true
+            }
+        }
+    }
+
+    /// The engine closed the connection: queue the close frame and start closing.
+    pub fn close(&mut self, code: u16, reason: &str, now: Instant, limits: &ConnLimits) {
+        self.engine_knows = false;
+        if matches!(self.phase, Phase::WebSocket(_)) {
+            self.out.push_frame(Frame::close(code, reason));
+        }
+        self.start_closing(now, limits);
+    }
+
+    /// Closes because the server is shutting down; tells the engine the socket is gone.
+    pub fn shut_down(&mut self, code: u16, cx: &mut Cx<'_>) {
+        if self.engine_knows {
+            self.engine_knows = false;
+            cx.inputs.push(Input::Closed { conn: self.id });
+        }
+        if matches!(self.phase, Phase::WebSocket(_)) {
+            self.out
+                .push_frame(Frame::close(code, "server shutting down"));
+        }
+        self.start_closing(cx.now, cx.limits);
+    }
+
+    /// Writes the engine's answer to the request in flight; returns whether the connection
+    /// may carry another request (the caller then reads it again for pipelined bytes).
+    pub fn respond(&mut self, status: u16, body: &[u8], now: Instant, limits: &ConnLimits) -> bool {
+        let Phase::Http { in_flight, .. } = &mut self.phase else {
+            return false;
+        };
+        let Some(flight) = in_flight.take() else {
+            tracing::debug!(conn = self.id.0, "response without a request in flight");
+            return false;
+        };
+        let options = ResponseOptions {
+            keep_alive: flight.keep_alive,
+            http10: flight.http10,
+            omit_body: flight.head_only,
+            headers: &[],
+        };
+        self.out.push_bytes(http::response(status, body, &options));
+        if flight.keep_alive {
+            self.deadline = Some(now + limits.request_timeout);
+        } else {
+            self.start_closing(now, limits);
+        }
+        flight.keep_alive
+    }
+
+    fn start_closing(&mut self, now: Instant, limits: &ConnLimits) {
+        if !matches!(self.phase, Phase::Closing { .. }) {
+            self.phase = Phase::Closing { shut_write: false };
+            self.deadline = Some(now + limits.close_linger);
+        }
+    }
+
+    /// The socket hung up or failed: tell the engine if it knew the connection, and drop it.
+    fn lost(&mut self, cx: &mut Cx<'_>) -> Flow {
+        if self.engine_knows {
+            self.engine_knows = false;
+            cx.inputs.push(Input::Closed { conn: self.id });
+        }
+        self.out.clear();
+        Flow::Drop
+    }
+
+    fn read_paused(&self, limits: &ConnLimits) -> bool {
+        match &self.phase {
+            // Hold back while the engine answers, and never buffer past one full request.
+            Phase::Http { buf, in_flight, .. } => {
+                in_flight.is_some()
+                    || buf.len() >= limits.head.max_head_bytes + limits.head.max_body_bytes
+            }
+            _ => false,
+        }
+    }
+
+    fn on_bytes(&mut self, bytes: &[u8], cx: &mut Cx<'_>) {
+        match &mut self.phase {
+            Phase::Http { buf, .. } => {
+                buf.extend_from_slice(bytes);
+                self.process_http(cx);
+            }
+            Phase::WebSocket(_) => self.decode(bytes, cx),
+            Phase::Closing { .. } => {}
+        }
+    }
+
+    fn decode(&mut self, bytes: &[u8], cx: &mut Cx<'_>) {
+        let Phase::WebSocket(decoder) = &mut self.phase else {
+            return;
+        };
+        let mut events = Vec::new();
+        decoder.decode(bytes, &mut events);
+        for event in events {
+            self.on_ws_event(event, cx);
+        }
+    }
+
+    fn on_ws_event(&mut self, event: WsEvent, cx: &mut Cx<'_>) {
+        let conn = self.id;
+        let input = match event {
+            WsEvent::Text(text) => Input::Text { conn, text },
+            WsEvent::Binary => Input::Binary { conn },
+            WsEvent::Ping(payload) => Input::Ping { conn, payload },
+            WsEvent::Pong => Input::Pong { conn },
+            WsEvent::Oversized => Input::Oversized { conn },
+            WsEvent::Close(code) => {
+                // Echo the peer's code when it is one that may be sent (RFC 6455 §7.4).
+                let echo = match code {
+                    None => 1000,
+                    Some(c @ (1000..=1003 | 1007..=1011 | 3000..=4999)) => c,
+                    Some(_) => 1002,
+                };
+                return self.transport_close(echo, "", cx);
+            }
+            WsEvent::ProtocolError(reason) => {
+                tracing::debug!(conn = conn.0, reason, "WebSocket protocol error");
+                return self.transport_close(1002, reason, cx);
+            }
+        };
+        if self.engine_knows {
+            cx.inputs.push(input);
+        }
+    }
+
+    /// A close decided by the transport (a peer close or a framing violation).
+    fn transport_close(&mut self, code: u16, reason: &str, cx: &mut Cx<'_>) {
+        if self.engine_knows {
+            self.engine_knows = false;
+            cx.inputs.push(Input::Closed { conn: self.id });
+        }
+        self.out.push_frame(Frame::close(code, reason));
+        self.start_closing(cx.now, cx.limits);
+    }
+
+    /// Frames and dispatches the requests buffered so far, one at a time.
+    fn process_http(&mut self, cx: &mut Cx<'_>) {
+        loop {
+            let Phase::Http {
+                buf,
+                head,
+                sent_continue,
+                in_flight,
+            } = &mut self.phase
+            else {
+                return;
+            };
+            if in_flight.is_some() {
+                return;
+            }
+            if head.is_none() {
+                if buf.is_empty() {
+                    return;
+                }
+                match http::parse_head(buf, &cx.limits.head) {
+                    Parsed::Partial => return,
+                    Parsed::Refused(refusal) => return self.refuse(refusal, cx),
+                    Parsed::Head(parsed) => {
+                        if let Some(upgrade) = &parsed.upgrade {
+                            let accept = upgrade.accept.clone();
+                            return self.upgrade(parsed, &accept, cx);
+                        }
+                        *head = Some(parsed);
+                    }
+                }
+            }
+            let Some(current) = head.as_ref() else {
+                return;
+            };
+            let total = current.head_len + current.content_length;
+            if buf.len() < total {
+                if current.expect_continue && !*sent_continue {
+                    *sent_continue = true;
+                    self.out.push_bytes(http::CONTINUE.to_vec());
+                }
+                return;
+            }
+            let Some(current) = head.take() else {
+                return;
+            };
+            let body = buf[current.head_len..total].to_vec();
+            buf.drain(..total);
+            *sent_continue = false;
+            if current.method == "OPTIONS" {
+                // CORS preflight is a transport matter: answer it without the engine.
+                let headers = http::preflight_headers(current.cors_request_headers.as_deref());
+                let options = ResponseOptions {
+                    keep_alive: current.keep_alive,
+                    http10: !current.http11,
+                    omit_body: false,
+                    headers: &headers,
+                };
+                self.out.push_bytes(http::response(204, b"", &options));
+                if !current.keep_alive {
+                    return self.start_closing(cx.now, cx.limits);
+                }
+                self.deadline = Some(cx.now + cx.limits.request_timeout);
+                continue;
+            }
+            *in_flight = Some(InFlight {
+                keep_alive: current.keep_alive,
+                http10: !current.http11,
+                head_only: current.method == "HEAD",
+            });
+            self.deadline = None;
+            cx.inputs.push(Input::Http {
+                req: ReqId(self.id.0),
+                request: HttpRequest {
+                    method: current.method,
+                    path: current.path,
+                    query: current.query,
+                    body,
+                },
+            });
+            return;
+        }
+    }
+
+    fn refuse(&mut self, refusal: Refusal, cx: &mut Cx<'_>) {
+        tracing::debug!(conn = self.id.0, status = refusal.status, reason = %refusal.reason, "request refused");
+        let options = ResponseOptions {
+            keep_alive: false,
+            http10: false,
+            omit_body: false,
+            headers: &refusal.headers,
+        };
+        self.out.push_bytes(http::response(
+            refusal.status,
+            &http::error_body(&refusal.reason),
+            &options,
+        ));
+        self.start_closing(cx.now, cx.limits);
+    }
+
+    fn upgrade(&mut self, head: RequestHead, accept: &str, cx: &mut Cx<'_>) {
+        let Phase::Http { buf, .. } = &mut self.phase else {
+            return;
+        };
+        // Frames the client sent right behind its handshake are decoded after `Opened`.
+        let early = buf.split_off(head.head_len);
+        self.out.push_bytes(http::switching_protocols(accept));
+        self.phase = Phase::WebSocket(Box::new(Decoder::new(cx.limits.max_message_bytes)));
+        self.deadline = None;
+        self.engine_knows = true;
+        cx.inputs.push(Input::Opened {
+            conn: self.id,
+            request: WsRequest {
+                path: head.path,
+                query: head.query,
+                origin: head.origin,
+                peer: self.peer,
+            },
+        });
+        if !early.is_empty() {
+            self.decode(&early, cx);
+        }
+    }
+}

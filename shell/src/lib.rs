@@ -1,0 +1,16 @@
+//! The Ferrocast server shell: sockets, time, signals and configuration around the sans-IO
+//! [`ferrocast_engine`]. The shell holds no protocol rules; it frames bytes and moves them.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod conn;
+pub mod http;
+pub mod out_queue;
+pub mod server;
+pub mod settings;
+pub mod slots;
+pub mod webhook;
+pub mod ws_codec;
+
+pub use server::Server;
+pub use settings::{Overrides, ServerSettings, Settings};

@@ -1,0 +1,217 @@
+//! A connection's bounded queue of bytes waiting to be written.
+//!
+//! Frames are queued by reference: a broadcast to ten thousand subscribers holds one copy of
+//! the encoded frame and ten thousand reference counts, not ten thousand copies. A flush
+//! writes as many queued chunks as one `writev` takes, so a burst of small frames leaves in
+//! one system call (write coalescing).
+
+use ferrocast_engine::Frame;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+
+/// Chunks handed to one `write_vectored` call (well under Linux's IOV_MAX of 1024).
+const MAX_SLICES: usize = 64;
+
+/// Bytes queued for a socket.
+enum Chunk {
+    /// A shared, pre-encoded WebSocket frame.
+    Frame(Frame),
+    /// Bytes owned by this connection: HTTP responses and handshake answers.
+    Owned(Vec<u8>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Frame(frame) => frame.wire_bytes(),
+            Chunk::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// What happened to a frame offered to a bounded queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offer {
+    /// Queued.
+    Queued,
+    /// Refused: the queue is at its byte or frame limit.
+    Full,
+}
+
+/// A FIFO of chunks with byte and frame accounting.
+#[derive(Default)]
+pub struct OutQueue {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    offset: usize,
+    bytes: usize,
+}
+
+impl OutQueue {
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Bytes waiting to be written.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Chunks (frames and responses) waiting to be written.
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Queues a frame unless that would pass `max_bytes` or `max_frames`.
+    ///
+    /// A frame offered to an empty queue is always taken, so a single message larger than the
+    /// byte limit still goes out (the engine bounds message sizes; this bounds backlogs).
+    pub fn offer(&mut self, frame: &Frame, max_bytes: usize, max_frames: usize) -> Offer {
+        let len = frame.wire_bytes().len();
+        if !self.is_empty() && (self.bytes + len > max_bytes || self.chunks.len() >= max_frames) {
+            return Offer::Full;
+        }
+        self.push_frame(frame.clone());
+        Offer::Queued
+    }
+
+    /// Queues a frame regardless of limits (close frames must always be attempted).
+    pub fn push_frame(&mut self, frame: Frame) {
+        self.bytes += frame.wire_bytes().len();
+        self.chunks.push_back(Chunk::Frame(frame));
+    }
+
+    /// Queues owned bytes regardless of limits.
+    pub fn push_bytes(&mut self, bytes: Vec<u8>) {
+        if !bytes.is_empty() {
+            self.bytes += bytes.len();
+            self.chunks.push_back(Chunk::Owned(bytes));
+        }
+    }
+
+    /// Writes until the queue is empty (`Ok(true)`) or the socket would block (`Ok(false)`).
+    pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<bool> {
+        loop {
+            if self.chunks.is_empty() {
+                return Ok(true);
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            for (i, chunk) in self.chunks.iter().take(MAX_SLICES).enumerate() {
+                let bytes = chunk.bytes();
+                slices[i] = IoSlice::new(if i == 0 { &bytes[self.offset..] } else { bytes });
+                count += 1;
+            }
+            match w.write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Drops everything queued (the socket is going away).
+    pub fn clear(&mut self) {
+        self.chunks.clear();
+        self.offset = 0;
+        self.bytes = 0;
+    }
+
+    fn advance(&mut self, mut written: usize) {
+        self.bytes -= written;
+        while written > 0 {
+            let Some(front) = self.chunks.front() else {
+                return;
+            };
+            let left = front.bytes().len() - self.offset;
+            if written < left {
+                self.offset += written;
+                return;
+            }
+            written -= left;
+            self.offset = 0;
+            self.chunks.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that takes at most `per_call` bytes per call and then blocks after `calls`.
+    struct Trickle {
+        out: Vec<u8>,
+        per_call: usize,
+        calls: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.calls == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.calls -= 1;
+            let n = buf.len().min(self.per_call);
+            self.out.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        let mut queue = OutQueue::default();
+        queue.push_bytes(b"HTTP/1.1 101\r\n\r\n".to_vec());
+        queue.push_frame(Frame::text(b"one"));
+        queue.push_frame(Frame::text(b"two"));
+        let expected = [
+            b"HTTP/1.1 101\r\n\r\n".to_vec(),
+            Frame::text(b"one").wire_bytes().to_vec(),
+            Frame::text(b"two").wire_bytes().to_vec(),
+        ]
+        .concat();
+        let mut w = Trickle {
+            out: Vec::new(),
+            per_call: 3,
+            calls: 2,
+        };
+        assert!(!queue.write_to(&mut w).unwrap());
+        assert_eq!(queue.bytes(), expected.len() - 6);
+        w.calls = usize::MAX;
+        assert!(queue.write_to(&mut w).unwrap());
+        assert_eq!(w.out, expected);
+        assert!(queue.is_empty());
+        assert_eq!(queue.bytes(), 0);
+    }
+
+    #[test]
+    fn limits_refuse_frames_but_never_the_first() {
+        let big = Frame::text(&[b'x'; 100]);
+        let mut queue = OutQueue::default();
+        assert_eq!(queue.offer(&big, 50, 10), Offer::Queued);
+        assert_eq!(queue.offer(&Frame::text(b"x"), 50, 10), Offer::Full);
+        let mut queue = OutQueue::default();
+        for _ in 0..3 {
+            assert_eq!(queue.offer(&Frame::text(b"x"), 1000, 3), Offer::Queued);
+        }
+        assert_eq!(queue.offer(&Frame::text(b"x"), 1000, 3), Offer::Full);
+        assert_eq!(queue.len(), 3);
+    }
+
+    #[test]
+    fn vectored_write_takes_many_frames_in_one_call() {
+        let mut queue = OutQueue::default();
+        for _ in 0..10 {
+            queue.push_frame(Frame::text(b"tick"));
+        }
+        let mut sink: Vec<u8> = Vec::new();
+        assert!(queue.write_to(&mut sink).unwrap());
+        assert_eq!(sink.len(), 10 * Frame::text(b"tick").wire_bytes().len());
+    }
+}

@@ -1,0 +1,1 @@
+//! Live runner (filled below).

@@ -45,20 +45,25 @@ function tomlValue(value) {
 }
 
 /**
- * Renders `{ activity_timeout_secs, ..., apps: [{ id, key, secret, ... }] }` as TOML.
- * Only the shapes the engine's config has are supported: scalars and `[[apps]]` tables.
+ * Renders `{ activity_timeout_secs, ..., server: { ... }, apps: [{ id, key, secret, ... }] }` as
+ * TOML: scalars at the top, plain objects as `[table]`s, arrays of objects as `[[table]]`s.
  */
 export function toToml(config) {
   const lines = [];
+  const tables = [];
+  const isTable = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
   for (const [key, value] of Object.entries(config)) {
-    if (key === 'apps') continue;
-    lines.push(`${key} = ${tomlValue(value)}`);
+    if (value === undefined || value === null) continue;
+    if (isTable(value) || (Array.isArray(value) && value.every(isTable))) tables.push([key, value]);
+    else lines.push(`${key} = ${tomlValue(value)}`);
   }
-  for (const app of config.apps ?? []) {
-    lines.push('', '[[apps]]');
-    for (const [key, value] of Object.entries(app)) {
-      if (value === undefined || value === null) continue;
-      lines.push(`${key} = ${tomlValue(value)}`);
+  const body = (table) =>
+    Object.entries(table)
+      .filter(([, v]) => v !== undefined && v !== null)
+      .map(([k, v]) => `${k} = ${tomlValue(v)}`);
+  for (const [key, value] of tables) {
+    for (const table of Array.isArray(value) ? value : [value]) {
+      lines.push('', Array.isArray(value) ? `[[${key}]]` : `[${key}]`, ...body(table));
     }
   }
   return lines.join('\n') + '\n';
@@ -92,7 +97,11 @@ export async function startServer(config) {
   }
   const child = spawn(BIN, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_BACKTRACE: '1' },
+    // The binary reads FERROCAST_* variables as settings; only the test's own config counts.
+    env: {
+      ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('FERROCAST_'))),
+      RUST_BACKTRACE: '1',
+    },
   });
   running.add(child);
   let output = '';

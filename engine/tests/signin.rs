@@ -384,3 +384,25 @@ fn signing_out_by_closing_leaves_no_users_or_watchers() {
 
     assert_no_state(&sim);
 }
+
+#[test]
+fn a_user_named_twice_in_the_watchlist_is_reported_once() {
+    let mut sim = sim();
+    let conn = open(&mut sim);
+
+    let replies = signin(
+        &mut sim,
+        conn,
+        r#"{"id":"u1","watchlist":["u2","u3","u2"]}"#,
+    );
+
+    assert_eq!(
+        replies[1].data,
+        json!({"events": [{"name": "offline", "user_ids": ["u2", "u3"]}]})
+    );
+    signed_in(&mut sim, r#"{"id":"u2"}"#);
+    assert_eq!(
+        watchlist_events(&mut sim, conn),
+        [json!([{"name": "online", "user_ids": ["u2"]}])]
+    );
+}

@@ -8,6 +8,7 @@ use crate::interface::Output;
 use crate::signature::verify_client_auth;
 use serde_json::value::RawValue;
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 impl Engine {
@@ -47,7 +48,7 @@ impl Engine {
             .and_then(user_id_of)
             .and_then(|id| UserId::new(&id))
             .ok_or("user_data needs a non-empty id")?;
-        let watchlist = match value.get("watchlist") {
+        let mut watchlist = match value.get("watchlist") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(ids)) if ids.len() <= app.max_watchlist_len => ids
                 .iter()
@@ -62,6 +63,9 @@ impl Engine {
             }
             Some(_) => return Err("watchlist must be an array of user ids".into()),
         };
+        // A user named twice is watched once: reported once, announced once.
+        let mut seen = BTreeSet::new();
+        watchlist.retain(|watched| seen.insert(watched.clone()));
         Ok((SignedInUser { id, watchlist }, request.user_data))
     }
 

@@ -1,0 +1,149 @@
+//! HTTP framing of the real binary: keep-alive, limits and CORS, over raw loopback sockets.
+
+mod support;
+
+use std::io::{BufReader, Read, Write};
+use support::{read_response, send_raw, Server};
+
+#[test]
+fn two_requests_on_one_keep_alive_socket_are_both_answered() {
+    let server = Server::start();
+    let stream = server.tcp();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    for _ in 0..2 {
+        send_raw(
+            &mut writer,
+            b"GET /no/such/route HTTP/1.1\r\nHost: t\r\n\r\n",
+        );
+        let response = read_response(&mut reader);
+        assert!(
+            response.status_line.starts_with("HTTP/1.1 "),
+            "{}",
+            response.status_line
+        );
+        assert!((200..500).contains(&response.status()));
+        assert_eq!(response.header("content-type"), Some("application/json"));
+        assert_eq!(response.header("access-control-allow-origin"), Some("*"));
+        assert_ne!(response.header("connection"), Some("close"));
+        assert!(serde_json::from_slice::<serde_json::Value>(&response.body).is_ok());
+    }
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let server = Server::start();
+    let stream = server.tcp();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    send_raw(
+        &mut writer,
+        b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    let first = read_response(&mut reader);
+    assert_ne!(first.header("connection"), Some("close"));
+    let second = read_response(&mut reader);
+    assert_eq!(second.header("connection"), Some("close"));
+    let mut rest = Vec::new();
+    reader
+        .read_to_end(&mut rest)
+        .expect("EOF after Connection: close");
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn http_1_0_closes_after_the_answer() {
+    let server = Server::start();
+    let mut stream = server.tcp();
+    send_raw(&mut stream, b"GET / HTTP/1.0\r\n\r\n");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read to EOF");
+    assert!(text.starts_with("HTTP/1.0 "), "{text}");
+    assert!(text.contains("Connection: close\r\n"));
+}
+
+#[test]
+fn a_20_kb_header_gets_431() {
+    let server = Server::start();
+    let stream = server.tcp();
+    let mut writer = stream.try_clone().unwrap();
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Filler: {}\r\n\r\n",
+        "f".repeat(20_000)
+    );
+    send_raw(&mut writer, request.as_bytes());
+    let response = read_response(&mut BufReader::new(stream));
+    assert_eq!(response.status(), 431);
+    assert_eq!(response.header("connection"), Some("close"));
+    let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+    assert!(body["error"].is_string());
+}
+
+#[test]
+fn chunked_bodies_get_411_and_large_bodies_413() {
+    let server = Server::start();
+    let stream = server.tcp();
+    let mut writer = stream.try_clone().unwrap();
+    send_raw(
+        &mut writer,
+        b"POST /apps/app-id/events HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    );
+    assert_eq!(read_response(&mut BufReader::new(stream)).status(), 411);
+
+    let stream = server.tcp();
+    let mut writer = stream.try_clone().unwrap();
+    send_raw(
+        &mut writer,
+        b"POST /apps/app-id/events HTTP/1.1\r\nHost: t\r\nContent-Length: 5000000\r\n\r\n",
+    );
+    assert_eq!(read_response(&mut BufReader::new(stream)).status(), 413);
+}
+
+#[test]
+fn cors_preflight_is_answered_by_the_shell() {
+    let server = Server::start();
+    let stream = server.tcp();
+    let mut writer = stream.try_clone().unwrap();
+    send_raw(
+        &mut writer,
+        b"OPTIONS /apps/app-id/events HTTP/1.1\r\nHost: t\r\nOrigin: http://page\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\n\r\n",
+    );
+    let response = read_response(&mut BufReader::new(stream));
+    assert_eq!(response.status(), 204);
+    assert_eq!(response.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        response.header("access-control-allow-headers"),
+        Some("content-type")
+    );
+    assert!(response
+        .header("access-control-allow-methods")
+        .unwrap()
+        .contains("POST"));
+}
+
+#[test]
+fn bad_websocket_version_gets_426() {
+    let server = Server::start();
+    let stream = server.tcp();
+    let mut writer = stream.try_clone().unwrap();
+    send_raw(
+        &mut writer,
+        b"GET /app/app-key HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    let response = read_response(&mut BufReader::new(stream));
+    assert_eq!(response.status(), 426);
+    assert_eq!(response.header("sec-websocket-version"), Some("13"));
+}
+
+#[test]
+fn a_silent_connection_is_dropped_after_the_request_timeout() {
+    let server = Server::start_with(None, &["--request-timeout-secs", "1"], &[]);
+    let mut stream = server.tcp();
+    send_raw(&mut stream, b"GET / HTTP/1.1\r\n");
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "expected EOF, got {:?}", &buf[..n]);
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    let _ = stream.write_all(b"\r\n");
+}

@@ -1,0 +1,81 @@
+//! The binary as a process: configuration errors, default credentials, signals.
+
+mod support;
+
+use support::{close_code, next_json, run_to_exit, write_config, Server};
+
+#[test]
+fn default_credentials_are_warned_about() {
+    let server = Server::start();
+    let start = std::time::Instant::now();
+    while !server.stderr().contains("WARNING") {
+        assert!(
+            start.elapsed() < support::WAIT,
+            "no warning in:\n{}",
+            server.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn env_credentials_replace_the_default_app() {
+    let server = Server::start_with(
+        None,
+        &[],
+        &[
+            ("FERROCAST_APP_KEY", "env-key"),
+            ("FERROCAST_APP_SECRET", "env-secret"),
+        ],
+    );
+    let mut ws = server.ws("/app/env-key?protocol=7");
+    assert_eq!(next_json(&mut ws)["event"], "pusher:connection_established");
+    assert!(!server.stderr().contains("WARNING"));
+}
+
+#[test]
+fn unknown_config_key_is_a_clear_error() {
+    let path = write_config("[server]\nport = 1\nbogus_setting = true\n");
+    let (status, stderr) = run_to_exit(&["--config", path.to_str().unwrap()], &[]);
+    let _ = std::fs::remove_file(&path);
+    assert!(!status.success());
+    assert!(stderr.contains("bogus_setting"), "{stderr}");
+}
+
+#[test]
+fn unknown_app_key_in_config_is_a_clear_error() {
+    let path =
+        write_config("[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\ncolour = \"red\"\n");
+    let (status, stderr) = run_to_exit(&["--config", path.to_str().unwrap()], &[]);
+    let _ = std::fs::remove_file(&path);
+    assert!(!status.success());
+    assert!(stderr.contains("colour"), "{stderr}");
+}
+
+#[test]
+fn bad_env_value_is_a_clear_error() {
+    let (status, stderr) = run_to_exit(&[], &[("FERROCAST_PORT", "not-a-port")]);
+    assert!(!status.success());
+    assert!(stderr.contains("not-a-port"), "{stderr}");
+}
+
+#[test]
+fn missing_config_file_is_a_clear_error() {
+    let (status, stderr) = run_to_exit(&["--config", "/nonexistent/ferrocast.toml"], &[]);
+    assert!(!status.success());
+    assert!(stderr.contains("/nonexistent/ferrocast.toml"), "{stderr}");
+}
+
+#[test]
+fn sigterm_closes_websockets_with_4200_and_exits_0() {
+    let mut server = Server::start();
+    let mut ws = server.ws("/app/app-key?protocol=7");
+    next_json(&mut ws);
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    assert_eq!(close_code(&mut ws), 4200);
+    assert!(server.wait_exit().success(), "{}", server.stderr());
+}

@@ -1,0 +1,271 @@
+//! Starting the real `ferrocast` binary on a free loopback port, and small blocking clients.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+use tungstenite::protocol::WebSocket;
+use tungstenite::Message;
+
+/// How long any single wait in these tests may take.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+static CONFIGS: AtomicUsize = AtomicUsize::new(0);
+
+/// A running server, killed when dropped.
+pub struct Server {
+    child: Child,
+    /// The bound loopback address.
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+    config: Option<PathBuf>,
+}
+
+impl Server {
+    /// Starts the binary with the default configuration.
+    pub fn start() -> Server {
+        Self::start_with(None, &[], &[])
+    }
+
+    /// Starts the binary with an optional TOML file, extra flags and environment variables.
+    pub fn start_with(config: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let config = config.map(write_config);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferrocast"));
+        command
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("FERROCAST_LOG_LEVEL", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        if let Some(path) = &config {
+            command.arg("--config").arg(path);
+        }
+        let mut child = command.spawn().expect("spawn ferrocast");
+        let stderr = collect(child.stderr.take().expect("stderr"));
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let line = rx.recv_timeout(WAIT).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("no listening line; stderr:\n{}", stderr.lock().unwrap());
+        });
+        let addr = line
+            .strip_prefix("ferrocast listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .expect("listening address");
+        Server {
+            child,
+            addr,
+            stderr,
+            config,
+        }
+    }
+
+    /// What the server logged so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The operating system process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let start = Instant::now();
+        while start.elapsed() < WAIT {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("server did not exit; stderr:\n{}", self.stderr());
+    }
+
+    /// Opens a WebSocket to `path_and_query`.
+    pub fn ws(&self, path_and_query: &str) -> WebSocket<TcpStream> {
+        let stream = self.tcp();
+        let url = format!("ws://{}{}", self.addr, path_and_query);
+        let (ws, _) = tungstenite::client::client(url.as_str(), stream).expect("handshake");
+        ws
+    }
+
+    /// A raw TCP connection with read and write timeouts.
+    pub fn tcp(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.set_write_timeout(Some(WAIT)).unwrap();
+        stream
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(path) = &self.config {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Runs the binary to completion (it must exit by itself) and returns its status and stderr.
+pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrocast"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ferrocast");
+    let stderr = collect(child.stderr.take().expect("stderr"));
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            // Give the collector a moment to see the end of the pipe.
+            std::thread::sleep(Duration::from_millis(50));
+            let text = stderr.lock().unwrap().clone();
+            return (status, text);
+        }
+        if start.elapsed() > WAIT {
+            let _ = child.kill();
+            panic!("ferrocast kept running with {args:?} {env:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Writes a configuration file that the caller's `Server` removes.
+pub fn write_config(text: &str) -> PathBuf {
+    let n = CONFIGS.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("ferrocast-test-{}-{n}.toml", std::process::id()));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                return;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
+}
+
+/// Reads the next text message as JSON, skipping control frames.
+pub fn next_json(ws: &mut WebSocket<TcpStream>) -> serde_json::Value {
+    for _ in 0..100 {
+        match ws.read().expect("read") {
+            Message::Text(text) => return serde_json::from_str(text.as_str()).expect("JSON"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+    panic!("no text message");
+}
+
+/// Reads until a close frame and returns its code (skipping anything before it).
+pub fn close_code(ws: &mut WebSocket<TcpStream>) -> u16 {
+    for _ in 0..1000 {
+        match ws.read() {
+            Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)).unwrap_or(1005),
+            Ok(_) => continue,
+            Err(e) => panic!("connection ended without a close frame: {e}"),
+        }
+    }
+    panic!("no close frame");
+}
+
+/// The socket id announced in `pusher:connection_established`.
+pub fn socket_id(established: &serde_json::Value) -> String {
+    assert_eq!(established["event"], "pusher:connection_established");
+    let data: serde_json::Value =
+        serde_json::from_str(established["data"].as_str().expect("data is a string")).unwrap();
+    data["socket_id"].as_str().expect("socket_id").to_owned()
+}
+
+/// One HTTP response read from a raw socket: status line, headers (lower-cased names), body.
+pub struct HttpResponse {
+    pub status_line: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status code")
+    }
+}
+
+/// Reads one response framed by Content-Length from `reader`.
+pub fn read_response(reader: &mut BufReader<TcpStream>) -> HttpResponse {
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).expect("status line");
+    let mut headers = Vec::new();
+    for _ in 0..100 {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("header line");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').expect("header");
+        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    let mut response = HttpResponse {
+        status_line: status_line.trim_end().to_owned(),
+        headers,
+        body: Vec::new(),
+    };
+    let len: usize = response
+        .header("content-length")
+        .map(|v| v.parse().expect("length"))
+        .unwrap_or(0);
+    response.body = vec![0; len];
+    reader.read_exact(&mut response.body).expect("body");
+    response
+}
+
+/// Writes all of `bytes`.
+pub fn send_raw(stream: &mut TcpStream, bytes: &[u8]) {
+    stream.write_all(bytes).expect("write");
+}

@@ -1,0 +1,223 @@
+//! WebSocket behaviour of the real binary over loopback.
+
+mod support;
+
+use ferrocast_engine::signature::client_auth;
+use serde_json::json;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+use support::{close_code, next_json, socket_id, Server};
+use tungstenite::Message;
+
+const APP: &str = "/app/app-key?protocol=7&client=js&version=8.4.0";
+
+#[test]
+fn connection_established_carries_a_socket_id() {
+    let server = Server::start();
+    let mut ws = server.ws(APP);
+    let id = socket_id(&next_json(&mut ws));
+    let (high, low) = id.split_once('.').expect("a dot");
+    assert!(
+        !high.is_empty() && high.bytes().all(|b| b.is_ascii_digit()),
+        "{id}"
+    );
+    assert!(
+        !low.is_empty() && low.bytes().all(|b| b.is_ascii_digit()),
+        "{id}"
+    );
+}
+
+#[test]
+fn unknown_key_gets_an_error_then_close_4001() {
+    let server = Server::start();
+    let mut ws = server.ws("/app/no-such-key?protocol=7");
+    let error = next_json(&mut ws);
+    assert_eq!(error["event"], "pusher:error");
+    assert_eq!(error["data"]["code"], 4001);
+    assert_eq!(close_code(&mut ws), 4001);
+}
+
+#[test]
+fn message_over_the_limit_closes_1009() {
+    let server = Server::start();
+    let mut ws = server.ws(APP);
+    next_json(&mut ws);
+    let big = format!("{{\"event\":\"x\",\"data\":\"{}\"}}", "a".repeat(20_000));
+    ws.send(Message::Text(big.into())).expect("send");
+    assert_eq!(close_code(&mut ws), 1009);
+}
+
+#[test]
+fn websocket_ping_gets_a_pong() {
+    let server = Server::start();
+    let mut ws = server.ws(APP);
+    next_json(&mut ws);
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .expect("send");
+    for _ in 0..10 {
+        match ws.read().expect("read") {
+            Message::Pong(payload) => {
+                assert_eq!(&payload[..], b"are you there");
+                return;
+            }
+            _ => continue,
+        }
+    }
+    panic!("no pong");
+}
+
+#[test]
+fn pusher_ping_event_gets_a_pusher_pong() {
+    let server = Server::start();
+    let mut ws = server.ws(APP);
+    next_json(&mut ws);
+    ws.send(Message::Text(
+        json!({"event": "pusher:ping", "data": {}})
+            .to_string()
+            .into(),
+    ))
+    .expect("send");
+    assert_eq!(next_json(&mut ws)["event"], "pusher:pong");
+}
+
+#[test]
+fn unmasked_frame_closes_1002() {
+    let server = Server::start();
+    let mut ws = server.ws(APP);
+    next_json(&mut ws);
+    // Write an unmasked text frame straight onto the socket, under the client's feet.
+    ws.get_mut().write_all(b"\x81\x02hi").expect("write");
+    assert_eq!(close_code(&mut ws), 1002);
+}
+
+#[test]
+fn client_close_is_echoed() {
+    let server = Server::start();
+    let mut ws = server.ws(APP);
+    next_json(&mut ws);
+    ws.close(None).expect("close");
+    let start = Instant::now();
+    loop {
+        match ws.read() {
+            Ok(_) => {}
+            Err(tungstenite::Error::ConnectionClosed) => break,
+            Err(e) => panic!("unexpected {e}"),
+        }
+        assert!(start.elapsed() < support::WAIT);
+    }
+}
+
+#[test]
+fn frames_sent_right_behind_the_handshake_are_not_lost() {
+    let server = Server::start();
+    let mut tcp = server.tcp();
+    let mut bytes = b"GET /app/app-key?protocol=7 HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".to_vec();
+    // A masked ping with payload "x", in the same write as the handshake.
+    bytes.extend_from_slice(&[0x89, 0x81, 1, 2, 3, 4, b'x' ^ 1]);
+    tcp.write_all(&bytes).expect("write");
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < support::WAIT {
+        let n = tcp.read(&mut buf).expect("read");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+        if seen.windows(3).any(|w| w == [0x8A, 0x01, b'x']) {
+            let text = String::from_utf8_lossy(&seen);
+            assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+            assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+            return;
+        }
+    }
+    panic!("no pong after the handshake");
+}
+
+/// A subscriber that never reads is closed once its output queue overflows, while the
+/// publisher and the server carry on.
+#[test]
+fn slow_reader_is_eventually_closed() {
+    let config = r#"
+        [server]
+        max_output_bytes = 65536
+        max_output_frames = 64
+        close_linger_ms = 500
+
+        [[apps]]
+        id = "slow-app"
+        key = "slow-key"
+        secret = "slow-secret"
+        client_event_rate_per_sec = 100000
+        client_event_burst = 100000
+    "#;
+    let server = Server::start_with(Some(config), &[], &[]);
+    let path = "/app/slow-key?protocol=7";
+    let subscribe = |ws: &mut tungstenite::WebSocket<std::net::TcpStream>| {
+        let id = socket_id(&next_json(ws));
+        let auth = client_auth(
+            "slow-key",
+            "slow-secret",
+            format!("{id}:private-feed").as_bytes(),
+        );
+        let msg =
+            json!({"event": "pusher:subscribe", "data": {"channel": "private-feed", "auth": auth}});
+        ws.send(Message::Text(msg.to_string().into()))
+            .expect("subscribe");
+        let reply = next_json(ws);
+        assert_eq!(
+            reply["event"], "pusher_internal:subscription_succeeded",
+            "{reply}"
+        );
+    };
+    let mut slow = server.ws(path);
+    subscribe(&mut slow);
+    let mut publisher = server.ws(path);
+    subscribe(&mut publisher);
+
+    let event = json!({"event": "client-blob", "channel": "private-feed", "data": {"blob": "z".repeat(8000)}}).to_string();
+    let start = Instant::now();
+    // ~16 MB: more than the loopback socket buffers and the 64 KiB queue can absorb.
+    for _ in 0..2000 {
+        publisher
+            .send(Message::Text(event.clone().into()))
+            .expect("publisher keeps going");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "publishing took too long"
+        );
+    }
+
+    // Now drain the slow reader: it must end (close frame, reset or EOF), not stream forever.
+    slow.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut frames = 0usize;
+    let ended = loop {
+        match slow.read() {
+            Ok(Message::Close(frame)) => {
+                break format!("close {:?}", frame.map(|f| u16::from(f.code)))
+            }
+            Ok(_) => frames += 1,
+            Err(e) => break format!("error {e}"),
+        }
+        assert!(frames < 2000, "the slow reader received every event");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "slow reader never closed"
+        );
+    };
+    eprintln!("slow reader ended with {ended} after {frames} frames");
+    assert!(frames < 2000, "ended with {ended} after {frames} frames");
+    assert!(
+        !ended.contains("WouldBlock") && !ended.contains("timed out"),
+        "slow reader was not closed: {ended}"
+    );
+    // The publisher is still served.
+    publisher
+        .send(Message::Text(
+            json!({"event": "pusher:ping", "data": {}})
+                .to_string()
+                .into(),
+        ))
+        .expect("send");
+    assert_eq!(next_json(&mut publisher)["event"], "pusher:pong");
+}

@@ -31,3 +31,33 @@ fn every_vector_holds_on_the_engine() {
         problems.join("\n")
     );
 }
+
+#[test]
+fn a_wrong_expectation_fails_with_its_step_and_path() {
+    let text = r#"{"id": "t/wrong", "rule": "x", "steps": [
+        {"connect": "alice", "key": "nope", "established": false},
+        {"expect": "alice", "message": {"event": "pusher:error", "data": {"code": 4002, "message": "{{string}}"}}}
+    ]}"#;
+    let vectors = vector::parse_file(text, std::path::Path::new("t/wrong.json")).unwrap();
+    match engine_runner::run_vector(&vectors[0]) {
+        Outcome::Fail(why) => {
+            assert!(why.contains("step 2"), "{why}");
+            assert!(why.contains("$.data.code: expected 4002, got 4001"), "{why}");
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn unread_messages_fail_the_vector() {
+    let text = r#"{"id": "t/unread", "rule": "x", "steps": [
+        {"connect": "alice"},
+        {"send": "alice", "json": {"event": "pusher:ping", "data": {}}}
+    ]}"#;
+    let vectors = vector::parse_file(text, std::path::Path::new("t/unread.json")).unwrap();
+    let outcome = engine_runner::run_vector(&vectors[0]);
+    assert!(
+        matches!(&outcome, Outcome::Fail(why) if why.contains("pusher:pong")),
+        "{outcome:?}"
+    );
+}

@@ -168,3 +168,86 @@ fn thousands_of_connections_come_and_go_without_residue() {
     }
     assert_no_state(&sim);
 }
+
+/// A tiny xorshift generator, so the churn below is the same on every run.
+struct Dice(u64);
+
+impl Dice {
+    fn roll(&mut self, sides: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % sides as u64) as usize
+    }
+}
+
+#[test]
+fn random_churn_of_every_operation_leaves_nothing_behind() {
+    const CHANNELS: [&str; 7] = [
+        "news",
+        "cache-c",
+        "private-a",
+        "private-encrypted-e",
+        "presence-p",
+        "presence-cache-q",
+        "#server-to-user-u1",
+    ];
+    for seed in 0..40u64 {
+        let mut sim = sim_with(|c| {
+            c.activity_timeout_secs = 5;
+            c.pong_timeout_secs = 3;
+            c.apps[0].max_presence_members = 3;
+            c.apps[0].user_auth_required = seed % 4 == 0;
+            c.apps[0].user_auth_timeout_secs = 7;
+        });
+        let mut dice = Dice(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut conns: Vec<ConnId> = Vec::new();
+        for _ in 0..250 {
+            conns.retain(|&c| sim.closed(c).is_none());
+            let op = dice.roll(14);
+            if conns.is_empty() || op == 0 {
+                conns.push(sim.connect("app-key"));
+                continue;
+            }
+            let conn = conns[dice.roll(conns.len())];
+            let channel = CHANNELS[dice.roll(CHANNELS.len())];
+            let user = format!("u{}", dice.roll(5));
+            match op {
+                1 => drop(subscribe(&mut sim, conn, channel)),
+                2 => drop(subscribe_private(&mut sim, conn, channel)),
+                3 => drop(subscribe_presence(
+                    &mut sim,
+                    conn,
+                    channel,
+                    &member(&user, "x"),
+                )),
+                4 => sim.send_json(
+                    conn,
+                    json!({"event": "pusher:unsubscribe", "data": {"channel": channel}}),
+                ),
+                5 => drop(signin(
+                    &mut sim,
+                    conn,
+                    &json!({"id": user, "watchlist": ["u1", "u2"]}).to_string(),
+                )),
+                6 => trigger(&mut sim, conn, channel, "client-x", json!({"a": 1})),
+                7 => sim.disconnect(conn),
+                8 => sim.input(Input::SlowConsumer { conn }).unwrap(),
+                9 => sim.input(Input::Oversized { conn }).unwrap(),
+                10 => sim.advance(secs(dice.roll(6) as u64)),
+                11 => sim.send_json(conn, json!({"event": "pusher:pong", "data": {}})),
+                12 => sim.send_text(conn, "{\"event\":1}"),
+                _ => sim.input(Input::Binary { conn }).unwrap(),
+            }
+        }
+        for conn in conns {
+            if sim.closed(conn).is_none() {
+                sim.disconnect(conn);
+            }
+        }
+        // Let the delayed webhook bookkeeping run out.
+        sim.advance(secs(60));
+
+        assert_no_state(&sim);
+    }
+}

@@ -48,6 +48,14 @@ pub struct Cli {
     #[arg(long, env = "FERROCAST_MAX_OUTPUT_FRAMES")]
     pub max_output_frames: Option<usize>,
 
+    /// Most bytes of an HTTP request line plus headers.
+    #[arg(long, env = "FERROCAST_MAX_REQUEST_HEAD_BYTES")]
+    pub max_request_head_bytes: Option<usize>,
+
+    /// Most HTTP request headers.
+    #[arg(long, env = "FERROCAST_MAX_REQUEST_HEADERS")]
+    pub max_request_headers: Option<usize>,
+
     /// Most bytes of an HTTP request body.
     #[arg(long, env = "FERROCAST_MAX_REQUEST_BODY_BYTES")]
     pub max_request_body_bytes: Option<usize>,
@@ -55,6 +63,10 @@ pub struct Cli {
     /// Seconds a connection has to complete a request or handshake.
     #[arg(long, env = "FERROCAST_REQUEST_TIMEOUT_SECS")]
     pub request_timeout_secs: Option<u64>,
+
+    /// Milliseconds allowed to flush and close a connection once its close is decided.
+    #[arg(long, env = "FERROCAST_CLOSE_LINGER_MS")]
+    pub close_linger_ms: Option<u64>,
 }
 
 impl Cli {
@@ -65,8 +77,11 @@ impl Cli {
             port: self.port,
             max_output_bytes: self.max_output_bytes,
             max_output_frames: self.max_output_frames,
+            max_request_head_bytes: self.max_request_head_bytes,
+            max_request_headers: self.max_request_headers,
             max_request_body_bytes: self.max_request_body_bytes,
             request_timeout_secs: self.request_timeout_secs,
+            close_linger_ms: self.close_linger_ms,
             path_prefix: self.path_prefix.clone(),
             app_id: self.app_id.clone(),
             app_key: self.app_key.clone(),

@@ -82,10 +82,16 @@ pub struct Overrides {
     pub max_output_bytes: Option<usize>,
     /// `server.max_output_frames`.
     pub max_output_frames: Option<usize>,
+    /// `server.max_request_head_bytes`.
+    pub max_request_head_bytes: Option<usize>,
+    /// `server.max_request_headers`.
+    pub max_request_headers: Option<usize>,
     /// `server.max_request_body_bytes`.
     pub max_request_body_bytes: Option<usize>,
     /// `server.request_timeout_secs`.
     pub request_timeout_secs: Option<u64>,
+    /// `server.close_linger_ms`.
+    pub close_linger_ms: Option<u64>,
     /// The engine's `path_prefix`.
     pub path_prefix: Option<String>,
     /// The first app's `id`.

@@ -1,1 +1,138 @@
-fn main() {}
+//! `ferrocast-conformance`: replays the conformance vectors over real sockets against a running
+//! Pusher-compatible server (`--url`), or against `ferrocast` binaries it starts itself with each
+//! vector's configuration (`--server-bin`). Prints `ok`/`FAIL`/`skip` per vector and a closing
+//! `N passed, N failed, N skipped` line; exits non-zero on any failure.
+
+use ferrocast_spec::live::{self, http::WebhookReceiver, Options};
+use ferrocast_spec::template::App;
+use ferrocast_spec::{vector, vectors_dir, Tally};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const USAGE: &str =
+    "usage: ferrocast-conformance (--url ws://HOST:PORT | --host H --port P | --server-bin PATH)
+    [--app-id ID] [--app-key KEY] [--app-secret SECRET] [--vectors DIR] [--filter TEXT]
+    [--timeout-ms 2000] [--quiet-ms 150] [--max-sleep-secs 10]
+
+  --url / --host --port  a running server; vectors needing their own configuration are skipped
+  --server-bin PATH      start PATH --host 127.0.0.1 --port 0 --config FILE for every vector
+  --app-*                the app under test (default app-id / app-key / app-secret)
+  --filter TEXT          only vectors whose id contains TEXT";
+
+fn main() -> ExitCode {
+    match parse(std::env::args().skip(1).collect()) {
+        Ok(Some((options, dir, filter))) => run(&options, &dir, &filter),
+        Ok(None) => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ferrocast-conformance: {e}\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+type Parsed = (Options, PathBuf, String);
+
+fn parse(args: Vec<String>) -> Result<Option<Parsed>, String> {
+    let mut url = None;
+    let mut host = None;
+    let mut port = None;
+    let mut options = Options {
+        target: None,
+        server_bin: None,
+        app: App {
+            id: "app-id".into(),
+            key: "app-key".into(),
+            secret: "app-secret".into(),
+        },
+        timeout: Duration::from_millis(2000),
+        quiet: Duration::from_millis(150),
+        max_sleep_secs: 10.0,
+        work_dir: std::env::temp_dir()
+            .join(format!("ferrocast-conformance-{}", std::process::id())),
+    };
+    let mut dir = vectors_dir();
+    let mut filter = String::new();
+    let mut args = args.into_iter();
+    while let Some(flag) = args.next() {
+        if flag == "-h" || flag == "--help" {
+            return Ok(None);
+        }
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        let millis = |v: String| {
+            v.parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|_| format!("{flag} takes milliseconds"))
+        };
+        match flag.as_str() {
+            "--url" => url = Some(value()?),
+            "--host" => host = Some(value()?),
+            "--port" => port = Some(value()?),
+            "--server-bin" => options.server_bin = Some(PathBuf::from(value()?)),
+            "--app-id" => options.app.id = value()?,
+            "--app-key" => options.app.key = value()?,
+            "--app-secret" => options.app.secret = value()?,
+            "--vectors" => dir = PathBuf::from(value()?),
+            "--filter" => filter = value()?,
+            "--timeout-ms" => options.timeout = millis(value()?)?,
+            "--quiet-ms" => options.quiet = millis(value()?)?,
+            "--max-sleep-secs" => {
+                options.max_sleep_secs = value()?
+                    .parse()
+                    .map_err(|_| "--max-sleep-secs takes seconds".to_string())?
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    options.target = match (url, host, port) {
+        (Some(url), None, None) => Some(live::target_from_url(&url)?),
+        (None, Some(host), Some(port)) => Some(format!("{host}:{port}")),
+        (None, None, None) if options.server_bin.is_some() => None,
+        _ => return Err("give --url, or --host and --port, or --server-bin".into()),
+    };
+    Ok(Some((options, dir, filter)))
+}
+
+fn run(options: &Options, dir: &std::path::Path, filter: &str) -> ExitCode {
+    let vectors = match vector::load_dir(dir) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("ferrocast-conformance: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&options.work_dir) {
+        eprintln!("ferrocast-conformance: {}: {e}", options.work_dir.display());
+        return ExitCode::from(2);
+    }
+    let receiver = match &options.server_bin {
+        Some(_) => match WebhookReceiver::start() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("ferrocast-conformance: cannot start the webhook receiver: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let mut tally = Tally::default();
+    for vector in vectors.iter().filter(|v| v.id.contains(filter)) {
+        let outcome = live::run_vector(vector, options, receiver.as_ref());
+        println!("{}", outcome.line(&vector.id));
+        tally.add(&outcome);
+    }
+    drop(receiver);
+    let _ = std::fs::remove_dir_all(&options.work_dir);
+    if tally.known > 0 {
+        println!("{} known failures (counted as skipped)", tally.known);
+    }
+    println!("{}", tally.closing_line());
+    if tally.failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

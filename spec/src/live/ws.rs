@@ -1,0 +1,138 @@
+//! One blocking WebSocket client with bounded waits, as a vector's named client.
+
+use crate::runner::{Outgoing, Received};
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+use tungstenite::protocol::WebSocket;
+use tungstenite::{Error, Message};
+
+/// A connected client and what it knows about its connection's end.
+pub struct WsClient {
+    ws: WebSocket<TcpStream>,
+    closed: Option<u16>,
+}
+
+impl WsClient {
+    /// Connects to `ws://{host}{path}?{query}` at `addr` within `timeout`.
+    pub fn connect(
+        addr: SocketAddr,
+        host: &str,
+        path: &str,
+        query: &str,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        stream.set_nodelay(true).ok();
+        stream
+            .set_read_timeout(Some(timeout))
+            .and_then(|_| stream.set_write_timeout(Some(timeout)))
+            .map_err(|e| e.to_string())?;
+        let url = if query.is_empty() {
+            format!("ws://{host}{path}")
+        } else {
+            format!("ws://{host}{path}?{query}")
+        };
+        let (ws, _response) = tungstenite::client(url.as_str(), stream).map_err(|e| match e {
+            tungstenite::HandshakeError::Failure(Error::Http(response)) => format!(
+                "WebSocket handshake to {url} refused with HTTP {}",
+                response.status()
+            ),
+            other => format!("WebSocket handshake to {url} failed: {other}"),
+        })?;
+        Ok(WsClient { ws, closed: None })
+    }
+
+    /// Sends one frame.
+    pub fn send(&mut self, frame: Outgoing) -> Result<(), String> {
+        if let Some(code) = self.closed {
+            return Err(format!(
+                "the connection is closed (code {code}); it cannot send"
+            ));
+        }
+        let message = match frame {
+            Outgoing::Text(bytes) => Message::text(
+                String::from_utf8(bytes)
+                    .map_err(|_| "a live client cannot send invalid UTF-8 text".to_string())?,
+            ),
+            Outgoing::Binary(bytes) => Message::binary(bytes),
+            Outgoing::Ping(payload) => Message::Ping(payload.into()),
+        };
+        self.ws
+            .send(message)
+            .map_err(|e| format!("sending failed: {e}"))
+    }
+
+    /// The next frame, waiting at most `wait`.
+    pub fn receive(&mut self, wait: Duration) -> Result<Received, String> {
+        if let Some(code) = self.closed {
+            return Ok(Received::Closed(code));
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Ok(Received::Nothing);
+            }
+            self.ws
+                .get_mut()
+                .set_read_timeout(Some(remaining.max(Duration::from_millis(1))))
+                .map_err(|e| e.to_string())?;
+            match self.ws.read() {
+                Ok(Message::Text(text)) => return Ok(Received::Text(text.as_str().to_owned())),
+                Ok(Message::Binary(bytes)) => return Ok(Received::Binary(bytes.to_vec())),
+                Ok(Message::Pong(_)) => return Ok(Received::Pong),
+                Ok(Message::Ping(_)) | Ok(Message::Frame(_)) => {
+                    // tungstenite queued the pong; push it out.
+                    let _ = self.ws.flush();
+                }
+                Ok(Message::Close(frame)) => {
+                    let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
+                    let _ = self.ws.flush();
+                    self.closed = Some(code);
+                    return Ok(Received::Closed(code));
+                }
+                Err(Error::Io(e))
+                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(Error::ConnectionClosed | Error::AlreadyClosed) => {
+                    let code = *self.closed.get_or_insert(1006);
+                    return Ok(Received::Closed(code));
+                }
+                Err(Error::Protocol(_)) | Err(Error::Io(_)) => {
+                    // Dropped without a Close frame.
+                    self.closed = Some(1006);
+                    return Ok(Received::Closed(1006));
+                }
+                Err(e) => return Err(format!("reading failed: {e}")),
+            }
+        }
+    }
+
+    /// Closes from the client side and waits (bounded) until the server has seen it.
+    pub fn close(&mut self, wait: Duration) {
+        if self.closed.is_some() {
+            return;
+        }
+        let _ = self.ws.close(None);
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            let _ = self
+                .ws
+                .get_mut()
+                .set_read_timeout(Some(Duration::from_millis(50)));
+            match self.ws.read() {
+                Ok(_) => {}
+                Err(Error::Io(e))
+                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+        self.closed = Some(1000);
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_some()
+    }
+}

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 /// Reads per readiness event before yielding to other connections (fairness under floods).
 const READ_BUDGET: usize = 16;
+/// Request buffer capacity a keep-alive connection may keep between requests.
+const RETAINED_REQUEST_BYTES: usize = 16 * 1024;
 
 /// Transport limits a connection enforces.
 #[derive(Clone, Copy, Debug)]
@@ -402,6 +404,10 @@ impl Conn {
             };
             let body = buf[current.head_len..total].to_vec();
             buf.drain(..total);
+            if buf.is_empty() && buf.capacity() > RETAINED_REQUEST_BYTES {
+                // Release what a large body needed; keep-alive connections idle for long.
+                *buf = Vec::new();
+            }
             *sent_continue = false;
             if current.method == "OPTIONS" {
                 // CORS preflight is a transport matter: answer it without the engine.

@@ -11,6 +11,8 @@ use std::io::{self, IoSlice, Write};
 
 /// Chunks handed to one `write_vectored` call (well under Linux's IOV_MAX of 1024).
 const MAX_SLICES: usize = 64;
+/// Ring capacity an empty queue may keep between bursts.
+const RETAINED_CHUNKS: usize = 16;
 
 /// Bytes queued for a socket.
 enum Chunk {
@@ -94,6 +96,10 @@ impl OutQueue {
     pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<bool> {
         loop {
             if self.chunks.is_empty() {
+                // A burst may have grown the ring; an idle connection should not keep it.
+                if self.chunks.capacity() > RETAINED_CHUNKS {
+                    self.chunks = VecDeque::new();
+                }
                 return Ok(true);
             }
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];

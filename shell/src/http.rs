@@ -219,9 +219,9 @@ fn check_upgrade(
     // A valid key is 16 random bytes in base64: 24 characters ending in "==".
     let plausible = key.len() == 24
         && key.ends_with("==")
-        && key[..22]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+        && key.as_bytes()[..22]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
     if !plausible {
         return Err(Refusal::new(400, "missing or invalid Sec-WebSocket-Key"));
     }
@@ -436,6 +436,25 @@ mod tests {
             400
         );
         assert_eq!(refused(ok.replace("GET", "POST").as_bytes()), 400);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet = b"GET POST / HTTP/1.1\r\n:Content-Length: 12 Upgrade websocket Sec-WebSocket-Key==\xff\x00";
+        for _ in 0..3000 {
+            let len = (next() % 300) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let _ = parse_head(&bytes, &LIMITS);
+        }
     }
 
     #[test]

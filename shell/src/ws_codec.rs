@@ -467,6 +467,46 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_bytes_in_arbitrary_chunks_never_panic() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..2000 {
+            // Mostly valid frames with random corruption, so decoding gets past the header.
+            let mut wire = Vec::new();
+            for _ in 0..(next() % 5) {
+                let first = [0x81, 0x01, 0x00, 0x80, 0x82, 0x89, 0x8A, 0x88][(next() % 8) as usize];
+                let payload = vec![b'p'; (next() % 200) as usize];
+                wire.extend(frame(first, &payload));
+            }
+            for _ in 0..(next() % 4) {
+                if !wire.is_empty() {
+                    let at = (next() % wire.len() as u64) as usize;
+                    wire[at] = next() as u8;
+                }
+            }
+            let mut decoder = Decoder::new(150);
+            let mut out = Vec::new();
+            let mut rest = &wire[..];
+            while !rest.is_empty() {
+                let n = 1 + (next() % 40) as usize;
+                let (chunk, tail) = rest.split_at(n.min(rest.len()));
+                decoder.decode(chunk, &mut out);
+                rest = tail;
+            }
+            for event in &out {
+                if let WsEvent::Text(text) = event {
+                    assert!(text.len() <= 150);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn empty_text_message_is_delivered() {
         assert_eq!(
             decode_all(10, &frame(0x81, b"")),

@@ -309,19 +309,27 @@ impl Interpreter<'_> {
         Ok(got_any)
     }
 
+    /// The next `patterns.len()` webhook events, in any order (batches need not keep one).
     fn expect_webhook(&mut self, patterns: &[Value]) -> Result<(), String> {
-        for pattern in patterns {
-            if self.webhook_events.is_empty() && !self.collect_webhooks(Wait::ForSomething)? {
-                return Err(format!("expected webhook event {pattern}, none arrived"));
+        while self.webhook_events.len() < patterns.len() {
+            if !self.collect_webhooks(Wait::ForSomething)? {
+                let got: Vec<&Value> = self.webhook_events.iter().collect();
+                return Err(format!(
+                    "expected {} webhook event(s) matching {}, only these arrived: {got:?}",
+                    patterns.len(),
+                    Value::Array(patterns.to_vec())
+                ));
             }
-            let Some(event) = self.webhook_events.pop_front() else {
-                return Err(format!("expected webhook event {pattern}, none arrived"));
-            };
-            matcher::check(pattern, &event, self.ctx).map_err(|e| {
-                format!("webhook event {e}\n      expected {pattern}\n      received {event}")
-            })?;
         }
-        Ok(())
+        let events: Vec<Value> = self.webhook_events.drain(..patterns.len()).collect();
+        let pattern = json!({ "$unordered": patterns });
+        matcher::check(&pattern, &Value::Array(events.clone()), self.ctx).map_err(|e| {
+            format!(
+                "webhook events {e}\n      expected (any order) {}\n      received {}",
+                Value::Array(patterns.to_vec()),
+                Value::Array(events)
+            )
+        })
     }
 }
 

@@ -41,6 +41,12 @@ function tomlValue(value) {
     return String(value);
   }
   if (typeof value === 'boolean') return String(value);
+  if (Array.isArray(value)) return `[${value.map(tomlValue).join(', ')}]`;
+  if (value !== null && typeof value === 'object') {
+    // An inline table, e.g. one of an app's `webhooks`.
+    const pairs = Object.entries(value).filter(([, v]) => v !== undefined && v !== null);
+    return `{ ${pairs.map(([k, v]) => `${k} = ${tomlValue(v)}`).join(', ')} }`;
+  }
   throw new Error(`unsupported config value ${JSON.stringify(value)}`);
 }
 

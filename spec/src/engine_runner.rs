@@ -10,7 +10,6 @@ use crate::vector::Vector;
 use crate::Outcome;
 use ferrocast_engine::sim::Simulator;
 use ferrocast_engine::{Config, ConnId, Input};
-use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
@@ -223,9 +222,4 @@ impl Transport for EngineTransport {
             .input(Input::SlowConsumer { conn })
             .map_err(Self::misuse)
     }
-}
-
-/// Whether a JSON value is the engine's marker for a non-JSON HTTP body.
-pub fn is_non_json(body: &Value) -> bool {
-    body.is_null()
 }

@@ -566,7 +566,7 @@ impl Fields {
 }
 
 fn unhex(text: &str) -> Result<Vec<u8>, String> {
-    if text.len() % 2 != 0 {
+    if text.len() & 1 == 1 {
         return Err("text_hex has an odd length".into());
     }
     (0..text.len())

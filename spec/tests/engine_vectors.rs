@@ -42,7 +42,10 @@ fn a_wrong_expectation_fails_with_its_step_and_path() {
     match engine_runner::run_vector(&vectors[0]) {
         Outcome::Fail(why) => {
             assert!(why.contains("step 2"), "{why}");
-            assert!(why.contains("$.data.code: expected 4002, got 4001"), "{why}");
+            assert!(
+                why.contains("$.data.code: expected 4002, got 4001"),
+                "{why}"
+            );
         }
         other => panic!("expected a failure, got {other:?}"),
     }

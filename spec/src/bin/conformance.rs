@@ -13,12 +13,13 @@ use std::time::Duration;
 const USAGE: &str =
     "usage: ferrocast-conformance (--url ws://HOST:PORT | --host H --port P | --server-bin PATH)
     [--app-id ID] [--app-key KEY] [--app-secret SECRET] [--vectors DIR] [--filter TEXT]
-    [--timeout-ms 2000] [--quiet-ms 150] [--max-sleep-secs 10]
+    [--timeout-ms 2000] [--quiet-ms 150] [--max-sleep-secs 10] [--skip-webhooks]
 
   --url / --host --port  a running server; vectors needing their own configuration are skipped
   --server-bin PATH      start PATH --host 127.0.0.1 --port 0 --config FILE for every vector
   --app-*                the app under test (default app-id / app-key / app-secret)
-  --filter TEXT          only vectors whose id contains TEXT";
+  --filter TEXT          only vectors whose id contains TEXT
+  --skip-webhooks        skip vectors that expect webhook deliveries";
 
 fn main() -> ExitCode {
     match parse(std::env::args().skip(1).collect()) {
@@ -51,6 +52,7 @@ fn parse(args: Vec<String>) -> Result<Option<Parsed>, String> {
         timeout: Duration::from_millis(2000),
         quiet: Duration::from_millis(150),
         max_sleep_secs: 10.0,
+        skip_webhooks: false,
         work_dir: std::env::temp_dir()
             .join(format!("ferrocast-conformance-{}", std::process::id())),
     };
@@ -77,6 +79,7 @@ fn parse(args: Vec<String>) -> Result<Option<Parsed>, String> {
             "--app-secret" => options.app.secret = value()?,
             "--vectors" => dir = PathBuf::from(value()?),
             "--filter" => filter = value()?,
+            "--skip-webhooks" => options.skip_webhooks = true,
             "--timeout-ms" => options.timeout = millis(value()?)?,
             "--quiet-ms" => options.quiet = millis(value()?)?,
             "--max-sleep-secs" => {

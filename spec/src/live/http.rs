@@ -49,17 +49,23 @@ pub fn request(
     Ok(HttpAnswer { status, body })
 }
 
+/// Header names and values as sent.
+type Headers = Vec<(String, String)>;
+
+/// A parsed message head: status (0 for requests), headers, body offset, `Content-Length`.
+type Head = (u16, Headers, usize, Option<usize>);
+
 /// Reads one HTTP message: the status (responses) or 0 (requests), headers and body.
 fn read_message(
     stream: &mut TcpStream,
     timeout: Duration,
     is_response: bool,
-) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+) -> Result<(u16, Headers, Vec<u8>), String> {
     let deadline = Instant::now() + timeout;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let mut eof = false;
-    let mut parsed: Option<(u16, Vec<(String, String)>, usize, Option<usize>)> = None;
+    let mut parsed: Option<Head> = None;
     loop {
         if parsed.is_none() {
             if let Some(end) = find(&buf, b"\r\n\r\n") {
@@ -75,7 +81,7 @@ fn read_message(
                 } else {
                     0
                 };
-                let headers: Vec<(String, String)> = lines
+                let headers: Headers = lines
                     .filter_map(|l| l.split_once(':'))
                     .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
                     .collect();

@@ -34,6 +34,8 @@ pub struct Options {
     pub max_sleep_secs: f64,
     /// Scratch directory for configs and logs.
     pub work_dir: PathBuf,
+    /// Skip vectors that expect webhooks (for servers that do not deliver them).
+    pub skip_webhooks: bool,
 }
 
 /// Why a vector cannot run with these options, if it cannot.
@@ -57,6 +59,14 @@ pub fn skip_reason(vector: &Vector, options: &Options) -> Option<String> {
         .any(|s| matches!(s, Step::SlowConsumer { .. }))
     {
         return Some("drives an engine input no socket can produce".into());
+    }
+    if options.skip_webhooks
+        && vector
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::ExpectWebhook { .. } | Step::ExpectNoWebhook))
+    {
+        return Some("checks webhooks (--skip-webhooks)".into());
     }
     if options.server_bin.is_none() && !config::is_default(vector.config.as_ref()) {
         return Some("needs its own server configuration (run with --server-bin)".into());

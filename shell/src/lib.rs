@@ -4,12 +4,14 @@
 
 pub mod cli;
 pub mod conn;
+pub mod handoff;
 pub mod http;
 pub mod out_queue;
 pub mod server;
 pub mod settings;
 pub mod slots;
 pub mod webhook;
+pub mod webhook_delivery;
 pub mod ws_codec;
 
 pub use server::Server;

@@ -2,9 +2,10 @@
 
 use clap::Parser;
 use ferrocast::cli::Cli;
-use ferrocast::webhook::LogWebhooks;
+use ferrocast::webhook_delivery;
 use ferrocast::{Server, Settings};
 use std::process::ExitCode;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -41,7 +42,19 @@ fn main() -> ExitCode {
              set real ones with --config or FERROCAST_APP_KEY / FERROCAST_APP_SECRET"
         );
     }
-    let mut server = match Server::bind(&settings, Box::new(LogWebhooks)) {
+    let server_settings = &settings.server;
+    let (webhooks, webhook_workers) = match webhook_delivery::start(
+        server_settings.webhook_workers,
+        server_settings.webhook_queue_capacity,
+        server_settings.webhook_retry_policy(),
+    ) {
+        Ok(started) => started,
+        Err(e) => {
+            eprintln!("ferrocast: cannot start webhook delivery threads: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut server = match Server::bind(&settings, Box::new(webhooks.clone())) {
         Ok(server) => server,
         Err(e) => {
             eprintln!(
@@ -59,7 +72,10 @@ fn main() -> ExitCode {
     tracing::info!(%addr, apps = settings.engine.apps.len(), "listening");
     // Tests and scripts wait for this exact line on stdout.
     println!("ferrocast listening on {addr}");
-    match server.run() {
+    let outcome = server.run();
+    webhooks.close();
+    webhook_workers.join_within(Duration::from_millis(settings.server.close_linger_ms));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ferrocast: event loop failed: {e}");

@@ -32,6 +32,14 @@ pub struct ServerSettings {
     pub request_timeout_secs: u64,
     /// Milliseconds allowed to flush and close a connection once its close is decided.
     pub close_linger_ms: u64,
+    /// Threads delivering webhooks.
+    pub webhook_workers: usize,
+    /// Webhook deliveries that may wait for a worker; more are dropped and counted.
+    pub webhook_queue_capacity: usize,
+    /// Seconds one webhook POST may take.
+    pub webhook_timeout_secs: u64,
+    /// Seconds a refused webhook keeps being retried (with exponential back-off).
+    pub webhook_retry_window_secs: u64,
 }
 
 impl Default for ServerSettings {
@@ -46,11 +54,24 @@ impl Default for ServerSettings {
             max_request_body_bytes: 1024 * 1024,
             request_timeout_secs: 10,
             close_linger_ms: 2000,
+            webhook_workers: 2,
+            webhook_queue_capacity: 10_000,
+            webhook_timeout_secs: 10,
+            webhook_retry_window_secs: 300,
         }
     }
 }
 
 impl ServerSettings {
+    /// How webhook deliveries are retried.
+    pub fn webhook_retry_policy(&self) -> crate::webhook_delivery::RetryPolicy {
+        crate::webhook_delivery::RetryPolicy {
+            request_timeout: Duration::from_secs(self.webhook_timeout_secs),
+            give_up_after: Duration::from_secs(self.webhook_retry_window_secs),
+            ..Default::default()
+        }
+    }
+
     fn validate(&self) -> Result<(), String> {
         let positive = [
             ("max_output_bytes", self.max_output_bytes as u64),
@@ -58,6 +79,9 @@ impl ServerSettings {
             ("max_request_head_bytes", self.max_request_head_bytes as u64),
             ("max_request_headers", self.max_request_headers as u64),
             ("request_timeout_secs", self.request_timeout_secs),
+            ("webhook_workers", self.webhook_workers as u64),
+            ("webhook_queue_capacity", self.webhook_queue_capacity as u64),
+            ("webhook_timeout_secs", self.webhook_timeout_secs),
         ];
         for (name, value) in positive {
             if value == 0 {

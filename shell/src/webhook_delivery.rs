@@ -1,0 +1,259 @@
+//! Delivering the engine's webhooks off the event loop, with retries.
+//!
+//! The event loop hands each delivery to a bounded queue and moves on; it never waits for an
+//! HTTP request. A small pool of threads POSTs them. A delivery answered with a non-2xx
+//! status, or not answered in time, is retried with exponential back-off until the retry
+//! window (Pusher's five minutes) has passed. What cannot be queued, or is given up on, is
+//! counted and logged — never lost silently.
+
+use crate::handoff::{self, Received, SendError};
+use crate::webhook::WebhookSink;
+use ferrocast_engine::WebhookDelivery;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How deliveries are retried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Wait before the first retry; doubled after each failure.
+    pub first_delay: Duration,
+    /// The longest wait between two attempts.
+    pub max_delay: Duration,
+    /// No attempt starts later than this after the first one.
+    pub give_up_after: Duration,
+    /// How long one POST may take.
+    pub request_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            first_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+            give_up_after: Duration::from_secs(5 * 60),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters of what happened to deliveries, shared with the workers.
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    /// Answered with a 2xx status.
+    pub delivered: AtomicU64,
+    /// Failed attempts that were scheduled again.
+    pub retried: AtomicU64,
+    /// Refused because the queue was full.
+    pub dropped_queue_full: AtomicU64,
+    /// Abandoned after the retry window.
+    pub given_up: AtomicU64,
+}
+
+/// The sending side kept by the event loop; cheap to clone.
+#[derive(Clone)]
+pub struct WebhookSender {
+    queue: handoff::Sender<WebhookDelivery>,
+    stats: Arc<DeliveryStats>,
+}
+
+/// The delivery threads, joined at shutdown.
+pub struct WebhookWorkers {
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Starts `workers` delivery threads behind a queue of `capacity` deliveries.
+pub fn start(
+    workers: usize,
+    capacity: usize,
+    policy: RetryPolicy,
+) -> std::io::Result<(WebhookSender, WebhookWorkers)> {
+    let (queue, inbox) = handoff::bounded(capacity);
+    let stats = Arc::new(DeliveryStats::default());
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(policy.request_timeout))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let threads = (0..workers.max(1))
+        .map(|i| {
+            let worker = Worker {
+                inbox: inbox.clone(),
+                agent: agent.clone(),
+                policy: policy.clone(),
+                stats: stats.clone(),
+            };
+            std::thread::Builder::new()
+                .name(format!("webhooks-{i}"))
+                .spawn(move || worker.run())
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    Ok((WebhookSender { queue, stats }, WebhookWorkers { threads }))
+}
+
+impl WebhookSender {
+    /// Queues a delivery without blocking; a full queue counts it as dropped and says so.
+    pub fn submit(&self, delivery: WebhookDelivery) {
+        match self.queue.try_send(delivery) {
+            Ok(()) => {}
+            Err(SendError::Full(lost)) | Err(SendError::Closed(lost)) => {
+                let dropped = self
+                    .stats
+                    .dropped_queue_full
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
+                tracing::warn!(url = %lost.url, dropped, "webhook queue full: delivery dropped");
+            }
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &DeliveryStats {
+        &self.stats
+    }
+
+    /// Stops taking deliveries; the workers attempt what is queued once more, then stop.
+    pub fn close(&self) {
+        self.queue.close();
+    }
+}
+
+impl WebhookSink for WebhookSender {
+    fn deliver(&mut self, delivery: WebhookDelivery) {
+        self.submit(delivery);
+    }
+}
+
+impl WebhookWorkers {
+    /// Waits up to `grace` for the workers to finish; a worker stuck in a request is left to
+    /// the process exit rather than holding shutdown up.
+    pub fn join_within(self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        for thread in self.threads {
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// A delivery waiting for its next attempt.
+struct Pending {
+    delivery: WebhookDelivery,
+    first_attempt: Instant,
+    failures: u32,
+}
+
+/// Retries due later, earliest first; the sequence number keeps equal instants FIFO.
+#[derive(Default)]
+struct RetryQueue {
+    due: BinaryHeap<Reverse<(Instant, u64)>>,
+    waiting: BTreeMap<u64, Pending>,
+    next_seq: u64,
+}
+
+impl RetryQueue {
+    fn push(&mut self, at: Instant, pending: Pending) {
+        self.next_seq += 1;
+        self.due.push(Reverse((at, self.next_seq)));
+        self.waiting.insert(self.next_seq, pending);
+    }
+
+    fn pop_due(&mut self, now: Instant) -> Option<Pending> {
+        let Reverse((at, seq)) = *self.due.peek()?;
+        if at > now {
+            return None;
+        }
+        self.due.pop();
+        self.waiting.remove(&seq)
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.due.peek().map(|Reverse((at, _))| *at)
+    }
+}
+
+struct Worker {
+    inbox: handoff::Receiver<WebhookDelivery>,
+    agent: ureq::Agent,
+    policy: RetryPolicy,
+    stats: Arc<DeliveryStats>,
+}
+
+impl Worker {
+    fn run(self) {
+        let mut retries = RetryQueue::default();
+        loop {
+            while let Some(pending) = retries.pop_due(Instant::now()) {
+                if let Some((at, pending)) = self.attempt(pending) {
+                    retries.push(at, pending);
+                }
+            }
+            let wait = retries
+                .next_due()
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            match self.inbox.recv(wait) {
+                Received::Item(delivery) => {
+                    let pending = Pending {
+                        delivery,
+                        first_attempt: Instant::now(),
+                        failures: 0,
+                    };
+                    if let Some((at, pending)) = self.attempt(pending) {
+                        retries.push(at, pending);
+                    }
+                }
+                Received::TimedOut => {}
+                Received::Closed => {
+                    let abandoned = retries.waiting.len() as u64;
+                    if abandoned > 0 {
+                        self.stats.given_up.fetch_add(abandoned, Ordering::Relaxed);
+                        tracing::warn!(abandoned, "shutting down with webhook retries pending");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// POSTs once; after a failure returns when to try again, unless the window has passed.
+    fn attempt(&self, mut pending: Pending) -> Option<(Instant, Pending)> {
+        match post(&self.agent, &pending.delivery) {
+            Ok(status) if (200..300).contains(&status) => {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            Ok(status) => tracing::info!(url = %pending.delivery.url, status, "webhook refused"),
+            Err(error) => tracing::info!(url = %pending.delivery.url, %error, "webhook failed"),
+        }
+        let delay = self
+            .policy
+            .first_delay
+            .saturating_mul(1 << pending.failures.min(20))
+            .min(self.policy.max_delay);
+        pending.failures += 1;
+        let at = Instant::now() + delay;
+        if at.duration_since(pending.first_attempt) > self.policy.give_up_after {
+            self.stats.given_up.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(url = %pending.delivery.url, attempts = pending.failures, "webhook given up after the retry window");
+            return None;
+        }
+        self.stats.retried.fetch_add(1, Ordering::Relaxed);
+        Some((at, pending))
+    }
+}
+
+fn post(agent: &ureq::Agent, delivery: &WebhookDelivery) -> Result<u16, ureq::Error> {
+    let mut request = agent.post(&delivery.url);
+    for (name, value) in &delivery.headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let response = request.send(&delivery.body[..])?;
+    Ok(response.status().as_u16())
+}

@@ -1,0 +1,158 @@
+//! Webhook delivery against a real HTTP receiver on loopback: retries after a refusal,
+//! drops counted when the queue is full, and giving up after the retry window.
+#![cfg(not(loom))]
+
+use ferrocast::webhook_delivery::{self, RetryPolicy, WebhookSender, WebhookWorkers};
+use ferrocast_engine::WebhookDelivery;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A request as the receiver saw it.
+struct Seen {
+    headers: Vec<String>,
+    body: Vec<u8>,
+}
+
+/// Serves `statuses` in turn (then 200 forever), reporting each request; `stall` delays answers.
+fn receiver(statuses: Vec<u16>, stall: Duration) -> (String, mpsc::Receiver<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let (seen_tx, seen_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut statuses = statuses.into_iter();
+        for stream in listener.incoming().take(50) {
+            let Ok(mut stream) = stream else { return };
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut headers = Vec::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+                headers.push(line.trim_end().to_owned());
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let _ = seen_tx.send(Seen { headers, body });
+            std::thread::sleep(stall);
+            let status = statuses.next().unwrap_or(200);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (url, seen_rx)
+}
+
+fn delivery(url: &str, body: &str) -> WebhookDelivery {
+    WebhookDelivery {
+        url: url.into(),
+        body: body.as_bytes().into(),
+        headers: vec![
+            ("X-Pusher-Key".into(), "app-key".into()),
+            ("X-Pusher-Signature".into(), "abc".into()),
+        ],
+    }
+}
+
+fn quick_policy() -> RetryPolicy {
+    RetryPolicy {
+        first_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(200),
+        give_up_after: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(2),
+    }
+}
+
+fn stop(sender: WebhookSender, workers: WebhookWorkers) {
+    sender.close();
+    workers.join_within(Duration::from_secs(5));
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_refused_delivery_is_retried_with_the_same_body_and_headers() {
+    let (url, seen) = receiver(vec![500], Duration::ZERO);
+    let (sender, workers) = webhook_delivery::start(1, 16, quick_policy()).unwrap();
+
+    sender.submit(delivery(&url, r#"{"time_ms":1,"events":[]}"#));
+
+    wait_until("delivery", || {
+        sender.stats().delivered.load(Ordering::Relaxed) == 1
+    });
+    let first = seen.recv_timeout(Duration::from_secs(1)).unwrap();
+    let second = seen.recv_timeout(Duration::from_secs(1)).unwrap();
+    assert_eq!(first.body, br#"{"time_ms":1,"events":[]}"#);
+    assert_eq!(first.body, second.body);
+    assert!(
+        second
+            .headers
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case("x-pusher-key: app-key")),
+        "{:?}",
+        second.headers
+    );
+    assert_eq!(sender.stats().retried.load(Ordering::Relaxed), 1);
+    stop(sender, workers);
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_instead_of_blocking() {
+    let (url, seen) = receiver(vec![], Duration::from_millis(500));
+    let (sender, workers) = webhook_delivery::start(1, 1, quick_policy()).unwrap();
+    sender.submit(delivery(&url, "in flight"));
+    seen.recv_timeout(Duration::from_secs(5))
+        .expect("the worker is busy with the first");
+
+    let started = Instant::now();
+    sender.submit(delivery(&url, "queued"));
+    sender.submit(delivery(&url, "dropped"));
+    let submit_time = started.elapsed();
+
+    assert_eq!(sender.stats().dropped_queue_full.load(Ordering::Relaxed), 1);
+    assert!(
+        submit_time < Duration::from_millis(400),
+        "submit blocked for {submit_time:?}"
+    );
+    wait_until("both kept deliveries", || {
+        sender.stats().delivered.load(Ordering::Relaxed) == 2
+    });
+    stop(sender, workers);
+}
+
+#[test]
+fn deliveries_are_given_up_after_the_retry_window() {
+    let (url, _seen) = receiver(vec![500; 50], Duration::ZERO);
+    let policy = RetryPolicy {
+        give_up_after: Duration::from_millis(300),
+        ..quick_policy()
+    };
+    let (sender, workers) = webhook_delivery::start(1, 4, policy).unwrap();
+
+    sender.submit(delivery(&url, "never accepted"));
+
+    wait_until("giving up", || {
+        sender.stats().given_up.load(Ordering::Relaxed) == 1
+    });
+    assert!(sender.stats().retried.load(Ordering::Relaxed) >= 2);
+    assert_eq!(sender.stats().delivered.load(Ordering::Relaxed), 0);
+    stop(sender, workers);
+}

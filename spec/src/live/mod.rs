@@ -60,13 +60,15 @@ pub fn skip_reason(vector: &Vector, options: &Options) -> Option<String> {
     {
         return Some("drives an engine input no socket can produce".into());
     }
-    if options.skip_webhooks
-        && vector
-            .steps
-            .iter()
-            .any(|s| matches!(s, Step::ExpectWebhook { .. } | Step::ExpectNoWebhook))
-    {
+    let checks_webhooks = vector
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::ExpectWebhook { .. } | Step::ExpectNoWebhook));
+    if checks_webhooks && options.skip_webhooks {
         return Some("checks webhooks (--skip-webhooks)".into());
+    }
+    if checks_webhooks && options.server_bin.is_none() {
+        return Some("checks webhooks, which needs the runner's receiver (--server-bin)".into());
     }
     if options.server_bin.is_none() && !config::is_default(vector.config.as_ref()) {
         return Some("needs its own server configuration (run with --server-bin)".into());

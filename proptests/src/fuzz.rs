@@ -6,46 +6,17 @@
 use crate::harness::{self, Harness};
 use crate::ops::*;
 use arbitrary::{Arbitrary, Unstructured};
-use ferrocast_engine::{Config, ConnId, Engine, Input, Moment, Output, WsRequest};
+use ferrocast::http::{parse_head, HeadLimits, Parsed};
+use ferrocast::ws_codec::{Decoder, WsEvent};
+use ferrocast_engine::http_auth::signed_query;
+use ferrocast_engine::{Config, ConnId, Engine, HttpRequest, Input, Moment, Output, WsRequest};
 
 /// Most operations one `engine_ops` input may run.
 pub const MAX_OPS: usize = 256;
 
-/// `client_message`: `data` as one text message from a connection that has joined a private
-/// and a presence channel beside a second connection, and signed in.
+/// `client_message`: `data` as one text message from a connection of [`populated`].
 pub fn client_message(data: &[u8]) {
-    let mut harness = Harness::new(1);
-    let setup = [
-        Op::Connect {
-            target: ConnectPick::AppA,
-        },
-        Op::Connect {
-            target: ConnectPick::AppA,
-        },
-    ];
-    let mut ops = setup.to_vec();
-    for conn in 0..2 {
-        for channel in [ChannelPick::Private, ChannelPick::Presence] {
-            ops.push(Op::Subscribe {
-                conn,
-                channel,
-                auth: AuthPick::Valid,
-                user: conn,
-                info: 0,
-            });
-        }
-    }
-    ops.push(Op::SignIn {
-        conn: 0,
-        user: 0,
-        auth: SigninAuthPick::Valid,
-        watchlist: 0b11,
-    });
-    for op in &ops {
-        harness
-            .step(op)
-            .unwrap_or_else(|e| panic!("setup {op:?}: {e}"));
-    }
+    let mut harness = populated();
     let input = Input::Text {
         conn: ConnId(1),
         text: data.to_vec(),
@@ -131,5 +102,249 @@ pub fn engine_ops(data: &[u8]) {
         .unwrap_or_default();
     if let Err(e) = harness::run(seed, &ops) {
         panic!("{e}\nops: {ops:#?}");
+    }
+}
+
+/// The connections every request-level target starts from: two on app A sharing a private
+/// and a presence channel, the first signed in with a watchlist.
+fn populated() -> Harness {
+    let mut harness = Harness::new(1);
+    let mut ops = vec![
+        Op::Connect {
+            target: ConnectPick::AppA,
+        },
+        Op::Connect {
+            target: ConnectPick::AppA,
+        },
+    ];
+    for conn in 0..2 {
+        for channel in [
+            ChannelPick::Private,
+            ChannelPick::Presence,
+            ChannelPick::PublicCache,
+        ] {
+            ops.push(Op::Subscribe {
+                conn,
+                channel,
+                auth: AuthPick::Valid,
+                user: conn,
+                info: 0,
+            });
+        }
+    }
+    ops.push(Op::SignIn {
+        conn: 0,
+        user: 0,
+        auth: SigninAuthPick::Valid,
+        watchlist: 0b11,
+    });
+    for op in &ops {
+        harness
+            .step(op)
+            .unwrap_or_else(|e| panic!("setup {op:?}: {e}"));
+    }
+    harness
+}
+
+/// `ws_frame`: bytes from a client through the shell's frame decoder, whole and in pieces.
+///
+/// The first byte picks the message cap, the second the read sizes; the same events must
+/// come out however the bytes are split across reads.
+pub fn ws_frame(data: &[u8]) {
+    let [cap, split, stream @ ..] = data else {
+        return;
+    };
+    let max_message = 16 + usize::from(*cap) * 4;
+    let mut whole = Vec::new();
+    let mut decoder = Decoder::new(max_message);
+    decoder.decode(stream, &mut whole);
+    let mut pieces = Vec::new();
+    let mut chunked = Decoder::new(max_message);
+    let mut rest = stream;
+    let mut size = usize::from(*split % 17) + 1;
+    while !rest.is_empty() {
+        let (now, later) = rest.split_at(size.min(rest.len()));
+        chunked.decode(now, &mut pieces);
+        rest = later;
+        size = size % 17 + 1;
+        // A decoder holds one header, one message and one control payload at most.
+        assert!(
+            chunked.buffered() <= 2 * (max_message + 125 + 14) + 64,
+            "decoder holds {} bytes with a cap of {max_message}",
+            chunked.buffered()
+        );
+    }
+    assert_eq!(whole, pieces, "splitting the input changed the events");
+    assert_eq!(decoder.is_finished(), chunked.is_finished());
+    for (i, event) in whole.iter().enumerate() {
+        match event {
+            WsEvent::Text(text) => assert!(text.len() <= max_message, "text over the cap"),
+            WsEvent::Ping(payload) => assert!(payload.len() <= 125, "ping payload over 125"),
+            WsEvent::Close(_) | WsEvent::ProtocolError(_) => {
+                assert_eq!(i + 1, whole.len(), "events after the end: {whole:?}");
+                assert!(decoder.is_finished());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The body of a fuzzed `events` / `batch_events` request, built from arbitrary parts.
+#[derive(Debug, Arbitrary)]
+struct FuzzEvent {
+    name: Option<String>,
+    channel: Option<ChannelPick>,
+    channels: Option<Vec<ChannelPick>>,
+    odd_channel: Option<String>,
+    data: Option<String>,
+    socket_id: Option<String>,
+    info: Option<String>,
+}
+
+impl FuzzEvent {
+    fn to_json(&self) -> serde_json::Value {
+        let mut event = serde_json::Map::new();
+        let mut put = |key: &str, value: Option<serde_json::Value>| {
+            if let Some(value) = value {
+                event.insert(key.into(), value);
+            }
+        };
+        put("name", self.name.clone().map(Into::into));
+        let channel = self
+            .odd_channel
+            .clone()
+            .or(self.channel.map(ChannelPick::name));
+        put("channel", channel.map(Into::into));
+        let channels = self.channels.as_ref();
+        put(
+            "channels",
+            channels.map(|c| c.iter().map(|c| c.name()).collect::<Vec<_>>().into()),
+        );
+        put("data", self.data.clone().map(Into::into));
+        put("socket_id", self.socket_id.clone().map(Into::into));
+        put("info", self.info.clone().map(Into::into));
+        event.into()
+    }
+}
+
+/// A request from the backend, as a fuzzer builds it.
+#[derive(Debug, Arbitrary)]
+#[allow(clippy::large_enum_variant)] // built once per input; boxing buys nothing
+enum FuzzRequest {
+    /// Raw bytes through the shell's head parser, then to the engine.
+    Raw(Vec<u8>),
+    /// A request to an API route, signed properly or not at all.
+    Api {
+        method: u8,
+        app: u8,
+        route: u8,
+        odd_route: Option<String>,
+        params: Vec<(String, String)>,
+        body: FuzzBody,
+        signed: bool,
+        raw_query: String,
+    },
+}
+
+#[derive(Debug, Arbitrary)]
+enum FuzzBody {
+    Event(FuzzEvent),
+    Batch(Vec<FuzzEvent>),
+    Bytes(Vec<u8>),
+}
+
+/// `http_request`: a request through the shell's HTTP framing and the engine's API,
+/// signature checks included, against a server with live connections.
+pub fn http_request(data: &[u8]) {
+    let Ok(request) = FuzzRequest::arbitrary_take_rest(Unstructured::new(data)) else {
+        return;
+    };
+    let Some(request) = to_http(request) else {
+        return;
+    };
+    let mut harness = populated();
+    if let Err(e) = harness.unchecked_http(request.clone()) {
+        panic!("{e}\nrequest: {request:?}");
+    }
+    if let Err(e) = harness.close_all_unchecked() {
+        panic!("{e}\nrequest: {request:?}");
+    }
+}
+
+fn to_http(request: FuzzRequest) -> Option<HttpRequest> {
+    match request {
+        FuzzRequest::Raw(bytes) => {
+            let limits = HeadLimits {
+                max_head_bytes: 8 * 1024,
+                max_headers: 32,
+                max_body_bytes: 64 * 1024,
+            };
+            let Parsed::Head(head) = parse_head(&bytes, &limits) else {
+                return None;
+            };
+            assert!(head.head_len <= bytes.len(), "head longer than the input");
+            let body = &bytes[head.head_len..];
+            let body = body[..head.content_length.min(body.len())].to_vec();
+            Some(HttpRequest {
+                method: head.method,
+                path: head.path,
+                query: head.query,
+                body,
+            })
+        }
+        FuzzRequest::Api {
+            method,
+            app,
+            route,
+            odd_route,
+            params,
+            body,
+            signed,
+            raw_query,
+        } => {
+            const METHODS: [&str; 4] = ["POST", "GET", "PUT", "DELETE"];
+            const ROUTES: [&str; 8] = [
+                "events",
+                "batch_events",
+                "channels",
+                "channels/presence-a",
+                "channels/presence-a/users",
+                "channels/%23server-to-user-u0",
+                "users/u0/terminate_connections",
+                "users/42/terminate_connections",
+            ];
+            let config = crate::ops::config();
+            let app = &config.apps[usize::from(app) % config.apps.len()];
+            let method = METHODS[usize::from(method) % METHODS.len()];
+            let route =
+                odd_route.unwrap_or_else(|| ROUTES[usize::from(route) % ROUTES.len()].into());
+            let path = format!("/apps/{}/{route}", app.id);
+            let body = match body {
+                FuzzBody::Event(event) => event.to_json().to_string().into_bytes(),
+                FuzzBody::Batch(events) => {
+                    let batch: Vec<_> = events.iter().map(FuzzEvent::to_json).collect();
+                    serde_json::json!({ "batch": batch })
+                        .to_string()
+                        .into_bytes()
+                }
+                FuzzBody::Bytes(bytes) => bytes,
+            };
+            let query = if signed {
+                let params: Vec<(&str, &str)> = params
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let now = harness::START_UNIX_MS / 1000;
+                signed_query(&app.key, &app.secret, method, &path, &params, &body, now)
+            } else {
+                raw_query
+            };
+            Some(HttpRequest {
+                method: method.into(),
+                path,
+                query,
+                body,
+            })
+        }
     }
 }

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// The wall clock the runs start at, in Unix milliseconds.
-const START_UNIX_MS: u64 = 1_700_000_000_000;
+pub const START_UNIX_MS: u64 = 1_700_000_000_000;
 
 /// Runs `ops` from a fresh engine seeded with `seed`, then closes every connection.
 pub fn run(seed: u64, ops: &[Op]) -> Result<(), String> {
@@ -61,7 +61,7 @@ impl Harness {
         #[allow(clippy::disallowed_methods)]
         let start = Instant::now();
         Harness {
-            engine: Engine::new(ops::config(), seed),
+            engine: Engine::new(ops::config().clone(), seed),
             model: Model::default(),
             start,
             elapsed: Duration::ZERO,
@@ -231,6 +231,28 @@ impl Harness {
         self.feed(input).map(drop)
     }
 
+    /// Feeds an HTTP request the model does not follow; checks it gets one well-formed answer.
+    pub fn unchecked_http(
+        &mut self,
+        request: ferrocast_engine::HttpRequest,
+    ) -> Result<u16, String> {
+        let req = ReqId(u64::MAX);
+        self.feed(Input::Http { req, request })?;
+        let responses = std::mem::take(&mut self.responses);
+        let [(got, status, body)] = responses.as_slice() else {
+            return Err(format!("expected one HTTP response, got {responses:?}"));
+        };
+        if *got != req || !matches!(status, 200 | 400 | 401 | 403 | 404 | 405 | 413 | 429) {
+            return Err(format!("answer {got:?} {status} to {req:?}"));
+        }
+        let body: Value = serde_json::from_slice(body)
+            .map_err(|e| format!("HTTP answer body is not JSON: {e}"))?;
+        if *status != 200 && !body.get("error").is_some_and(Value::is_string) {
+            return Err(format!("{status} without an error message: {body}"));
+        }
+        Ok(*status)
+    }
+
     /// Closes every connection the engine still has open and checks nothing is left behind.
     pub fn close_all_unchecked(&mut self) -> Result<(), String> {
         while let Some(conn) = self.open.pop_first() {
@@ -260,8 +282,8 @@ impl Harness {
         )
     }
 
-    fn app_of(&self, conn: ConnId) -> ferrocast_engine::AppConfig {
-        ops::config().apps[self.model.conns()[&conn].app].clone()
+    fn app_of(&self, conn: ConnId) -> &'static ferrocast_engine::AppConfig {
+        &ops::config().apps[self.model.conns()[&conn].app]
     }
 
     fn socket_id(&self, conn: ConnId) -> String {

@@ -30,7 +30,12 @@ pub const MAX_LIVE: usize = 10;
 pub const USERS: [&str; 4] = ["u0", "u1", "u2", "42"];
 
 /// The two apps: A is permissive, B requires sign-in and forbids client events.
-pub fn config() -> Config {
+pub fn config() -> &'static Config {
+    static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+    CONFIG.get_or_init(build_config)
+}
+
+fn build_config() -> Config {
     let base = AppConfig {
         max_message_bytes: MAX_MESSAGE_BYTES,
         client_event_rate_per_sec: CLIENT_EVENT_BURST,

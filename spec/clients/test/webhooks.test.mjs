@@ -10,9 +10,6 @@ import { app } from '../lib/server.mjs';
 const T = { timeout: 30_000 };
 const DELIVERY_WAIT_MS = 8_000;
 
-/** The log line of a binary that has no HTTP delivery worker wired in yet. */
-const LOG_ONLY_SINK = 'no delivery worker yet';
-
 /**
  * A local webhook endpoint on 127.0.0.1. `statuses` answers the first requests in turn
  * (then 200). Every request is kept as `{ headers, rawBody, json }`.
@@ -73,82 +70,42 @@ async function receiver(t, statuses = []) {
   };
 }
 
-/**
- * Runs `body`. While the binary has no delivery worker (it says so in its log and nothing
- * reaches the receiver), the test is reported as TODO with that reason instead of passing;
- * any other failure fails it.
- */
-async function deliveryTest(t, h, hook, body) {
-  const logOnly = () => h.server.output().includes(LOG_ONLY_SINK) && hook.requests.length === 0;
-  let stopWatching;
-  const watcher = new Promise((resolve) => {
-    const timer = setInterval(() => {
-      if (logOnly()) {
-        clearInterval(timer);
-        resolve('log-only');
-      }
-    }, 250);
-    stopWatching = () => {
-      clearInterval(timer);
-      resolve('done');
-    };
-  });
-  try {
-    const outcome = await Promise.race([body().then(() => 'done'), watcher]);
-    if (outcome === 'log-only') {
-      t.todo(`the binary does not deliver webhooks yet: it logs "${LOG_ONLY_SINK}" and the receiver got nothing`);
-    }
-  } catch (err) {
-    if (logOnly()) {
-      t.todo(`the binary does not deliver webhooks yet: ${err.message.split('\n')[0]}`);
-      return;
-    }
-    throw err;
-  } finally {
-    stopWatching();
-  }
-}
-
 const has = (name, fields = {}) => (events) =>
   events.some(({ event }) => event.name === name && Object.entries(fields).every(([k, v]) => event[k] === v));
 
 test('webhooks: channel_occupied and member_added, signed for the SDK to verify', T, async (t) => {
   const hook = await receiver(t);
   const h = await setup(t, { webhook_batch_ms: 50, apps: [app({ webhooks: [{ url: hook.url }] })] });
-  await deliveryTest(t, h, hook, async () => {
-    const pusher = h.client({ user: { id: 'alice', info: { name: 'Alice' } } });
-    await connected(pusher);
-    await subscribed(pusher, 'presence-hooks');
-    await hook.until(has('channel_occupied', { channel: 'presence-hooks' }), 'channel_occupied');
-    await hook.until(has('member_added', { channel: 'presence-hooks', user_id: 'alice' }), 'member_added');
-    for (const r of hook.requests) {
-      assert.equal(r.method, 'POST');
-      assert.equal(r.headers['x-pusher-key'], 'app-key');
-      const webhook = h.sdk.webhook({ headers: r.headers, rawBody: r.rawBody });
-      assert.ok(webhook.isValid(), `the SDK must accept the signature of ${r.rawBody}`);
-      assert.equal(typeof r.json.time_ms, 'number');
-    }
-  });
+  const pusher = h.client({ user: { id: 'alice', info: { name: 'Alice' } } });
+  await connected(pusher);
+  await subscribed(pusher, 'presence-hooks');
+  await hook.until(has('channel_occupied', { channel: 'presence-hooks' }), 'channel_occupied');
+  await hook.until(has('member_added', { channel: 'presence-hooks', user_id: 'alice' }), 'member_added');
+  for (const r of hook.requests) {
+    assert.equal(r.method, 'POST');
+    assert.equal(r.headers['x-pusher-key'], 'app-key');
+    const webhook = h.sdk.webhook({ headers: r.headers, rawBody: r.rawBody });
+    assert.ok(webhook.isValid(), `the SDK must accept the signature of ${r.rawBody}`);
+    assert.equal(typeof r.json.time_ms, 'number');
+  }
 });
 
 test('webhooks: client_event carries the event, data, socket_id and user_id', T, async (t) => {
   const hook = await receiver(t);
   const h = await setup(t, { webhook_batch_ms: 50, apps: [app({ webhooks: [{ url: hook.url, event_types: ['client_event'] }] })] });
-  await deliveryTest(t, h, hook, async () => {
-    const a = h.client({ user: { id: 'alice' } });
-    const b = h.client({ user: { id: 'bob' } });
-    await Promise.all([connected(a), connected(b)]);
-    const { channel } = await subscribed(a, 'presence-talk');
-    await subscribed(b, 'presence-talk');
-    channel.trigger('client-hello', { hi: true });
-    const events = await hook.until(has('client_event', { channel: 'presence-talk' }), 'client_event');
-    const { event } = events.find(({ event: e }) => e.name === 'client_event');
-    assert.equal(event.event, 'client-hello');
-    assert.deepEqual(JSON.parse(event.data), { hi: true });
-    assert.equal(event.socket_id, a.connection.socket_id);
-    assert.equal(event.user_id, 'alice');
-    assert.ok(hook.events().every(({ event: e }) => e.name === 'client_event'), 'only the asked-for event type');
-  });
+  const a = h.client({ user: { id: 'alice' } });
+  const b = h.client({ user: { id: 'bob' } });
+  await Promise.all([connected(a), connected(b)]);
+  const { channel } = await subscribed(a, 'presence-talk');
+  await subscribed(b, 'presence-talk');
+  channel.trigger('client-hello', { hi: true });
+  const events = await hook.until(has('client_event', { channel: 'presence-talk' }), 'client_event');
+  const { event } = events.find(({ event: e }) => e.name === 'client_event');
+  assert.equal(event.event, 'client-hello');
+  assert.deepEqual(JSON.parse(event.data), { hi: true });
+  assert.equal(event.socket_id, a.connection.socket_id);
+  assert.equal(event.user_id, 'alice');
+  assert.ok(hook.events().every(({ event: e }) => e.name === 'client_event'), 'only the asked-for event type');
 });
 
 test('webhooks: channel_vacated is delayed, and a failed delivery is retried', T, async (t) => {
@@ -158,17 +115,15 @@ test('webhooks: channel_vacated is delayed, and a failed delivery is retried', T
     webhook_leave_delay_secs: 1,
     apps: [app({ webhooks: [{ url: hook.url, event_types: ['channel_occupied', 'channel_vacated'] }] })],
   });
-  await deliveryTest(t, h, hook, async () => {
-    const pusher = h.client();
-    await connected(pusher);
-    await subscribed(pusher, 'brief');
-    // The first delivery is answered 500: the same body must come again.
-    await hook.until(() => hook.requests.length >= 2, 'a retry after a 500');
-    assert.equal(hook.requests[0].status, 500);
-    assert.equal(hook.requests[1].rawBody, hook.requests[0].rawBody, 'a retry resends the same signed body');
-    const left = Date.now();
-    pusher.unsubscribe('brief');
-    await hook.until(has('channel_vacated', { channel: 'brief' }), 'channel_vacated');
-    assert.ok(Date.now() - left >= 900, `channel_vacated came ${Date.now() - left} ms after leaving; expected the ~1 s delay`);
-  });
+  const pusher = h.client();
+  await connected(pusher);
+  await subscribed(pusher, 'brief');
+  // The first delivery is answered 500: the same body must come again.
+  await hook.until(() => hook.requests.length >= 2, 'a retry after a 500');
+  assert.equal(hook.requests[0].status, 500);
+  assert.equal(hook.requests[1].rawBody, hook.requests[0].rawBody, 'a retry resends the same signed body');
+  const left = Date.now();
+  pusher.unsubscribe('brief');
+  await hook.until(has('channel_vacated', { channel: 'brief' }), 'channel_vacated');
+  assert.ok(Date.now() - left >= 900, `channel_vacated came ${Date.now() - left} ms after leaving; expected the ~1 s delay`);
 });

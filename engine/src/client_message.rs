@@ -26,6 +26,15 @@ pub struct Malformed(pub String);
 pub fn parse_envelope(text: &[u8]) -> Result<Envelope<'_>, Malformed> {
     let text =
         std::str::from_utf8(text).map_err(|_| Malformed("message is not valid UTF-8".into()))?;
+    // Serde would also read a struct from a JSON array, positionally; a message is an object.
+    if !text.trim_start().starts_with('{') {
+        let what = if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
+            "message has the wrong shape: expected a JSON object"
+        } else {
+            "message is not valid JSON"
+        };
+        return Err(Malformed(what.into()));
+    }
     serde_json::from_str(text).map_err(|e| {
         let what = if e.is_data() {
             "message has the wrong shape"
@@ -119,6 +128,7 @@ mod tests {
             .0
             .contains("wrong shape"));
         assert!(parse_envelope(b"\xff").unwrap_err().0.contains("UTF-8"));
+        assert!(parse_envelope(br#"["pusher:ping"]"#).unwrap_err().0.contains("JSON object"));
     }
 
     #[test]

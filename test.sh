@@ -48,6 +48,11 @@ step "release build" cargo build --release -p ferrocast --bin ferrocast && BUILT
 
 step "cargo test" cargo test --workspace --all-features || true
 
+# Loom checks every interleaving of the shell's cross-thread hand-offs. It needs its own
+# build (--cfg loom swaps the sync primitives), kept apart so the main build cache survives.
+step "loom models" env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$ROOT/target/loom" \
+  cargo test -p ferrocast --release --test 'loom_*' || true
+
 # ---- fuzz smoke ----------------------------------------------------------------------------
 # Reserved for the fuzz smoke run (cargo-fuzz targets in fuzz/, a few seconds each on the
 # committed seeds). It installs its own tooling. Fill in here, e.g.:
@@ -64,8 +69,12 @@ e2e() {
 
 if [[ "$BUILT" == 1 ]]; then
   step "end-to-end (pusher-js, pusher SDK)" e2e || true
+  # The conformance vectors over real sockets, one fresh server per vector configuration.
+  step "conformance (black-box)" cargo run --release -q -p ferrocast-spec --bin ferrocast-conformance -- \
+    --server-bin "$FERROCAST_BIN" || true
 else
   skip "end-to-end (pusher-js, pusher SDK)" "the release build failed"
+  skip "conformance (black-box)" "the release build failed"
   FAILED=1
 fi
 

@@ -1,36 +1,65 @@
-// Webhooks: the binary POSTs signed batches to an app's endpoint; checked with the `pusher`
-// SDK's own webhook validation against a local receiver.
+// Webhooks: the binary POSTs signed batches to each endpoint of an app. A real HTTP receiver on
+// 127.0.0.1 checks every request with the `pusher` SDK's own webhook validation
+// (`pusher.webhook({ headers, rawBody })` → `isValid()`, `getEvents()`, `getTime()`).
+//
+// The leave delay (3 s by default) dominates, so the cases run concurrently, each with its own
+// server and receivers. A case that must show something was NOT sent waits for a "sentinel"
+// (the `channel_occupied` of a fresh channel, joined after the leave delay has run out): with a
+// single delivery worker, batches arrive in the order the server made them, so once the
+// sentinel is in, anything the server decided before it would be in too.
 
-import { test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { setup, connected, subscribed } from '../lib/clients.mjs';
-import { app } from '../lib/server.mjs';
+import PusherServer from 'pusher';
+import { setup, connected, subscribed, record, sleep } from '../lib/clients.mjs';
+import { app, DEFAULT_APP } from '../lib/server.mjs';
 
 const T = { timeout: 30_000 };
+/** Bound on waiting for a delivery that must come. */
 const DELIVERY_WAIT_MS = 8_000;
+/** The server's default `webhook_leave_delay_secs`, in ms. */
+const LEAVE_DELAY_MS = 3_000;
+/** Earliest acceptable arrival of a delayed leave event, measured from the leave. */
+const LEAVE_EARLIEST_MS = 2_500;
+/** Latest acceptable arrival (delay + default 250 ms batch + slack for a loaded machine). */
+const LEAVE_LATEST_MS = 6_500;
+const PATH = '/pusher/webhooks';
+
+/** The `pusher` SDK for `creds`, used only to check webhooks (it never connects anywhere). */
+const checker = (creds) => new PusherServer({ appId: creds.id, key: creds.key, secret: creds.secret });
 
 /**
- * A local webhook endpoint on 127.0.0.1. `statuses` answers the first requests in turn
- * (then 200). Every request is kept as `{ headers, rawBody, json }`.
+ * A webhook endpoint on 127.0.0.1:0. `statuses` answers the first requests in turn (then 200);
+ * a status of `'hang'` never answers that request.
+ * Every request is kept as `{ at, method, url, headers, rawBody, status, valid, events, time }`,
+ * where `valid`, `events` and `time` come from the SDK's webhook checker for `creds`.
  */
-async function receiver(t, statuses = []) {
+async function receiver(t, { creds = DEFAULT_APP, statuses = [] } = {}) {
+  const sdk = checker(creds);
   const requests = [];
   const waiters = new Set();
   const server = http.createServer((req, res) => {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
-      const rawBody = Buffer.concat(chunks).toString();
-      let json = null;
-      try {
-        json = JSON.parse(rawBody);
-      } catch {
-        // Kept raw; the test will say so.
-      }
+      const rawBody = Buffer.concat(chunks).toString('utf8');
+      const webhook = sdk.webhook({ headers: req.headers, rawBody });
+      const valid = webhook.isValid();
       const status = statuses[requests.length] ?? 200;
-      requests.push({ method: req.method, url: req.url, headers: req.headers, rawBody, json, status });
-      res.writeHead(status, { 'content-type': 'application/json' }).end('{}');
+      requests.push({
+        at: Date.now(),
+        method: req.method,
+        url: req.url,
+        headers: req.headers,
+        rawBody,
+        status,
+        valid,
+        events: valid ? webhook.getEvents() : [],
+        time: valid ? webhook.getTime() : null,
+      });
+      // 'hang' leaves the request unanswered (until the receiver is closed).
+      if (status !== 'hang') res.writeHead(status, { 'content-type': 'application/json' }).end('{}');
       for (const w of [...waiters]) w();
     });
   });
@@ -42,19 +71,31 @@ async function receiver(t, statuses = []) {
         server.closeAllConnections();
       }),
   );
+  const describeAll = () =>
+    requests.map((r) => `${r.status}${r.valid ? '' : ' INVALID'} +${r.at} ${r.rawBody}`).join('\n  ') || '(nothing)';
   return {
-    url: `http://127.0.0.1:${server.address().port}/pusher/webhooks`,
+    url: `http://127.0.0.1:${server.address().port}${PATH}`,
+    creds,
     requests,
-    /** Every event delivered so far, flattened: `{ event, request }`. */
-    events: () => requests.flatMap((r) => (r.json?.events ?? []).map((event) => ({ event, request: r }))),
-    /** Waits until `pred(events())` holds. */
+    describeAll,
+    /** Every event of every validly signed request so far: `{ ...event, at, request }`. */
+    events: () => requests.flatMap((r) => r.events.map((e) => ({ ...e, at: r.at, request: r }))),
+    /** Events named `name` (and matching `fields`) so far. */
+    named(name, fields = {}) {
+      return this.events().filter((e) => e.name === name && Object.entries(fields).every(([k, v]) => e[k] === v));
+    },
+    /**
+     * Waits until `pred(events())` holds; fails at once on a request the SDK rejects, and after
+     * `timeout` ms with everything received.
+     */
     async until(pred, what, timeout = DELIVERY_WAIT_MS) {
       const deadline = Date.now() + timeout;
-      while (!pred(this.events())) {
+      for (;;) {
+        const bad = requests.find((r) => !r.valid);
+        if (bad) throw new Error(`the SDK rejected a webhook while waiting for ${what}:\n  ${describeAll()}`);
+        if (pred(this.events())) return this.events();
         const left = deadline - Date.now();
-        if (left <= 0) {
-          throw new Error(`timed out after ${timeout} ms waiting for ${what}; received:\n  ${requests.map((r) => `${r.status} ${r.rawBody}`).join('\n  ') || '(nothing)'}`);
-        }
+        if (left <= 0) throw new Error(`timed out after ${timeout} ms waiting for ${what}; received:\n  ${describeAll()}`);
         await new Promise((resolve) => {
           const w = () => {
             waiters.delete(w);
@@ -65,65 +106,421 @@ async function receiver(t, statuses = []) {
           waiters.add(w);
         });
       }
-      return this.events();
+    },
+    /** Waits for the first event named `name` matching `fields`; returns it. */
+    async first(name, fields = {}, timeout = DELIVERY_WAIT_MS) {
+      await this.until(() => this.named(name, fields).length > 0, `${name} ${JSON.stringify(fields)}`, timeout);
+      return this.named(name, fields)[0];
     },
   };
 }
 
-const has = (name, fields = {}) => (events) =>
-  events.some(({ event }) => event.name === name && Object.entries(fields).every(([k, v]) => event[k] === v));
-
-test('webhooks: channel_occupied and member_added, signed for the SDK to verify', T, async (t) => {
-  const hook = await receiver(t);
-  const h = await setup(t, { webhook_batch_ms: 50, apps: [app({ webhooks: [{ url: hook.url }] })] });
-  const pusher = h.client({ user: { id: 'alice', info: { name: 'Alice' } } });
-  await connected(pusher);
-  await subscribed(pusher, 'presence-hooks');
-  await hook.until(has('channel_occupied', { channel: 'presence-hooks' }), 'channel_occupied');
-  await hook.until(has('member_added', { channel: 'presence-hooks', user_id: 'alice' }), 'member_added');
+/** Every request `hook` got is a well-formed POST that the SDK validates for its app. */
+function assertAllValid(hook) {
+  assert.ok(hook.requests.length > 0, 'the receiver got no request at all');
   for (const r of hook.requests) {
-    assert.equal(r.method, 'POST');
-    assert.equal(r.headers['x-pusher-key'], 'app-key');
-    const webhook = h.sdk.webhook({ headers: r.headers, rawBody: r.rawBody });
-    assert.ok(webhook.isValid(), `the SDK must accept the signature of ${r.rawBody}`);
-    assert.equal(typeof r.json.time_ms, 'number');
+    const body = r.rawBody;
+    assert.equal(r.method, 'POST', body);
+    assert.equal(r.url, PATH, body);
+    assert.equal(r.headers['content-type'], 'application/json', body);
+    assert.equal(r.headers['x-pusher-key'], hook.creds.key, body);
+    assert.match(r.headers['x-pusher-signature'] ?? '', /^[0-9a-f]{64}$/, body);
+    assert.ok(r.valid, `the SDK must accept the signature of ${body}`);
+    const json = JSON.parse(body);
+    assert.ok(Number.isInteger(json.time_ms), `time_ms must be an integer: ${body}`);
+    assert.ok(Array.isArray(json.events) && json.events.length > 0, `events must be a non-empty list: ${body}`);
+    assert.deepEqual(r.events, json.events);
+    assert.ok(Math.abs(r.time.getTime() - r.at) < 30_000, `getTime() ${r.time.toISOString()} is far from the arrival`);
   }
-});
+}
 
-test('webhooks: client_event carries the event, data, socket_id and user_id', T, async (t) => {
-  const hook = await receiver(t);
-  const h = await setup(t, { webhook_batch_ms: 50, apps: [app({ webhooks: [{ url: hook.url, event_types: ['client_event'] }] })] });
-  const a = h.client({ user: { id: 'alice' } });
-  const b = h.client({ user: { id: 'bob' } });
-  await Promise.all([connected(a), connected(b)]);
-  const { channel } = await subscribed(a, 'presence-talk');
-  await subscribed(b, 'presence-talk');
-  channel.trigger('client-hello', { hi: true });
-  const events = await hook.until(has('client_event', { channel: 'presence-talk' }), 'client_event');
-  const { event } = events.find(({ event: e }) => e.name === 'client_event');
-  assert.equal(event.event, 'client-hello');
-  assert.deepEqual(JSON.parse(event.data), { hi: true });
-  assert.equal(event.socket_id, a.connection.socket_id);
-  assert.equal(event.user_id, 'alice');
-  assert.ok(hook.events().every(({ event: e }) => e.name === 'client_event'), 'only the asked-for event type');
-});
+/** The events of `hook` reduced to comparable strings, e.g. `channel_occupied news`. */
+const summary = (hook) =>
+  hook.events().map((e) => [e.name, e.channel, e.user_id, e.subscription_count].filter((x) => x !== undefined).join(' '));
 
-test('webhooks: channel_vacated is delayed, and a failed delivery is retried', T, async (t) => {
-  const hook = await receiver(t, [500]);
-  const h = await setup(t, {
-    webhook_batch_ms: 50,
-    webhook_leave_delay_secs: 1,
-    apps: [app({ webhooks: [{ url: hook.url, event_types: ['channel_occupied', 'channel_vacated'] }] })],
-  });
+/** Server config: one app (the default credentials) whose webhooks are `hooks`; one worker. */
+function config(hooks, extra = {}) {
+  return {
+    ...extra,
+    server: { webhook_workers: 1, ...(extra.server ?? {}) },
+    apps: [app({ webhooks: hooks.map((h) => (Array.isArray(h) ? { url: h[0].url, event_types: h[1] } : { url: h.url })) })],
+  };
+}
+
+let sentinels = 0;
+/**
+ * Joins a fresh channel and waits until every receiver in `hooks` has the resulting event
+ * (`channel_occupied`, or `cache_miss` for receivers that only want that): everything the
+ * server decided before is then delivered.
+ */
+async function flushed(h, hooks, { cache = false } = {}) {
+  const name = `${cache ? 'cache-' : ''}sentinel-${++sentinels}`;
   const pusher = h.client();
   await connected(pusher);
-  await subscribed(pusher, 'brief');
-  // The first delivery is answered 500: the same body must come again.
-  await hook.until(() => hook.requests.length >= 2, 'a retry after a 500');
-  assert.equal(hook.requests[0].status, 500);
-  assert.equal(hook.requests[1].rawBody, hook.requests[0].rawBody, 'a retry resends the same signed body');
-  const left = Date.now();
-  pusher.unsubscribe('brief');
-  await hook.until(has('channel_vacated', { channel: 'brief' }), 'channel_vacated');
-  assert.ok(Date.now() - left >= 900, `channel_vacated came ${Date.now() - left} ms after leaving; expected the ~1 s delay`);
+  await subscribed(pusher, name);
+  await Promise.all(
+    hooks.map((hook) =>
+      hook.until((events) => events.some((e) => e.channel === name), `the sentinel ${name}`),
+    ),
+  );
+  return name;
+}
+
+/** `hook`'s events other than those about sentinel channels. */
+const withoutSentinels = (hook) => summary(hook).filter((s) => !/ (cache-)?sentinel-\d+/.test(s));
+
+describe('webhooks', { concurrency: true }, () => {
+  test('channel_occupied when a pusher-js client subscribes; not again for a second subscriber', T, async (t) => {
+    const hook = await receiver(t);
+    const h = await setup(t, config([hook]));
+    const a = h.client();
+    await connected(a);
+    const joined = Date.now();
+    await subscribed(a, 'news');
+    const occupied = await hook.first('channel_occupied', { channel: 'news' });
+    assert.ok(occupied.at - joined < 3_000, `channel_occupied took ${occupied.at - joined} ms`);
+    assert.deepEqual(
+      Object.keys(occupied).filter((k) => !['at', 'request'].includes(k)).sort(),
+      ['channel', 'name'],
+      `channel_occupied carries only name and channel: ${occupied.request.rawBody}`,
+    );
+    const b = h.client();
+    await connected(b);
+    await subscribed(b, 'news');
+    await flushed(h, [hook]);
+    assert.deepEqual(withoutSentinels(hook), ['channel_occupied news']);
+    assertAllValid(hook);
+  });
+
+  test('channel_vacated ~3 s after the last subscriber leaves, not before', T, async (t) => {
+    const hook = await receiver(t);
+    // Default batch window and leave delay.
+    const h = await setup(t, config([hook]));
+    const [a, b] = [h.client(), h.client()];
+    await Promise.all([connected(a), connected(b)]);
+    await subscribed(a, 'room');
+    await subscribed(b, 'room');
+    await hook.first('channel_occupied', { channel: 'room' });
+    a.unsubscribe('room');
+    await sleep(200);
+    const left = Date.now();
+    b.disconnect();
+    const vacated = await hook.first('channel_vacated', { channel: 'room' }, LEAVE_LATEST_MS + 1_000);
+    const after = vacated.at - left;
+    assert.ok(after >= LEAVE_EARLIEST_MS, `channel_vacated came ${after} ms after the last leave; expected ~${LEAVE_DELAY_MS} ms`);
+    assert.ok(after <= LEAVE_LATEST_MS, `channel_vacated came ${after} ms after the last leave; expected ~${LEAVE_DELAY_MS} ms`);
+    assert.deepEqual(summary(hook), ['channel_occupied room', 'channel_vacated room']);
+    assertAllValid(hook);
+  });
+
+  test('a page reload (leave and come back within 1 s) sends no vacated/occupied or member events', T, async (t) => {
+    const hook = await receiver(t);
+    const h = await setup(t, config([hook]));
+    const alice = { id: 'alice', info: { name: 'Alice' } };
+    const page = h.client({ user: alice });
+    await connected(page);
+    await subscribed(page, 'reload');
+    await subscribed(page, 'presence-reload');
+    await hook.until(
+      () => hook.named('channel_occupied').length === 2 && hook.named('member_added').length === 1,
+      'channel_occupied twice and member_added',
+    );
+
+    const left = Date.now();
+    page.disconnect();
+    await sleep(200);
+    const reloaded = h.client({ user: alice });
+    await connected(reloaded);
+    await Promise.all([subscribed(reloaded, 'reload'), subscribed(reloaded, 'presence-reload')]);
+    const back = Date.now() - left;
+    assert.ok(back < 1_000, `the reload took ${back} ms; the case needs it under 1 s`);
+
+    // Past the leave delay, then a sentinel: any vacated/removed/occupied/added would be in.
+    await sleep(LEAVE_DELAY_MS + 600 - (Date.now() - left));
+    await flushed(h, [hook]);
+    assert.deepEqual(withoutSentinels(hook).sort(), [
+      'channel_occupied presence-reload',
+      'channel_occupied reload',
+      'member_added presence-reload alice',
+    ]);
+
+    // The cancelled leave left the bookkeeping intact: a real leave is still reported.
+    const gone = Date.now();
+    reloaded.disconnect();
+    await hook.until(
+      () => hook.named('channel_vacated').length === 2 && hook.named('member_removed').length === 1,
+      'channel_vacated twice and member_removed after the real leave',
+      LEAVE_LATEST_MS + 1_000,
+    );
+    for (const e of [...hook.named('channel_vacated'), ...hook.named('member_removed')]) {
+      assert.ok(e.at - gone >= LEAVE_EARLIEST_MS, `${e.name} came ${e.at - gone} ms after the leave`);
+    }
+    assert.deepEqual(hook.named('member_removed').map((e) => e.user_id), ['alice']);
+    assertAllValid(hook);
+  });
+
+  test('presence: member_added once per user, member_removed delayed and cancelled by a return', T, async (t) => {
+    const hook = await receiver(t);
+    const h = await setup(t, config([hook]));
+    const alice = { id: 'alice', info: { name: 'Alice' } };
+    const bob = { id: 'bob' };
+    const tab1 = h.client({ user: alice });
+    const tab2 = h.client({ user: alice });
+    const bob1 = h.client({ user: bob });
+    await Promise.all([connected(tab1), connected(tab2), connected(bob1)]);
+
+    await subscribed(tab1, 'presence-members');
+    const added = await hook.first('member_added', { channel: 'presence-members', user_id: 'alice' });
+    assert.deepEqual(
+      Object.keys(added).filter((k) => !['at', 'request'].includes(k)).sort(),
+      ['channel', 'name', 'user_id'],
+      added.request.rawBody,
+    );
+    await subscribed(tab2, 'presence-members'); // a second tab of the same user
+    await subscribed(bob1, 'presence-members');
+    await hook.first('member_added', { channel: 'presence-members', user_id: 'bob' });
+
+    // Alice closes one tab of two: still a member, nothing to report.
+    tab1.disconnect();
+    // Bob reloads: gone and back within 1 s.
+    const bobLeft = Date.now();
+    bob1.disconnect();
+    await sleep(200);
+    const bob2 = h.client({ user: bob });
+    await connected(bob2);
+    await subscribed(bob2, 'presence-members');
+    assert.ok(Date.now() - bobLeft < 1_000, `bob's return took ${Date.now() - bobLeft} ms`);
+    // Alice closes her last tab: member_removed after the leave delay.
+    const aliceLeft = Date.now();
+    tab2.disconnect();
+
+    const removed = await hook.first('member_removed', { channel: 'presence-members', user_id: 'alice' }, LEAVE_LATEST_MS + 1_000);
+    const after = removed.at - aliceLeft;
+    assert.ok(after >= LEAVE_EARLIEST_MS, `member_removed came ${after} ms after the leave; expected ~${LEAVE_DELAY_MS} ms`);
+    assert.ok(after <= LEAVE_LATEST_MS, `member_removed came ${after} ms after the leave; expected ~${LEAVE_DELAY_MS} ms`);
+    // Bob's cancelled removal was due before Alice's: a sentinel makes sure nothing else is on its way.
+    await flushed(h, [hook]);
+    assert.deepEqual(withoutSentinels(hook), [
+      'channel_occupied presence-members',
+      'member_added presence-members alice',
+      'member_added presence-members bob',
+      'member_removed presence-members alice',
+    ]);
+    assertAllValid(hook);
+  });
+
+  test('a reload sends no second member_added to an endpoint that asked only for member_added', T, async (t) => {
+    // Like channel_occupied (kept back while either occupied or vacated is wanted), the
+    // member_added of a quick return must be suppressed whichever event types are asked for.
+    const hook = await receiver(t);
+    const h = await setup(t, config([[hook, ['member_added', 'channel_occupied']]]));
+    const alice = { id: 'alice' };
+    const page = h.client({ user: alice });
+    await connected(page);
+    await subscribed(page, 'presence-only-added');
+    await hook.first('member_added', { user_id: 'alice' });
+    const left = Date.now();
+    page.disconnect();
+    await sleep(200);
+    const reloaded = h.client({ user: alice });
+    await connected(reloaded);
+    await subscribed(reloaded, 'presence-only-added');
+    assert.ok(Date.now() - left < 1_000, `the reload took ${Date.now() - left} ms`);
+    await sleep(LEAVE_DELAY_MS + 600 - (Date.now() - left));
+    await flushed(h, [hook]);
+    assert.deepEqual(withoutSentinels(hook), ['channel_occupied presence-only-added', 'member_added presence-only-added alice']);
+    assertAllValid(hook);
+  });
+
+  test('client_event: event, data, socket_id, and user_id on presence channels only', T, async (t) => {
+    const hook = await receiver(t);
+    const h = await setup(t, config([[hook, ['client_event']]], { webhook_batch_ms: 50 }));
+    const a = h.client({ user: { id: 'alice' } });
+    const b = h.client({ user: { id: 'bob' } });
+    const [aliceSocket] = await Promise.all([connected(a), connected(b)]);
+    const { channel: presence } = await subscribed(a, 'presence-talk');
+    await subscribed(b, 'presence-talk');
+    const { channel: priv } = await subscribed(a, 'private-talk');
+    await subscribed(b, 'private-talk');
+    const atBob = record(b.channel('presence-talk'), 'client-hello');
+
+    presence.trigger('client-hello', { hi: true, text: 'ünïcødé "quoted"' });
+    const e = await hook.first('client_event', { channel: 'presence-talk' });
+    assert.equal(e.event, 'client-hello');
+    assert.equal(typeof e.data, 'string', 'data is the JSON-encoded string the client sent');
+    assert.deepEqual(JSON.parse(e.data), { hi: true, text: 'ünïcødé "quoted"' });
+    assert.equal(e.socket_id, aliceSocket);
+    assert.equal(e.user_id, 'alice');
+    await atBob.until(() => true, { what: 'client-hello at bob' });
+
+    priv.trigger('client-ping', { n: 1 });
+    const p = await hook.first('client_event', { channel: 'private-talk' });
+    assert.equal(p.event, 'client-ping');
+    assert.deepEqual(JSON.parse(p.data), { n: 1 });
+    assert.equal(p.socket_id, aliceSocket);
+    assert.equal('user_id' in p, false, `no user_id on a private channel: ${p.request.rawBody}`);
+
+    assert.deepEqual([...new Set(hook.events().map((ev) => ev.name))], ['client_event'], 'only the asked-for event type');
+    assertAllValid(hook);
+  });
+
+  test('cache_miss when subscribing to an empty cache channel, not once it holds an event', T, async (t) => {
+    const hook = await receiver(t);
+    const h = await setup(t, config([hook], { webhook_batch_ms: 50 }));
+    const a = h.client();
+    await connected(a);
+    const { channel } = await subscribed(a, 'cache-empty');
+    await hook.first('cache_miss', { channel: 'cache-empty' });
+    const missed = hook.named('cache_miss', { channel: 'cache-empty' })[0];
+    assert.deepEqual(
+      Object.keys(missed).filter((k) => !['at', 'request'].includes(k)).sort(),
+      ['channel', 'name'],
+      missed.request.rawBody,
+    );
+    const updates = record(channel, 'update');
+    assert.equal((await h.sdk.trigger('cache-empty', 'update', { v: 1 })).status, 200);
+    await updates.until(() => true, { what: 'update on cache-empty' });
+
+    // A later subscriber gets the cached event, and the backend hears of no miss.
+    const b = h.client();
+    await connected(b);
+    const replay = record(b.subscribe('cache-empty'), 'update');
+    await replay.until(() => true, { what: 'the cached update replayed' });
+    await flushed(h, [hook]);
+    assert.equal(hook.named('cache_miss', { channel: 'cache-empty' }).length, 1, hook.describeAll());
+    assertAllValid(hook);
+  });
+
+  test('event_types: each endpoint gets only what it asked for, subscription_count only by name', T, async (t) => {
+    const occupiedOnly = await receiver(t);
+    const everything = await receiver(t); // empty event_types: all but subscription_count
+    const counts = await receiver(t);
+    const h = await setup(
+      t,
+      config([[occupiedOnly, ['channel_occupied']], everything, [counts, ['subscription_count', 'cache_miss']]], {
+        webhook_batch_ms: 50,
+      }),
+    );
+    const [a, b] = [h.client({ user: { id: 'alice' } }), h.client()];
+    await Promise.all([connected(a), connected(b)]);
+    await subscribed(a, 'presence-filter');
+    await subscribed(a, 'cache-filter');
+    await everything.first('cache_miss', { channel: 'cache-filter' });
+    await subscribed(b, 'cache-filter');
+    await counts.first('subscription_count', { channel: 'cache-filter', subscription_count: 2 });
+    // `cache-` sentinels reach all three endpoints (occupied, cache_miss, subscription_count).
+    await flushed(h, [occupiedOnly, everything, counts], { cache: true });
+
+    assert.deepEqual(withoutSentinels(occupiedOnly).sort(), ['channel_occupied cache-filter', 'channel_occupied presence-filter']);
+    assert.deepEqual(withoutSentinels(everything).sort(), [
+      'cache_miss cache-filter',
+      'cache_miss cache-filter',
+      'channel_occupied cache-filter',
+      'channel_occupied presence-filter',
+      'member_added presence-filter alice',
+    ]);
+    assert.deepEqual(withoutSentinels(counts), [
+      'cache_miss cache-filter',
+      'subscription_count cache-filter 1',
+      'cache_miss cache-filter',
+      'subscription_count cache-filter 2',
+    ]);
+    for (const hook of [occupiedOnly, everything, counts]) assertAllValid(hook);
+  });
+
+  test('a delivery answered 500 is retried ~1 s later with the same signed body', T, async (t) => {
+    const hook = await receiver(t, { statuses: [500] });
+    const h = await setup(t, config([hook], { webhook_batch_ms: 50 }));
+    const a = h.client();
+    await connected(a);
+    await subscribed(a, 'flaky');
+    await hook.until(() => hook.requests.length >= 2, 'a second POST after the 500');
+    const [first, second] = hook.requests;
+    assert.equal(first.status, 500);
+    assert.equal(second.status, 200);
+    assert.equal(second.rawBody, first.rawBody, 'a retry resends the same body');
+    assert.equal(second.headers['x-pusher-signature'], first.headers['x-pusher-signature']);
+    const gap = second.at - first.at;
+    assert.ok(gap >= 800 && gap <= 3_000, `the retry came ${gap} ms after the 500; expected ~1 s`);
+    assert.deepEqual(second.events, [{ name: 'channel_occupied', channel: 'flaky' }]);
+    // Delivered now: no further attempt (the next back-off step would be 2 s).
+    await sleep(2_500);
+    assert.equal(hook.requests.length, 2, hook.describeAll());
+    assertAllValid(hook);
+  });
+
+  test('an unanswered delivery times out (webhook_timeout_secs) and is retried', T, async (t) => {
+    const hook = await receiver(t, { statuses: ['hang'] });
+    const h = await setup(t, config([hook], { webhook_batch_ms: 50, server: { webhook_timeout_secs: 1 } }));
+    const a = h.client();
+    await connected(a);
+    await subscribed(a, 'slow');
+    await hook.until(() => hook.requests.length >= 2, 'a second POST after the unanswered one');
+    const [first, second] = hook.requests;
+    assert.equal(second.rawBody, first.rawBody, 'a retry resends the same body');
+    const gap = second.at - first.at;
+    // 1 s timeout, then the 1 s back-off.
+    assert.ok(gap >= 1_700 && gap <= 4_000, `the retry came ${gap} ms after the unanswered POST; expected ~2 s`);
+    assertAllValid(hook);
+  });
+
+  test('a delivery refused for the whole retry window is given up (webhook_retry_window_secs)', T, async (t) => {
+    const hook = await receiver(t, { statuses: [503, 503, 503, 503, 503] });
+    const h = await setup(t, config([hook], { webhook_batch_ms: 50, server: { webhook_retry_window_secs: 2 } }));
+    const a = h.client();
+    await connected(a);
+    await subscribed(a, 'refused');
+    await hook.until(() => hook.requests.length >= 2, 'the first retry');
+    // Attempts at 0 s and 1 s; the next (at 3 s) would start after the 2 s window.
+    await sleep(hook.requests[0].at + 4_000 - Date.now());
+    assert.equal(hook.requests.length, 2, hook.describeAll());
+    assert.ok(h.server.alive(), 'the server still runs');
+    assertAllValid(hook);
+  });
+
+  test('the signature is real: another secret, another key or a changed body fails the SDK check', T, async (t) => {
+    const hook = await receiver(t);
+    const h = await setup(t, config([hook], { webhook_batch_ms: 50 }));
+    const a = h.client();
+    await connected(a);
+    await subscribed(a, 'signed');
+    await hook.first('channel_occupied', { channel: 'signed' });
+    assertAllValid(hook);
+    const [r] = hook.requests;
+    const wrongSecret = checker({ ...DEFAULT_APP, secret: 'not-the-secret' });
+    assert.equal(wrongSecret.webhook({ headers: r.headers, rawBody: r.rawBody }).isValid(), false, 'another secret');
+    const wrongKey = checker({ ...DEFAULT_APP, key: 'other-key' });
+    assert.equal(wrongKey.webhook({ headers: r.headers, rawBody: r.rawBody }).isValid(), false, 'another key');
+    const tampered = r.rawBody.replace('"signed"', '"signes"');
+    assert.notEqual(tampered, r.rawBody);
+    assert.equal(checker(DEFAULT_APP).webhook({ headers: r.headers, rawBody: tampered }).isValid(), false, 'a changed body');
+    // The right secret given as an extra token (key rotation) still validates.
+    assert.equal(wrongSecret.webhook({ headers: r.headers, rawBody: r.rawBody }).isValid([DEFAULT_APP]), true);
+  });
+
+  test('two apps: each endpoint hears only its own app, signed with that app\'s secret', T, async (t) => {
+    const one = { id: 'app-one', key: 'key-one', secret: 'secret-one' };
+    const two = { id: 'app-two', key: 'key-two', secret: 'secret-two' };
+    const hookOne = await receiver(t, { creds: one });
+    const hookTwo = await receiver(t, { creds: two });
+    const h = await setup(t, {
+      webhook_batch_ms: 50,
+      server: { webhook_workers: 1 },
+      apps: [app({ ...one, webhooks: [{ url: hookOne.url }] }), app({ ...two, webhooks: [{ url: hookTwo.url }] })],
+    });
+    const a = h.client({ key: one.key, signer: h.sdkFor(one) });
+    const b = h.client({ key: two.key, signer: h.sdkFor(two) });
+    await Promise.all([connected(a), connected(b)]);
+    await subscribed(a, 'shared-name');
+    await subscribed(b, 'only-two');
+    await hookOne.first('channel_occupied', { channel: 'shared-name' });
+    await hookTwo.first('channel_occupied', { channel: 'only-two' });
+    await subscribed(b, 'shared-name');
+    await hookTwo.first('channel_occupied', { channel: 'shared-name' });
+    await sleep(300);
+    assert.deepEqual(summary(hookOne), ['channel_occupied shared-name']);
+    assert.deepEqual(summary(hookTwo).sort(), ['channel_occupied only-two', 'channel_occupied shared-name']);
+    assertAllValid(hookOne);
+    assertAllValid(hookTwo);
+  });
 });

@@ -128,7 +128,10 @@ mod tests {
             .0
             .contains("wrong shape"));
         assert!(parse_envelope(b"\xff").unwrap_err().0.contains("UTF-8"));
-        assert!(parse_envelope(br#"["pusher:ping"]"#).unwrap_err().0.contains("JSON object"));
+        assert!(parse_envelope(br#"["pusher:ping"]"#)
+            .unwrap_err()
+            .0
+            .contains("JSON object"));
     }
 
     #[test]

@@ -1,0 +1,130 @@
+//! `loadgen`: end-to-end load generator for Pusher-compatible servers, with physical floors.
+//!
+//! Run `loadgen --spawn-server target/release/ferrocast` (or `--ws-url ws://HOST:PORT
+//! --server-pid PID` against any server); `--quick` for a few-second smoke run.
+
+#[path = "../loadgen/mod.rs"]
+mod loadgen;
+
+use clap::Parser;
+use loadgen::args::Args;
+use loadgen::client::Shared;
+use loadgen::report::Report;
+use loadgen::rig::Rig;
+use loadgen::{fanout, floor, scenarios, sys, worker};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    sys::raise_nofile_limit();
+    if let Some(cpu) = args.cpu {
+        sys::pin_to_cpu(cpu);
+    }
+    let outcome = if args.worker {
+        let shared = Shared {
+            app_key: args.app_key.clone(),
+            app_secret: args.app_secret.clone(),
+            epoch_ns: args.epoch_ns,
+        };
+        worker::Worker::new(shared)
+            .map_err(|e| e.to_string())
+            .and_then(worker::Worker::run)
+    } else if args.floor_server {
+        floor::run("127.0.0.1")
+    } else {
+        return coordinate(args);
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One scenario: measures, adds rows and failures to the report.
+type Scenario = fn(&mut Rig, &mut Report) -> Result<(), String>;
+
+fn coordinate(args: Args) -> ExitCode {
+    let limit = sys::raise_nofile_limit();
+    let mut rig = match Rig::new(args) {
+        Ok(rig) => rig,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    print_setup(&rig, limit);
+    let mut report = Report::default();
+    let plan = rig.plan.clone();
+    let steps: [(&str, Scenario); 5] = [
+        ("fanout", fanout::run),
+        ("channels", scenarios::many_channels),
+        ("storm", scenarios::storm),
+        ("idle", scenarios::idle),
+        ("presence", scenarios::presence),
+    ];
+    for (name, step) in steps {
+        if !plan.runs(name) {
+            continue;
+        }
+        if let Err(e) = step(&mut rig, &mut report).and_then(|()| rig.check_server()) {
+            report.fail(format!("{name}: {e}"));
+            // A broken scenario may leave clients behind; start the next one clean.
+            if let Err(e) = rig.close_all() {
+                report.fail(format!("{name}: cannot close its clients: {e}"));
+                break;
+            }
+        }
+    }
+    rig.shutdown();
+    println!();
+    print!("{}", report.table());
+    for note in &report.notes {
+        println!("{note}");
+    }
+    if report.failures.is_empty() {
+        println!("correctness: every delivery arrived exactly once and in order; no client was refused or dropped");
+        ExitCode::SUCCESS
+    } else {
+        println!("correctness: {} FAILURES", report.failures.len());
+        for failure in &report.failures {
+            println!("  - {failure}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+fn print_setup(rig: &Rig, limit: u64) {
+    let source = rig
+        .server_pid
+        .and_then(sys::process_cpu_ns)
+        .map(|(_, s)| match s {
+            sys::CpuSource::Schedstat => "/proc/PID/task/*/schedstat (ns)".to_string(),
+            sys::CpuSource::StatTicks => format!(
+                "/proc/PID/stat utime+stime ({} ticks/s)",
+                sys::clock_ticks_per_sec()
+            ),
+        })
+        .unwrap_or_else(|| "not measured (no --server-pid)".into());
+    println!(
+        "loadgen: server {} (pid {}), {} CPUs, {}, descriptor limit {limit}, load average {:.2}",
+        rig.ws.addr,
+        rig.server_pid.map_or("unknown".into(), |p| p.to_string()),
+        rig.cpus,
+        if rig.pinned {
+            format!(
+                "server on CPU {}, generator on CPU {}",
+                rig.args.server_cpu, rig.args.generator_cpu
+            )
+        } else {
+            "not pinned".into()
+        },
+        sys::load_average().unwrap_or(0.0)
+    );
+    println!(
+        "loadgen: server CPU time from {source}; plan {:?}",
+        rig.plan
+    );
+}

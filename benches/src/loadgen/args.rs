@@ -1,0 +1,198 @@
+//! Command-line options of the load generator, and the plan of a run they resolve to.
+
+use clap::Parser;
+use std::path::PathBuf;
+
+/// End-to-end load generator for Pusher-compatible servers, with physical floors.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "loadgen", version)]
+pub struct Args {
+    /// WebSocket URL: `ws://HOST:PORT` (the generator adds `/app/{key}?protocol=7`) or a full
+    /// `ws://HOST:PORT/app/KEY?protocol=7` URL.
+    #[arg(long)]
+    pub ws_url: Option<String>,
+    /// HTTP API base URL, `http://HOST:PORT` (default: the WebSocket host and port).
+    #[arg(long)]
+    pub http_url: Option<String>,
+    /// App id of the HTTP API paths.
+    #[arg(long, default_value = "app-id")]
+    pub app_id: String,
+    /// App key.
+    #[arg(long, default_value = "app-key")]
+    pub app_key: String,
+    /// App secret (signs HTTP requests and private/presence subscriptions).
+    #[arg(long, default_value = "app-secret")]
+    pub app_secret: String,
+    /// Process id of the server, to read its CPU time and memory from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Start this server binary on a free port (a fresh one per scenario) instead of `--ws-url`.
+    #[arg(long, value_name = "PATH")]
+    pub spawn_server: Option<PathBuf>,
+    /// Do not pin the server and the generator to separate CPUs.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// CPU for the spawned server and the floor servers.
+    #[arg(long, default_value_t = 0)]
+    pub server_cpu: usize,
+    /// CPU for the generator and its workers.
+    #[arg(long, default_value_t = 1)]
+    pub generator_cpu: usize,
+    /// Small sizes, one repeat: a few seconds in all.
+    #[arg(long)]
+    pub quick: bool,
+    /// Repeats of each measurement (medians are reported).
+    #[arg(long)]
+    pub repeats: Option<u32>,
+    /// Scenarios to run, comma-separated: fanout, channels, storm, idle, presence.
+    #[arg(long, default_value = "fanout,channels,storm,idle,presence")]
+    pub scenarios: String,
+    /// Fan-out subscriber counts, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub fanout_sizes: Option<Vec<u32>>,
+    /// Publishes sent one at a time (each waits for every delivery) per repeat.
+    #[arg(long)]
+    pub single_publishes: Option<u32>,
+    /// Publishes sent back to back in a burst per repeat.
+    #[arg(long)]
+    pub burst: Option<u32>,
+    /// Connections (one channel each) of the many-channels scenario.
+    #[arg(long)]
+    pub channels: Option<u32>,
+    /// HTTP requests (single triggers and batches) per repeat of the many-channels scenario.
+    #[arg(long)]
+    pub channel_requests: Option<u32>,
+    /// Clients of the connection storm.
+    #[arg(long)]
+    pub storm: Option<u32>,
+    /// Connection counts at which idle memory is measured, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub idle_steps: Option<Vec<u32>>,
+    /// Members of the presence churn channel.
+    #[arg(long, default_value_t = 100)]
+    pub presence_members: u32,
+    /// Leave/join rounds of the presence churn per repeat.
+    #[arg(long)]
+    pub presence_rounds: Option<u32>,
+    /// Handshakes in flight at once while connecting.
+    #[arg(long, default_value_t = 256)]
+    pub inflight: u32,
+    /// Clients per worker process (each process may hold at most its descriptor limit).
+    #[arg(long, default_value_t = 8000)]
+    pub per_worker: u32,
+    /// Padding bytes in each event's data.
+    #[arg(long, default_value_t = 80)]
+    pub payload_bytes: usize,
+    /// Skip the floor measurements.
+    #[arg(long)]
+    pub no_floors: bool,
+    /// Internal: run as a client worker.
+    #[arg(long, hide = true)]
+    pub worker: bool,
+    /// Internal: run as a floor server.
+    #[arg(long, hide = true)]
+    pub floor_server: bool,
+    /// Internal: the monotonic instant event timestamps count from.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub epoch_ns: u64,
+    /// Internal: CPU to pin this process to.
+    #[arg(long, hide = true)]
+    pub cpu: Option<usize>,
+}
+
+/// The sizes of a run, after `--quick` and the explicit options.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Repeats of each measurement.
+    pub repeats: u32,
+    /// Scenarios to run.
+    pub scenarios: Vec<String>,
+    /// Fan-out subscriber counts.
+    pub fanout_sizes: Vec<u32>,
+    /// One-at-a-time publishes per repeat.
+    pub single_publishes: u32,
+    /// Burst publishes per repeat.
+    pub burst: u32,
+    /// Many-channels connections.
+    pub channels: u32,
+    /// Many-channels requests per repeat.
+    pub channel_requests: u32,
+    /// Storm clients.
+    pub storm: u32,
+    /// Idle memory steps.
+    pub idle_steps: Vec<u32>,
+    /// Presence members.
+    pub presence_members: u32,
+    /// Presence rounds per repeat.
+    pub presence_rounds: u32,
+}
+
+impl Args {
+    /// Resolves the sizes of the run.
+    pub fn plan(&self) -> Plan {
+        let q = self.quick;
+        let pick =
+            |v: Option<u32>, quick: u32, full: u32| v.unwrap_or(if q { quick } else { full });
+        let scenarios = self
+            .scenarios
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let mut idle_steps = self.idle_steps.clone().unwrap_or_else(|| {
+            if q {
+                vec![200, 500]
+            } else {
+                vec![1000, 5000, 10_000, 19_000]
+            }
+        });
+        idle_steps.sort_unstable();
+        Plan {
+            repeats: pick(self.repeats, 1, 3).max(1),
+            scenarios,
+            fanout_sizes: self.fanout_sizes.clone().unwrap_or_else(|| {
+                if q {
+                    vec![200]
+                } else {
+                    vec![1000, 5000, 10_000]
+                }
+            }),
+            single_publishes: pick(self.single_publishes, 5, 20).max(1),
+            burst: pick(self.burst, 10, 100).max(1),
+            channels: pick(self.channels, 300, 10_000).max(1),
+            channel_requests: pick(self.channel_requests, 40, 1000).max(1),
+            storm: pick(self.storm, 300, 10_000).max(1),
+            idle_steps,
+            presence_members: self.presence_members.max(2),
+            presence_rounds: pick(self.presence_rounds, 20, 200).max(1),
+        }
+    }
+}
+
+impl Plan {
+    /// Whether `name` is among the scenarios to run.
+    pub fn runs(&self, name: &str) -> bool {
+        self.scenarios.iter().any(|s| s == name)
+    }
+
+    /// The most clients any selected scenario holds at once.
+    pub fn max_clients(&self) -> u32 {
+        let mut most = 0;
+        if self.runs("fanout") {
+            most = most.max(self.fanout_sizes.iter().copied().max().unwrap_or(0));
+        }
+        if self.runs("channels") {
+            most = most.max(self.channels);
+        }
+        if self.runs("storm") {
+            most = most.max(self.storm);
+        }
+        if self.runs("idle") {
+            most = most.max(self.idle_steps.last().copied().unwrap_or(0));
+        }
+        if self.runs("presence") {
+            most = most.max(self.presence_members);
+        }
+        most
+    }
+}

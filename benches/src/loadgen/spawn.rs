@@ -1,0 +1,272 @@
+//! Starting and stopping the processes of a run: the server under test (`--spawn-server`),
+//! the generator's own client workers and floor servers, and parsing the URLs they serve.
+
+use super::http_pub::Credentials;
+use super::ipc::{ChildLink, WsTarget};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a spawned server may take to print its listening line.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A server binary started for the run.
+pub struct ServerProc {
+    child: Child,
+    /// Its process id (the server itself, `taskset` execs it).
+    pub pid: u32,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    config: PathBuf,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl ServerProc {
+    /// Starts `bin --host 127.0.0.1 --port 0 --config FILE`, pinned to `cpu` when given.
+    pub fn spawn(
+        bin: &Path,
+        creds: &Credentials,
+        presence_members: u32,
+        cpu: Option<usize>,
+    ) -> Result<Self, String> {
+        static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let config = std::env::temp_dir().join(format!(
+            "ferrocast-loadgen-{}-{serial}.toml",
+            std::process::id()
+        ));
+        let toml = format!(
+            "[[apps]]\nid = {:?}\nkey = {:?}\nsecret = {:?}\nmax_presence_members = {}\n",
+            creds.app_id,
+            creds.key,
+            creds.secret,
+            presence_members.max(100)
+        );
+        std::fs::write(&config, toml)
+            .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+        let mut command = match cpu.filter(|_| taskset_available()) {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpu.to_string()).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        command
+            .args(["--host", "127.0.0.1", "--port", "0", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let pid = child.id();
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let tail = Arc::clone(&stderr_tail);
+        let stderr = child.stderr.take().expect("stderr was piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut tail = tail.lock().expect("not poisoned");
+                if tail.len() == 20 {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout was piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("ferrocast listening on ") {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let mut server = ServerProc {
+            child,
+            pid,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            config,
+            stderr_tail,
+        };
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => {
+                server.addr = addr
+                    .parse()
+                    .map_err(|e| format!("bad listening address {addr}: {e}"))?;
+                Ok(server)
+            }
+            Err(_) => Err(format!(
+                "{} printed no listening line within {START_TIMEOUT:?}; stderr: {}",
+                bin.display(),
+                server.stderr_tail()
+            )),
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The last lines it wrote to stderr.
+    pub fn stderr_tail(&self) -> String {
+        let tail = self.stderr_tail.lock().expect("not poisoned");
+        tail.iter().cloned().collect::<Vec<_>>().join(" | ")
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within three seconds.
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        if !self.alive() {
+            return;
+        }
+        // SAFETY: signalling a child this process started and has not yet reaped.
+        unsafe {
+            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
+        }
+        for _ in 0..300 {
+            if !self.alive() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        self.terminate();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+fn taskset_available() -> bool {
+    Command::new("taskset")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starts a floor server pinned to `cpu`; returns it and where it listens.
+pub fn spawn_floor(cpu: Option<usize>) -> Result<(ChildLink, SocketAddr), String> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the generator binary: {e}"))?;
+    let mut command = Command::new(exe);
+    command.arg("--floor-server");
+    if let Some(cpu) = cpu {
+        command.arg("--cpu").arg(cpu.to_string());
+    }
+    let mut link = ChildLink::spawn(command, "floor")
+        .map_err(|e| format!("cannot start the floor server: {e}"))?;
+    let line = link.recv_line(Duration::from_secs(10))?;
+    let addr = line
+        .strip_prefix("floor listening on ")
+        .ok_or_else(|| format!("floor: unexpected first line {line:?}"))?
+        .parse()
+        .map_err(|e| format!("floor: bad address: {e}"))?;
+    Ok((link, addr))
+}
+
+/// Starts a client worker (inheriting this process's CPU affinity).
+pub fn spawn_worker(index: usize, epoch_ns: u64, creds: &Credentials) -> Result<ChildLink, String> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the generator binary: {e}"))?;
+    let mut command = Command::new(exe);
+    command
+        .arg("--worker")
+        .arg("--epoch-ns")
+        .arg(epoch_ns.to_string())
+        .arg("--app-key")
+        .arg(&creds.key)
+        .arg("--app-secret")
+        .arg(&creds.secret);
+    ChildLink::spawn(command, &format!("worker {index}"))
+        .map_err(|e| format!("cannot start a worker: {e}"))
+}
+
+/// Host, port and path of a `scheme://host:port/path` URL.
+fn split_url<'a>(url: &'a str, scheme: &str) -> Result<(String, SocketAddr, &'a str), String> {
+    let rest = url
+        .strip_prefix(scheme)
+        .and_then(|r| r.strip_prefix("://"))
+        .ok_or_else(|| format!("{url}: expected a {scheme}:// URL"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let with_port = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("{url}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{url}: no address"))?;
+    Ok((authority.to_string(), addr, path))
+}
+
+/// Parses `--ws-url`: a full `ws://host:port/app/{key}?…` URL, or a base URL (with an
+/// optional path prefix) to which `/app/{key}?protocol=7` is added.
+pub fn ws_target(url: &str, key: &str) -> Result<WsTarget, String> {
+    let (host, addr, path) = split_url(url, "ws")?;
+    let path = if path.contains("/app/") {
+        if path.contains('?') {
+            path.to_string()
+        } else {
+            format!("{path}?protocol=7")
+        }
+    } else {
+        format!(
+            "{}/app/{key}?protocol=7&client=ferrocast-loadgen&version=0.1.0",
+            path.trim_end_matches('/')
+        )
+    };
+    Ok(WsTarget { addr, host, path })
+}
+
+/// Parses `--http-url` (`http://host:port[/prefix]`) into address, Host header and prefix.
+pub fn http_target(url: &str) -> Result<(SocketAddr, String, String), String> {
+    let (host, addr, path) = split_url(url, "http")?;
+    Ok((addr, host, path.trim_end_matches('/').to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ws_urls_with_and_without_the_app_path() {
+        let t = ws_target("ws://127.0.0.1:6001", "k").unwrap();
+        assert_eq!(t.addr.port(), 6001);
+        assert!(t.path.starts_with("/app/k?protocol=7"));
+        let t = ws_target("ws://127.0.0.1:6001/ws/app/other?protocol=7", "k").unwrap();
+        assert_eq!(t.path, "/ws/app/other?protocol=7");
+        assert!(ws_target("wss://127.0.0.1:1", "k").is_err());
+    }
+
+    #[test]
+    fn http_urls_keep_a_prefix() {
+        let (addr, host, prefix) = http_target("http://127.0.0.1:8080/pusher/").unwrap();
+        assert_eq!(
+            (addr.port(), host.as_str(), prefix.as_str()),
+            (8080, "127.0.0.1:8080", "/pusher")
+        );
+    }
+}

@@ -67,13 +67,24 @@ e2e() {
   node --test --test-reporter=spec --test-concurrency=2 "$CLIENTS"/test/*.test.mjs
 }
 
+# The official Python server SDK (`pusher` from PyPI) against the binary: a venv under
+# spec/clients/python/.venv (gitignored) from the pinned requirements.txt.
+python_sdk() {
+  local dir="$CLIENTS/python"
+  python3 -m venv "$dir/.venv" &&
+  "$dir/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$dir/requirements.txt" &&
+  "$dir/.venv/bin/python" "$dir/trigger_test.py"
+}
+
 if [[ "$BUILT" == 1 ]]; then
   step "end-to-end (pusher-js, pusher SDK)" e2e || true
+  step "end-to-end (Python SDK)" python_sdk || true
   # The conformance vectors over real sockets, one fresh server per vector configuration.
   step "conformance (black-box)" cargo run --release -q -p ferrocast-spec --bin ferrocast-conformance -- \
     --server-bin "$FERROCAST_BIN" || true
 else
   skip "end-to-end (pusher-js, pusher SDK)" "the release build failed"
+  skip "end-to-end (Python SDK)" "the release build failed"
   skip "conformance (black-box)" "the release build failed"
   FAILED=1
 fi

@@ -53,11 +53,9 @@ step "cargo test" cargo test --workspace --all-features || true
 step "loom models" env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$ROOT/target/loom" \
   cargo test -p ferrocast --release --test 'loom_*' || true
 
-# ---- fuzz smoke ----------------------------------------------------------------------------
-# Reserved for the fuzz smoke run (cargo-fuzz targets in fuzz/, a few seconds each on the
-# committed seeds). It installs its own tooling. Fill in here, e.g.:
-#   step "fuzz smoke" ./fuzz/smoke.sh || true
-# ---- end fuzz smoke ------------------------------------------------------------------------
+# Every cargo-fuzz target for a short run (FUZZ_SECONDS each) from the committed seeds; the
+# script installs cargo-fuzz itself. The seeds also replay as ordinary tests in `cargo test`.
+step "fuzz smoke" env FUZZ_SECONDS="${FUZZ_SECONDS:-20}" "$ROOT/fuzz/smoke.sh" || true
 
 # Commands inside a function run by `step` are in an `if` condition, where `set -e` is off:
 # chain them with && so a failure stops the layer.

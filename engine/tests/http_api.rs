@@ -224,6 +224,19 @@ fn terminate_closes_every_connection_of_that_user_with_4009() {
 }
 
 #[test]
+fn terminate_also_answers_the_path_without_the_app_prefix_naming_the_app_by_its_key() {
+    let mut sim = sim();
+    let tab = open(&mut sim);
+    signin(&mut sim, tab, r#"{"id":"u1"}"#);
+
+    let answer = sim.signed_http("POST", "/users/u1/terminate_connections", &[], "{}");
+
+    assert_eq!(answer, (200, json!({})));
+    assert_eq!(sim.closed(tab).unwrap().0, 4009);
+    assert_eq!(sim.http("POST", "/users/u1/terminate_connections", "auth_key=nope", b"{}").0, 401);
+}
+
+#[test]
 fn send_to_user_reaches_the_signed_in_users_channel() {
     let mut sim = sim();
     let (alice, bob) = (open(&mut sim), open(&mut sim));

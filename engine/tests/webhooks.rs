@@ -137,6 +137,20 @@ fn member_events_follow_the_users_first_and_last_socket() {
 }
 
 #[test]
+fn a_quick_return_is_not_a_second_member_added_even_without_member_removed_wanted() {
+    let mut sim = sim_with_hooks(&[("http://hooks.test/a", &["member_added"])]);
+    let first = join_presence(&mut sim, "presence-room", "u1");
+    assert_eq!(names(&flushed(&mut sim)), ["member_added"]);
+
+    sim.disconnect(first);
+    sim.advance(secs(1));
+    join_presence(&mut sim, "presence-room", "u1");
+    sim.advance(secs(10));
+
+    assert!(sim.take_webhooks().is_empty());
+}
+
+#[test]
 fn client_events_are_reported_with_the_presence_user_id() {
     let mut sim = sim_with_hooks(&[("http://hooks.test/a", &["client_event"])]);
     let a = join_presence(&mut sim, "presence-room", "u1");

@@ -65,25 +65,48 @@ impl Engine {
             ("GET", ["up", id]) => self.app_health(id),
             (_, ["apps", id, rest @ ..]) => {
                 let app = self.app_by_id(id)?;
-                let route = route(&request.method, rest)?;
-                self.authorize_http(app, request)?;
-                if !route.is_publish() {
-                    self.charge_rate(app, false, 1)?;
-                }
-                let query = Query::parse(&request.query);
-                match route {
-                    Route::Publish => self.http_publish(app, &request.body),
-                    Route::PublishBatch => self.http_publish_batch(app, &request.body),
-                    Route::ListChannels => self.http_list_channels(app, &query),
-                    Route::ChannelInfo(channel) => self.http_channel_info(app, &channel, &query),
-                    Route::ChannelUsers(channel) => self.http_channel_users(app, &channel),
-                    Route::TerminateUser(user) => self.http_terminate_user(app, &user),
-                }
+                self.serve_api(app, route(&request.method, rest)?, request)
+            }
+            // The Python SDK (3.x) leaves out `/apps/{id}` here; its `auth_key` names the app.
+            (_, ["users", ..]) => {
+                let route = route(&request.method, &segments)?;
+                let key = Query::parse(&request.query)
+                    .get("auth_key")
+                    .map(str::to_owned);
+                let app = self
+                    .apps
+                    .iter()
+                    .position(|a| Some(&a.config.key) == key.as_ref())
+                    .map(AppIndex)
+                    .ok_or_else(|| HttpError::new(401, "auth_key names no app"))?;
+                self.serve_api(app, route, request)
             }
             _ => Err(HttpError::new(
                 404,
                 format!("no such endpoint: {} {}", request.method, request.path),
             )),
+        }
+    }
+
+    /// Signature, app state and rate checks, then the endpoint itself.
+    fn serve_api(
+        &mut self,
+        app: AppIndex,
+        route: Route,
+        request: &HttpRequest,
+    ) -> Result<Value, HttpError> {
+        self.authorize_http(app, request)?;
+        if !route.is_publish() {
+            self.charge_rate(app, false, 1)?;
+        }
+        let query = Query::parse(&request.query);
+        match route {
+            Route::Publish => self.http_publish(app, &request.body),
+            Route::PublishBatch => self.http_publish_batch(app, &request.body),
+            Route::ListChannels => self.http_list_channels(app, &query),
+            Route::ChannelInfo(channel) => self.http_channel_info(app, &channel, &query),
+            Route::ChannelUsers(channel) => self.http_channel_users(app, &channel),
+            Route::TerminateUser(user) => self.http_terminate_user(app, &user),
         }
     }
 

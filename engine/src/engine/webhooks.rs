@@ -130,7 +130,9 @@ impl Engine {
         channel: &ChannelName,
         user: &UserId,
     ) {
-        if !self.wants_webhook(app, "member_removed") {
+        // Held back even for endpoints that want only `member_added`: a quick return must
+        // cancel it, or the return would be announced as a second `member_added`.
+        if !self.wants_webhook(app, "member_removed") && !self.wants_webhook(app, "member_added") {
             return;
         }
         let at = self.moment().now + Duration::from_secs(self.config.webhook_leave_delay_secs);

@@ -333,6 +333,16 @@ class Trigger(unittest.TestCase):
         self.assertEqual(sdk().send_to_user("py-alice", "note", {"hello": "alice"}), {})
         self.assertEqual(ws.expect("note", "#server-to-user-py-alice")["data"], {"hello": "alice"})
 
+    def test_terminate_user_connections(self):
+        ws, bystander = Ws(), Ws()
+        signin = sdk().authenticate_user(ws.socket_id, {"id": "py-terminated"})
+        ws.send("pusher:signin", signin)
+        ws.expect("pusher:signin_success")
+        # The SDK posts to /users/{id}/terminate_connections, without the /apps/{id} prefix.
+        sdk().terminate_user_connections("py-terminated")
+        self.assertEqual(ws.expect("pusher:error")["data"]["code"], 4009)
+        bystander.round_trip()
+
 
 class Queries(unittest.TestCase):
     def test_channel_info_and_channels_info(self):

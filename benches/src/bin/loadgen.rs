@@ -80,6 +80,10 @@ fn coordinate(args: Args) -> ExitCode {
     }
     rig.shutdown();
     println!();
+    println!(
+        "load average at the end: {:.2}",
+        sys::load_average().unwrap_or(0.0)
+    );
     print!("{}", report.table());
     for note in &report.notes {
         println!("{note}");

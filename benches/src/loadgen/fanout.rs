@@ -135,6 +135,7 @@ fn measure_server(rig: &mut Rig, report: &mut Report, n: u32) -> Result<Ours, St
         }
 
         let cpu0 = rig.server_cpu_ns();
+        let generator0 = rig.workers_cpu_ns();
         let start = rig.now_rel() + rig.epoch_ns;
         for _ in 0..plan.burst {
             seq += 1;
@@ -142,6 +143,7 @@ fn measure_server(rig: &mut Rig, report: &mut Report, n: u32) -> Result<Ours, St
         }
         let done = check_await(rig, report, n, seq, timeout)?;
         let cpu1 = rig.server_cpu_ns();
+        let generator_cpu = (rig.workers_cpu_ns() - generator0) as f64;
         let burst = rig.stats(true)?;
         let deliveries = f64::from(plan.burst) * f64::from(n);
         burst_rate.push(deliveries / ((done.saturating_sub(start)).max(1) as f64 / 1e9));
@@ -150,7 +152,8 @@ fn measure_server(rig: &mut Rig, report: &mut Report, n: u32) -> Result<Ours, St
         }
         sent_measured += u64::from(plan.single_publishes + plan.burst);
         println!(
-            "  repeat {}: one at a time p50 {} p99 {} p99.9 {} (last delivery p50 {}); burst of {} at {} (p99 {})",
+            "  repeat {}: one at a time p50 {} p99 {} p99.9 {} (last delivery p50 {}); burst of {} at {} \
+             (p99 {}; server CPU {} and clients' CPU {} per delivery)",
             repeat + 1,
             report::ns(*p50.last().unwrap_or(&0.0)),
             report::ns(*p99.last().unwrap_or(&0.0)),
@@ -159,6 +162,8 @@ fn measure_server(rig: &mut Rig, report: &mut Report, n: u32) -> Result<Ours, St
             plan.burst,
             report::rate(*burst_rate.last().unwrap_or(&0.0)),
             report::ns(burst.latency.quantile(0.99) as f64),
+            burst_cpu.last().map_or("n/a".into(), |&c| report::ns(c)),
+            report::ns(generator_cpu / deliveries),
         );
         check_stats(
             report,

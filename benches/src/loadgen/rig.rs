@@ -70,6 +70,8 @@ pub struct Rig {
     /// CPUs the generator could use before pinning itself.
     pub cpus: usize,
     server: Option<ServerProc>,
+    /// Whether clients or publishes have touched the current server.
+    used: bool,
     workers: Vec<ChildLink>,
 }
 
@@ -129,6 +131,7 @@ impl Rig {
             pinned,
             cpus,
             server,
+            used: false,
             workers,
         })
     }
@@ -138,6 +141,10 @@ impl Rig {
         let Some(bin) = self.args.spawn_server.clone() else {
             return Ok(());
         };
+        if !self.used && self.server.is_some() {
+            return Ok(());
+        }
+        self.used = false;
         if let Some(old) = self.server.take() {
             old.stop();
         }
@@ -179,6 +186,15 @@ impl Rig {
             .map(|(ns, _)| ns)
     }
 
+    /// CPU time of every client worker so far, in nanoseconds.
+    pub fn workers_cpu_ns(&self) -> u64 {
+        self.workers
+            .iter()
+            .filter_map(|w| sys::process_cpu_ns(w.pid()))
+            .map(|(ns, _)| ns)
+            .sum()
+    }
+
     /// Resident memory of the server in bytes.
     pub fn server_rss(&self) -> Option<u64> {
         self.server_pid.and_then(sys::rss_bytes)
@@ -215,6 +231,7 @@ impl Rig {
         verify: bool,
         timeout: Duration,
     ) -> Result<Connected, String> {
+        self.used = true;
         let shares = self.shares(first, n);
         let per_worker_inflight = (self.args.inflight / shares.len() as u32).max(1);
         for &(w, first_index, count) in &shares {

@@ -52,7 +52,8 @@ pub fn many_channels(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
     let mut seqs = vec![0u64; n as usize];
     let mut rng = Rng(0x5EED_1234_ABCD);
     let pad = rig.args.payload_bytes;
-    let (mut cpu_per_event, mut rates, mut p99s) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu_per_event, mut cpu_per_request) = (Vec::new(), Vec::new());
+    let (mut rates, mut p99s) = (Vec::new(), Vec::new());
     for repeat in 0..rig.plan.repeats {
         let cpu0 = rig.server_cpu_ns();
         let start = rig.now_rel();
@@ -121,6 +122,7 @@ pub fn many_channels(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
         p99s.push(merged.latency.quantile(0.99) as f64);
         if let (Some(a), Some(b)) = (cpu0, cpu1) {
             cpu_per_event.push((b - a) as f64 / events as f64);
+            cpu_per_request.push((b - a) as f64 / f64::from(rig.plan.channel_requests));
         }
         println!(
             "  repeat {}: {} requests, {events} events at {} (latency p50 {} p99 {})",

@@ -106,6 +106,11 @@ impl WsConn {
                     if self.rbuf.len() - self.rpos > MAX_MESSAGE + 16 {
                         return Err(io::Error::other("server sent too much unread data"));
                     }
+                    // A short read emptied the socket; data arriving later raises a new
+                    // edge, so the extra read that would only say WouldBlock is skipped.
+                    if n < scratch.len() {
+                        return Ok(true);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

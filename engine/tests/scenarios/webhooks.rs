@@ -1,9 +1,6 @@
 //! Webhooks: which events are sent, when, batched and signed.
-#![cfg(feature = "sim")]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ferrocast_engine::signature::verify_hex;
 use ferrocast_engine::sim::Simulator;
 use ferrocast_engine::{Config, WebhookConfig, WebhookDelivery};

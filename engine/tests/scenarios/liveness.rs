@@ -2,9 +2,7 @@
 //!
 //! Defaults: `activity_timeout` 120 s, pong timeout 30 s. Every timer runs on the fake clock.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ferrocast_engine::sim::Simulator;
 use ferrocast_engine::{Config, ConnId, Engine, Input, Moment, Output, WsRequest};
 use serde_json::json;

@@ -1,9 +1,7 @@
 //! Bad input: binary frames, broken JSON, wrong types, unknown events, oversized messages,
 //! shell misuse. None of it may panic the engine or disturb another connection.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ferrocast_engine::sim::Simulator;
 use ferrocast_engine::{ApiMisuse, ConnId, Input, WsRequest};
 use serde_json::json;

@@ -1,8 +1,6 @@
 //! Presence channels: rosters, member_added / member_removed, limits, bad channel_data.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const ROOM: &str = "presence-room";

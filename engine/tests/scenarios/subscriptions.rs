@@ -1,8 +1,6 @@
 //! Subscribing and unsubscribing: each channel kind's auth rule, names, cache channels.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ferrocast_engine::signature::client_auth;
 use serde_json::json;
 

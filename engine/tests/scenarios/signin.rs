@@ -1,8 +1,6 @@
 //! User sign-in, required sign-in, `#server-to-user-{id}` and watchlists.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ferrocast_engine::sim::Simulator;
 use ferrocast_engine::ConnId;
 use serde_json::json;

@@ -1,8 +1,6 @@
 //! Determinism: the same seed and the same inputs give byte-identical outputs.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ferrocast_engine::signature::client_auth;
 use ferrocast_engine::sim::Simulator;
 use ferrocast_engine::{Config, ConnId, Engine, Input, Moment, Output, WsRequest};

@@ -1,9 +1,6 @@
 //! The signed HTTP API: publishing, queries, termination, signatures, limits and caches.
-#![cfg(feature = "sim")]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ferrocast_engine::http_auth::signed_query;
 use ferrocast_engine::sim::Simulator;
 use serde_json::{json, Value};

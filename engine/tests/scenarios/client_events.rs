@@ -1,8 +1,6 @@
 //! Client events: where they may go, who receives them, the rate limit.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ferrocast_engine::sim::Simulator;
 use ferrocast_engine::ConnId;
 use serde_json::json;

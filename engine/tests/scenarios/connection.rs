@@ -1,8 +1,6 @@
 //! Opening a connection: path, protocol version, app checks, the welcome frame.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ferrocast_engine::sim::Simulator;
 use ferrocast_engine::{AppConfig, Config, ConnId, Engine, Input, Moment, Output, WsRequest};
 use serde_json::json;

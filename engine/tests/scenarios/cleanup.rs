@@ -1,8 +1,6 @@
 //! No per-connection state outlives its connection, however the connection ends.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ferrocast_engine::sim::Simulator;
 use ferrocast_engine::{ConnId, Input};
 use serde_json::json;

@@ -1,0 +1,16 @@
+//! Scenario tests: whole conversations with the engine on the simulator, with a fake clock.
+//! One test binary (one module per topic) so the suite builds and links once.
+
+mod common;
+
+mod bad_input;
+mod cleanup;
+mod client_events;
+mod connection;
+mod determinism;
+mod http_api;
+mod liveness;
+mod presence;
+mod signin;
+mod subscriptions;
+mod webhooks;

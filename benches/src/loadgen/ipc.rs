@@ -283,6 +283,7 @@ pub struct ChildLink {
 impl ChildLink {
     /// Starts `process` with piped stdin/stdout; a thread forwards its stdout lines.
     pub fn spawn(mut process: Process, name: &str) -> io::Result<Self> {
+        super::sys::die_with_parent(&mut process);
         let mut child = process
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

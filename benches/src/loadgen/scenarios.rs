@@ -137,11 +137,15 @@ pub fn many_channels(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
     rig.check_server()?;
     let size = report::count(n);
     report.row(
-        format!("many channels {size}: server CPU per event (1–10 per request)"),
+        format!("many channels {size}: server CPU per event / per HTTP request (1–10 events)"),
         if cpu_per_event.is_empty() {
             "n/a".into()
         } else {
-            report::ns(median(&cpu_per_event))
+            format!(
+                "{} / {}",
+                report::ns(median(&cpu_per_event)),
+                report::ns(median(&cpu_per_request))
+            )
         },
         None,
         None,

@@ -3,6 +3,7 @@
 
 use super::http_pub::Credentials;
 use super::ipc::{ChildLink, WsTarget};
+use super::sys;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -57,6 +58,7 @@ impl ServerProc {
             }
             None => Command::new(bin),
         };
+        sys::die_with_parent(&mut command);
         command
             .args(["--host", "127.0.0.1", "--port", "0", "--config"])
             .arg(&config)

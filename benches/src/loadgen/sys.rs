@@ -156,6 +156,19 @@ pub fn set_linger_zero(socket: &impl AsRawFd) {
     }
 }
 
+/// Makes `command`'s process receive SIGTERM when the generator dies, so no server or worker
+/// outlives an interrupted run.
+pub fn die_with_parent(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches only the child being started.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+}
+
 /// Load average over the last minute, to warn when the machine is busy.
 pub fn load_average() -> Option<f64> {
     fs::read_to_string("/proc/loadavg")

@@ -237,6 +237,7 @@ impl Config {
             if app.max_batch_size == 0
                 || app.max_event_channels == 0
                 || app.max_events_per_sec == Some(0)
+                || app.max_reads_per_sec == Some(0)
             {
                 return fail(format!(
                     "apps[{i}]: batch, channel and rate limits must be at least 1"
@@ -270,6 +271,101 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each single bad setting, applied to an otherwise valid config, must be refused alone.
+    #[test]
+    fn every_validation_rule_refuses_its_own_bad_value() {
+        type Edit = fn(&mut Config);
+        let edits: [(&str, Edit); 23] = [
+            ("no apps", |c| c.apps.clear()),
+            ("activity 0", |c| c.activity_timeout_secs = 0),
+            ("pong 0", |c| c.pong_timeout_secs = 0),
+            ("prefix without /", |c| c.path_prefix = "ws".into()),
+            ("prefix ending in /", |c| c.path_prefix = "/ws/".into()),
+            ("empty id", |c| c.apps[0].id.clear()),
+            ("empty key", |c| c.apps[0].key.clear()),
+            ("empty secret", |c| c.apps[0].secret.clear()),
+            ("key with /", |c| c.apps[0].key = "a/b".into()),
+            ("key with ?", |c| c.apps[0].key = "a?b".into()),
+            ("key with space", |c| c.apps[0].key = "a b".into()),
+            ("message 0", |c| c.apps[0].max_message_bytes = 0),
+            ("channel name 0", |c| c.apps[0].max_channel_name_len = 0),
+            ("event name 0", |c| c.apps[0].max_event_name_len = 0),
+            ("client rate 0", |c| c.apps[0].client_event_rate_per_sec = 0),
+            ("client burst 0", |c| c.apps[0].client_event_burst = 0),
+            ("batch 0", |c| c.apps[0].max_batch_size = 0),
+            ("channels 0", |c| c.apps[0].max_event_channels = 0),
+            ("events/s 0", |c| c.apps[0].max_events_per_sec = Some(0)),
+            ("reads/s 0", |c| c.apps[0].max_reads_per_sec = Some(0)),
+            ("webhook scheme", |c| {
+                c.apps[0].webhooks = vec![WebhookConfig {
+                    url: "ftp://x".into(),
+                    event_types: vec![],
+                }]
+            }),
+            ("duplicate id", |c| {
+                let mut other = c.apps[0].clone();
+                other.key = "other-key".into();
+                c.apps.push(other);
+            }),
+            ("duplicate key", |c| {
+                let mut other = c.apps[0].clone();
+                other.id = "other-id".into();
+                c.apps.push(other);
+            }),
+        ];
+        let valid = Config {
+            path_prefix: "/ws".into(),
+            ..Config::default()
+        };
+        assert_eq!(valid.validate(), Ok(()));
+        let mut two_apps = valid.clone();
+        let mut second = valid.apps[0].clone();
+        (second.id, second.key) = ("2".into(), "k2".into());
+        second.webhooks = vec![WebhookConfig {
+            url: "https://hooks.test/".into(),
+            event_types: vec![],
+        }];
+        two_apps.apps.push(second);
+        assert_eq!(two_apps.validate(), Ok(()));
+        for (what, edit) in edits {
+            let mut config = valid.clone();
+            edit(&mut config);
+            let error = config.validate().expect_err(what);
+            assert!(!error.to_string().is_empty(), "{what}: the error says why");
+        }
+    }
+
+    #[test]
+    fn default_credentials_and_the_framing_cap_are_read_across_apps() {
+        let mut config = Config::default();
+        assert!(config.uses_default_credentials());
+        config.apps[0].key = "real-key".into();
+        assert!(
+            config.uses_default_credentials(),
+            "the secret is still the example one"
+        );
+        config.apps[0].secret = "real-secret".into();
+        assert!(!config.uses_default_credentials());
+        config.apps[0].key = "app-key".into();
+        assert!(
+            config.uses_default_credentials(),
+            "the key is the example one"
+        );
+        config.apps[0].key = "real-key".into();
+        let mut second = config.apps[0].clone();
+        (second.id, second.key, second.max_message_bytes) = ("2".into(), "k2".into(), 70_000);
+        config.apps.push(second);
+        assert_eq!(config.max_message_bytes(), 70_000);
+        assert_eq!(
+            Config {
+                apps: vec![],
+                ..config
+            }
+            .max_message_bytes(),
+            0
+        );
+    }
 
     #[test]
     fn empty_document_gives_the_default_app() {

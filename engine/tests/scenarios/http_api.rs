@@ -230,7 +230,16 @@ fn terminate_also_answers_the_path_without_the_app_prefix_naming_the_app_by_its_
 
     assert_eq!(answer, (200, json!({})));
     assert_eq!(sim.closed(tab).unwrap().0, 4009);
-    assert_eq!(sim.http("POST", "/users/u1/terminate_connections", "auth_key=nope", b"{}").0, 401);
+    assert_eq!(
+        sim.http(
+            "POST",
+            "/users/u1/terminate_connections",
+            "auth_key=nope",
+            b"{}"
+        )
+        .0,
+        401
+    );
 }
 
 #[test]

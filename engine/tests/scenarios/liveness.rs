@@ -355,3 +355,54 @@ fn the_engine_asks_to_be_woken_at_the_activity_deadline() {
     assert!(matches!(engine.poll_output(), Output::Send { .. }));
     assert_eq!(engine.poll_output(), Output::Timeout(Some(at(150).now)));
 }
+
+#[test]
+fn a_clock_that_steps_backwards_does_not_move_the_engines_time_back() {
+    let mut engine = Engine::new(Config::default(), SEED);
+    let start = anchor();
+    let at = |s: u64| Moment::new(start + Duration::from_secs(s), 1_700_000_000_000 + s * 1000);
+    let drain = |engine: &mut Engine| {
+        let mut events = Vec::new();
+        loop {
+            match engine.poll_output() {
+                Output::Send { frame, .. } => events.push(frame.payload_text()),
+                Output::Timeout(_) => return events,
+                _ => {}
+            }
+        }
+    };
+    let request = WsRequest {
+        path: "/app/app-key".into(),
+        query: String::new(),
+        origin: None,
+        peer: None,
+    };
+    engine
+        .handle_input(
+            at(0),
+            Input::Opened {
+                conn: ConnId(1),
+                request,
+            },
+        )
+        .unwrap();
+    engine
+        .handle_input(at(110), Input::Pong { conn: ConnId(1) })
+        .unwrap();
+    drain(&mut engine);
+
+    // Activity reported with an older instant counts as happening at the latest known time,
+    // so the connection stays active since 110 s, not since 50 s.
+    engine
+        .handle_input(at(50), Input::Pong { conn: ConnId(1) })
+        .unwrap();
+    engine.handle_input(at(120), Input::Tick).unwrap();
+    engine.handle_input(at(200), Input::Tick).unwrap();
+
+    assert!(
+        drain(&mut engine).is_empty(),
+        "no ping before 110 s + activity_timeout"
+    );
+    engine.handle_input(at(230), Input::Tick).unwrap();
+    assert!(drain(&mut engine)[0].contains("pusher:ping"));
+}

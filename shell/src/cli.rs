@@ -20,6 +20,10 @@ pub struct Cli {
     #[arg(short, long, env = "FERROCAST_PORT")]
     pub port: Option<u16>,
 
+    /// I/O worker threads [default: the number of cores].
+    #[arg(long, env = "FERROCAST_WORKERS")]
+    pub workers: Option<usize>,
+
     /// Log filter (`info`, `debug`, `ferrocast=trace`, …); falls back to `RUST_LOG`, then `info`.
     #[arg(long, env = "FERROCAST_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -75,6 +79,7 @@ impl Cli {
         Overrides {
             host: self.host.clone(),
             port: self.port,
+            workers: self.workers,
             max_output_bytes: self.max_output_bytes,
             max_output_frames: self.max_output_frames,
             max_request_head_bytes: self.max_request_head_bytes,

@@ -4,14 +4,21 @@
 
 pub mod cli;
 pub mod conn;
+pub mod engine_thread;
 pub mod handoff;
 pub mod http;
+pub mod inbox;
+pub mod mailbox;
 pub mod out_queue;
+pub mod route;
 pub mod server;
 pub mod settings;
 pub mod slots;
+pub mod supervisor;
+pub mod wake;
 pub mod webhook;
 pub mod webhook_delivery;
+pub mod worker;
 pub mod ws_codec;
 
 pub use server::Server;

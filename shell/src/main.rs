@@ -4,6 +4,7 @@ use clap::Parser;
 use ferrocast::cli::Cli;
 use ferrocast::webhook_delivery;
 use ferrocast::{Server, Settings};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
@@ -69,7 +70,12 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let addr = server.local_addr();
-    tracing::info!(%addr, apps = settings.engine.apps.len(), "listening");
+    tracing::info!(
+        %addr,
+        apps = settings.engine.apps.len(),
+        workers = server.workers(),
+        "listening"
+    );
     // Tests and scripts wait for this exact line on stdout.
     println!("ferrocast listening on {addr}");
     let outcome = server.run();
@@ -91,8 +97,10 @@ fn init_logging(level: Option<&str>) -> Result<(), String> {
         }
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    // Colour codes only for a terminal: logs piped to files and tests stay greppable.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     Ok(())

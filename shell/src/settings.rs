@@ -5,6 +5,7 @@
 
 use crate::conn::ConnLimits;
 use crate::http::HeadLimits;
+use crate::slots::MAX_WORKERS;
 use ferrocast_engine::Config;
 use serde::Deserialize;
 use std::time::Duration;
@@ -17,6 +18,8 @@ pub struct ServerSettings {
     pub host: String,
     /// Port to listen on; 0 picks a free one.
     pub port: u16,
+    /// I/O worker threads serving sockets (the engine runs on one more thread).
+    pub workers: usize,
     /// Most bytes queued for one connection before it is a slow consumer.
     pub max_output_bytes: usize,
     /// Most frames queued for one connection before it is a slow consumer.
@@ -47,6 +50,7 @@ impl Default for ServerSettings {
         ServerSettings {
             host: "0.0.0.0".into(),
             port: 6001,
+            workers: default_workers(),
             max_output_bytes: 1024 * 1024,
             max_output_frames: 4096,
             max_request_head_bytes: 8 * 1024,
@@ -73,6 +77,12 @@ impl ServerSettings {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_WORKERS).contains(&self.workers) {
+            return Err(format!(
+                "server.workers must be between 1 and {MAX_WORKERS}, not {}",
+                self.workers
+            ));
+        }
         let positive = [
             ("max_output_bytes", self.max_output_bytes as u64),
             ("max_output_frames", self.max_output_frames as u64),
@@ -95,6 +105,14 @@ impl ServerSettings {
     }
 }
 
+/// One I/O worker per core the process may use.
+fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(MAX_WORKERS)
+}
+
 /// Values given on the command line or in the environment; `None` keeps the file's value.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Overrides {
@@ -102,6 +120,8 @@ pub struct Overrides {
     pub host: Option<String>,
     /// `server.port`.
     pub port: Option<u16>,
+    /// `server.workers`.
+    pub workers: Option<usize>,
     /// `server.max_output_bytes`.
     pub max_output_bytes: Option<usize>,
     /// `server.max_output_frames`.
@@ -158,6 +178,7 @@ impl Settings {
         let server = &mut self.server;
         set(&mut server.host, &o.host);
         set(&mut server.port, &o.port);
+        set(&mut server.workers, &o.workers);
         set(&mut server.max_output_bytes, &o.max_output_bytes);
         set(&mut server.max_output_frames, &o.max_output_frames);
         set(
@@ -270,5 +291,32 @@ mod tests {
             ..Overrides::default()
         };
         assert!(Settings::load("", &bad).is_err());
+    }
+
+    #[test]
+    fn workers_default_to_the_cores_and_must_be_in_range() {
+        let settings = Settings::load("", &Overrides::default()).unwrap();
+        assert!(settings.server.workers >= 1);
+        let file = Settings::load("[server]\nworkers = 3\n", &Overrides::default()).unwrap();
+        assert_eq!(file.server.workers, 3);
+        let flag = Overrides {
+            workers: Some(1),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            Settings::load("[server]\nworkers = 3\n", &flag)
+                .unwrap()
+                .server
+                .workers,
+            1
+        );
+        for bad in ["0", "257"] {
+            let err = Settings::load(
+                &format!("[server]\nworkers = {bad}\n"),
+                &Overrides::default(),
+            )
+            .unwrap_err();
+            assert!(err.contains("server.workers"), "{err}");
+        }
     }
 }

@@ -1,7 +1,19 @@
 //! A slab of connections whose ids carry a generation, so an id is never reused while a
-//! stale reference to it may exist (an engine output for a connection that already left).
+//! stale reference to it may exist (an engine output for a connection that already left),
+//! and the index of the I/O worker that owns them, so engine outputs can be routed by id.
 
 use ferrocast_engine::ConnId;
+
+/// The most I/O workers ids can name (the worker index takes the top byte of an id).
+pub const MAX_WORKERS: usize = 256;
+const WORKER_SHIFT: u32 = 56;
+const GENERATION_BITS: u32 = 24;
+const GENERATION_MASK: u32 = (1 << GENERATION_BITS) - 1;
+
+/// The index of the worker owning `id`.
+pub fn worker_of(id: ConnId) -> usize {
+    (id.0 >> WORKER_SHIFT) as usize
+}
 
 struct Slot<T> {
     generation: u32,
@@ -9,8 +21,9 @@ struct Slot<T> {
 }
 
 /// Connections indexed by a small integer (the poll token) and named by a unique [`ConnId`]:
-/// `generation << 32 | index`.
+/// `worker << 56 | generation << 32 | index`, the generation counting modulo 2^24.
 pub struct Slots<T> {
+    worker: u8,
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
     len: usize,
@@ -18,15 +31,21 @@ pub struct Slots<T> {
 
 impl<T> Default for Slots<T> {
     fn default() -> Self {
+        Slots::for_worker(0)
+    }
+}
+
+impl<T> Slots<T> {
+    /// An empty slab whose ids name worker `worker` (below [`MAX_WORKERS`]).
+    pub fn for_worker(worker: usize) -> Self {
         Slots {
+            worker: u8::try_from(worker).unwrap_or(u8::MAX),
             slots: Vec::new(),
             free: Vec::new(),
             len: 0,
         }
     }
-}
 
-impl<T> Slots<T> {
     /// How many values are stored.
     pub fn len(&self) -> usize {
         self.len
@@ -40,8 +59,8 @@ impl<T> Slots<T> {
     /// The id the next [`Slots::insert`] will return, so a value can be built knowing it.
     pub fn next_id(&self) -> ConnId {
         match self.free.last() {
-            Some(&index) => make_id(self.slots[index as usize].generation, index),
-            None => make_id(0, self.slots.len() as u32),
+            Some(&index) => self.make_id(self.slots[index as usize].generation, index),
+            None => self.make_id(0, self.slots.len() as u32),
         }
     }
 
@@ -65,9 +84,13 @@ impl<T> Slots<T> {
 
     /// The index an id lives at, if that id is still live.
     pub fn index_of(&self, id: ConnId) -> Option<usize> {
+        if worker_of(id) != usize::from(self.worker) {
+            return None;
+        }
         let index = (id.0 & u64::from(u32::MAX)) as usize;
+        let generation = (id.0 >> 32) as u32 & GENERATION_MASK;
         let slot = self.slots.get(index)?;
-        (slot.value.is_some() && u64::from(slot.generation) == id.0 >> 32).then_some(index)
+        (slot.value.is_some() && slot.generation == generation).then_some(index)
     }
 
     /// The value at `index`.
@@ -85,7 +108,7 @@ impl<T> Slots<T> {
     pub fn remove(&mut self, index: usize) -> Option<T> {
         let slot = self.slots.get_mut(index)?;
         let value = slot.value.take()?;
-        slot.generation = slot.generation.wrapping_add(1);
+        slot.generation = slot.generation.wrapping_add(1) & GENERATION_MASK;
         self.free.push(index as u32);
         self.len -= 1;
         Some(value)
@@ -97,10 +120,14 @@ impl<T> Slots<T> {
             .filter(|&i| self.slots[i].value.is_some())
             .collect()
     }
-}
 
-fn make_id(generation: u32, index: u32) -> ConnId {
-    ConnId(u64::from(generation) << 32 | u64::from(index))
+    fn make_id(&self, generation: u32, index: u32) -> ConnId {
+        ConnId(
+            u64::from(self.worker) << WORKER_SHIFT
+                | u64::from(generation & GENERATION_MASK) << 32
+                | u64::from(index),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -121,5 +148,39 @@ mod tests {
         assert_eq!(slots.by_id(second).copied(), Some("b"));
         assert!(slots.by_id(first).is_none());
         assert_eq!(slots.len(), 1);
+    }
+
+    #[test]
+    fn ids_name_their_worker_and_other_workers_ids_are_unknown() {
+        let mut zero = Slots::for_worker(0);
+        let mut three = Slots::for_worker(3);
+        let a = zero.next_id();
+        zero.insert("a");
+        let b = three.next_id();
+        three.insert("b");
+        assert_eq!(worker_of(a), 0);
+        assert_eq!(worker_of(b), 3);
+        assert_eq!(a.0 & 0xFFFF_FFFF, b.0 & 0xFFFF_FFFF);
+        assert!(zero.index_of(b).is_none());
+        assert!(three.index_of(a).is_none());
+        assert_eq!(three.by_id(b).copied(), Some("b"));
+    }
+
+    #[test]
+    fn the_generation_wraps_without_touching_the_worker_bits() {
+        let mut slots = Slots::for_worker(255);
+        for _ in 0..3 {
+            let index = slots.insert(());
+            slots.remove(index);
+        }
+        slots.slots[0].generation = GENERATION_MASK;
+        let last = slots.next_id();
+        assert_eq!(worker_of(last), 255);
+        let index = slots.insert(());
+        slots.remove(index);
+        let wrapped = slots.next_id();
+        assert_eq!(worker_of(wrapped), 255);
+        assert_eq!(wrapped.0 & !(0xFFu64 << 56), 0);
+        assert_ne!(last, wrapped);
     }
 }

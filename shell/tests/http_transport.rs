@@ -1,13 +1,13 @@
 //! HTTP framing of the real binary: keep-alive, limits and CORS, over raw loopback sockets.
 
+#[macro_use]
 mod support;
 
 use std::io::{BufReader, Read, Write};
 use support::{read_response, send_raw, Server};
 
-#[test]
-fn two_requests_on_one_keep_alive_socket_are_both_answered() {
-    let server = Server::start();
+fn two_requests_on_one_keep_alive_socket_are_both_answered(workers: usize) {
+    let server = Server::start(workers);
     let stream = server.tcp();
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
@@ -30,9 +30,8 @@ fn two_requests_on_one_keep_alive_socket_are_both_answered() {
     }
 }
 
-#[test]
-fn pipelined_requests_are_answered_in_order() {
-    let server = Server::start();
+fn pipelined_requests_are_answered_in_order(workers: usize) {
+    let server = Server::start(workers);
     let stream = server.tcp();
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
@@ -51,9 +50,8 @@ fn pipelined_requests_are_answered_in_order() {
     assert!(rest.is_empty());
 }
 
-#[test]
-fn http_1_0_closes_after_the_answer() {
-    let server = Server::start();
+fn http_1_0_closes_after_the_answer(workers: usize) {
+    let server = Server::start(workers);
     let mut stream = server.tcp();
     send_raw(&mut stream, b"GET / HTTP/1.0\r\n\r\n");
     let mut text = String::new();
@@ -62,9 +60,8 @@ fn http_1_0_closes_after_the_answer() {
     assert!(text.contains("Connection: close\r\n"));
 }
 
-#[test]
-fn a_20_kb_header_gets_431() {
-    let server = Server::start();
+fn a_20_kb_header_gets_431(workers: usize) {
+    let server = Server::start(workers);
     let stream = server.tcp();
     let mut writer = stream.try_clone().unwrap();
     let request = format!(
@@ -79,9 +76,8 @@ fn a_20_kb_header_gets_431() {
     assert!(body["error"].is_string());
 }
 
-#[test]
-fn chunked_bodies_get_411_and_large_bodies_413() {
-    let server = Server::start();
+fn chunked_bodies_get_411_and_large_bodies_413(workers: usize) {
+    let server = Server::start(workers);
     let stream = server.tcp();
     let mut writer = stream.try_clone().unwrap();
     send_raw(
@@ -99,9 +95,8 @@ fn chunked_bodies_get_411_and_large_bodies_413() {
     assert_eq!(read_response(&mut BufReader::new(stream)).status(), 413);
 }
 
-#[test]
-fn cors_preflight_is_answered_by_the_shell() {
-    let server = Server::start();
+fn cors_preflight_is_answered_by_the_shell(workers: usize) {
+    let server = Server::start(workers);
     let stream = server.tcp();
     let mut writer = stream.try_clone().unwrap();
     send_raw(
@@ -121,9 +116,8 @@ fn cors_preflight_is_answered_by_the_shell() {
         .contains("POST"));
 }
 
-#[test]
-fn bad_websocket_version_gets_426() {
-    let server = Server::start();
+fn bad_websocket_version_gets_426(workers: usize) {
+    let server = Server::start(workers);
     let stream = server.tcp();
     let mut writer = stream.try_clone().unwrap();
     send_raw(
@@ -135,9 +129,8 @@ fn bad_websocket_version_gets_426() {
     assert_eq!(response.header("sec-websocket-version"), Some("13"));
 }
 
-#[test]
-fn a_silent_connection_is_dropped_after_the_request_timeout() {
-    let server = Server::start_with(None, &["--request-timeout-secs", "1"], &[]);
+fn a_silent_connection_is_dropped_after_the_request_timeout(workers: usize) {
+    let server = Server::start_with(workers, None, &["--request-timeout-secs", "1"], &[]);
     let mut stream = server.tcp();
     send_raw(&mut stream, b"GET / HTTP/1.1\r\n");
     let start = std::time::Instant::now();
@@ -147,3 +140,14 @@ fn a_silent_connection_is_dropped_after_the_request_timeout() {
     assert!(start.elapsed() < std::time::Duration::from_secs(5));
     let _ = stream.write_all(b"\r\n");
 }
+
+per_workers!(
+    two_requests_on_one_keep_alive_socket_are_both_answered,
+    pipelined_requests_are_answered_in_order,
+    http_1_0_closes_after_the_answer,
+    a_20_kb_header_gets_431,
+    chunked_bodies_get_411_and_large_bodies_413,
+    cors_preflight_is_answered_by_the_shell,
+    bad_websocket_version_gets_426,
+    a_silent_connection_is_dropped_after_the_request_timeout,
+);

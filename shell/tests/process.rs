@@ -1,12 +1,12 @@
 //! The binary as a process: configuration errors, default credentials, signals.
 
+#[macro_use]
 mod support;
 
 use support::{close_code, next_json, run_to_exit, write_config, Server};
 
-#[test]
-fn default_credentials_are_warned_about() {
-    let server = Server::start();
+fn default_credentials_are_warned_about(workers: usize) {
+    let server = Server::start(workers);
     let start = std::time::Instant::now();
     while !server.stderr().contains("WARNING") {
         assert!(
@@ -18,9 +18,9 @@ fn default_credentials_are_warned_about() {
     }
 }
 
-#[test]
-fn env_credentials_replace_the_default_app() {
+fn env_credentials_replace_the_default_app(workers: usize) {
     let server = Server::start_with(
+        workers,
         None,
         &[],
         &[
@@ -66,9 +66,8 @@ fn missing_config_file_is_a_clear_error() {
     assert!(stderr.contains("/nonexistent/ferrocast.toml"), "{stderr}");
 }
 
-#[test]
-fn sigterm_closes_websockets_with_4200_and_exits_0() {
-    let mut server = Server::start();
+fn sigterm_closes_websockets_with_4200_and_exits_0(workers: usize) {
+    let mut server = Server::start(workers);
     let mut ws = server.ws("/app/app-key?protocol=7");
     next_json(&mut ws);
     let killed = std::process::Command::new("kill")
@@ -79,3 +78,9 @@ fn sigterm_closes_websockets_with_4200_and_exits_0() {
     assert_eq!(close_code(&mut ws), 4200);
     assert!(server.wait_exit().success(), "{}", server.stderr());
 }
+
+per_workers!(
+    default_credentials_are_warned_about,
+    env_credentials_replace_the_default_app,
+    sigterm_closes_websockets_with_4200_and_exits_0,
+);

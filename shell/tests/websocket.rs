@@ -1,5 +1,6 @@
 //! WebSocket behaviour of the real binary over loopback.
 
+#[macro_use]
 mod support;
 
 use ferrocast_engine::signature::client_auth;
@@ -11,9 +12,8 @@ use tungstenite::Message;
 
 const APP: &str = "/app/app-key?protocol=7&client=js&version=8.4.0";
 
-#[test]
-fn connection_established_carries_a_socket_id() {
-    let server = Server::start();
+fn connection_established_carries_a_socket_id(workers: usize) {
+    let server = Server::start(workers);
     let mut ws = server.ws(APP);
     let id = socket_id(&next_json(&mut ws));
     let (high, low) = id.split_once('.').expect("a dot");
@@ -27,9 +27,8 @@ fn connection_established_carries_a_socket_id() {
     );
 }
 
-#[test]
-fn unknown_key_gets_an_error_then_close_4001() {
-    let server = Server::start();
+fn unknown_key_gets_an_error_then_close_4001(workers: usize) {
+    let server = Server::start(workers);
     let mut ws = server.ws("/app/no-such-key?protocol=7");
     let error = next_json(&mut ws);
     assert_eq!(error["event"], "pusher:error");
@@ -37,9 +36,8 @@ fn unknown_key_gets_an_error_then_close_4001() {
     assert_eq!(close_code(&mut ws), 4001);
 }
 
-#[test]
-fn message_over_the_limit_closes_1009() {
-    let server = Server::start();
+fn message_over_the_limit_closes_1009(workers: usize) {
+    let server = Server::start(workers);
     let mut ws = server.ws(APP);
     next_json(&mut ws);
     let big = format!("{{\"event\":\"x\",\"data\":\"{}\"}}", "a".repeat(20_000));
@@ -47,9 +45,8 @@ fn message_over_the_limit_closes_1009() {
     assert_eq!(close_code(&mut ws), 1009);
 }
 
-#[test]
-fn websocket_ping_gets_a_pong() {
-    let server = Server::start();
+fn websocket_ping_gets_a_pong(workers: usize) {
+    let server = Server::start(workers);
     let mut ws = server.ws(APP);
     next_json(&mut ws);
     ws.send(Message::Ping(b"are you there".to_vec().into()))
@@ -66,9 +63,8 @@ fn websocket_ping_gets_a_pong() {
     panic!("no pong");
 }
 
-#[test]
-fn pusher_ping_event_gets_a_pusher_pong() {
-    let server = Server::start();
+fn pusher_ping_event_gets_a_pusher_pong(workers: usize) {
+    let server = Server::start(workers);
     let mut ws = server.ws(APP);
     next_json(&mut ws);
     ws.send(Message::Text(
@@ -80,9 +76,8 @@ fn pusher_ping_event_gets_a_pusher_pong() {
     assert_eq!(next_json(&mut ws)["event"], "pusher:pong");
 }
 
-#[test]
-fn unmasked_frame_closes_1002() {
-    let server = Server::start();
+fn unmasked_frame_closes_1002(workers: usize) {
+    let server = Server::start(workers);
     let mut ws = server.ws(APP);
     next_json(&mut ws);
     // Write an unmasked text frame straight onto the socket, under the client's feet.
@@ -90,9 +85,8 @@ fn unmasked_frame_closes_1002() {
     assert_eq!(close_code(&mut ws), 1002);
 }
 
-#[test]
-fn client_close_is_echoed() {
-    let server = Server::start();
+fn client_close_is_echoed(workers: usize) {
+    let server = Server::start(workers);
     let mut ws = server.ws(APP);
     next_json(&mut ws);
     ws.close(None).expect("close");
@@ -107,9 +101,8 @@ fn client_close_is_echoed() {
     }
 }
 
-#[test]
-fn frames_sent_right_behind_the_handshake_are_not_lost() {
-    let server = Server::start();
+fn frames_sent_right_behind_the_handshake_are_not_lost(workers: usize) {
+    let server = Server::start(workers);
     let mut tcp = server.tcp();
     let mut bytes = b"GET /app/app-key?protocol=7 HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".to_vec();
     // A masked ping with payload "x", in the same write as the handshake.
@@ -134,8 +127,7 @@ fn frames_sent_right_behind_the_handshake_are_not_lost() {
 
 /// A subscriber that never reads is closed once its output queue overflows, while the
 /// publisher and the server carry on.
-#[test]
-fn slow_reader_is_eventually_closed() {
+fn slow_reader_is_eventually_closed(workers: usize) {
     let config = r#"
         [server]
         max_output_bytes = 65536
@@ -149,7 +141,7 @@ fn slow_reader_is_eventually_closed() {
         client_event_rate_per_sec = 100000
         client_event_burst = 100000
     "#;
-    let server = Server::start_with(Some(config), &[], &[]);
+    let server = Server::start_with(workers, Some(config), &[], &[]);
     let path = "/app/slow-key?protocol=7";
     let subscribe = |ws: &mut tungstenite::WebSocket<std::net::TcpStream>| {
         let id = socket_id(&next_json(ws));
@@ -223,9 +215,8 @@ fn slow_reader_is_eventually_closed() {
 }
 
 /// One HTTP publish fans out to every subscriber's socket.
-#[test]
-fn a_publish_reaches_every_subscriber() {
-    let server = Server::start();
+fn a_publish_reaches_every_subscriber(workers: usize) {
+    let server = Server::start(workers);
     let mut clients: Vec<_> = (0..50).map(|_| server.ws(APP)).collect();
     for ws in &mut clients {
         next_json(ws);
@@ -273,3 +264,16 @@ fn a_publish_reaches_every_subscriber() {
         assert_eq!(event["data"], "{\"n\":1}");
     }
 }
+
+per_workers!(
+    connection_established_carries_a_socket_id,
+    unknown_key_gets_an_error_then_close_4001,
+    message_over_the_limit_closes_1009,
+    websocket_ping_gets_a_pong,
+    pusher_ping_event_gets_a_pusher_pong,
+    unmasked_frame_closes_1002,
+    client_close_is_echoed,
+    frames_sent_right_behind_the_handshake_are_not_lost,
+    slow_reader_is_eventually_closed,
+    a_publish_reaches_every_subscriber,
+);

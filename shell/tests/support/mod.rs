@@ -1,6 +1,25 @@
 //! Starting the real `ferrocast` binary on a free loopback port, and small blocking clients.
 #![allow(dead_code)]
 
+/// Turns each `fn name(workers: usize)` into the tests `name::w1` and `name::w2`: the same
+/// behaviour with one I/O worker and with two.
+macro_rules! per_workers {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn w1() {
+                    super::$name(1)
+                }
+                #[test]
+                fn w2() {
+                    super::$name(2)
+                }
+            }
+        )*
+    };
+}
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -26,17 +45,24 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the binary with the default configuration.
-    pub fn start() -> Server {
-        Self::start_with(None, &[], &[])
+    /// Starts the binary with the default configuration and `workers` I/O workers.
+    pub fn start(workers: usize) -> Server {
+        Self::start_with(workers, None, &[], &[])
     }
 
-    /// Starts the binary with an optional TOML file, extra flags and environment variables.
-    pub fn start_with(config: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Server {
+    /// Starts the binary with `workers` I/O workers, an optional TOML file, extra flags and
+    /// environment variables.
+    pub fn start_with(
+        workers: usize,
+        config: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let config = config.map(write_config);
         let mut command = Command::new(env!("CARGO_BIN_EXE_ferrocast"));
         command
             .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(["--workers", &workers.to_string()])
             .args(args)
             .env_remove("RUST_LOG")
             .env("FERROCAST_LOG_LEVEL", "debug")
@@ -75,6 +101,22 @@ impl Server {
             stderr,
             config,
         }
+    }
+
+    /// The I/O worker that served each accepted connection so far, in order of acceptance
+    /// (from the debug log).
+    pub fn accepted_by(&self) -> Vec<usize> {
+        self.stderr()
+            .lines()
+            .filter(|line| line.contains(" accepted "))
+            .filter_map(|line| {
+                let rest = line.split("worker=").nth(1)?;
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect()
     }
 
     /// What the server logged so far.

@@ -1,0 +1,554 @@
+//! One I/O worker: a mio loop over its share of the connections.
+//!
+//! A worker owns its sockets from acceptance to close: it reads and frames requests and
+//! WebSocket messages, hands the resulting inputs to the engine thread in one batch per loop
+//! turn, applies what the engine routed back (frames, closes, HTTP answers) and writes.
+//! Worker 0 also accepts, and deals new sockets round-robin to every worker, itself included.
+//! When the engine's inbox is full, the worker keeps its batch and stops reading sockets until
+//! the engine has made room (it is woken then): backpressure instead of loss.
+
+use crate::conn::{Conn, ConnLimits, Cx, Flow};
+use crate::inbox::{InboxSender, Refused};
+use crate::mailbox::{MailboxReceiver, MailboxSender, Unsent};
+use crate::route::ToWorker;
+use crate::slots::Slots;
+use crate::supervisor::{Stop, StopLevel};
+use ferrocast_engine::{ConnId, Frame, Input};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LISTENER: Token = Token(0);
+/// The token of the worker's `mio::Waker`.
+pub const WAKER: Token = Token(1);
+/// Connection tokens are their slot index plus this offset.
+const FIRST_CONN: usize = 2;
+/// Size of the read buffer shared by the worker's connections.
+const SCRATCH_BYTES: usize = 16 * 1024;
+/// How long to wait before accepting again after `accept` failed (e.g. out of descriptors).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// Close code sent to every WebSocket on shutdown (reconnect at once, elsewhere).
+const SHUTDOWN_CLOSE_CODE: u16 = 4200;
+
+/// A connection and the loop's bookkeeping about it.
+struct Entry {
+    conn: Conn,
+    /// The deadline already pushed onto the timer heap.
+    scheduled: Option<Instant>,
+    /// Whether WRITABLE interest is registered.
+    writable: bool,
+    /// Whether it is in the list of connections to flush this turn.
+    touched: bool,
+    /// Whether it is in the backlog of connections to read without waiting for an event.
+    queued_read: bool,
+}
+
+/// The listening socket and where new sockets go (worker 0 only).
+pub struct Acceptor {
+    listener: TcpListener,
+    /// Every worker's mailbox, this worker's own included (it is never used).
+    peers: Vec<MailboxSender<ToWorker>>,
+    /// Sockets to hand over at the end of the turn, per worker.
+    outgoing: Vec<Vec<ToWorker>>,
+    next: usize,
+}
+
+impl Acceptor {
+    /// Accepts on `listener` and deals sockets to the workers behind `peers`.
+    pub fn new(listener: TcpListener, peers: Vec<MailboxSender<ToWorker>>) -> Self {
+        Acceptor {
+            listener,
+            outgoing: peers.iter().map(|_| Vec::new()).collect(),
+            peers,
+            next: 0,
+        }
+    }
+}
+
+/// What a worker is built from.
+pub struct WorkerParts {
+    /// The worker's index (the top byte of its connection ids).
+    pub index: usize,
+    /// Its poller, with its `mio::Waker` registered under [`WAKER`].
+    pub poll: Poll,
+    /// The listener, for the accepting worker.
+    pub acceptor: Option<Acceptor>,
+    /// Engine outputs and sockets for it.
+    pub mailbox: MailboxReceiver<ToWorker>,
+    /// Its end of the engine's inbox.
+    pub inbox: InboxSender<Input>,
+    /// The transport limits.
+    pub limits: ConnLimits,
+    /// Shutdown requests.
+    pub stop: Arc<Stop>,
+}
+
+/// One I/O worker.
+pub struct Worker {
+    index: usize,
+    poll: Poll,
+    acceptor: Option<Acceptor>,
+    mailbox: MailboxReceiver<ToWorker>,
+    /// Items taken from the mailbox (kept for its allocation).
+    mail: Vec<ToWorker>,
+    inbox: InboxSender<Input>,
+    stop: Arc<Stop>,
+    conns: Slots<Entry>,
+    limits: ConnLimits,
+    scratch: Vec<u8>,
+    /// Inputs for the engine, in the order they happened.
+    inputs: Vec<Input>,
+    /// The engine's inbox refused `inputs`: read no socket until it takes them.
+    stalled: bool,
+    touched: Vec<usize>,
+    /// Connections to read again without waiting for an event.
+    backlog: Vec<usize>,
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    accept_retry: Option<Instant>,
+    shutdown_deadline: Option<Instant>,
+}
+
+impl Worker {
+    /// A worker ready to [`Worker::run`].
+    pub fn new(parts: WorkerParts) -> Self {
+        Worker {
+            index: parts.index,
+            poll: parts.poll,
+            acceptor: parts.acceptor,
+            mailbox: parts.mailbox,
+            mail: Vec::new(),
+            inbox: parts.inbox,
+            stop: parts.stop,
+            conns: Slots::for_worker(parts.index),
+            limits: parts.limits,
+            scratch: vec![0; SCRATCH_BYTES],
+            inputs: Vec::new(),
+            stalled: false,
+            touched: Vec::new(),
+            backlog: Vec::new(),
+            deadlines: BinaryHeap::new(),
+            accept_retry: None,
+            shutdown_deadline: None,
+        }
+    }
+
+    /// Serves until shut down: every connection closed, or the shutdown grace period over.
+    pub fn run(mut self) -> io::Result<()> {
+        if let Some(acceptor) = &mut self.acceptor {
+            self.poll
+                .registry()
+                .register(&mut acceptor.listener, LISTENER, Interest::READABLE)?;
+        }
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => {}
+                    Token(token) => {
+                        let index = token - FIRST_CONN;
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            if self.stalled {
+                                self.read_later(index);
+                            } else {
+                                self.read(index, now);
+                            }
+                        }
+                        if event.is_writable() || event.is_write_closed() {
+                            self.touch(index);
+                        }
+                    }
+                }
+            }
+            self.turn(now);
+            if let Some(deadline) = self.shutdown_deadline {
+                let done = self.conns.is_empty() && self.inputs.is_empty();
+                if done || Instant::now() >= deadline {
+                    tracing::info!(
+                        worker = self.index,
+                        remaining = self.conns.len(),
+                        "worker shut down"
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Everything after socket events: engine outputs, shutdown, backlog reads, timers,
+    /// flushing, and handing the turn's inputs to the engine.
+    fn turn(&mut self, now: Instant) {
+        self.take_mail(now);
+        self.check_stop(now);
+        // A batch refused earlier goes first, so the engine sees inputs in order.
+        self.offer_inputs();
+        if !self.stalled {
+            for index in std::mem::take(&mut self.backlog) {
+                if let Some(entry) = self.conns.get_mut(index) {
+                    entry.queued_read = false;
+                }
+                self.read(index, now);
+            }
+        }
+        if self.accept_retry.is_some_and(|at| at <= now) {
+            self.accept_retry = None;
+            self.accept(now);
+        }
+        while let Some(&Reverse((at, id))) = self.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(index) = self.conns.index_of(ConnId(id)) {
+                let flow = self.with_conn(index, now, |conn, cx| conn.on_deadline(cx));
+                self.after(index, flow);
+            }
+        }
+        self.hand_over_sockets(now);
+        self.flush_touched(now);
+        self.offer_inputs();
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.backlog.is_empty() && !self.stalled {
+            return Some(Duration::ZERO);
+        }
+        [
+            self.deadlines.peek().map(|Reverse((at, _))| *at),
+            self.accept_retry,
+            self.shutdown_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(now))
+    }
+
+    /// Hands the batch of inputs to the engine, or keeps it (and stops reading) if refused.
+    fn offer_inputs(&mut self) {
+        if self.inputs.is_empty() {
+            self.stalled = false;
+            return;
+        }
+        match self.inbox.try_send(std::mem::take(&mut self.inputs)) {
+            Ok(()) => self.stalled = false,
+            Err(Refused::Full(batch)) => {
+                if !self.stalled {
+                    tracing::debug!(
+                        worker = self.index,
+                        inputs = batch.len(),
+                        "engine inbox full: reading paused"
+                    );
+                }
+                self.inputs = batch;
+                self.stalled = true;
+            }
+            Err(Refused::Closed(batch)) => {
+                // Only once every worker has stopped, or after the engine thread failed.
+                tracing::debug!(inputs = batch.len(), "engine gone: inputs dropped");
+                self.stalled = false;
+            }
+        }
+    }
+
+    fn take_mail(&mut self, now: Instant) {
+        let mut mail = std::mem::take(&mut self.mail);
+        self.mailbox.drain(&mut mail);
+        for item in mail.drain(..) {
+            match item {
+                ToWorker::Socket(stream) => {
+                    if self.shutdown_deadline.is_none() {
+                        self.adopt(stream, now);
+                    }
+                }
+                ToWorker::Send { conn, frame } => self.deliver(conn, &frame),
+                ToWorker::Broadcast {
+                    conns,
+                    range,
+                    except,
+                    frame,
+                } => {
+                    let recipients = conns.get(range).unwrap_or_default();
+                    for &conn in recipients.iter().filter(|&&c| Some(c) != except) {
+                        self.deliver(conn, &frame);
+                    }
+                }
+                ToWorker::Close { conn, code, reason } => {
+                    if let Some(index) = self.conns.index_of(conn) {
+                        if let Some(entry) = self.conns.get_mut(index) {
+                            entry.conn.close(code, &reason, now, &self.limits);
+                        }
+                        self.touch(index);
+                    }
+                }
+                ToWorker::Respond { req, status, body } => {
+                    let Some(index) = self.conns.index_of(ConnId(req.0)) else {
+                        tracing::debug!(req = req.0, "response for a connection that left");
+                        continue;
+                    };
+                    let Some(entry) = self.conns.get_mut(index) else {
+                        continue;
+                    };
+                    if entry.conn.respond(status, &body, now, &self.limits) {
+                        // Pipelined requests may already be buffered; reading resumes too.
+                        self.read_later(index);
+                    }
+                    self.touch(index);
+                }
+            }
+        }
+        self.mail = mail;
+    }
+
+    fn check_stop(&mut self, now: Instant) {
+        let level = self.stop.level();
+        if level == StopLevel::Run {
+            return;
+        }
+        if self.shutdown_deadline.is_none() {
+            self.begin_shutdown(now);
+        }
+        if level == StopLevel::Now {
+            self.shutdown_deadline = Some(now);
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        tracing::debug!(
+            worker = self.index,
+            connections = self.conns.len(),
+            "closing every connection"
+        );
+        if let Some(mut acceptor) = self.acceptor.take() {
+            let _ = self.poll.registry().deregister(&mut acceptor.listener);
+        }
+        self.shutdown_deadline = Some(now + self.limits.close_linger);
+        for index in self.conns.indices() {
+            self.with_conn(index, now, |conn, cx| {
+                conn.shut_down(SHUTDOWN_CLOSE_CODE, cx)
+            });
+            self.touch(index);
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        loop {
+            let Some(acceptor) = &mut self.acceptor else {
+                return;
+            };
+            match acceptor.listener.accept() {
+                Ok((stream, _)) => {
+                    // Small frames must not wait for Nagle's algorithm.
+                    let _ = stream.set_nodelay(true);
+                    let target = acceptor.next;
+                    acceptor.next = (target + 1) % acceptor.peers.len();
+                    if target == self.index {
+                        self.adopt(stream, now);
+                    } else {
+                        acceptor.outgoing[target].push(ToWorker::Socket(stream));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; retrying shortly");
+                    self.accept_retry = Some(now + ACCEPT_RETRY);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Deals the sockets accepted this turn; a worker whose mailbox is full gets none (this
+    /// worker serves them instead).
+    fn hand_over_sockets(&mut self, now: Instant) {
+        let Some(acceptor) = &mut self.acceptor else {
+            return;
+        };
+        let mut kept = Vec::new();
+        for (lane, peer) in acceptor.outgoing.iter_mut().zip(&acceptor.peers) {
+            match peer.try_send(lane) {
+                Ok(()) => {}
+                Err(Unsent::Full) => kept.append(lane),
+                Err(Unsent::Closed) => {}
+            }
+        }
+        for item in kept {
+            if let ToWorker::Socket(stream) = item {
+                self.adopt(stream, now);
+            }
+        }
+    }
+
+    /// Starts serving a socket.
+    fn adopt(&mut self, stream: TcpStream, now: Instant) {
+        let id = self.conns.next_id();
+        let conn = Conn::new(id, stream, now, &self.limits);
+        let index = self.conns.insert(Entry {
+            conn,
+            scheduled: None,
+            writable: false,
+            touched: false,
+            queued_read: false,
+        });
+        let Some(entry) = self.conns.get_mut(index) else {
+            return;
+        };
+        let registered = self.poll.registry().register(
+            entry.conn.stream_mut(),
+            Token(index + FIRST_CONN),
+            Interest::READABLE,
+        );
+        if let Err(e) = registered {
+            tracing::warn!(error = %e, "cannot register a new connection");
+            self.conns.remove(index);
+            return;
+        }
+        tracing::debug!(worker = self.index, conn = id.0, "accepted");
+        self.touch(index);
+    }
+
+    /// Runs `f` on a connection with a context borrowed from the worker.
+    fn with_conn<R: Default>(
+        &mut self,
+        index: usize,
+        now: Instant,
+        f: impl FnOnce(&mut Conn, &mut Cx<'_>) -> R,
+    ) -> R {
+        let Some(entry) = self.conns.get_mut(index) else {
+            return R::default();
+        };
+        let mut cx = Cx {
+            now,
+            inputs: &mut self.inputs,
+            limits: &self.limits,
+        };
+        f(&mut entry.conn, &mut cx)
+    }
+
+    fn read(&mut self, index: usize, now: Instant) {
+        let Some(entry) = self.conns.get_mut(index) else {
+            return;
+        };
+        let mut cx = Cx {
+            now,
+            inputs: &mut self.inputs,
+            limits: &self.limits,
+        };
+        let flow = entry.conn.on_readable(&mut self.scratch, &mut cx);
+        self.after(index, flow);
+    }
+
+    /// Reads the connection in a later turn, without waiting for a readiness event.
+    fn read_later(&mut self, index: usize) {
+        if let Some(entry) = self.conns.get_mut(index) {
+            if !entry.queued_read {
+                entry.queued_read = true;
+                self.backlog.push(index);
+            }
+        }
+    }
+
+    fn after(&mut self, index: usize, flow: Flow) {
+        match flow {
+            Flow::Drop => self.drop_conn(index),
+            Flow::ReadAgain => {
+                self.read_later(index);
+                self.touch(index);
+            }
+            Flow::Idle => self.touch(index),
+        }
+    }
+
+    fn touch(&mut self, index: usize) {
+        if let Some(entry) = self.conns.get_mut(index) {
+            if !entry.touched {
+                entry.touched = true;
+                self.touched.push(index);
+            }
+        }
+    }
+
+    fn drop_conn(&mut self, index: usize) {
+        if let Some(mut entry) = self.conns.remove(index) {
+            let _ = self.poll.registry().deregister(entry.conn.stream_mut());
+            tracing::trace!(conn = entry.conn.id().0, "dropped");
+        }
+    }
+
+    fn deliver(&mut self, conn: ConnId, frame: &Frame) {
+        let Some(index) = self.conns.index_of(conn) else {
+            return;
+        };
+        let Some(entry) = self.conns.get_mut(index) else {
+            return;
+        };
+        if entry.conn.send(frame, &self.limits) {
+            tracing::debug!(
+                conn = conn.0,
+                queued = entry.conn.queued_bytes(),
+                "output queue full: slow consumer"
+            );
+            self.inputs.push(Input::SlowConsumer { conn });
+        }
+        self.touch(index);
+    }
+
+    /// Writes each touched connection once, then updates its interest and deadline.
+    fn flush_touched(&mut self, now: Instant) {
+        for index in std::mem::take(&mut self.touched) {
+            let flow = self.with_conn(index, now, |conn, cx| conn.flush(cx));
+            if flow == Flow::Drop {
+                self.drop_conn(index);
+                continue;
+            }
+            let Some(entry) = self.conns.get_mut(index) else {
+                continue;
+            };
+            entry.touched = false;
+            let want = entry.conn.wants_write();
+            if want != entry.writable {
+                let interest = if want {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                let token = Token(index + FIRST_CONN);
+                match self
+                    .poll
+                    .registry()
+                    .reregister(entry.conn.stream_mut(), token, interest)
+                {
+                    Ok(()) => entry.writable = want,
+                    Err(e) => tracing::warn!(error = %e, "cannot update interest"),
+                }
+            }
+            let deadline = entry.conn.deadline();
+            if deadline != entry.scheduled {
+                entry.scheduled = deadline;
+                if let Some(at) = deadline {
+                    self.deadlines.push(Reverse((at, entry.conn.id().0)));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Worker {
+    /// Whether it returns or panics, a worker leaves no producer waiting on its mailbox.
+    fn drop(&mut self) {
+        self.mailbox.close();
+    }
+}

@@ -155,6 +155,24 @@ mod tests {
     }
 
     #[test]
+    fn length_boundaries_switch_header_forms_exactly() {
+        assert_eq!(Frame::text(&[b'a'; 125]).wire_bytes()[..2], [0x81, 125]);
+        assert_eq!(
+            Frame::text(&[b'a'; 126]).wire_bytes()[..4],
+            [0x81, 126, 0, 126]
+        );
+        assert_eq!(
+            Frame::text(&[b'a'; 65_535]).wire_bytes()[..4],
+            [0x81, 126, 0xFF, 0xFF]
+        );
+        assert_eq!(Frame::text(&[b'a'; 65_536]).wire_bytes()[..2], [0x81, 127]);
+        assert_eq!(Frame::pong(b"p").wire_bytes(), b"\x8a\x01p");
+        let text = Frame::text(b"x");
+        assert!(!text.is_close());
+        assert_eq!(format!("{text:?}"), "Frame(\"x\")");
+    }
+
+    #[test]
     fn close_frame_carries_code_and_truncated_reason() {
         let close = Frame::close(4001, &"é".repeat(100));
         assert!(close.is_close());

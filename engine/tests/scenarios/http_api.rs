@@ -370,9 +370,22 @@ fn signatures_are_checked_exactly() {
         .0,
         401
     );
+    let (status, answer) = send("app-key", "wrong", "/apps/app-id/events", now, body);
     assert_eq!(
-        send("app-key", "wrong", "/apps/app-id/events", now, body).0,
-        401
+        (status, answer["error"].as_str()),
+        (401, Some("invalid auth_signature"))
+    );
+    let (status, answer) = send(
+        "app-key",
+        "app-secret",
+        "/apps/app-id/events",
+        now - 601,
+        body,
+    );
+    assert_eq!(status, 401);
+    assert!(
+        answer["error"].as_str().unwrap().contains("auth_timestamp"),
+        "{answer}"
     );
     assert_eq!(
         send(

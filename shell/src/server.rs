@@ -37,6 +37,8 @@ pub struct Server {
     settings: Settings,
     webhooks: Option<Box<dyn WebhookSink + Send>>,
     signals: Option<signal_hook::iterator::Signals>,
+    inbox_capacity: usize,
+    mailbox_capacity: usize,
 }
 
 impl Server {
@@ -57,6 +59,8 @@ impl Server {
             settings: settings.clone(),
             webhooks: Some(webhooks),
             signals: None,
+            inbox_capacity: INBOX_CAPACITY,
+            mailbox_capacity: MAILBOX_CAPACITY,
         })
     }
 
@@ -68,6 +72,13 @@ impl Server {
     /// The number of I/O workers [`Server::run`] starts.
     pub fn workers(&self) -> usize {
         self.settings.server.workers.clamp(1, MAX_WORKERS)
+    }
+
+    /// Replaces the hand-off capacities: inputs the engine's inbox holds, and items each
+    /// worker's mailbox holds (at least 1 each). Tests make them tiny to force backpressure.
+    pub fn set_queue_capacities(&mut self, inbox: usize, mailbox: usize) {
+        self.inbox_capacity = inbox.max(1);
+        self.mailbox_capacity = mailbox.max(1);
     }
 
     /// Shuts down gracefully on SIGINT or SIGTERM (a second signal stops at once).
@@ -92,10 +103,10 @@ impl Server {
         }
         let boxed = |w: &Arc<Waker>| Box::new(w.clone()) as Box<dyn Wake>;
         let (inbox_senders, inbox) =
-            inbox::inbox::<Input>(INBOX_CAPACITY, wakers.iter().map(boxed).collect());
+            inbox::inbox::<Input>(self.inbox_capacity, wakers.iter().map(boxed).collect());
         let (mail_senders, mail_receivers): (Vec<_>, Vec<_>) = wakers
             .iter()
-            .map(|w| mailbox::mailbox(MAILBOX_CAPACITY, boxed(w)))
+            .map(|w| mailbox::mailbox(self.mailbox_capacity, boxed(w)))
             .unzip();
         let stop = Arc::new(Stop::default());
         let (notices_tx, notices) = mpsc::channel();

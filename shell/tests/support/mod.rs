@@ -1,5 +1,5 @@
 //! Starting the real `ferrocast` binary on a free loopback port, and small blocking clients.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 
 /// Turns each `fn name(workers: usize)` into the tests `name::w1` and `name::w2`: the same
 /// behaviour with one I/O worker and with two.

@@ -2,8 +2,11 @@
 //! thread that fails or panics brings the process down with an error instead of leaving it
 //! half alive.
 
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU8, Ordering};
 use std::fmt;
 use std::io;
+#[cfg(not(loom))]
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -19,7 +22,9 @@ pub enum StopLevel {
     Now,
 }
 
-/// The shutdown request shared by the supervisor and the workers.
+/// The shutdown request shared by the supervisor and the workers. The supervisor raises it
+/// and then wakes every worker; a worker reads it each loop turn, after its poll returned, so
+/// a raise is never slept through (loom-checked in `tests/loom_workers.rs`).
 #[derive(Debug, Default)]
 pub struct Stop(AtomicU8);
 

@@ -8,7 +8,10 @@
 //! - Engine → worker (`mailbox`): the engine appends batches (waiting while the mailbox is
 //!   full), the worker sleeps until its waker is called, as it sleeps in `mio::Poll::poll`.
 //!   Checked: no lost wake-up, no lost room notification, order, and that closing the mailbox
-//!   releases an engine waiting for room.
+//!   releases an engine waiting for room. The accepting worker appends sockets to the same
+//!   mailbox without ever waiting; a model with both producers checks that too.
+//! - Supervisor → worker (`supervisor::Stop` plus the worker's waker): a stop request is
+//!   never slept through.
 //!
 //! Each model has a deliberately broken twin, run in a child process (loom aborts the process
 //! while unwinding out of a deadlock) by a test that expects the model to report a deadlock.
@@ -18,7 +21,9 @@
 
 use ferrocast::inbox::{self, InboxReceiver, InboxSender, Refused, Taken};
 use ferrocast::mailbox::{self, MailboxReceiver, MailboxSender, Unsent};
+use ferrocast::supervisor::{Stop, StopLevel};
 use ferrocast::wake::Wake;
+use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::{Arc, Condvar, Mutex, Notify};
 use loom::thread;
 use std::collections::VecDeque;
@@ -165,12 +170,13 @@ fn worker<I: Inbox>(inbox: &I, producer: usize, waker: &Notify, batches: Vec<Vec
 
 /// Worker 0 offers [1], [2, 3]; worker 1 (if `two_workers`) offers [10]; the engine has room
 /// for two inputs, so worker 0's second batch is refused until the engine takes the first.
-/// With two workers the search is bounded to three preemptions (exhaustive takes minutes).
+/// With two workers the search is bounded (see [`bounded`]; exhaustive takes minutes).
 fn check_inbox<I: Inbox>(two_workers: bool) {
-    let mut model = loom::model::Builder::new();
-    if two_workers {
-        model.preemption_bound = Some(3);
-    }
+    let model = if two_workers {
+        bounded(3)
+    } else {
+        loom::model::Builder::new()
+    };
     model.check(move || {
         let (wake0, waker0) = flag();
         let (wake1, waker1) = flag();
@@ -358,6 +364,135 @@ fn a_closed_mailbox_releases_an_engine_waiting_for_room() {
         assert!(first.is_ok() || first == Err(Unsent::Closed));
         assert_eq!(second, Err(Unsent::Closed));
     });
+}
+
+/// Two producers into one worker's mailbox: the engine (which waits for room) and the
+/// accepting worker handing over a socket (which never waits: on a full mailbox it keeps the
+/// socket, and the model's acceptor then says so and wakes the worker itself). The worker must
+/// be woken for every append it has not seen, and get every item once, the engine's in order.
+#[test]
+fn engine_and_acceptor_share_a_mailbox_without_lost_wakeups() {
+    bounded(3).check(|| {
+        let (wake, waker) = flag();
+        let (tx, rx) = mailbox::mailbox::<u32>(2, waker);
+        let kept = Arc::new(AtomicBool::new(false));
+        let acceptor_tx = tx.clone();
+        let engine = thread::spawn(move || {
+            tx.send(&mut vec![1]).unwrap();
+            tx.send(&mut vec![2]).unwrap();
+        });
+        let acceptor = {
+            let kept = kept.clone();
+            let wake = wake.clone();
+            thread::spawn(move || match acceptor_tx.try_send(&mut vec![100]) {
+                Ok(()) => {}
+                Err(Unsent::Full) => {
+                    kept.store(true, Ordering::SeqCst);
+                    wake.notify();
+                }
+                Err(Unsent::Closed) => panic!("the worker is alive"),
+            })
+        };
+        let mut got = Vec::new();
+        loop {
+            rx.drain(&mut got);
+            let socket_done = got.contains(&100) || kept.load(Ordering::SeqCst);
+            if got.contains(&1) && got.contains(&2) && socket_done {
+                break;
+            }
+            wake.wait();
+        }
+        engine.join().unwrap();
+        acceptor.join().unwrap();
+        let at = |x| got.iter().position(|&i| i == x).unwrap();
+        assert!(at(1) < at(2), "the engine's order was broken: {got:?}");
+        assert_eq!(got.len(), if kept.load(Ordering::SeqCst) { 2 } else { 3 });
+    });
+}
+
+// ---- supervisor → worker: stop requests --------------------------------------------------------
+
+/// What the stop model needs: the supervisor's request, and the worker's check each turn.
+trait StopRequest: Send + Sync + 'static {
+    fn new(waker: Box<dyn Wake>) -> Self;
+    fn request(&self);
+    fn requested(&self) -> bool;
+}
+
+struct RealStop(Stop, Box<dyn Wake>);
+
+impl StopRequest for RealStop {
+    fn new(waker: Box<dyn Wake>) -> Self {
+        RealStop(Stop::default(), waker)
+    }
+    fn request(&self) {
+        self.0.raise(StopLevel::Graceful);
+        self.1.wake();
+    }
+    fn requested(&self) -> bool {
+        self.0.level() != StopLevel::Run
+    }
+}
+
+/// The broken twin: wakes the worker before raising the request, so the worker can look,
+/// see nothing, and go back to sleep for good.
+struct HastyStop(Stop, Box<dyn Wake>);
+
+impl StopRequest for HastyStop {
+    fn new(waker: Box<dyn Wake>) -> Self {
+        HastyStop(Stop::default(), waker)
+    }
+    fn request(&self) {
+        self.1.wake();
+        self.0.raise(StopLevel::Graceful);
+    }
+    fn requested(&self) -> bool {
+        self.0.level() != StopLevel::Run
+    }
+}
+
+/// A worker turning until it sees the stop request; the supervisor requests it once.
+fn check_stop<S: StopRequest>() {
+    loom::model(|| {
+        let (wake, waker) = flag();
+        let stop = Arc::new(S::new(waker));
+        let supervisor = {
+            let stop = stop.clone();
+            thread::spawn(move || stop.request())
+        };
+        while !stop.requested() {
+            wake.wait();
+        }
+        supervisor.join().unwrap();
+    });
+}
+
+#[test]
+fn a_stop_request_is_never_slept_through() {
+    check_stop::<RealStop>();
+}
+
+#[test]
+#[ignore = "run as a child process by the_stop_model_catches_a_wake_before_the_request"]
+fn hasty_stop_model() {
+    check_stop::<HastyStop>();
+}
+
+#[test]
+#[should_panic(expected = "deadlock")]
+fn the_stop_model_catches_a_wake_before_the_request() {
+    expect_deadlock("hasty_stop_model");
+}
+
+/// A model searching schedules with at most `preemptions` preemptions, unless
+/// `LOOM_MAX_PREEMPTIONS` says otherwise (set it high for an exhaustive search: about 30 s for
+/// the acceptor model, a few minutes for the two-worker inbox model on a 2-core machine).
+fn bounded(preemptions: usize) -> loom::model::Builder {
+    let mut model = loom::model::Builder::new();
+    if model.preemption_bound.is_none() {
+        model.preemption_bound = Some(preemptions);
+    }
+    model
 }
 
 // ---- twins ------------------------------------------------------------------------------------

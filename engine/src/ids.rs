@@ -81,14 +81,6 @@ pub enum ChannelKind {
 }
 
 impl ChannelKind {
-    /// Whether subscribing needs an `auth` signature.
-    pub fn needs_auth(self) -> bool {
-        matches!(
-            self,
-            ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence
-        )
-    }
-
     /// Whether clients may send `client-` events on it.
     pub fn allows_client_events(self) -> bool {
         matches!(self, ChannelKind::Private | ChannelKind::Presence)
@@ -222,6 +214,14 @@ mod tests {
             .unwrap()
             .is_cache());
         assert!(!ChannelName::parse("cachex", 200).unwrap().is_cache());
+    }
+
+    #[test]
+    fn name_errors_say_what_is_wrong() {
+        let text = |e: ChannelNameError| e.to_string();
+        assert!(text(ChannelNameError::Empty).contains("empty"));
+        assert!(text(ChannelNameError::TooLong).contains("too long"));
+        assert!(text(ChannelNameError::BadCharacter).contains("character"));
     }
 
     #[test]

@@ -185,3 +185,20 @@ impl fmt::Display for ApiMisuse {
 }
 
 impl std::error::Error for ApiMisuse {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn misuse_names_the_connection() {
+        assert_eq!(
+            ApiMisuse::UnknownConnection(ConnId(7)).to_string(),
+            "unknown connection 7"
+        );
+        assert_eq!(
+            ApiMisuse::DuplicateConnection(ConnId(8)).to_string(),
+            "connection 8 is already open"
+        );
+    }
+}

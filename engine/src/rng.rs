@@ -25,6 +25,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn matches_the_reference_splitmix64_sequence() {
+        let mut rng = SplitMix64::new(0);
+        assert_eq!(rng.next_u64(), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(rng.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+    }
+
+    #[test]
     fn same_seed_same_sequence() {
         let mut a = SplitMix64::new(7);
         let mut b = SplitMix64::new(7);

@@ -315,3 +315,15 @@ fn a_signature_from_another_apps_secret_is_refused() {
         assert_subscription_error(&replies, "private-room", "AuthError", 401);
     }
 }
+
+#[test]
+fn socket_ids_stay_unique_across_many_connections() {
+    let mut sim = sim();
+    let ids: std::collections::BTreeSet<String> = (0..300)
+        .map(|_| {
+            let conn = open(&mut sim);
+            sim.socket_id(conn)
+        })
+        .collect();
+    assert_eq!(ids.len(), 300);
+}

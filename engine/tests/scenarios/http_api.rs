@@ -535,3 +535,38 @@ fn health_and_unknown_routes() {
     assert_eq!(get(&mut sim, "/apps/app-id/events", &[]).0, 405);
     assert_eq!(get(&mut sim, "/apps/app-id/nothing", &[]).0, 404);
 }
+
+#[test]
+fn limits_are_inclusive_at_their_exact_values() {
+    let mut sim = sim();
+    let at_limits = [
+        json!({"name": "e", "channel": "c", "data": "x".repeat(10 * 1024)}),
+        json!({"name": "e".repeat(200), "channel": "c", "data": "d"}),
+        json!({"name": "e", "channels": (0..100).map(|i| format!("c{i}")).collect::<Vec<_>>(), "data": "d"}),
+    ];
+    for body in at_limits {
+        assert_eq!(
+            post(&mut sim, "/apps/app-id/events", body.clone()),
+            (200, json!({})),
+            "{body}"
+        );
+    }
+    let batch: Vec<Value> = (0..10)
+        .map(|_| json!({"name": "e", "channel": "c", "data": "d"}))
+        .collect();
+    assert_eq!(
+        post(
+            &mut sim,
+            "/apps/app-id/batch_events",
+            json!({ "batch": batch })
+        ),
+        (200, json!({}))
+    );
+}
+
+#[test]
+fn a_batch_item_names_one_channel() {
+    let mut sim = sim();
+    let body = json!({"batch": [{"name": "e", "channels": ["a", "b"], "data": "d"}]});
+    assert_eq!(post(&mut sim, "/apps/app-id/batch_events", body).0, 400);
+}

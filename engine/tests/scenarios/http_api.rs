@@ -271,7 +271,14 @@ fn cache_channels_replay_the_last_event_until_it_expires() {
         envelope(&got[1]),
         json!({"event": "tick", "channel": "cache-prices", "data": "2"})
     );
-    sim.advance(secs(30 * 60));
+    sim.advance(secs(29 * 60));
+    let early = open(&mut sim);
+    assert_eq!(
+        subscribe(&mut sim, early, "cache-prices")[1].event,
+        "tick",
+        "kept for 30 minutes"
+    );
+    sim.advance(secs(60));
     let b = open(&mut sim);
     assert_eq!(
         subscribe(&mut sim, b, "cache-prices")[1].event,

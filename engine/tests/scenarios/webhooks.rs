@@ -66,6 +66,8 @@ fn occupied_then_vacated_after_the_delay_in_one_signed_batch_each() {
     let a = open(&mut sim);
     subscribe(&mut sim, a, "news");
     assert!(sim.take_webhooks().is_empty(), "batched, not sent at once");
+    sim.advance(Duration::from_millis(200));
+    assert!(sim.take_webhooks().is_empty(), "the batch window is 250 ms");
 
     let events = flushed(&mut sim);
     assert_eq!(
@@ -219,4 +221,21 @@ fn apps_without_webhooks_keep_no_webhook_state() {
     sim.advance(secs(5));
     assert!(sim.take_webhooks().is_empty());
     assert_no_state(&sim);
+}
+
+#[test]
+fn webhook_bookkeeping_is_counted_while_it_lives() {
+    let mut sim = sim_with_hooks(&[("http://hooks.test/a", &[])]);
+    let entries = |sim: &Simulator| sim.engine().state_counts().webhook_entries;
+    let a = join_presence(&mut sim, "presence-room", "u1");
+    // Two pending events (occupied, member_added) and the channel reported occupied.
+    assert_eq!(entries(&sim), 3);
+    flushed(&mut sim);
+    assert_eq!(entries(&sim), 1);
+
+    sim.disconnect(a);
+    // Reported occupied, a vacate and a member removal waiting out the delay.
+    assert_eq!(entries(&sim), 3);
+    sim.advance(secs(4));
+    assert_eq!(entries(&sim), 0, "everything sent");
 }

@@ -110,6 +110,14 @@ impl Router {
         }
     }
 
+    /// Takes worker `worker`'s lane instead of handing it over (for an engine run inline by
+    /// that worker).
+    pub fn take_lane(&mut self, worker: usize, into: &mut Vec<ToWorker>) {
+        if let Some(lane) = self.lanes.get_mut(worker) {
+            into.append(lane);
+        }
+    }
+
     /// Hands every non-empty lane to its worker: one append and at most one wake-up each.
     /// Waits while a worker's mailbox is full (workers never wait for the engine).
     pub fn flush(&mut self) {

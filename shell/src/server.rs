@@ -1,5 +1,6 @@
 //! The server: binds the listener, starts the engine thread and the I/O workers, wires the
 //! hand-offs between them, and supervises them until a signal has shut everything down.
+//! With one worker there is no engine thread: the worker runs the engine inline.
 //!
 //! ```text
 //!  sockets ⇄ I/O worker 0 (accepts, deals sockets) ┐  batches of inputs   ┌──────────────┐
@@ -8,7 +9,7 @@
 //!                                                       per worker            │ webhooks
 //! ```
 
-use crate::engine_thread::{random_seed, EngineThread};
+use crate::engine_thread::{random_seed, EngineCore, EngineThread};
 use crate::inbox::{self, InboxSender};
 use crate::mailbox;
 use crate::route::Router;
@@ -17,7 +18,7 @@ use crate::slots::MAX_WORKERS;
 use crate::supervisor::{self, Crew, Notice, Role, Stop, StopLevel};
 use crate::wake::Wake;
 use crate::webhook::WebhookSink;
-use crate::worker::{Acceptor, Worker, WorkerParts, WAKER};
+use crate::worker::{Acceptor, EngineLink, Worker, WorkerParts, WAKER};
 use ferrocast_engine::{Engine, Input};
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
@@ -113,19 +114,29 @@ impl Server {
         let mut threads = Vec::with_capacity(count + 1);
 
         let engine = Engine::new(self.settings.engine.clone(), random_seed());
-        let router = Router::new(mail_senders.clone());
-        threads.push(supervisor::spawn(
-            "engine".into(),
-            Role::Engine,
-            notices_tx.clone(),
-            move || {
-                EngineThread::new(engine, inbox, router, webhooks).run();
-                Ok(())
-            },
-        )?);
+        let core = EngineCore::new(engine, Router::new(mail_senders.clone()), webhooks);
+        let engine_thread = count > 1;
+        let mut inline = None;
+        if engine_thread {
+            threads.push(supervisor::spawn(
+                "engine".into(),
+                Role::Engine,
+                notices_tx.clone(),
+                move || {
+                    EngineThread::new(core, inbox).run();
+                    Ok(())
+                },
+            )?);
+        } else {
+            inline = Some(Box::new(core));
+        }
         let mut listener = Some(listener);
         let parts = polls.into_iter().zip(mail_receivers).zip(&inbox_senders);
         for (index, ((poll, mailbox), inbox)) in parts.enumerate() {
+            let engine = match inline.take() {
+                Some(core) => EngineLink::Inline(core),
+                None => EngineLink::Inbox(inbox.clone()),
+            };
             let parts = WorkerParts {
                 index,
                 poll,
@@ -133,7 +144,7 @@ impl Server {
                     .take()
                     .map(|l| Acceptor::new(l, mail_senders.clone())),
                 mailbox,
-                inbox: inbox.clone(),
+                engine,
                 limits: self.settings.conn_limits(),
                 stop: stop.clone(),
             };
@@ -152,7 +163,7 @@ impl Server {
             wakers,
             inbox: inbox_senders[0].clone(),
         };
-        let outcome = supervisor::watch(&notices, count, &mut crew);
+        let outcome = supervisor::watch(&notices, count, engine_thread, &mut crew);
         if let Some((handle, thread)) = signals {
             handle.close();
             let _ = thread.join();

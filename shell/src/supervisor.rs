@@ -126,11 +126,13 @@ pub trait Crew {
     fn close_engine(&mut self);
 }
 
-/// Waits for signals and thread ends until every worker and then the engine have finished
-/// (`Ok`), or a thread failed, panicked or ended out of turn (`Err`, logged).
+/// Waits for signals and thread ends until every worker and then the engine thread (when
+/// there is one) have finished (`Ok`), or a thread failed, panicked or ended out of turn
+/// (`Err`, logged).
 pub fn watch(
     notices: &mpsc::Receiver<Notice>,
     workers: usize,
+    engine_thread: bool,
     crew: &mut dyn Crew,
 ) -> io::Result<()> {
     let mut running = workers;
@@ -165,6 +167,10 @@ pub fn watch(
                     Role::Worker(_) => {
                         running -= 1;
                         if running == 0 {
+                            if !engine_thread {
+                                tracing::info!("shut down");
+                                return Ok(());
+                            }
                             crew.close_engine();
                         }
                     }
@@ -203,7 +209,7 @@ mod tests {
         .unwrap();
         let _ = quiet;
         spawn("bad".into(), Role::Worker(1), tx, || panic!("boom")).unwrap();
-        let err = watch(&rx, 2, &mut Log::default()).unwrap_err();
+        let err = watch(&rx, 2, true, &mut Log::default()).unwrap_err();
         assert!(err.to_string().contains("I/O worker 1 panicked"), "{err}");
     }
 
@@ -223,15 +229,28 @@ mod tests {
             .join()
             .unwrap();
         let mut log = Log::default();
-        watch(&rx, 2, &mut log).unwrap();
+        watch(&rx, 2, true, &mut log).unwrap();
         assert_eq!(log.0, ["stop Graceful", "stop Now", "close engine"]);
+    }
+
+    #[test]
+    fn without_an_engine_thread_the_last_worker_ends_the_watch() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(Notice::Signal).unwrap();
+        spawn("w0".into(), Role::Worker(0), tx, || Ok(()))
+            .unwrap()
+            .join()
+            .unwrap();
+        let mut log = Log::default();
+        watch(&rx, 1, false, &mut log).unwrap();
+        assert_eq!(log.0, ["stop Graceful"]);
     }
 
     #[test]
     fn a_worker_ending_before_any_signal_is_an_error() {
         let (tx, rx) = mpsc::channel();
         spawn("w0".into(), Role::Worker(0), tx, || Ok(())).unwrap();
-        assert!(watch(&rx, 1, &mut Log::default()).is_err());
+        assert!(watch(&rx, 1, false, &mut Log::default()).is_err());
     }
 
     #[test]

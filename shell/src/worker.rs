@@ -6,8 +6,13 @@
 //! Worker 0 also accepts, and deals new sockets round-robin to every worker, itself included.
 //! When the engine's inbox is full, the worker keeps its batch and stops reading sockets until
 //! the engine has made room (it is woken then): backpressure instead of loss.
+//!
+//! A server with a single worker runs the engine inline instead, exactly as the single-threaded
+//! loop did: feed each input, apply the outputs, flush, until no input is left. With worker and
+//! engine sharing one thread there is nothing to hand off, and no thread switch per request.
 
 use crate::conn::{Conn, ConnLimits, Cx, Flow};
+use crate::engine_thread::{self, EngineCore};
 use crate::inbox::{InboxSender, Refused};
 use crate::mailbox::{MailboxReceiver, MailboxSender, Unsent};
 use crate::route::ToWorker;
@@ -69,6 +74,14 @@ impl Acceptor {
     }
 }
 
+/// Where a worker's inputs go.
+pub enum EngineLink {
+    /// The engine thread's inbox.
+    Inbox(InboxSender<Input>),
+    /// An engine the worker runs itself (the one-worker server).
+    Inline(Box<EngineCore>),
+}
+
 /// What a worker is built from.
 pub struct WorkerParts {
     /// The worker's index (the top byte of its connection ids).
@@ -79,8 +92,8 @@ pub struct WorkerParts {
     pub acceptor: Option<Acceptor>,
     /// Engine outputs and sockets for it.
     pub mailbox: MailboxReceiver<ToWorker>,
-    /// Its end of the engine's inbox.
-    pub inbox: InboxSender<Input>,
+    /// Where its inputs go.
+    pub engine: EngineLink,
     /// The transport limits.
     pub limits: ConnLimits,
     /// Shutdown requests.
@@ -95,7 +108,7 @@ pub struct Worker {
     mailbox: MailboxReceiver<ToWorker>,
     /// Items taken from the mailbox (kept for its allocation).
     mail: Vec<ToWorker>,
-    inbox: InboxSender<Input>,
+    engine: EngineLink,
     stop: Arc<Stop>,
     conns: Slots<Entry>,
     limits: ConnLimits,
@@ -121,7 +134,7 @@ impl Worker {
             acceptor: parts.acceptor,
             mailbox: parts.mailbox,
             mail: Vec::new(),
-            inbox: parts.inbox,
+            engine: parts.engine,
             stop: parts.stop,
             conns: Slots::for_worker(parts.index),
             limits: parts.limits,
@@ -217,15 +230,44 @@ impl Worker {
             }
         }
         self.hand_over_sockets(now);
-        self.flush_touched(now);
-        self.offer_inputs();
+        if matches!(self.engine, EngineLink::Inline(_)) {
+            // Closing a connection can produce a `Closed` input, whose outputs need flushing.
+            loop {
+                self.pump_inline(now);
+                self.flush_touched(now);
+                if self.inputs.is_empty() {
+                    break;
+                }
+            }
+        } else {
+            self.flush_touched(now);
+            self.offer_inputs();
+        }
+    }
+
+    /// Feeds the inline engine every pending input and applies what it answered.
+    fn pump_inline(&mut self, now: Instant) {
+        let EngineLink::Inline(core) = &mut self.engine else {
+            return;
+        };
+        core.tick_if_due(engine_thread::now());
+        for input in self.inputs.drain(..) {
+            core.feed(engine_thread::now(), input);
+        }
+        core.router.take_lane(self.index, &mut self.mail);
+        self.apply_mail(now);
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
         if !self.backlog.is_empty() && !self.stalled {
             return Some(Duration::ZERO);
         }
+        let engine_wake = match &self.engine {
+            EngineLink::Inline(core) => core.wake(),
+            EngineLink::Inbox(_) => None,
+        };
         [
+            engine_wake,
             self.deadlines.peek().map(|Reverse((at, _))| *at),
             self.accept_retry,
             self.shutdown_deadline,
@@ -238,11 +280,14 @@ impl Worker {
 
     /// Hands the batch of inputs to the engine, or keeps it (and stops reading) if refused.
     fn offer_inputs(&mut self) {
+        let EngineLink::Inbox(inbox) = &self.engine else {
+            return;
+        };
         if self.inputs.is_empty() {
             self.stalled = false;
             return;
         }
-        match self.inbox.try_send(std::mem::take(&mut self.inputs)) {
+        match inbox.try_send(std::mem::take(&mut self.inputs)) {
             Ok(()) => self.stalled = false,
             Err(Refused::Full(batch)) => {
                 if !self.stalled {
@@ -264,8 +309,13 @@ impl Worker {
     }
 
     fn take_mail(&mut self, now: Instant) {
+        self.mailbox.drain(&mut self.mail);
+        self.apply_mail(now);
+    }
+
+    /// Applies engine outputs and adopts handed-over sockets.
+    fn apply_mail(&mut self, now: Instant) {
         let mut mail = std::mem::take(&mut self.mail);
-        self.mailbox.drain(&mut mail);
         for item in mail.drain(..) {
             match item {
                 ToWorker::Socket(stream) => {

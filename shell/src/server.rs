@@ -52,7 +52,7 @@ impl Server {
             .ok_or_else(|| {
                 io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"))
             })?;
-        let listener = TcpListener::bind(addr)?;
+        let listener = listen(addr)?;
         let local_addr = listener.local_addr()?;
         Ok(Server {
             listener: Some(listener),
@@ -215,5 +215,43 @@ impl Crew for Threads {
 
     fn close_engine(&mut self) {
         self.inbox.close();
+    }
+}
+
+/// Most handshakes the kernel queues before the server accepts them. mio's `bind` uses 128,
+/// which a storm of clients overflows: the kernel drops SYNs and clients retry a second later.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A non-blocking listener with address reuse and a deep accept queue.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Connections complete their handshake in the kernel's queue before any accept; a queue
+    /// of 128 would leave the rest waiting for a SYN retry a second later.
+    #[test]
+    fn the_listener_queues_more_handshakes_than_the_default_backlog() {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connected = (0..400)
+            .filter(|_| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+            })
+            .count();
+        assert_eq!(connected, 400);
     }
 }

@@ -195,7 +195,18 @@ mod tests {
     fn socket_id_round_trips_and_rejects_junk() {
         let id = SocketId::parse("123.456").unwrap();
         assert_eq!(id.to_string(), "123.456");
-        for bad in ["", "1", "1.", ".1", "a.1", "1.2.3", "-1.2", "99999999999.1"] {
+        for bad in [
+            "",
+            "1",
+            "1.",
+            ".1",
+            "a.1",
+            "1.2.3",
+            "-1.2",
+            "+1.2",
+            "1.+2",
+            "99999999999.1",
+        ] {
             assert_eq!(SocketId::parse(bad), None, "{bad}");
         }
     }

@@ -3,7 +3,7 @@
 use crate::frame::Frame;
 use crate::ids::{ConnId, ReqId};
 use std::fmt;
-use std::net::IpAddr;
+use core::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -2,8 +2,8 @@
 
 use crate::frame::Frame;
 use crate::ids::{ConnId, ReqId};
-use std::fmt;
 use core::net::IpAddr;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 

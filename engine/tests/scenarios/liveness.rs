@@ -8,6 +8,25 @@ use ferrocast_engine::{Config, ConnId, Engine, Input, Moment, Output, WsRequest}
 use serde_json::json;
 use std::time::Duration;
 
+/// Opens `ConnId(1)` on a bare engine (no simulator) at `at`, leaving its welcome unread.
+fn open_raw(engine: &mut Engine, at: Moment) {
+    let request = WsRequest {
+        path: "/app/app-key".into(),
+        query: String::new(),
+        origin: None,
+        peer: None,
+    };
+    engine
+        .handle_input(
+            at,
+            Input::Opened {
+                conn: ConnId(1),
+                request,
+            },
+        )
+        .unwrap();
+}
+
 fn ping(sim: &mut Simulator, conn: ConnId) {
     sim.send_json(conn, json!({"event": "pusher:ping", "data": {}}));
 }
@@ -56,21 +75,7 @@ fn websocket_ping_frames_are_answered_with_pong_frames() {
 fn websocket_pong_frame_echoes_the_ping_payload() {
     let mut engine = Engine::new(Config::default(), SEED);
     let at = Moment::new(anchor(), 1_700_000_000_000);
-    let request = WsRequest {
-        path: "/app/app-key".into(),
-        query: String::new(),
-        origin: None,
-        peer: None,
-    };
-    engine
-        .handle_input(
-            at,
-            Input::Opened {
-                conn: ConnId(1),
-                request,
-            },
-        )
-        .unwrap();
+    open_raw(&mut engine, at);
     while !matches!(engine.poll_output(), Output::Timeout(_)) {}
 
     engine
@@ -323,21 +328,7 @@ fn the_engine_asks_to_be_woken_at_the_activity_deadline() {
     let mut engine = Engine::new(Config::default(), SEED);
     let start = anchor();
     let at = |s: u64| Moment::new(start + Duration::from_secs(s), 1_700_000_000_000 + s * 1000);
-    let request = WsRequest {
-        path: "/app/app-key".into(),
-        query: "protocol=7".into(),
-        origin: None,
-        peer: None,
-    };
-    engine
-        .handle_input(
-            at(0),
-            Input::Opened {
-                conn: ConnId(1),
-                request,
-            },
-        )
-        .unwrap();
+    open_raw(&mut engine, at(0));
     let mut next = None;
     loop {
         if let Output::Timeout(t) = engine.poll_output() {
@@ -371,21 +362,7 @@ fn a_clock_that_steps_backwards_does_not_move_the_engines_time_back() {
             }
         }
     };
-    let request = WsRequest {
-        path: "/app/app-key".into(),
-        query: String::new(),
-        origin: None,
-        peer: None,
-    };
-    engine
-        .handle_input(
-            at(0),
-            Input::Opened {
-                conn: ConnId(1),
-                request,
-            },
-        )
-        .unwrap();
+    open_raw(&mut engine, at(0));
     engine
         .handle_input(at(110), Input::Pong { conn: ConnId(1) })
         .unwrap();

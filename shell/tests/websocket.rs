@@ -228,35 +228,7 @@ fn a_publish_reaches_every_subscriber(workers: usize) {
             "pusher_internal:subscription_succeeded"
         );
     }
-    let body = json!({"name": "headline", "channel": "news", "data": "{\"n\":1}"}).to_string();
-    let unix_secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let path = "/apps/app-id/events";
-    let query = ferrocast_engine::http_auth::signed_query(
-        "app-key",
-        "app-secret",
-        "POST",
-        path,
-        &[],
-        body.as_bytes(),
-        unix_secs,
-    );
-    let stream = server.tcp();
-    let mut writer = stream.try_clone().unwrap();
-    let request = format!(
-        "POST {path}?{query} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    writer.write_all(request.as_bytes()).expect("write");
-    let response = support::read_response(&mut std::io::BufReader::new(stream));
-    assert_eq!(
-        response.status(),
-        200,
-        "{}",
-        String::from_utf8_lossy(&response.body)
-    );
+    support::publish(&server, "news", "headline", "{\"n\":1}");
     for ws in &mut clients {
         let event = next_json(ws);
         assert_eq!(event["event"], "headline");

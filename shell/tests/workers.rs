@@ -7,7 +7,6 @@ mod support;
 
 use ferrocast_engine::signature::client_auth;
 use serde_json::json;
-use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use support::{close_code, next_json, run_to_exit, socket_id, Server, WAIT};
@@ -58,39 +57,6 @@ fn subscribe_private(ws: &mut WebSocket<TcpStream>, key: &str, secret: &str, cha
     );
 }
 
-/// Publishes `name` on `channel` through the HTTP API on a connection of its own.
-fn publish(server: &Server, channel: &str, name: &str, data: &str) {
-    let body = json!({"name": name, "channel": channel, "data": data}).to_string();
-    let unix_secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let path = "/apps/app-id/events";
-    let query = ferrocast_engine::http_auth::signed_query(
-        "app-key",
-        "app-secret",
-        "POST",
-        path,
-        &[],
-        body.as_bytes(),
-        unix_secs,
-    );
-    let stream = server.tcp();
-    let mut writer = stream.try_clone().unwrap();
-    let request = format!(
-        "POST {path}?{query} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    writer.write_all(request.as_bytes()).expect("write");
-    let response = support::read_response(&mut BufReader::new(stream));
-    assert_eq!(
-        response.status(),
-        200,
-        "{}",
-        String::from_utf8_lossy(&response.body)
-    );
-}
-
 fn sockets_are_dealt_round_robin_and_a_publish_reaches_every_worker(workers: usize) {
     let server = Server::start(workers);
     let mut clients: Vec<_> = (0..3 * workers).map(|_| server.ws(APP)).collect();
@@ -100,7 +66,7 @@ fn sockets_are_dealt_round_robin_and_a_publish_reaches_every_worker(workers: usi
     let expected: Vec<usize> = (0..3 * workers).map(|i| i % workers).collect();
     assert_eq!(accepted(&server, 3 * workers), expected);
 
-    publish(&server, "news", "headline", "{\"n\":1}");
+    support::publish(&server, "news", "headline", "{\"n\":1}");
     for ws in &mut clients {
         let event = next_json(ws);
         assert_eq!(event["event"], "headline");
@@ -113,11 +79,11 @@ fn http_on_one_worker_publishes_to_websockets_on_another(workers: usize) {
     let server = Server::start(workers);
     let mut first = server.ws(APP);
     subscribe(&mut first, "feed");
-    publish(&server, "feed", "one", "1");
+    support::publish(&server, "feed", "one", "1");
     assert_eq!(next_json(&mut first)["event"], "one");
     let mut third = server.ws(APP);
     subscribe(&mut third, "feed");
-    publish(&server, "feed", "two", "2");
+    support::publish(&server, "feed", "two", "2");
     assert_eq!(next_json(&mut first)["event"], "two");
     assert_eq!(next_json(&mut third)["event"], "two");
     let workers_seen = accepted(&server, 4);

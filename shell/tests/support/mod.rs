@@ -20,6 +20,7 @@ macro_rules! per_workers {
     };
 }
 
+use serde_json::json;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -310,4 +311,37 @@ pub fn read_response(reader: &mut BufReader<TcpStream>) -> HttpResponse {
 /// Writes all of `bytes`.
 pub fn send_raw(stream: &mut TcpStream, bytes: &[u8]) {
     stream.write_all(bytes).expect("write");
+}
+
+/// Publishes `name` on `channel` through the HTTP API on a connection of its own.
+pub fn publish(server: &Server, channel: &str, name: &str, data: &str) {
+    let body = json!({"name": name, "channel": channel, "data": data}).to_string();
+    let unix_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let path = "/apps/app-id/events";
+    let query = ferrocast_engine::http_auth::signed_query(
+        "app-key",
+        "app-secret",
+        "POST",
+        path,
+        &[],
+        body.as_bytes(),
+        unix_secs,
+    );
+    let stream = server.tcp();
+    let mut writer = stream.try_clone().unwrap();
+    let request = format!(
+        "POST {path}?{query} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    writer.write_all(request.as_bytes()).expect("write");
+    let response = read_response(&mut BufReader::new(stream));
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
 }

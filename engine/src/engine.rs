@@ -12,9 +12,10 @@ mod webhooks;
 
 use crate::channels::ChannelRegistry;
 use crate::client_message::{self, Malformed};
+use crate::close_code::CloseCode;
 use crate::config::{AppConfig, Config};
 use crate::frame::{self, Frame, RawJson};
-use crate::ids::{AppIndex, ChannelName, ConnId, SocketId, UserId};
+use crate::ids::{AppId, AppKey, ChannelName, ConnId, SocketId, UserId};
 use crate::interface::{ApiMisuse, Input, Moment, Output};
 use crate::rng::SplitMix64;
 use crate::timers::{TimerKey, Timers};
@@ -28,8 +29,9 @@ use std::time::Instant;
 /// returns [`Output::Timeout`]; call again with [`Input::Tick`] at that instant.
 pub struct Engine {
     config: Config,
-    apps: Vec<App>,
-    app_by_key: BTreeMap<String, AppIndex>,
+    /// Live apps by their stable id; nothing outside refers to an app by position.
+    apps: BTreeMap<AppId, App>,
+    app_by_key: BTreeMap<AppKey, AppId>,
     conns: BTreeMap<ConnId, Connection>,
     socket_ids: BTreeMap<SocketId, ConnId>,
     timers: Timers<Due>,
@@ -41,6 +43,7 @@ pub struct Engine {
 /// Per-app live state beside its configuration.
 struct App {
     config: AppConfig,
+    key: AppKey,
     channels: ChannelRegistry,
     connections: usize,
     /// Signed-in users and their connections.
@@ -57,9 +60,26 @@ struct App {
     http_read_bucket: Option<TokenBucket>,
 }
 
+impl App {
+    fn new(config: AppConfig) -> Self {
+        App {
+            key: AppKey::new(&config.key),
+            config,
+            channels: ChannelRegistry::default(),
+            connections: 0,
+            users: BTreeMap::new(),
+            watchers: BTreeMap::new(),
+            cache: publish::Cache::new(),
+            webhooks: webhooks::WebhookState::default(),
+            http_event_bucket: None,
+            http_read_bucket: None,
+        }
+    }
+}
+
 /// One open client connection.
 struct Connection {
-    app: AppIndex,
+    app: AppId,
     socket_id: SocketId,
     /// Joined channels; for presence channels, the member's user id.
     channels: BTreeMap<ChannelName, Option<UserId>>,
@@ -76,7 +96,7 @@ struct SignedInUser {
     watchlist: Vec<UserId>,
 }
 
-/// What a timer is for.
+/// What a timer is for. Timers name apps by id: one for an app that is gone is ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Due {
     /// Check whether the connection has gone quiet (ping it) or missed its pong (close it).
@@ -84,13 +104,13 @@ enum Due {
     /// The connection had to sign in by now.
     SigninDeadline(ConnId),
     /// Send the app's gathered webhook events.
-    WebhookFlush(AppIndex),
+    WebhookFlush(AppId),
     /// The channel stayed empty for the leave delay: tell the backend.
-    ChannelVacated(AppIndex, ChannelName),
+    ChannelVacated(AppId, ChannelName),
     /// The member stayed away for the leave delay: tell the backend.
-    MemberRemoved(AppIndex, ChannelName, UserId),
+    MemberRemoved(AppId, ChannelName, UserId),
     /// A cache channel's last event is too old to replay.
-    CacheExpiry(AppIndex, ChannelName),
+    CacheExpiry(AppId, ChannelName),
 }
 
 /// Counts of live state, for leak checks in tests and simulators.
@@ -117,25 +137,14 @@ pub struct StateCounts {
 impl Engine {
     /// An engine for `config`; `seed` drives socket id generation.
     pub fn new(config: Config, seed: u64) -> Self {
-        let apps: Vec<App> = config
+        let apps: BTreeMap<AppId, App> = config
             .apps
             .iter()
-            .map(|app| App {
-                config: app.clone(),
-                channels: ChannelRegistry::default(),
-                connections: 0,
-                users: BTreeMap::new(),
-                watchers: BTreeMap::new(),
-                cache: publish::Cache::new(),
-                webhooks: webhooks::WebhookState::default(),
-                http_event_bucket: None,
-                http_read_bucket: None,
-            })
+            .map(|app| (AppId::new(&app.id), App::new(app.clone())))
             .collect();
         let app_by_key = apps
             .iter()
-            .enumerate()
-            .map(|(i, a)| (a.config.key.clone(), AppIndex(i)))
+            .map(|(id, app)| (app.key.clone(), id.clone()))
             .collect();
         Engine {
             config,
@@ -185,12 +194,16 @@ impl Engine {
             Input::Pong { conn } => self.with_activity(conn, |_| {}),
             Input::Oversized { conn } => {
                 self.known(conn)?;
-                self.close(conn, 1009, "message too large");
+                self.close(conn, CloseCode::MESSAGE_TOO_BIG, "message too large");
                 Ok(())
             }
             Input::SlowConsumer { conn } => {
                 self.known(conn)?;
-                self.close_with_error(conn, 4100, "connection closed: it reads too slowly");
+                self.close_with_error(
+                    conn,
+                    CloseCode::OVER_CAPACITY,
+                    "connection closed: it reads too slowly",
+                );
                 Ok(())
             }
             Input::Closed { conn } => {
@@ -223,12 +236,12 @@ impl Engine {
         StateCounts {
             connections: self.conns.len(),
             socket_ids: self.socket_ids.len(),
-            channels: self.apps.iter().map(|a| a.channels.len()).sum(),
+            channels: self.apps.values().map(|a| a.channels.len()).sum(),
             timers: self.timers.len(),
-            users: self.apps.iter().map(|a| a.users.len()).sum(),
-            watched_users: self.apps.iter().map(|a| a.watchers.len()).sum(),
-            cached_events: self.apps.iter().map(|a| a.cache.len()).sum(),
-            webhook_entries: self.apps.iter().map(|a| a.webhooks.len()).sum(),
+            users: self.apps.values().map(|a| a.users.len()).sum(),
+            watched_users: self.apps.values().map(|a| a.watchers.len()).sum(),
+            cached_events: self.apps.values().map(|a| a.cache.len()).sum(),
+            webhook_entries: self.apps.values().map(|a| a.webhooks.len()).sum(),
         }
     }
 
@@ -266,7 +279,7 @@ impl Engine {
         self.with_activity(conn, |engine| {
             let app = engine.app_of(conn);
             if text.len() > app.config.max_message_bytes {
-                engine.close(conn, 1009, "message too large");
+                engine.close(conn, CloseCode::MESSAGE_TOO_BIG, "message too large");
                 return;
             }
             let envelope = match client_message::parse_envelope(text) {
@@ -291,7 +304,14 @@ impl Engine {
     }
 
     fn app_of(&self, conn: ConnId) -> &App {
-        &self.apps[self.conns[&conn].app.0]
+        &self.apps[&self.conns[&conn].app]
+    }
+
+    /// The state of an app a live connection or request belongs to: it exists while they do.
+    fn app_mut(&mut self, app: &AppId) -> &mut App {
+        self.apps
+            .get_mut(app)
+            .expect("an app outlives its connections and requests")
     }
 
     fn send(&mut self, conn: ConnId, frame: Frame) {
@@ -299,18 +319,18 @@ impl Engine {
     }
 
     /// `pusher:error` without closing (`code` null: the message says what was wrong).
-    fn send_error(&mut self, conn: ConnId, code: Option<u16>, message: &str) {
+    fn send_error(&mut self, conn: ConnId, code: Option<CloseCode>, message: &str) {
         self.send(conn, error_frame(code, message));
     }
 
     /// `pusher:error` with `code`, then a Close with the same code.
-    fn close_with_error(&mut self, conn: ConnId, code: u16, message: &str) {
+    fn close_with_error(&mut self, conn: ConnId, code: CloseCode, message: &str) {
         self.send_error(conn, Some(code), message);
         self.close(conn, code, message);
     }
 
     /// Closes a known connection: forget its state, then tell the shell.
-    fn close(&mut self, conn: ConnId, code: u16, reason: &str) {
+    fn close(&mut self, conn: ConnId, code: CloseCode, reason: &str) {
         self.forget(conn);
         self.outputs.push_back(Output::Close {
             conn,
@@ -330,12 +350,12 @@ impl Engine {
             self.timers.cancel(timer);
         }
         for (channel, member) in &connection.channels {
-            self.leave_channel(connection.app, conn, channel, member.as_ref());
+            self.leave_channel(&connection.app, conn, channel, member.as_ref());
         }
         if let Some(user) = &connection.user {
-            self.sign_out(connection.app, conn, user);
+            self.sign_out(&connection.app, conn, user);
         }
-        self.apps[connection.app.0].connections -= 1;
+        self.app_mut(&connection.app).connections -= 1;
     }
 
     fn fire_timers(&mut self) {
@@ -348,24 +368,77 @@ impl Engine {
                         connection.signin_timer = None;
                         self.close_with_error(
                             conn,
-                            4009,
+                            CloseCode::UNAUTHORIZED,
                             "connection not signed in within the required time",
                         );
                     }
                 }
-                Due::WebhookFlush(app) => self.flush_webhooks(app),
-                Due::ChannelVacated(app, channel) => self.channel_vacated_due(app, channel),
+                Due::WebhookFlush(app) => self.flush_webhooks(&app),
+                Due::ChannelVacated(app, channel) => self.channel_vacated_due(&app, channel),
                 Due::MemberRemoved(app, channel, user) => {
-                    self.member_removed_due(app, channel, user)
+                    self.member_removed_due(&app, channel, user)
                 }
-                Due::CacheExpiry(app, channel) => self.cache_expired(app, &channel),
+                Due::CacheExpiry(app, channel) => self.cache_expired(&app, &channel),
             }
         }
     }
 }
 
 /// A `pusher:error` frame; its data is an object, as the client libraries expect.
-fn error_frame(code: Option<u16>, message: &str) -> Frame {
+fn error_frame(code: Option<CloseCode>, message: &str) -> Frame {
+    let code = code.map(CloseCode::get);
     let data = RawJson::of(&serde_json::json!({ "code": code, "message": message }));
     frame::message("pusher:error", None, &data, None)
+}
+
+#[cfg(test)]
+// Tests need some instant to start from; its value does not matter.
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use super::*;
+    use crate::config::WebhookConfig;
+    use crate::interface::WsRequest;
+    use std::time::Duration;
+
+    /// Apps will come and go at runtime: timers still naming a removed app must do nothing.
+    #[test]
+    fn timers_of_an_app_that_is_gone_are_ignored() {
+        let mut config = Config::default();
+        config.apps[0].webhooks = vec![WebhookConfig {
+            url: "http://hooks.test/".into(),
+            event_types: vec![],
+        }];
+        let mut engine = Engine::new(config, 1);
+        let start = Instant::now();
+        let at = |secs: u64| Moment::new(start + Duration::from_secs(secs), 1_000 * secs);
+        let request = WsRequest {
+            path: "/app/app-key".into(),
+            query: String::new(),
+            origin: None,
+            peer: None,
+        };
+        let conn = ConnId(1);
+        engine
+            .handle_input(at(0), Input::Opened { conn, request })
+            .unwrap();
+        let subscribe = br#"{"event":"pusher:subscribe","data":{"channel":"news"}}"#.to_vec();
+        let text = Input::Text {
+            conn,
+            text: subscribe,
+        };
+        engine.handle_input(at(0), text).unwrap();
+        engine.handle_input(at(0), Input::Closed { conn }).unwrap();
+        while !matches!(engine.poll_output(), Output::Timeout(_)) {}
+        assert!(
+            engine.timers.len() >= 2,
+            "a webhook flush and a vacate wait"
+        );
+
+        engine.apps.clear();
+        engine.app_by_key.clear();
+        engine.handle_input(at(3600), Input::Tick).unwrap();
+
+        assert_eq!(engine.poll_output(), Output::Timeout(None));
+        assert_eq!(engine.state_counts(), StateCounts::default());
+    }
 }

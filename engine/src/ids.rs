@@ -45,9 +45,103 @@ impl fmt::Display for SocketId {
     }
 }
 
-/// Index of an app in the engine's configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AppIndex(pub(crate) usize);
+/// An app's stable id: its configured `id`, the one HTTP API paths name (`/apps/{id}/…`).
+///
+/// Apps are keyed by it everywhere (state, timers), never by a position in the configuration,
+/// so an app can be added or removed without disturbing the others.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AppId(Arc<str>);
+
+impl AppId {
+    /// Wraps a configured app id.
+    pub fn new(id: &str) -> Self {
+        AppId(id.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+// Lookups by `&str` are sound: the derived ordering is the ordering of the text.
+impl std::borrow::Borrow<str> for AppId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AppId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An app's public key: the one clients connect with (`/app/{key}`) and requests are signed for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AppKey(Arc<str>);
+
+impl AppKey {
+    /// Wraps a configured app key.
+    pub fn new(key: &str) -> Self {
+        AppKey(key.into())
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+// Lookups by `&str` are sound: the derived ordering is the ordering of the text.
+impl std::borrow::Borrow<str> for AppKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AppKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A validated event name (an app event or a `client-` event): non-empty, within the app's limit.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventName(Arc<str>);
+
+/// Why an event name was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventNameError {
+    /// Empty name.
+    Empty,
+    /// Longer than the configured limit.
+    TooLong,
+}
+
+impl EventName {
+    /// Validates `name` against `max_len` (bytes).
+    pub fn parse(name: &str, max_len: usize) -> Result<Self, EventNameError> {
+        if name.is_empty() {
+            Err(EventNameError::Empty)
+        } else if name.len() > max_len {
+            Err(EventNameError::TooLong)
+        } else {
+            Ok(EventName(name.into()))
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// A presence / signed-in user id (always a string on the wire; numbers are stringified).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -225,6 +319,16 @@ mod tests {
             .unwrap()
             .is_cache());
         assert!(!ChannelName::parse("cachex", 200).unwrap().is_cache());
+    }
+
+    #[test]
+    fn event_names_are_bounded_and_app_ids_look_up_by_text() {
+        assert_eq!(EventName::parse("", 5), Err(EventNameError::Empty));
+        assert_eq!(EventName::parse("abcdef", 5), Err(EventNameError::TooLong));
+        assert_eq!(EventName::parse("abcde", 5).unwrap().as_str(), "abcde");
+        let apps: std::collections::BTreeMap<AppId, u8> = [(AppId::new("a"), 1)].into();
+        assert_eq!(apps.get("a"), Some(&1));
+        assert_eq!(AppKey::new("k").to_string(), "k");
     }
 
     #[test]

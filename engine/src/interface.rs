@@ -1,5 +1,6 @@
 //! What goes into the engine and what comes out of it.
 
+use crate::close_code::CloseCode;
 use crate::frame::Frame;
 use crate::ids::{ConnId, ReqId};
 use core::net::IpAddr;
@@ -145,8 +146,8 @@ pub enum Output {
     Close {
         /// The connection to close.
         conn: ConnId,
-        /// The WebSocket close code.
-        code: u16,
+        /// The WebSocket close code (the same as the `pusher:error` sent before it, if any).
+        code: CloseCode,
         /// A short human-readable reason.
         reason: String,
     },

@@ -44,6 +44,7 @@
 
 mod channels;
 mod client_message;
+pub mod close_code;
 pub mod config;
 mod engine;
 pub mod frame;
@@ -58,8 +59,11 @@ mod token_bucket;
 #[cfg(feature = "sim")]
 pub mod sim;
 
+pub use close_code::CloseCode;
 pub use config::{AppConfig, Config, ConfigError, WebhookConfig};
 pub use engine::{Engine, StateCounts};
 pub use frame::Frame;
-pub use ids::{ChannelKind, ChannelName, ConnId, ReqId, SocketId, UserId};
+pub use ids::{
+    AppId, AppKey, ChannelKind, ChannelName, ConnId, EventName, ReqId, SocketId, UserId,
+};
 pub use interface::{ApiMisuse, HttpRequest, Input, Moment, Output, WebhookDelivery, WsRequest};

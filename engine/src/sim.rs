@@ -346,7 +346,7 @@ impl Simulator {
                 Output::Close { conn, code, reason } => {
                     let client = self.client(conn);
                     assert!(client.closed.is_none(), "{conn:?} closed twice");
-                    client.closed = Some((code, reason));
+                    client.closed = Some((code.get(), reason));
                 }
                 Output::HttpResponse { req, status, body } => {
                     let value = serde_json::from_slice(&body).unwrap_or(Value::Null);

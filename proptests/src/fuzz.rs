@@ -9,7 +9,9 @@ use arbitrary::{Arbitrary, Unstructured};
 use ferrocast::http::{parse_head, HeadLimits, Parsed};
 use ferrocast::ws_codec::{Decoder, WsEvent};
 use ferrocast_engine::http_auth::signed_query;
-use ferrocast_engine::{Config, ConnId, Engine, HttpRequest, Input, Moment, Output, WsRequest};
+use ferrocast_engine::{
+    CloseCode, Config, ConnId, Engine, HttpRequest, Input, Moment, Output, WsRequest,
+};
 
 /// Most operations one `engine_ops` input may run.
 pub const MAX_OPS: usize = 256;
@@ -69,7 +71,7 @@ pub fn config(data: &[u8]) {
             Output::Close { code, .. } => {
                 // Only a disabled app or one with no room may refuse the first connection.
                 assert!(
-                    code == 4003 || code == 4004,
+                    code == CloseCode::APP_DISABLED || code == CloseCode::OVER_CONNECTION_QUOTA,
                     "first connection closed with {code}"
                 );
                 closed = true;

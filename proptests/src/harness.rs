@@ -555,7 +555,7 @@ impl Harness {
                     if !self.open.remove(&conn) {
                         return Err(format!("Close {code} for {conn:?}, which is not open"));
                     }
-                    out.push((conn, model::close(code)));
+                    out.push((conn, model::close(code.get())));
                 }
                 Output::HttpResponse { req, status, body } => {
                     self.responses.push((req, status, body));

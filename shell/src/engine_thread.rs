@@ -61,7 +61,7 @@ impl EngineCore {
                     except,
                     frame,
                 } => self.router.broadcast(conns, except, frame),
-                Output::Close { conn, code, reason } => self.router.close(conn, code, reason),
+                Output::Close { conn, code, reason } => self.router.close(conn, code.get(), reason),
                 Output::HttpResponse { req, status, body } => {
                     self.router.respond(req, status, body)
                 }

@@ -1,13 +1,11 @@
 //! Client events: `client-*` messages relayed by one subscriber to the others.
 
 use super::Engine;
+use crate::close_code::CloseCode;
 use crate::frame::{self, RawJson};
-use crate::ids::{ChannelName, ConnId};
+use crate::ids::{ChannelName, ConnId, EventName};
 use crate::interface::Output;
 use serde_json::value::RawValue;
-
-/// Code of the `pusher:error` sent (without closing) when a client event is refused for its rate.
-const CLIENT_EVENT_RATE_LIMITED: u16 = 4301;
 
 impl Engine {
     pub(super) fn on_client_event(
@@ -19,12 +17,13 @@ impl Engine {
     ) {
         let now = self.moment().now;
         let connection = &self.conns[&conn];
-        let app = &self.apps[connection.app.0];
+        let app = &self.apps[&connection.app];
         let refuse = |engine: &mut Self, why: String| engine.send_error(conn, None, &why);
         if !app.config.client_events {
             return refuse(self, "client events are not enabled for this app".into());
         }
-        if event.len() > app.config.max_event_name_len {
+        // Never empty: the caller routed it here for its `client-` prefix.
+        let Ok(event) = EventName::parse(event, app.config.max_event_name_len) else {
             return refuse(
                 self,
                 format!(
@@ -32,7 +31,7 @@ impl Engine {
                     app.config.max_event_name_len
                 ),
             );
-        }
+        };
         let Some(channel_name) = channel else {
             return refuse(self, format!("client event {event:?} needs a channel"));
         };
@@ -59,11 +58,14 @@ impl Engine {
         if !connection.client_events.try_take(now) {
             let message =
                 format!("client event rate limit exceeded: {event} on {channel} was not delivered");
-            return self.send_error(conn, Some(CLIENT_EVENT_RATE_LIMITED), &message);
+            return self.send_error(conn, Some(CloseCode::CLIENT_EVENT_RATE_LIMITED), &message);
         }
-        let app = &mut self.apps[connection.app.0];
+        let app = self
+            .apps
+            .get_mut(&connection.app)
+            .expect("an app outlives its connections");
         let frame = frame::message(
-            event,
+            event.as_str(),
             Some(channel.as_str()),
             &data,
             user_id.as_ref().map(|u| u.as_str()),
@@ -79,18 +81,18 @@ impl Engine {
                 frame,
             });
         }
-        let app = connection.app;
+        let app = connection.app.clone();
         let mut hook = serde_json::json!({
             "name": "client_event",
             "channel": channel.as_str(),
-            "event": event,
+            "event": event.as_str(),
             "data": serde_json::from_str::<String>(&data.0).unwrap_or_default(),
             "socket_id": connection.socket_id.to_string(),
         });
         if let Some(user) = &user_id {
             hook["user_id"] = user.as_str().into();
         }
-        self.queue_webhook(app, hook);
+        self.queue_webhook(&app, hook);
     }
 }
 

@@ -1,8 +1,9 @@
 //! Opening a connection: path, protocol version, app checks, socket id, the welcome frame.
 
 use super::{Connection, Due, Engine};
+use crate::close_code::CloseCode;
 use crate::frame::{self, RawJson};
-use crate::ids::{AppIndex, ConnId, SocketId};
+use crate::ids::{AppId, ConnId, SocketId};
 use crate::interface::{ApiMisuse, Output, WsRequest};
 use crate::token_bucket::TokenBucket;
 use std::collections::BTreeMap;
@@ -32,7 +33,7 @@ impl Engine {
     }
 
     /// Decides whether a handshake may become a connection, and for which app.
-    fn admit(&self, request: &WsRequest) -> Result<AppIndex, (u16, String)> {
+    fn admit(&self, request: &WsRequest) -> Result<AppId, (CloseCode, String)> {
         let key = request
             .path
             .strip_prefix(self.config.path_prefix.as_str())
@@ -40,7 +41,7 @@ impl Engine {
             .filter(|key| !key.is_empty() && !key.contains('/'))
             .ok_or_else(|| {
                 (
-                    4005,
+                    CloseCode::PATH_NOT_FOUND,
                     format!(
                         "path {:?} not found; connect to {}/app/{{key}}",
                         request.path, self.config.path_prefix
@@ -48,28 +49,33 @@ impl Engine {
                 )
             })?;
         check_protocol(&request.query)?;
-        let index = *self
-            .app_by_key
-            .get(key)
-            .ok_or_else(|| (4001, format!("app key {key} does not exist")))?;
-        let app = &self.apps[index.0];
+        let id = self.app_by_key.get(key).ok_or_else(|| {
+            (
+                CloseCode::APP_NOT_FOUND,
+                format!("app key {key} does not exist"),
+            )
+        })?;
+        let app = &self.apps[id];
         if !app.config.enabled {
-            return Err((4003, "app is disabled".into()));
+            return Err((CloseCode::APP_DISABLED, "app is disabled".into()));
         }
         if app
             .config
             .max_connections
             .is_some_and(|max| app.connections >= max as usize)
         {
-            return Err((4004, "app is over its connection quota".into()));
+            return Err((
+                CloseCode::OVER_CONNECTION_QUOTA,
+                "app is over its connection quota".into(),
+            ));
         }
-        Ok(index)
+        Ok(id.clone())
     }
 
-    fn establish(&mut self, conn: ConnId, app: AppIndex) {
+    fn establish(&mut self, conn: ConnId, app: AppId) {
         let now = self.moment().now;
         let socket_id = self.fresh_socket_id();
-        let app_config = &self.apps[app.0].config;
+        let app_config = &self.apps[&app].config;
         let client_events = TokenBucket::new(
             app_config.client_event_rate_per_sec,
             app_config.client_event_burst,
@@ -84,7 +90,7 @@ impl Engine {
             now + Duration::from_secs(activity_timeout),
             Due::Liveness(conn),
         );
-        self.apps[app.0].connections += 1;
+        self.app_mut(&app).connections += 1;
         self.socket_ids.insert(socket_id, conn);
         self.conns.insert(
             conn,
@@ -129,7 +135,7 @@ impl Engine {
 }
 
 /// Checks the `protocol` query parameter: absent is accepted as 7.
-fn check_protocol(query: &str) -> Result<(), (u16, String)> {
+fn check_protocol(query: &str) -> Result<(), (CloseCode, String)> {
     let Some(value) = query
         .split('&')
         .find_map(|pair| pair.strip_prefix("protocol="))
@@ -137,14 +143,20 @@ fn check_protocol(query: &str) -> Result<(), (u16, String)> {
         return Ok(());
     };
     if value.is_empty() {
-        return Err((4008, "no protocol version given".into()));
+        return Err((
+            CloseCode::NO_PROTOCOL_VERSION,
+            "no protocol version given".into(),
+        ));
     }
-    let version: u32 = value
-        .parse()
-        .map_err(|_| (4006, format!("invalid protocol version {value:?}")))?;
+    let version: u32 = value.parse().map_err(|_| {
+        (
+            CloseCode::INVALID_VERSION,
+            format!("invalid protocol version {value:?}"),
+        )
+    })?;
     if !SUPPORTED_PROTOCOLS.contains(&version) {
         return Err((
-            4007,
+            CloseCode::UNSUPPORTED_PROTOCOL,
             format!("unsupported protocol version {version}; this server speaks 5 to 7"),
         ));
     }
@@ -154,14 +166,16 @@ fn check_protocol(query: &str) -> Result<(), (u16, String)> {
 #[cfg(test)]
 mod tests {
     use super::check_protocol;
+    use crate::close_code::CloseCode;
 
     #[test]
     fn protocol_versions() {
         assert!(check_protocol("").is_ok());
         assert!(check_protocol("client=js&protocol=7").is_ok());
-        assert_eq!(check_protocol("protocol=").unwrap_err().0, 4008);
-        assert_eq!(check_protocol("protocol=x").unwrap_err().0, 4006);
-        assert_eq!(check_protocol("protocol=8").unwrap_err().0, 4007);
-        assert_eq!(check_protocol("protocol=4").unwrap_err().0, 4007);
+        let code = |query: &str| check_protocol(query).unwrap_err().0;
+        assert_eq!(code("protocol="), CloseCode::NO_PROTOCOL_VERSION);
+        assert_eq!(code("protocol=x"), CloseCode::INVALID_VERSION);
+        assert_eq!(code("protocol=8"), CloseCode::UNSUPPORTED_PROTOCOL);
+        assert_eq!(code("protocol=4"), CloseCode::UNSUPPORTED_PROTOCOL);
     }
 }

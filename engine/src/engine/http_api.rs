@@ -4,7 +4,7 @@
 
 use super::Engine;
 use crate::http_auth::{self, percent_decode, Query};
-use crate::ids::{AppIndex, ReqId};
+use crate::ids::{AppId, ReqId};
 use crate::interface::{HttpRequest, Output};
 use serde_json::{json, Value};
 
@@ -65,7 +65,7 @@ impl Engine {
             ("GET", ["up", id]) => self.app_health(id),
             (_, ["apps", id, rest @ ..]) => {
                 let app = self.app_by_id(id)?;
-                self.serve_api(app, route(&request.method, rest)?, request)
+                self.serve_api(&app, route(&request.method, rest)?, request)
             }
             // The Python SDK (3.x) leaves out `/apps/{id}` here; its `auth_key` names the app.
             (_, ["users", ..]) => {
@@ -73,13 +73,12 @@ impl Engine {
                 let key = Query::parse(&request.query)
                     .get("auth_key")
                     .map(str::to_owned);
-                let app = self
-                    .apps
-                    .iter()
-                    .position(|a| Some(&a.config.key) == key.as_ref())
-                    .map(AppIndex)
+                let app = key
+                    .as_deref()
+                    .and_then(|key| self.app_by_key.get(key))
+                    .cloned()
                     .ok_or_else(|| HttpError::new(401, "auth_key names no app"))?;
-                self.serve_api(app, route, request)
+                self.serve_api(&app, route, request)
             }
             _ => Err(HttpError::new(
                 404,
@@ -91,7 +90,7 @@ impl Engine {
     /// Signature, app state and rate checks, then the endpoint itself.
     fn serve_api(
         &mut self,
-        app: AppIndex,
+        app: &AppId,
         route: Route,
         request: &HttpRequest,
     ) -> Result<Value, HttpError> {
@@ -112,29 +111,28 @@ impl Engine {
 
     fn app_health(&self, id: &str) -> Result<Value, HttpError> {
         let app = self.app_by_id(id)?;
-        if self.apps[app.0].config.enabled {
+        if self.apps[&app].config.enabled {
             Ok(json!({ "ok": true }))
         } else {
             Err(HttpError::new(503, format!("app {id} is disabled")))
         }
     }
 
-    fn app_by_id(&self, id: &str) -> Result<AppIndex, HttpError> {
+    fn app_by_id(&self, id: &str) -> Result<AppId, HttpError> {
         let id = percent_decode(id);
         self.apps
-            .iter()
-            .position(|app| app.config.id == id)
-            .map(AppIndex)
+            .get_key_value(id.as_str())
+            .map(|(id, _)| id.clone())
             .ok_or_else(|| HttpError::new(404, format!("app {id} not found")))
     }
 
     /// Signature (401), app enabled (403), then the per-app rate limits (429).
-    fn authorize_http(&mut self, app: AppIndex, request: &HttpRequest) -> Result<(), HttpError> {
+    fn authorize_http(&mut self, app: &AppId, request: &HttpRequest) -> Result<(), HttpError> {
         let query = Query::parse(&request.query);
         let key = query
             .get("auth_key")
             .ok_or_else(|| HttpError::new(401, "missing auth_key query parameter"))?;
-        let config = &self.apps[app.0].config;
+        let config = &self.apps[app].config;
         if key != config.key {
             return Err(HttpError::new(
                 401,
@@ -163,12 +161,12 @@ impl Engine {
     /// Takes `cost` from the app's event or read allowance, or answers 429.
     pub(super) fn charge_rate(
         &mut self,
-        app: AppIndex,
+        app: &AppId,
         publish: bool,
         cost: u32,
     ) -> Result<(), HttpError> {
         let now = self.moment().now;
-        let state = &mut self.apps[app.0];
+        let state = self.app_mut(app);
         let (limit, bucket, what) = if publish {
             (
                 state.config.max_events_per_sec,

@@ -2,8 +2,9 @@
 
 use super::http_api::HttpError;
 use super::Engine;
+use crate::close_code::CloseCode;
 use crate::http_auth::Query;
-use crate::ids::{AppIndex, ChannelKind, ChannelName, ConnId, SocketId, UserId};
+use crate::ids::{AppId, ChannelKind, ChannelName, ConnId, EventName, SocketId, UserId};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -30,7 +31,7 @@ struct BatchRequest {
 
 /// An event that passed every check and may be published.
 struct ValidEvent {
-    name: String,
+    name: EventName,
     data: String,
     channels: Vec<ChannelName>,
     except: Option<ConnId>,
@@ -38,7 +39,7 @@ struct ValidEvent {
 }
 
 impl Engine {
-    pub(super) fn http_publish(&mut self, app: AppIndex, body: &[u8]) -> Result<Value, HttpError> {
+    pub(super) fn http_publish(&mut self, app: &AppId, body: &[u8]) -> Result<Value, HttpError> {
         let request: EventRequest = parse_body(body)?;
         let event = self.validate_event(app, request, true)?;
         self.charge_rate(app, true, event.channels.len() as u32)?;
@@ -50,11 +51,11 @@ impl Engine {
 
     pub(super) fn http_publish_batch(
         &mut self,
-        app: AppIndex,
+        app: &AppId,
         body: &[u8],
     ) -> Result<Value, HttpError> {
         let request: BatchRequest = parse_body(body)?;
-        let max = self.apps[app.0].config.max_batch_size;
+        let max = self.apps[app].config.max_batch_size;
         if request.batch.len() > max {
             return Err(HttpError::bad_request(format!(
                 "batch has {} events; the limit is {max}",
@@ -91,17 +92,17 @@ impl Engine {
 
     fn validate_event(
         &self,
-        app: AppIndex,
+        app: &AppId,
         request: EventRequest,
         many_channels: bool,
     ) -> Result<ValidEvent, HttpError> {
-        let config = &self.apps[app.0].config;
-        if request.name.is_empty() || request.name.len() > config.max_event_name_len {
-            return Err(HttpError::bad_request(format!(
+        let config = &self.apps[app].config;
+        let name = EventName::parse(&request.name, config.max_event_name_len).map_err(|_| {
+            HttpError::bad_request(format!(
                 "event name must be 1 to {} characters",
                 config.max_event_name_len
-            )));
-        }
+            ))
+        })?;
         let data = match request.data {
             Value::String(text) => text,
             Value::Null => return Err(HttpError::bad_request("data is required")),
@@ -152,7 +153,7 @@ impl Engine {
         };
         let info = parse_info(request.info.as_deref())?;
         Ok(ValidEvent {
-            name: request.name,
+            name,
             data,
             channels,
             except,
@@ -161,7 +162,7 @@ impl Engine {
     }
 
     /// Publishes to each channel; returns the requested `info` per channel, if any was asked.
-    fn publish_valid(&mut self, app: AppIndex, event: &ValidEvent) -> Option<Map<String, Value>> {
+    fn publish_valid(&mut self, app: &AppId, event: &ValidEvent) -> Option<Map<String, Value>> {
         for channel in &event.channels {
             self.publish(app, channel, &event.name, &event.data, event.except);
         }
@@ -178,8 +179,8 @@ impl Engine {
     }
 
     /// `user_count` (presence only) and `subscription_count`, as asked.
-    fn channel_attributes(&self, app: AppIndex, channel: &ChannelName, info: &[String]) -> Value {
-        let live = self.apps[app.0].channels.get(channel);
+    fn channel_attributes(&self, app: &AppId, channel: &ChannelName, info: &[String]) -> Value {
+        let live = self.apps[app].channels.get(channel);
         let mut attributes = Map::new();
         if info.iter().any(|i| i == "user_count") && channel.kind() == ChannelKind::Presence {
             attributes.insert(
@@ -198,7 +199,7 @@ impl Engine {
 
     pub(super) fn http_list_channels(
         &self,
-        app: AppIndex,
+        app: &AppId,
         query: &Query,
     ) -> Result<Value, HttpError> {
         let prefix = query.get("filter_by_prefix").unwrap_or("");
@@ -208,7 +209,7 @@ impl Engine {
                 "info=user_count needs filter_by_prefix=presence-",
             ));
         }
-        let channels: Map<String, Value> = self.apps[app.0]
+        let channels: Map<String, Value> = self.apps[app]
             .channels
             .iter()
             .filter(|(name, _)| name.as_str().starts_with(prefix))
@@ -224,7 +225,7 @@ impl Engine {
 
     pub(super) fn http_channel_info(
         &self,
-        app: AppIndex,
+        app: &AppId,
         name: &str,
         query: &Query,
     ) -> Result<Value, HttpError> {
@@ -236,18 +237,18 @@ impl Engine {
             ));
         }
         let mut answer = self.channel_attributes(app, &channel, &info);
-        answer["occupied"] = self.apps[app.0].channels.get(&channel).is_some().into();
+        answer["occupied"] = self.apps[app].channels.get(&channel).is_some().into();
         Ok(answer)
     }
 
-    pub(super) fn http_channel_users(&self, app: AppIndex, name: &str) -> Result<Value, HttpError> {
+    pub(super) fn http_channel_users(&self, app: &AppId, name: &str) -> Result<Value, HttpError> {
         let channel = self.parse_channel(app, name)?;
         if channel.kind() != ChannelKind::Presence {
             return Err(HttpError::bad_request(
                 "users are only listed for presence channels",
             ));
         }
-        let users: Vec<Value> = self.apps[app.0]
+        let users: Vec<Value> = self.apps[app]
             .channels
             .get(&channel)
             .map(|c| {
@@ -262,23 +263,27 @@ impl Engine {
 
     pub(super) fn http_terminate_user(
         &mut self,
-        app: AppIndex,
+        app: &AppId,
         user: &str,
     ) -> Result<Value, HttpError> {
         let user = UserId::new(user).ok_or_else(|| HttpError::bad_request("user id is empty"))?;
-        let conns: Vec<ConnId> = self.apps[app.0]
+        let conns: Vec<ConnId> = self.apps[app]
             .users
             .get(&user)
             .map(|c| c.iter().copied().collect())
             .unwrap_or_default();
         for conn in conns {
-            self.close_with_error(conn, 4009, "connection terminated by the app's backend");
+            self.close_with_error(
+                conn,
+                CloseCode::UNAUTHORIZED,
+                "connection terminated by the app's backend",
+            );
         }
         Ok(json!({}))
     }
 
-    fn parse_channel(&self, app: AppIndex, name: &str) -> Result<ChannelName, HttpError> {
-        ChannelName::parse(name, self.apps[app.0].config.max_channel_name_len)
+    fn parse_channel(&self, app: &AppId, name: &str) -> Result<ChannelName, HttpError> {
+        ChannelName::parse(name, self.apps[app].config.max_channel_name_len)
             .map_err(|e| HttpError::bad_request(format!("invalid channel {name:?}: {e}")))
     }
 }

@@ -4,6 +4,7 @@
 //! busy connection costs no timer work per frame.
 
 use super::{Due, Engine};
+use crate::close_code::CloseCode;
 use crate::frame::{self, RawJson};
 use crate::ids::ConnId;
 use std::time::Duration;
@@ -20,7 +21,11 @@ impl Engine {
             // The ping went out at least `activity_timeout` after the last activity, so any
             // activity stamped at the ping's own instant (a fast reply) came after it.
             Some(pinged_at) if connection.last_activity < pinged_at => {
-                self.close_with_error(conn, 4201, "pong not received in time");
+                self.close_with_error(
+                    conn,
+                    CloseCode::PONG_NOT_RECEIVED,
+                    "pong not received in time",
+                );
                 return;
             }
             Some(_) => {

@@ -2,7 +2,7 @@
 
 use super::{Due, Engine};
 use crate::frame::{self, RawJson};
-use crate::ids::{AppIndex, ChannelKind, ChannelName, ConnId};
+use crate::ids::{AppId, ChannelKind, ChannelName, ConnId, EventName};
 use crate::interface::Output;
 use crate::timers::TimerKey;
 use serde_json::json;
@@ -12,7 +12,7 @@ use std::time::Duration;
 /// The last event published to a cache channel, replayed to each new subscriber.
 #[derive(Debug)]
 pub(super) struct CachedEvent {
-    event: String,
+    event: EventName,
     data: String,
     expiry: TimerKey,
 }
@@ -24,19 +24,28 @@ impl Engine {
     /// Sends `event` to every subscriber of `channel` but `except`; one encoding for all.
     pub(super) fn publish(
         &mut self,
-        app: AppIndex,
+        app: &AppId,
         channel: &ChannelName,
-        event: &str,
+        event: &EventName,
         data: &str,
         except: Option<ConnId>,
     ) {
         if channel.is_cache() {
             self.remember(app, channel, event, data);
         }
-        let Some(entry) = self.apps[app.0].channels.get_mut(channel) else {
+        let Some(entry) = self
+            .apps
+            .get_mut(app)
+            .and_then(|a| a.channels.get_mut(channel))
+        else {
             return;
         };
-        let frame = frame::message(event, Some(channel.as_str()), &RawJson::string(data), None);
+        let frame = frame::message(
+            event.as_str(),
+            Some(channel.as_str()),
+            &RawJson::string(data),
+            None,
+        );
         self.outputs.push_back(Output::Broadcast {
             conns: entry.recipients(),
             except,
@@ -44,31 +53,33 @@ impl Engine {
         });
     }
 
-    fn remember(&mut self, app: AppIndex, channel: &ChannelName, event: &str, data: &str) {
-        let ttl = Duration::from_secs(self.apps[app.0].config.cache_ttl_secs);
+    fn remember(&mut self, app: &AppId, channel: &ChannelName, event: &EventName, data: &str) {
+        let ttl = Duration::from_secs(self.apps[app].config.cache_ttl_secs);
         let expiry = self.timers.schedule(
             self.moment().now + ttl,
-            Due::CacheExpiry(app, channel.clone()),
+            Due::CacheExpiry(app.clone(), channel.clone()),
         );
         let cached = CachedEvent {
-            event: event.to_owned(),
+            event: event.clone(),
             data: data.to_owned(),
             expiry,
         };
-        if let Some(previous) = self.apps[app.0].cache.insert(channel.clone(), cached) {
+        if let Some(previous) = self.app_mut(app).cache.insert(channel.clone(), cached) {
             self.timers.cancel(previous.expiry);
         }
     }
 
-    pub(super) fn cache_expired(&mut self, app: AppIndex, channel: &ChannelName) {
-        self.apps[app.0].cache.remove(channel);
+    pub(super) fn cache_expired(&mut self, app: &AppId, channel: &ChannelName) {
+        if let Some(app) = self.apps.get_mut(app) {
+            app.cache.remove(channel);
+        }
     }
 
     /// On joining a cache channel: replay its last event, or say there is none.
-    pub(super) fn replay_cache(&mut self, app: AppIndex, conn: ConnId, channel: &ChannelName) {
-        let frame = match self.apps[app.0].cache.get(channel) {
+    pub(super) fn replay_cache(&mut self, app: &AppId, conn: ConnId, channel: &ChannelName) {
+        let frame = match self.apps[app].cache.get(channel) {
             Some(cached) => frame::message(
-                &cached.event,
+                cached.event.as_str(),
                 Some(channel.as_str()),
                 &RawJson::string(&cached.data),
                 None,
@@ -90,11 +101,11 @@ impl Engine {
     }
 
     /// After a subscriber count change: tell the subscribers (when enabled) and the backend.
-    pub(super) fn subscription_count_changed(&mut self, app: AppIndex, channel: &ChannelName) {
+    pub(super) fn subscription_count_changed(&mut self, app: &AppId, channel: &ChannelName) {
         if channel.kind() == ChannelKind::Presence {
             return;
         }
-        let count = self.apps[app.0]
+        let count = self.apps[app]
             .channels
             .get(channel)
             .map_or(0, |c| c.subscriber_count());
@@ -102,10 +113,14 @@ impl Engine {
             app,
             json!({ "name": "subscription_count", "channel": channel.as_str(), "subscription_count": count }),
         );
-        if !self.apps[app.0].config.subscription_count_events {
+        if !self.apps[app].config.subscription_count_events {
             return;
         }
-        let Some(entry) = self.apps[app.0].channels.get_mut(channel) else {
+        let Some(entry) = self
+            .apps
+            .get_mut(app)
+            .and_then(|a| a.channels.get_mut(channel))
+        else {
             return;
         };
         let data = RawJson::stringified(&json!({ "subscription_count": count }));

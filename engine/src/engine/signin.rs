@@ -2,8 +2,9 @@
 
 use super::{Engine, SignedInUser};
 use crate::client_message::{self, user_id_of, Malformed, Signin};
+use crate::close_code::CloseCode;
 use crate::frame::{self, RawJson};
-use crate::ids::{AppIndex, ConnId, UserId};
+use crate::ids::{AppId, ConnId, UserId};
 use crate::interface::Output;
 use crate::signature::verify_client_auth;
 use serde_json::value::RawValue;
@@ -17,7 +18,7 @@ impl Engine {
             Ok((user, user_data)) => self.sign_in(conn, user, &user_data),
             Err(why) => {
                 if self.app_of(conn).config.user_auth_required {
-                    self.close_with_error(conn, 4009, &why);
+                    self.close_with_error(conn, CloseCode::UNAUTHORIZED, &why);
                 } else {
                     self.send_error(conn, None, &why);
                 }
@@ -36,7 +37,7 @@ impl Engine {
         if connection.user.is_some() {
             return Err("this connection is already signed in".into());
         }
-        let app = &self.apps[connection.app.0].config;
+        let app = &self.apps[&connection.app].config;
         let signed = format!("{}::user::{}", connection.socket_id, request.user_data);
         if !verify_client_auth(&app.key, &app.secret, signed.as_bytes(), &request.auth) {
             return Err("invalid sign-in signature".into());
@@ -74,8 +75,8 @@ impl Engine {
         if let Some(timer) = connection.signin_timer.take() {
             self.timers.cancel(timer);
         }
-        let app_index = connection.app;
-        let app = &mut self.apps[app_index.0];
+        let app_id = connection.app.clone();
+        let app = self.app_mut(&app_id);
         let sockets = app.users.entry(user.id.clone()).or_default();
         let came_online = sockets.is_empty();
         sockets.insert(conn);
@@ -103,14 +104,14 @@ impl Engine {
             );
         }
         if came_online {
-            self.notify_watchers(app_index, &user.id, "online", Some(conn));
+            self.notify_watchers(&app_id, &user.id, "online", Some(conn));
         }
         self.conns.get_mut(&conn).expect("caller checked").user = Some(user);
     }
 
     /// Undoes a sign-in when its connection goes away.
-    pub(super) fn sign_out(&mut self, app_index: AppIndex, conn: ConnId, user: &SignedInUser) {
-        let app = &mut self.apps[app_index.0];
+    pub(super) fn sign_out(&mut self, app_id: &AppId, conn: ConnId, user: &SignedInUser) {
+        let app = self.app_mut(app_id);
         for watched in &user.watchlist {
             if let Some(watchers) = app.watchers.get_mut(watched) {
                 watchers.remove(&conn);
@@ -125,19 +126,13 @@ impl Engine {
         sockets.remove(&conn);
         if sockets.is_empty() {
             app.users.remove(&user.id);
-            self.notify_watchers(app_index, &user.id, "offline", None);
+            self.notify_watchers(app_id, &user.id, "offline", None);
         }
     }
 
     /// Tells every connection watching `user` that it went `online` or `offline`.
-    fn notify_watchers(
-        &mut self,
-        app: AppIndex,
-        user: &UserId,
-        name: &str,
-        except: Option<ConnId>,
-    ) {
-        let Some(watchers) = self.apps[app.0].watchers.get(user) else {
+    fn notify_watchers(&mut self, app: &AppId, user: &UserId, name: &str, except: Option<ConnId>) {
+        let Some(watchers) = self.apps[app].watchers.get(user) else {
             return;
         };
         let conns: Arc<[ConnId]> = watchers

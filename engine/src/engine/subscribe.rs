@@ -4,7 +4,7 @@ use super::Engine;
 use crate::channels::member_removed_data;
 use crate::client_message::{self, user_id_of, Malformed, Subscribe, Unsubscribe};
 use crate::frame::{self, RawJson};
-use crate::ids::{AppIndex, ChannelKind, ChannelName, ConnId, UserId};
+use crate::ids::{AppId, ChannelKind, ChannelName, ConnId, UserId};
 use crate::interface::Output;
 use crate::signature::verify_client_auth;
 use serde_json::value::RawValue;
@@ -82,7 +82,7 @@ impl Engine {
         request: &Subscribe,
     ) -> Result<(ChannelName, Option<Member>), Refusal> {
         let connection = &self.conns[&conn];
-        let app = &self.apps[connection.app.0].config;
+        let app = &self.apps[&connection.app].config;
         let channel =
             ChannelName::parse(&request.channel, app.max_channel_name_len).map_err(|e| {
                 Refusal::bad_request(format!("invalid channel {:?}: {e}", request.channel))
@@ -107,7 +107,7 @@ impl Engine {
                     return Err(Refusal::auth(format!("invalid signature for {channel}")));
                 }
                 let member = parse_member(channel_data, app.max_presence_user_info_bytes)?;
-                let roster_full = self.apps[connection.app.0]
+                let roster_full = self.apps[&connection.app]
                     .channels
                     .get(&channel)
                     .is_some_and(|c| {
@@ -135,8 +135,8 @@ impl Engine {
     }
 
     fn join(&mut self, conn: ConnId, channel: ChannelName, member: Option<Member>) {
-        let app = self.conns[&conn].app;
-        let entry = self.apps[app.0].channels.entry(&channel);
+        let app = self.conns[&conn].app.clone();
+        let entry = self.app_mut(&app).channels.entry(&channel);
         let was_empty = entry.is_empty();
         let newly_joined = entry.add(conn);
         let first_socket_of_user = newly_joined
@@ -156,7 +156,7 @@ impl Engine {
         );
         self.send(conn, succeeded);
         if channel.is_cache() {
-            self.replay_cache(app, conn, &channel);
+            self.replay_cache(&app, conn, &channel);
         }
         if !newly_joined {
             return;
@@ -165,10 +165,10 @@ impl Engine {
         let connection = self.conns.get_mut(&conn).expect("caller checked");
         connection.channels.insert(channel.clone(), user.clone());
         if was_empty {
-            self.webhook_channel_occupied(app, &channel);
+            self.webhook_channel_occupied(&app, &channel);
         }
         if let Some(user) = user.filter(|_| first_socket_of_user) {
-            let entry = self.apps[app.0].channels.entry(&channel);
+            let entry = self.app_mut(&app).channels.entry(&channel);
             let data = entry.roster.member_added_data(&user);
             let frame = frame::message(
                 "pusher_internal:member_added",
@@ -182,9 +182,9 @@ impl Engine {
                 except: Some(conn),
                 frame,
             });
-            self.webhook_member_added(app, &channel, &user);
+            self.webhook_member_added(&app, &channel, &user);
         }
-        self.subscription_count_changed(app, &channel);
+        self.subscription_count_changed(&app, &channel);
     }
 
     pub(super) fn on_unsubscribe(&mut self, conn: ConnId, data: Option<&RawValue>) {
@@ -200,19 +200,19 @@ impl Engine {
         else {
             return;
         };
-        let app = connection.app;
-        self.leave_channel(app, conn, &channel, member.as_ref());
+        let app = connection.app.clone();
+        self.leave_channel(&app, conn, &channel, member.as_ref());
     }
 
     /// Removes `conn` from `channel`; on a presence channel, announces the member's last leave.
     pub(super) fn leave_channel(
         &mut self,
-        app: AppIndex,
+        app: &AppId,
         conn: ConnId,
         channel: &ChannelName,
         member: Option<&UserId>,
     ) {
-        let Some(entry) = self.apps[app.0].channels.get_mut(channel) else {
+        let Some(entry) = self.app_mut(app).channels.get_mut(channel) else {
             return;
         };
         if !entry.remove(conn) {
@@ -236,7 +236,7 @@ impl Engine {
             }
             self.webhook_member_removed(app, channel, user);
         }
-        if self.apps[app.0].channels.drop_if_empty(channel) {
+        if self.app_mut(app).channels.drop_if_empty(channel) {
             self.webhook_channel_emptied(app, channel);
         } else {
             self.subscription_count_changed(app, channel);

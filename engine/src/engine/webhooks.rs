@@ -6,7 +6,7 @@
 //! strictly alternate per channel.
 
 use super::{App, Due, Engine};
-use crate::ids::{AppIndex, ChannelName, UserId};
+use crate::ids::{AppId, ChannelName, UserId};
 use crate::interface::{Output, WebhookDelivery};
 use crate::signature::sign_hex;
 use crate::timers::TimerKey;
@@ -39,8 +39,8 @@ impl WebhookState {
 
 impl Engine {
     /// Whether any endpoint of `app` wants events named `name`.
-    fn wants_webhook(&self, app: AppIndex, name: &str) -> bool {
-        self.apps[app.0]
+    fn wants_webhook(&self, app: &AppId, name: &str) -> bool {
+        self.apps[app]
             .config
             .webhooks
             .iter()
@@ -48,26 +48,28 @@ impl Engine {
     }
 
     /// Queues one event for the next batch, starting the batch window if needed.
-    pub(super) fn queue_webhook(&mut self, app: AppIndex, event: Value) {
+    pub(super) fn queue_webhook(&mut self, app: &AppId, event: Value) {
         let name = event["name"].as_str().unwrap_or_default();
         if !self.wants_webhook(app, name) {
             return;
         }
-        let state = &mut self.apps[app.0].webhooks;
+        let at = self.moment().now + Duration::from_millis(self.config.webhook_batch_ms);
+        let Some(state) = self.apps.get_mut(app).map(|a| &mut a.webhooks) else {
+            return;
+        };
         if state.pending.is_empty() {
-            let at = self.moment().now + Duration::from_millis(self.config.webhook_batch_ms);
-            self.timers.schedule(at, Due::WebhookFlush(app));
+            self.timers.schedule(at, Due::WebhookFlush(app.clone()));
         }
-        self.apps[app.0].webhooks.pending.push(event);
+        state.pending.push(event);
     }
 
-    pub(super) fn webhook_channel_occupied(&mut self, app: AppIndex, channel: &ChannelName) {
+    pub(super) fn webhook_channel_occupied(&mut self, app: &AppId, channel: &ChannelName) {
         if !self.wants_webhook(app, "channel_occupied")
             && !self.wants_webhook(app, "channel_vacated")
         {
             return;
         }
-        let state = &mut self.apps[app.0].webhooks;
+        let state = &mut self.app_mut(app).webhooks;
         if let Some(timer) = state.pending_vacate.remove(channel) {
             self.timers.cancel(timer);
         } else if state.reported_occupied.insert(channel.clone()) {
@@ -78,26 +80,24 @@ impl Engine {
         }
     }
 
-    pub(super) fn webhook_channel_emptied(&mut self, app: AppIndex, channel: &ChannelName) {
-        if !self.apps[app.0]
-            .webhooks
-            .reported_occupied
-            .contains(channel)
-        {
+    pub(super) fn webhook_channel_emptied(&mut self, app: &AppId, channel: &ChannelName) {
+        if !self.apps[app].webhooks.reported_occupied.contains(channel) {
             return;
         }
         let at = self.moment().now + Duration::from_secs(self.config.webhook_leave_delay_secs);
         let timer = self
             .timers
-            .schedule(at, Due::ChannelVacated(app, channel.clone()));
-        self.apps[app.0]
+            .schedule(at, Due::ChannelVacated(app.clone(), channel.clone()));
+        self.app_mut(app)
             .webhooks
             .pending_vacate
             .insert(channel.clone(), timer);
     }
 
-    pub(super) fn channel_vacated_due(&mut self, app: AppIndex, channel: ChannelName) {
-        let state = &mut self.apps[app.0].webhooks;
+    pub(super) fn channel_vacated_due(&mut self, app: &AppId, channel: ChannelName) {
+        let Some(state) = self.apps.get_mut(app).map(|a| &mut a.webhooks) else {
+            return;
+        };
         state.pending_vacate.remove(&channel);
         state.reported_occupied.remove(&channel);
         self.queue_webhook(
@@ -108,12 +108,13 @@ impl Engine {
 
     pub(super) fn webhook_member_added(
         &mut self,
-        app: AppIndex,
+        app: &AppId,
         channel: &ChannelName,
         user: &UserId,
     ) {
         let key = (channel.clone(), user.clone());
-        if let Some(timer) = self.apps[app.0]
+        if let Some(timer) = self
+            .app_mut(app)
             .webhooks
             .pending_member_removed
             .remove(&key)
@@ -126,7 +127,7 @@ impl Engine {
 
     pub(super) fn webhook_member_removed(
         &mut self,
-        app: AppIndex,
+        app: &AppId,
         channel: &ChannelName,
         user: &UserId,
     ) {
@@ -136,29 +137,35 @@ impl Engine {
             return;
         }
         let at = self.moment().now + Duration::from_secs(self.config.webhook_leave_delay_secs);
-        let timer = self
-            .timers
-            .schedule(at, Due::MemberRemoved(app, channel.clone(), user.clone()));
-        self.apps[app.0]
+        let timer = self.timers.schedule(
+            at,
+            Due::MemberRemoved(app.clone(), channel.clone(), user.clone()),
+        );
+        self.app_mut(app)
             .webhooks
             .pending_member_removed
             .insert((channel.clone(), user.clone()), timer);
     }
 
-    pub(super) fn member_removed_due(&mut self, app: AppIndex, channel: ChannelName, user: UserId) {
-        self.apps[app.0]
-            .webhooks
+    pub(super) fn member_removed_due(&mut self, app: &AppId, channel: ChannelName, user: UserId) {
+        let Some(state) = self.apps.get_mut(app).map(|a| &mut a.webhooks) else {
+            return;
+        };
+        state
             .pending_member_removed
             .remove(&(channel.clone(), user.clone()));
         self.queue_webhook(app, json!({ "name": "member_removed", "channel": channel.as_str(), "user_id": user.as_str() }));
     }
 
     /// Sends the gathered batch: one signed POST per endpoint that wants any of its events.
-    pub(super) fn flush_webhooks(&mut self, app: AppIndex) {
+    pub(super) fn flush_webhooks(&mut self, app: &AppId) {
         let unix_ms = self.moment().unix_ms;
-        let App {
+        let Some(App {
             config, webhooks, ..
-        } = &mut self.apps[app.0];
+        }) = self.apps.get_mut(app)
+        else {
+            return;
+        };
         let events = std::mem::take(&mut webhooks.pending);
         for hook in &config.webhooks {
             let wanted: Vec<&Value> = events

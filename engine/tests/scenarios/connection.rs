@@ -2,7 +2,9 @@
 
 use crate::common::*;
 use ferrocast_engine::sim::Simulator;
-use ferrocast_engine::{AppConfig, Config, ConnId, Engine, Input, Moment, Output, WsRequest};
+use ferrocast_engine::{
+    AppConfig, CloseCode, Config, ConnId, Engine, Input, Moment, Output, WsRequest,
+};
 use serde_json::json;
 use std::collections::BTreeSet;
 
@@ -255,7 +257,9 @@ fn refusal_is_an_error_frame_then_a_close_with_the_same_code() {
     assert_eq!(error["data"]["code"], 4001);
     assert!(error["data"]["message"].as_str().unwrap().contains("nope"));
     match engine.poll_output() {
-        Output::Close { conn, code, .. } => assert_eq!((conn, code), (ConnId(9), 4001)),
+        Output::Close { conn, code, .. } => {
+            assert_eq!((conn, code), (ConnId(9), CloseCode::APP_NOT_FOUND))
+        }
         other => panic!("expected the close, got {other:?}"),
     }
     assert_eq!(engine.poll_output(), Output::Timeout(None));

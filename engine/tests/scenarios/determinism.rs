@@ -3,7 +3,7 @@
 use crate::common::*;
 use ferrocast_engine::signature::client_auth;
 use ferrocast_engine::sim::Simulator;
-use ferrocast_engine::{Config, ConnId, Engine, Input, Moment, Output, WsRequest};
+use ferrocast_engine::{CloseCode, Config, ConnId, Engine, Input, Moment, Output, WsRequest};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -174,7 +174,7 @@ fn same_seed_and_inputs_give_byte_identical_outputs() {
 fn the_script_ends_with_pings_and_closes_on_the_fake_clock() {
     let log = Run::new(42, anchor()).script();
 
-    let closes: Vec<(ConnId, u16)> = log
+    let closes: Vec<(ConnId, CloseCode)> = log
         .iter()
         .filter_map(|o| match o {
             Output::Close { conn, code, .. } => Some((*conn, *code)),
@@ -182,9 +182,11 @@ fn the_script_ends_with_pings_and_closes_on_the_fake_clock() {
         })
         .collect();
     // conn 5 was a slow consumer; the quiet ones missed their pong; conn 1 answered it.
-    assert_eq!(closes[0], (ConnId(5), 4100));
+    assert_eq!(closes[0], (ConnId(5), CloseCode::OVER_CAPACITY));
     assert!(
-        closes[1..].iter().all(|&(_, code)| code == 4201),
+        closes[1..]
+            .iter()
+            .all(|&(_, code)| code == CloseCode::PONG_NOT_RECEIVED),
         "{closes:?}"
     );
     assert!(!closes.iter().any(|&(conn, _)| conn == ConnId(1)));

@@ -54,7 +54,8 @@ pub struct AppConfig {
     pub client_event_rate_per_sec: u32,
     /// Burst allowance of the client event token bucket.
     pub client_event_burst: u32,
-    /// Whether connections must `pusher:signin` within `user_auth_timeout_secs`, else 4009.
+    /// Whether connections must be authorized within `user_auth_timeout_secs`, else 4009: by a
+    /// `pusher:signin` or, as in Pusher, a successful private or presence subscription.
     pub user_auth_required: bool,
     /// Seconds a connection has to sign in when sign-in is required.
     pub user_auth_timeout_secs: u64,

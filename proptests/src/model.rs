@@ -305,6 +305,11 @@ impl Model {
         };
         let mut out = Vec::new();
         let already = c.channels.contains_key(channel);
+        if matches!(kind, Kind::Private | Kind::Encrypted | Kind::Presence) {
+            // Like Pusher: a private or presence subscription authorizes the connection
+            // as a sign-in does, so the sign-in deadline no longer applies.
+            self.conns.get_mut(&conn).expect("live").signin_deadline = None;
+        }
         if !already {
             let user = member.as_ref().map(|(u, _)| u.clone());
             if let Some((user, info)) = member {

@@ -155,6 +155,12 @@ impl Engine {
             None,
         );
         self.send(conn, succeeded);
+        if matches!(
+            channel.kind(),
+            ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence
+        ) {
+            self.authorized_by_subscription(conn);
+        }
         if channel.is_cache() {
             self.replay_cache(&app, conn, &channel);
         }
@@ -185,6 +191,16 @@ impl Engine {
             self.webhook_member_added(&app, &channel, &user);
         }
         self.subscription_count_changed(&app, &channel);
+    }
+
+    /// Pusher counts a connection as authorized once it has signed in *or* subscribed to a
+    /// private or presence channel (the backend signed for it either way), so such a
+    /// subscription lifts the sign-in deadline for good, even if the channel is left later.
+    fn authorized_by_subscription(&mut self, conn: ConnId) {
+        let connection = self.conns.get_mut(&conn).expect("caller checked");
+        if let Some(timer) = connection.signin_timer.take() {
+            self.timers.cancel(timer);
+        }
     }
 
     pub(super) fn on_unsubscribe(&mut self, conn: ConnId, data: Option<&RawValue>) {

@@ -92,7 +92,11 @@ fn nothing_is_left_after_a_4009_close() {
     subscribe_private(&mut sim, conn, "private-chat");
     subscribe_presence(&mut sim, conn, "presence-room", &member("u1", "u1"));
 
-    sim.advance(secs(5));
+    // Its private subscriptions lifted the deadline; a failed sign-in still closes it.
+    sim.send_json(
+        conn,
+        json!({"event": "pusher:signin", "data": {"auth": "app-key:00", "user_data": "{\"id\":\"u1\"}"}}),
+    );
 
     assert_eq!(sim.closed(conn).map(|c| c.0), Some(4009));
     assert_no_state(&sim);

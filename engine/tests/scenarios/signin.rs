@@ -202,6 +202,44 @@ fn required_signin_closes_with_4009_after_the_timeout() {
     assert_no_state(&sim);
 }
 
+/// Pusher counts a connection as authorized when it signed in *or* joined a private or presence
+/// channel: such a connection is not closed by the sign-in deadline, even after it leaves.
+#[test]
+fn required_signin_is_satisfied_by_a_private_or_presence_subscription() {
+    let mut sim = sim_with_app(|app| {
+        app.user_auth_required = true;
+        app.user_auth_timeout_secs = 15;
+    });
+    let private = open(&mut sim);
+    let presence = open(&mut sim);
+    let refused = open(&mut sim);
+    assert_eq!(
+        subscribe_private(&mut sim, private, "private-chat")[0].event,
+        "pusher_internal:subscription_succeeded"
+    );
+    assert_eq!(
+        subscribe_presence(&mut sim, presence, "presence-room", &member("u1", "Ann"))[0].event,
+        "pusher_internal:subscription_succeeded"
+    );
+    let replies = subscribe_with(
+        &mut sim,
+        refused,
+        json!({"channel": "private-chat", "auth": "app-key:00"}),
+    );
+    assert_eq!(replies[0].event, "pusher:subscription_error");
+    sim.send_json(
+        private,
+        json!({"event": "pusher:unsubscribe", "data": {"channel": "private-chat"}}),
+    );
+
+    sim.advance(secs(20));
+
+    assert_alive(&mut sim, private);
+    assert_alive(&mut sim, presence);
+    assert_error(&sim.take(refused), Some(4009));
+    assert_eq!(sim.closed(refused).map(|c| c.0), Some(4009));
+}
+
 #[test]
 fn required_signin_in_time_keeps_the_connection() {
     let mut sim = sim_with_app(|app| {

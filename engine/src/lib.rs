@@ -49,6 +49,7 @@ pub mod config;
 mod engine;
 pub mod frame;
 pub mod http_auth;
+pub mod http_response;
 pub mod ids;
 mod interface;
 pub mod rng;

@@ -295,11 +295,9 @@ pub fn response(status: u16, body: &[u8], options: &ResponseOptions<'_>) -> Vec<
     out
 }
 
-/// The JSON body of an error the shell answers itself.
+/// The JSON body of an error the shell answers itself; the engine owns its shape.
 pub fn error_body(reason: &str) -> Vec<u8> {
-    serde_json::json!({ "error": reason })
-        .to_string()
-        .into_bytes()
+    ferrocast_engine::http_response::error_body(reason)
 }
 
 /// The headers of an answer to a CORS preflight (`OPTIONS`).

@@ -4,6 +4,7 @@
 
 use super::Engine;
 use crate::http_auth::{self, percent_decode, Query};
+use crate::http_response;
 use crate::ids::{AppId, ReqId};
 use crate::interface::{HttpRequest, Output};
 use serde_json::{json, Value};
@@ -48,14 +49,11 @@ impl Route {
 impl Engine {
     pub(super) fn on_http(&mut self, req: ReqId, request: &HttpRequest) {
         let (status, body) = match self.answer_http(request) {
-            Ok(body) => (200, body),
-            Err(error) => (error.status, json!({ "error": error.message })),
+            Ok(body) => (200, body.to_string().into_bytes()),
+            Err(error) => (error.status, http_response::error_body(&error.message)),
         };
-        self.outputs.push_back(Output::HttpResponse {
-            req,
-            status,
-            body: body.to_string().into_bytes(),
-        });
+        self.outputs
+            .push_back(Output::HttpResponse { req, status, body });
     }
 
     fn answer_http(&mut self, request: &HttpRequest) -> Result<Value, HttpError> {

@@ -21,7 +21,7 @@ use crate::rng::SplitMix64;
 use crate::timers::{TimerKey, Timers};
 use crate::token_bucket::TokenBucket;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The sans-IO Pusher protocol engine.
 ///
@@ -53,7 +53,7 @@ struct App {
     /// The last event of each cache channel.
     cache: publish::Cache,
     /// Webhook batching and delayed leave events.
-    webhooks: webhooks::WebhookState,
+    webhooks: webhooks::Webhooks,
     /// HTTP publish allowance, created on first use when the app has a limit.
     http_event_bucket: Option<TokenBucket>,
     /// HTTP read allowance, created on first use when the app has a limit.
@@ -61,7 +61,12 @@ struct App {
 }
 
 impl App {
-    fn new(config: AppConfig) -> Self {
+    fn new(config: AppConfig, server: &Config) -> Self {
+        let webhooks = webhooks::Webhooks::new(
+            &config,
+            Duration::from_millis(server.webhook_batch_ms),
+            Duration::from_secs(server.webhook_leave_delay_secs),
+        );
         App {
             key: AppKey::new(&config.key),
             config,
@@ -70,7 +75,7 @@ impl App {
             users: BTreeMap::new(),
             watchers: BTreeMap::new(),
             cache: publish::Cache::new(),
-            webhooks: webhooks::WebhookState::default(),
+            webhooks,
             http_event_bucket: None,
             http_read_bucket: None,
         }
@@ -140,7 +145,7 @@ impl Engine {
         let apps: BTreeMap<AppId, App> = config
             .apps
             .iter()
-            .map(|app| (AppId::new(&app.id), App::new(app.clone())))
+            .map(|app| (AppId::new(&app.id), App::new(app.clone(), &config)))
             .collect();
         let app_by_key = apps
             .iter()
@@ -373,10 +378,12 @@ impl Engine {
                         );
                     }
                 }
-                Due::WebhookFlush(app) => self.flush_webhooks(&app),
-                Due::ChannelVacated(app, channel) => self.channel_vacated_due(&app, channel),
+                Due::WebhookFlush(app) => self.with_webhooks(&app, |w, cx| w.handle_flush_due(cx)),
+                Due::ChannelVacated(app, channel) => {
+                    self.with_webhooks(&app, |w, cx| w.handle_vacate_due(channel, cx))
+                }
                 Due::MemberRemoved(app, channel, user) => {
-                    self.member_removed_due(&app, channel, user)
+                    self.with_webhooks(&app, |w, cx| w.handle_member_removed_due(channel, user, cx))
                 }
                 Due::CacheExpiry(app, channel) => self.cache_expired(&app, &channel),
             }

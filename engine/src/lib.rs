@@ -56,6 +56,7 @@ pub mod rng;
 pub mod signature;
 mod timers;
 mod token_bucket;
+mod webhook_event;
 
 #[cfg(feature = "sim")]
 pub mod sim;

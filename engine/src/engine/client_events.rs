@@ -81,18 +81,11 @@ impl Engine {
                 frame,
             });
         }
-        let app = connection.app.clone();
-        let mut hook = serde_json::json!({
-            "name": "client_event",
-            "channel": channel.as_str(),
-            "event": event.as_str(),
-            "data": serde_json::from_str::<String>(&data.0).unwrap_or_default(),
-            "socket_id": connection.socket_id.to_string(),
+        let (app, socket_id) = (connection.app.clone(), connection.socket_id);
+        self.with_webhooks(&app, |hooks, cx| {
+            let sender = (socket_id, user_id.as_ref());
+            hooks.handle_client_event(&channel, &event, &data, sender, cx);
         });
-        if let Some(user) = &user_id {
-            hook["user_id"] = user.as_str().into();
-        }
-        self.queue_webhook(&app, hook);
     }
 }
 

@@ -85,10 +85,7 @@ impl Engine {
                 None,
             ),
             None => {
-                self.queue_webhook(
-                    app,
-                    json!({ "name": "cache_miss", "channel": channel.as_str() }),
-                );
+                self.with_webhooks(app, |hooks, cx| hooks.handle_cache_miss(channel, cx));
                 frame::message(
                     "pusher:cache_miss",
                     Some(channel.as_str()),
@@ -109,10 +106,9 @@ impl Engine {
             .channels
             .get(channel)
             .map_or(0, |c| c.subscriber_count());
-        self.queue_webhook(
-            app,
-            json!({ "name": "subscription_count", "channel": channel.as_str(), "subscription_count": count }),
-        );
+        self.with_webhooks(app, |hooks, cx| {
+            hooks.handle_subscription_count(channel, count, cx)
+        });
         if !self.apps[app].config.subscription_count_events {
             return;
         }

@@ -171,7 +171,9 @@ impl Engine {
         let connection = self.conns.get_mut(&conn).expect("caller checked");
         connection.channels.insert(channel.clone(), user.clone());
         if was_empty {
-            self.webhook_channel_occupied(&app, &channel);
+            self.with_webhooks(&app, |hooks, cx| {
+                hooks.handle_channel_occupied(&channel, cx)
+            });
         }
         if let Some(user) = user.filter(|_| first_socket_of_user) {
             let entry = self.app_mut(&app).channels.entry(&channel);
@@ -188,7 +190,9 @@ impl Engine {
                 except: Some(conn),
                 frame,
             });
-            self.webhook_member_added(&app, &channel, &user);
+            self.with_webhooks(&app, |hooks, cx| {
+                hooks.handle_member_added(&channel, &user, cx)
+            });
         }
         self.subscription_count_changed(&app, &channel);
     }
@@ -250,10 +254,10 @@ impl Engine {
                     frame,
                 });
             }
-            self.webhook_member_removed(app, channel, user);
+            self.with_webhooks(app, |hooks, cx| hooks.handle_member_left(channel, user, cx));
         }
         if self.app_mut(app).channels.drop_if_empty(channel) {
-            self.webhook_channel_emptied(app, channel);
+            self.with_webhooks(app, |hooks, cx| hooks.handle_channel_emptied(channel, cx));
         } else {
             self.subscription_count_changed(app, channel);
         }

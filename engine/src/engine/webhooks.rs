@@ -4,30 +4,97 @@
 //! when the channel or member comes back, so a page reload tells the backend nothing; the
 //! matching `channel_occupied` / `member_added` are then not sent again, so occupied/vacated
 //! strictly alternate per channel.
+//!
+//! [`Webhooks`] is one app's sub-part: the engine feeds it what happened (`handle_*`), lends
+//! it the timer table for its deadlines, and drains the signed POSTs (`poll_delivery`). An
+//! event is built only when an endpoint of the app wants its kind, so an app without, say,
+//! `client_event` webhooks spends nothing on them.
 
-use super::{App, Due, Engine};
-use crate::ids::{AppId, ChannelName, UserId};
+use super::{Due, Engine};
+use crate::config::AppConfig;
+use crate::frame::RawJson;
+use crate::ids::{AppId, ChannelName, EventName, SocketId, UserId};
 use crate::interface::{Output, WebhookDelivery};
 use crate::signature::sign_hex;
-use crate::timers::TimerKey;
+use crate::timers::{TimerKey, Timers};
+use crate::webhook_event::{KindSet, WebhookEvent, WebhookKind};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
 
-/// Per-app webhook bookkeeping; empty (and never filled) for apps without webhooks.
-#[derive(Debug, Default)]
-pub(super) struct WebhookState {
+/// What a [`Webhooks`] call needs from its owner: the time and the engine's timer table.
+pub(super) struct TimerCx<'a> {
+    /// Monotonic now, for deadlines.
+    pub now: Instant,
+    /// Wall time in Unix milliseconds, for a batch's `time_ms`.
+    pub unix_ms: u64,
+    /// The app the sub-part belongs to, for the timers it schedules.
+    pub app: &'a AppId,
+    /// The engine's timers (shared, so webhook deadlines fire in order with every other).
+    pub timers: &'a mut Timers<Due>,
+}
+
+/// One endpoint of the app, with the kinds it wants resolved once.
+#[derive(Debug)]
+struct Endpoint {
+    url: String,
+    wants: KindSet,
+}
+
+/// One app's webhook bookkeeping; empty (and never filled) for apps without webhooks.
+#[derive(Debug)]
+pub(super) struct Webhooks {
+    endpoints: Vec<Endpoint>,
+    /// Every kind any endpoint wants.
+    wanted: KindSet,
+    key: String,
+    secret: String,
+    batch_window: Duration,
+    leave_delay: Duration,
     /// Events gathered for the next batch.
-    pending: Vec<Value>,
+    pending: Vec<WebhookEvent>,
     /// Channels the backend was last told are occupied.
     reported_occupied: BTreeSet<ChannelName>,
     /// Channels whose `channel_vacated` is waiting out the delay.
     pending_vacate: BTreeMap<ChannelName, TimerKey>,
     /// Presence members whose `member_removed` is waiting out the delay.
     pending_member_removed: BTreeMap<(ChannelName, UserId), TimerKey>,
+    /// Signed POSTs ready for the shell.
+    deliveries: VecDeque<WebhookDelivery>,
+    /// Events built so far (kept for tests: unwanted kinds must cost nothing).
+    events_built: u64,
 }
 
-impl WebhookState {
+impl Webhooks {
+    /// The sub-part for `app`, batching for `batch_window`, holding leaves for `leave_delay`.
+    pub(super) fn new(app: &AppConfig, batch_window: Duration, leave_delay: Duration) -> Self {
+        let endpoints: Vec<Endpoint> = app
+            .webhooks
+            .iter()
+            .map(|hook| Endpoint {
+                url: hook.url.clone(),
+                wants: KindSet::of_endpoint(hook),
+            })
+            .collect();
+        let wanted = endpoints
+            .iter()
+            .fold(KindSet::default(), |all, e| all.union(e.wants));
+        Webhooks {
+            endpoints,
+            wanted,
+            key: app.key.clone(),
+            secret: app.secret.clone(),
+            batch_window,
+            leave_delay,
+            pending: Vec::new(),
+            reported_occupied: BTreeSet::new(),
+            pending_vacate: BTreeMap::new(),
+            pending_member_removed: BTreeMap::new(),
+            deliveries: VecDeque::new(),
+            events_built: 0,
+        }
+    }
+
     /// Bookkeeping entries still held (for leak checks).
     pub(super) fn len(&self) -> usize {
         self.pending.len()
@@ -35,157 +102,306 @@ impl WebhookState {
             + self.pending_vacate.len()
             + self.pending_member_removed.len()
     }
-}
 
-impl Engine {
-    /// Whether any endpoint of `app` wants events named `name`.
-    fn wants_webhook(&self, app: &AppId, name: &str) -> bool {
-        self.apps[app]
-            .config
-            .webhooks
-            .iter()
-            .any(|hook| hook.wants(name))
+    /// Whether any endpoint wants events of `kind`.
+    pub(super) fn wants(&self, kind: WebhookKind) -> bool {
+        self.wanted.contains(kind)
     }
 
-    /// Queues one event for the next batch, starting the batch window if needed.
-    pub(super) fn queue_webhook(&mut self, app: &AppId, event: Value) {
-        let name = event["name"].as_str().unwrap_or_default();
-        if !self.wants_webhook(app, name) {
+    /// A channel got its first subscriber.
+    pub(super) fn handle_channel_occupied(&mut self, channel: &ChannelName, cx: &mut TimerCx<'_>) {
+        if !self.wants(WebhookKind::ChannelOccupied) && !self.wants(WebhookKind::ChannelVacated) {
             return;
         }
-        let at = self.moment().now + Duration::from_millis(self.config.webhook_batch_ms);
-        let Some(state) = self.apps.get_mut(app).map(|a| &mut a.webhooks) else {
-            return;
-        };
-        if state.pending.is_empty() {
-            self.timers.schedule(at, Due::WebhookFlush(app.clone()));
-        }
-        state.pending.push(event);
-    }
-
-    pub(super) fn webhook_channel_occupied(&mut self, app: &AppId, channel: &ChannelName) {
-        if !self.wants_webhook(app, "channel_occupied")
-            && !self.wants_webhook(app, "channel_vacated")
-        {
-            return;
-        }
-        let state = &mut self.app_mut(app).webhooks;
-        if let Some(timer) = state.pending_vacate.remove(channel) {
-            self.timers.cancel(timer);
-        } else if state.reported_occupied.insert(channel.clone()) {
-            self.queue_webhook(
-                app,
-                json!({ "name": "channel_occupied", "channel": channel.as_str() }),
+        if let Some(timer) = self.pending_vacate.remove(channel) {
+            cx.timers.cancel(timer);
+        } else if self.reported_occupied.insert(channel.clone()) {
+            self.queue(
+                WebhookKind::ChannelOccupied,
+                || WebhookEvent::ChannelOccupied {
+                    channel: channel.clone(),
+                },
+                cx,
             );
         }
     }
 
-    pub(super) fn webhook_channel_emptied(&mut self, app: &AppId, channel: &ChannelName) {
-        if !self.apps[app].webhooks.reported_occupied.contains(channel) {
+    /// A channel lost its last subscriber: `channel_vacated` after the leave delay.
+    pub(super) fn handle_channel_emptied(&mut self, channel: &ChannelName, cx: &mut TimerCx<'_>) {
+        if !self.reported_occupied.contains(channel) {
             return;
         }
-        let at = self.moment().now + Duration::from_secs(self.config.webhook_leave_delay_secs);
-        let timer = self
-            .timers
-            .schedule(at, Due::ChannelVacated(app.clone(), channel.clone()));
-        self.app_mut(app)
-            .webhooks
-            .pending_vacate
-            .insert(channel.clone(), timer);
+        let due = Due::ChannelVacated(cx.app.clone(), channel.clone());
+        let timer = cx.timers.schedule(cx.now + self.leave_delay, due);
+        self.pending_vacate.insert(channel.clone(), timer);
     }
 
-    pub(super) fn channel_vacated_due(&mut self, app: &AppId, channel: ChannelName) {
-        let Some(state) = self.apps.get_mut(app).map(|a| &mut a.webhooks) else {
-            return;
-        };
-        state.pending_vacate.remove(&channel);
-        state.reported_occupied.remove(&channel);
-        self.queue_webhook(
-            app,
-            json!({ "name": "channel_vacated", "channel": channel.as_str() }),
+    /// The leave delay of an emptied channel passed with nobody back.
+    pub(super) fn handle_vacate_due(&mut self, channel: ChannelName, cx: &mut TimerCx<'_>) {
+        self.pending_vacate.remove(&channel);
+        self.reported_occupied.remove(&channel);
+        self.queue(
+            WebhookKind::ChannelVacated,
+            || WebhookEvent::ChannelVacated { channel },
+            cx,
         );
     }
 
-    pub(super) fn webhook_member_added(
+    /// A user joined a presence channel with its first socket.
+    pub(super) fn handle_member_added(
         &mut self,
-        app: &AppId,
         channel: &ChannelName,
         user: &UserId,
+        cx: &mut TimerCx<'_>,
     ) {
         let key = (channel.clone(), user.clone());
-        if let Some(timer) = self
-            .app_mut(app)
-            .webhooks
-            .pending_member_removed
-            .remove(&key)
-        {
-            self.timers.cancel(timer);
+        if let Some(timer) = self.pending_member_removed.remove(&key) {
+            cx.timers.cancel(timer);
             return;
         }
-        self.queue_webhook(app, json!({ "name": "member_added", "channel": channel.as_str(), "user_id": user.as_str() }));
+        let (channel, user) = key;
+        self.queue(
+            WebhookKind::MemberAdded,
+            || WebhookEvent::MemberAdded { channel, user },
+            cx,
+        );
     }
 
-    pub(super) fn webhook_member_removed(
+    /// A user left a presence channel with its last socket: `member_removed` after the delay.
+    pub(super) fn handle_member_left(
         &mut self,
-        app: &AppId,
         channel: &ChannelName,
         user: &UserId,
+        cx: &mut TimerCx<'_>,
     ) {
         // Held back even for endpoints that want only `member_added`: a quick return must
         // cancel it, or the return would be announced as a second `member_added`.
-        if !self.wants_webhook(app, "member_removed") && !self.wants_webhook(app, "member_added") {
+        if !self.wants(WebhookKind::MemberRemoved) && !self.wants(WebhookKind::MemberAdded) {
             return;
         }
-        let at = self.moment().now + Duration::from_secs(self.config.webhook_leave_delay_secs);
-        let timer = self.timers.schedule(
-            at,
-            Due::MemberRemoved(app.clone(), channel.clone(), user.clone()),
-        );
-        self.app_mut(app)
-            .webhooks
-            .pending_member_removed
+        let due = Due::MemberRemoved(cx.app.clone(), channel.clone(), user.clone());
+        let timer = cx.timers.schedule(cx.now + self.leave_delay, due);
+        self.pending_member_removed
             .insert((channel.clone(), user.clone()), timer);
     }
 
-    pub(super) fn member_removed_due(&mut self, app: &AppId, channel: ChannelName, user: UserId) {
-        let Some(state) = self.apps.get_mut(app).map(|a| &mut a.webhooks) else {
-            return;
-        };
-        state
-            .pending_member_removed
-            .remove(&(channel.clone(), user.clone()));
-        self.queue_webhook(app, json!({ "name": "member_removed", "channel": channel.as_str(), "user_id": user.as_str() }));
+    /// The leave delay of a member passed without its return.
+    pub(super) fn handle_member_removed_due(
+        &mut self,
+        channel: ChannelName,
+        user: UserId,
+        cx: &mut TimerCx<'_>,
+    ) {
+        let key = (channel, user);
+        self.pending_member_removed.remove(&key);
+        let (channel, user) = key;
+        self.queue(
+            WebhookKind::MemberRemoved,
+            || WebhookEvent::MemberRemoved { channel, user },
+            cx,
+        );
     }
 
-    /// Sends the gathered batch: one signed POST per endpoint that wants any of its events.
-    pub(super) fn flush_webhooks(&mut self, app: &AppId) {
-        let unix_ms = self.moment().unix_ms;
-        let Some(App {
-            config, webhooks, ..
-        }) = self.apps.get_mut(app)
-        else {
+    /// A client event was relayed; `data` is the relayed JSON string, decoded only if wanted.
+    pub(super) fn handle_client_event(
+        &mut self,
+        channel: &ChannelName,
+        event: &EventName,
+        data: &RawJson,
+        sender: (SocketId, Option<&UserId>),
+        cx: &mut TimerCx<'_>,
+    ) {
+        let (socket_id, user) = sender;
+        self.queue(
+            WebhookKind::ClientEvent,
+            || WebhookEvent::ClientEvent {
+                channel: channel.clone(),
+                event: event.clone(),
+                data: serde_json::from_str::<String>(&data.0).unwrap_or_default(),
+                socket_id,
+                user: user.cloned(),
+            },
+            cx,
+        );
+    }
+
+    /// A connection joined a cache channel with nothing cached.
+    pub(super) fn handle_cache_miss(&mut self, channel: &ChannelName, cx: &mut TimerCx<'_>) {
+        self.queue(
+            WebhookKind::CacheMiss,
+            || WebhookEvent::CacheMiss {
+                channel: channel.clone(),
+            },
+            cx,
+        );
+    }
+
+    /// A non-presence channel's subscriber count changed.
+    pub(super) fn handle_subscription_count(
+        &mut self,
+        channel: &ChannelName,
+        count: usize,
+        cx: &mut TimerCx<'_>,
+    ) {
+        self.queue(
+            WebhookKind::SubscriptionCount,
+            || WebhookEvent::SubscriptionCount {
+                channel: channel.clone(),
+                count,
+            },
+            cx,
+        );
+    }
+
+    /// Builds and gathers an event of `kind` for the next batch, when anyone wants that kind.
+    fn queue(
+        &mut self,
+        kind: WebhookKind,
+        build: impl FnOnce() -> WebhookEvent,
+        cx: &mut TimerCx<'_>,
+    ) {
+        if !self.wants(kind) {
             return;
-        };
-        let events = std::mem::take(&mut webhooks.pending);
-        for hook in &config.webhooks {
-            let wanted: Vec<&Value> = events
+        }
+        if self.pending.is_empty() {
+            let due = Due::WebhookFlush(cx.app.clone());
+            cx.timers.schedule(cx.now + self.batch_window, due);
+        }
+        let event = build();
+        debug_assert_eq!(event.kind(), kind);
+        self.events_built += 1;
+        self.pending.push(event);
+    }
+
+    /// The batch window closed: one signed POST per endpoint that wants any gathered event.
+    pub(super) fn handle_flush_due(&mut self, cx: &mut TimerCx<'_>) {
+        let events = std::mem::take(&mut self.pending);
+        for endpoint in &self.endpoints {
+            let wanted: Vec<Value> = events
                 .iter()
-                .filter(|e| hook.wants(e["name"].as_str().unwrap_or_default()))
+                .filter(|e| endpoint.wants.contains(e.kind()))
+                .map(WebhookEvent::to_json)
                 .collect();
             if wanted.is_empty() {
                 continue;
             }
-            let body = json!({ "time_ms": unix_ms, "events": wanted }).to_string();
-            let signature = sign_hex(&config.secret, body.as_bytes());
-            self.outputs.push_back(Output::Webhook(WebhookDelivery {
-                url: hook.url.clone(),
+            let body = json!({ "time_ms": cx.unix_ms, "events": wanted }).to_string();
+            let signature = sign_hex(&self.secret, body.as_bytes());
+            self.deliveries.push_back(WebhookDelivery {
+                url: endpoint.url.clone(),
                 body: body.into_bytes().into(),
                 headers: vec![
                     ("Content-Type".into(), "application/json".into()),
-                    ("X-Pusher-Key".into(), config.key.clone()),
+                    ("X-Pusher-Key".into(), self.key.clone()),
                     ("X-Pusher-Signature".into(), signature),
                 ],
-            }));
+            });
         }
+    }
+
+    /// The next signed POST to hand to the shell.
+    #[must_use]
+    pub(super) fn poll_delivery(&mut self) -> Option<WebhookDelivery> {
+        self.deliveries.pop_front()
+    }
+
+    /// How many events were built so far.
+    #[cfg(test)]
+    fn events_built(&self) -> u64 {
+        self.events_built
+    }
+}
+
+impl Engine {
+    /// Runs `f` on `app`'s webhook sub-part, then moves its deliveries to the outputs.
+    /// An app that is gone (a timer outliving it) is ignored.
+    pub(super) fn with_webhooks(
+        &mut self,
+        app: &AppId,
+        f: impl FnOnce(&mut Webhooks, &mut TimerCx<'_>),
+    ) {
+        let moment = self.moment();
+        let Some(state) = self.apps.get_mut(app) else {
+            return;
+        };
+        let mut cx = TimerCx {
+            now: moment.now,
+            unix_ms: moment.unix_ms,
+            app,
+            timers: &mut self.timers,
+        };
+        f(&mut state.webhooks, &mut cx);
+        while let Some(delivery) = state.webhooks.poll_delivery() {
+            self.outputs.push_back(Output::Webhook(delivery));
+        }
+    }
+}
+
+#[cfg(test)]
+// Tests need some instant to start from; its value does not matter.
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use super::*;
+    use crate::config::WebhookConfig;
+
+    fn app_with_endpoint(types: &[&str]) -> AppConfig {
+        AppConfig {
+            webhooks: vec![WebhookConfig {
+                url: "http://hooks.test/".into(),
+                event_types: types.iter().map(|t| t.to_string()).collect(),
+            }],
+            ..AppConfig::default()
+        }
+    }
+
+    fn client_event(hooks: &mut Webhooks, timers: &mut Timers<Due>, data: &RawJson) {
+        let app = AppId::new("app-id");
+        let mut cx = TimerCx {
+            now: Instant::now(),
+            unix_ms: 0,
+            app: &app,
+            timers,
+        };
+        let channel = ChannelName::parse("private-a", 200).unwrap();
+        let event = EventName::parse("client-x", 200).unwrap();
+        hooks.handle_client_event(&channel, &event, data, (SocketId::new(1, 2), None), &mut cx);
+    }
+
+    #[test]
+    fn client_events_nobody_wants_cost_nothing() {
+        let second = Duration::from_secs(1);
+        let mut hooks = Webhooks::new(&app_with_endpoint(&["channel_occupied"]), second, second);
+        let mut timers = Timers::default();
+
+        client_event(&mut hooks, &mut timers, &RawJson::string("{\"a\":1}"));
+
+        assert_eq!(hooks.events_built(), 0, "the data was not even decoded");
+        assert_eq!(hooks.len(), 0);
+        assert_eq!(timers.len(), 0, "no batch window was opened");
+    }
+
+    #[test]
+    fn wanted_client_events_are_built_batched_and_signed() {
+        let second = Duration::from_secs(1);
+        let mut hooks = Webhooks::new(&app_with_endpoint(&["client_event"]), second, second);
+        let mut timers = Timers::default();
+
+        client_event(&mut hooks, &mut timers, &RawJson::string("{\"a\":1}"));
+        let app = AppId::new("app-id");
+        let mut cx = TimerCx {
+            now: Instant::now(),
+            unix_ms: 5,
+            app: &app,
+            timers: &mut timers,
+        };
+        hooks.handle_flush_due(&mut cx);
+
+        assert_eq!(hooks.events_built(), 1);
+        assert_eq!(timers.len(), 1, "the batch window");
+        let delivery = hooks.poll_delivery().expect("one POST");
+        let body: Value = serde_json::from_slice(&delivery.body).unwrap();
+        assert_eq!(body["time_ms"], 5);
+        assert_eq!(body["events"][0]["data"], "{\"a\":1}");
+        assert_eq!(hooks.poll_delivery(), None);
     }
 }

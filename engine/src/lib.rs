@@ -5,6 +5,13 @@
 //! [`Input`]s stamped with a [`Moment`] and drains [`Output`]s: frames to queue, connections
 //! to close, HTTP responses, webhooks, and the instant of the next timer.
 //!
+//! # Names and codes
+//!
+//! Values are parsed once at the boundary into newtypes ([`ConnId`], [`SocketId`],
+//! [`ChannelName`], [`EventName`], [`UserId`]). Apps are keyed by their stable [`AppId`] (and
+//! found by [`AppKey`]), never by position, so a timer outliving its app is simply ignored.
+//! Every close and `pusher:error` code is a named [`CloseCode`].
+//!
 //! # The run loop
 //!
 //! After every [`Engine::handle_input`], drain [`Engine::poll_output`] until it returns

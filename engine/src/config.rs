@@ -1,10 +1,10 @@
 //! Server and per-app settings, parsed from TOML with every unknown key refused.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Everything the engine needs to know about its deployment.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Optional prefix before `/app/{key}` (e.g. `/ws` → `/ws/app/{key}`).
@@ -35,7 +35,7 @@ impl Default for Config {
 }
 
 /// One app: its credentials, switches and limits.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AppConfig {
     /// The app id used in HTTP API paths.
@@ -90,7 +90,7 @@ pub struct AppConfig {
 }
 
 /// One webhook endpoint of an app.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// The `http://` URL to POST to.

@@ -1,6 +1,5 @@
 //! The `ferrocast` binary: parse the configuration, bind, serve until a signal.
 
-use clap::Parser;
 use ferrocast::cli::Cli;
 use ferrocast::webhook_delivery;
 use ferrocast::{Server, Settings};
@@ -10,33 +9,30 @@ use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Err(message) = init_logging(cli.log_level.as_deref()) {
-        eprintln!("ferrocast: {message}");
-        return ExitCode::from(2);
-    }
-    let text = match &cli.config {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) => {
-                eprintln!("ferrocast: cannot read {}: {e}", path.display());
-                return ExitCode::from(2);
-            }
-        },
-        None => String::new(),
-    };
-    let settings = match Settings::load(&text, &cli.overrides()) {
+    let cli = Cli::from_process();
+    let settings = match load_settings(&cli) {
         Ok(settings) => settings,
         Err(message) => {
-            let source = cli
-                .config
-                .as_ref()
-                .map(|p| format!(" in {}", p.display()))
-                .unwrap_or_default();
-            eprintln!("ferrocast: bad configuration{source}: {message}");
+            eprintln!("ferrocast: {message}");
             return ExitCode::from(2);
         }
     };
+    if cli.print_config {
+        return match settings.to_redacted_toml() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ferrocast: cannot print the configuration: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Err(message) = init_logging(settings.server.log_level.as_deref()) {
+        eprintln!("ferrocast: {message}");
+        return ExitCode::from(2);
+    }
     if settings.engine.uses_default_credentials() {
         tracing::warn!(
             "WARNING: an app uses the default example credentials (app-key / app-secret); \
@@ -88,6 +84,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Reads the configuration file, if any, and layers the flags and environment over it.
+fn load_settings(cli: &Cli) -> Result<Settings, String> {
+    let text = match &cli.config {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        None => String::new(),
+    };
+    Settings::load(&text, &cli.overrides).map_err(|message| match &cli.config {
+        Some(path) => format!("bad configuration in {}: {message}", path.display()),
+        None => format!("bad configuration: {message}"),
+    })
 }
 
 fn init_logging(level: Option<&str>) -> Result<(), String> {

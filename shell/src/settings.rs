@@ -1,75 +1,152 @@
-//! Loading the configuration: one TOML file whose `[server]` table belongs to the shell and
-//! whose rest is the engine's [`Config`], then command-line and environment overrides.
+//! The configuration: one TOML file whose `[server]` table belongs to the shell and whose rest is
+//! the engine's [`Config`], under environment variables and flags.
 //!
-//! Precedence, lowest first: built-in defaults, the file, environment variables, flags.
+//! Each setting is declared once, as a field below: its doc comment is its `--help` text, its
+//! name is its TOML key and (in kebab case) its flag, its `env` is its environment variable and
+//! its `default_value` its built-in default. The layers are merged key by key, lowest first:
+//! built-in defaults, the file, environment variables, flags (clap ranks the last two).
 
 use crate::conn::ConnLimits;
 use crate::http::HeadLimits;
 use crate::slots::MAX_WORKERS;
+use crate::webhook_delivery::RetryPolicy;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Command, FromArgMatches};
 use ferrocast_engine::Config;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
+use tracing_subscriber::EnvFilter;
 
-/// The shell's own settings: the `[server]` table.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
+/// What `--print-config` shows instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// The shell's own settings: the `[server]` table, each also a flag and an environment variable.
+#[derive(Clone, Debug, PartialEq, Eq, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     /// Address to listen on.
+    #[arg(long, env = "FERROCAST_HOST", default_value = "0.0.0.0")]
     pub host: String,
+
     /// Port to listen on; 0 picks a free one.
+    #[arg(short, long, env = "FERROCAST_PORT", default_value_t = 6001)]
     pub port: u16,
-    /// I/O worker threads serving sockets (the engine runs on one more thread).
+
+    /// I/O worker threads serving sockets, 1 to 256 (the engine runs on one more thread when
+    /// there are two or more) [default: the number of cores].
+    #[arg(long, env = "FERROCAST_WORKERS", default_value_t = default_workers(), hide_default_value = true)]
     pub workers: usize,
-    /// Most bytes queued for one connection before it is a slow consumer.
+
+    /// Log filter (`info`, `debug`, `ferrocast=trace`, …) [default: `RUST_LOG`, else `info`].
+    #[arg(long, env = "FERROCAST_LOG_LEVEL", value_name = "FILTER")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+
+    /// Most bytes queued for one connection before it is closed as a slow consumer.
+    #[arg(long, env = "FERROCAST_MAX_OUTPUT_BYTES", default_value_t = 1024 * 1024)]
     pub max_output_bytes: usize,
-    /// Most frames queued for one connection before it is a slow consumer.
+
+    /// Most frames queued for one connection before it is closed as a slow consumer.
+    #[arg(long, env = "FERROCAST_MAX_OUTPUT_FRAMES", default_value_t = 4096)]
     pub max_output_frames: usize,
-    /// Most bytes of an HTTP request line plus headers (else 431).
+
+    /// Most bytes of an HTTP request line plus headers (more is answered 431).
+    #[arg(long, env = "FERROCAST_MAX_REQUEST_HEAD_BYTES", default_value_t = 8 * 1024)]
     pub max_request_head_bytes: usize,
-    /// Most HTTP request headers (else 431).
+
+    /// Most HTTP request headers (more is answered 431).
+    #[arg(long, env = "FERROCAST_MAX_REQUEST_HEADERS", default_value_t = 64)]
     pub max_request_headers: usize,
-    /// Most bytes of an HTTP request body (else 413).
+
+    /// Most bytes of an HTTP request body (more is answered 413).
+    #[arg(long, env = "FERROCAST_MAX_REQUEST_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_request_body_bytes: usize,
+
     /// Seconds a connection has to send a complete request or handshake; also the idle time
     /// allowed between keep-alive requests.
+    #[arg(long, env = "FERROCAST_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
     pub request_timeout_secs: u64,
-    /// Milliseconds allowed to flush and close a connection once its close is decided.
+
+    /// Milliseconds allowed to flush and close a connection once its close is decided (also
+    /// the shutdown grace period).
+    #[arg(long, env = "FERROCAST_CLOSE_LINGER_MS", default_value_t = 2000)]
     pub close_linger_ms: u64,
+
     /// Threads delivering webhooks.
+    #[arg(long, env = "FERROCAST_WEBHOOK_WORKERS", default_value_t = 2)]
     pub webhook_workers: usize,
+
     /// Webhook deliveries that may wait for a worker; more are dropped and counted.
+    #[arg(
+        long,
+        env = "FERROCAST_WEBHOOK_QUEUE_CAPACITY",
+        default_value_t = 10_000
+    )]
     pub webhook_queue_capacity: usize,
+
     /// Seconds one webhook POST may take.
+    #[arg(long, env = "FERROCAST_WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
     pub webhook_timeout_secs: u64,
+
     /// Seconds a refused webhook keeps being retried (with exponential back-off).
+    #[arg(
+        long,
+        env = "FERROCAST_WEBHOOK_RETRY_WINDOW_SECS",
+        default_value_t = 300
+    )]
     pub webhook_retry_window_secs: u64,
 }
 
+/// The engine's top-level settings that also have a flag and an environment variable.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Args, Serialize)]
+pub struct EngineOverrides {
+    /// Prefix before `/app/{key}` in WebSocket URLs (e.g. `/ws`); replaces `path_prefix`.
+    #[arg(long, env = "FERROCAST_PATH_PREFIX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+}
+
+/// The first app's settings that also have a flag and an environment variable.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Args, Serialize)]
+pub struct FirstAppOverrides {
+    /// Replaces the first app's id.
+    #[arg(long = "app-id", env = "FERROCAST_APP_ID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+
+    /// Replaces the first app's key.
+    #[arg(long = "app-key", env = "FERROCAST_APP_KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+
+    /// Replaces the first app's secret.
+    #[arg(
+        long = "app-secret",
+        env = "FERROCAST_APP_SECRET",
+        hide_env_values = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
 impl Default for ServerSettings {
+    /// The built-in defaults: the declared `default_value`s, with no environment read.
     fn default() -> Self {
-        ServerSettings {
-            host: "0.0.0.0".into(),
-            port: 6001,
-            workers: default_workers(),
-            max_output_bytes: 1024 * 1024,
-            max_output_frames: 4096,
-            max_request_head_bytes: 8 * 1024,
-            max_request_headers: 64,
-            max_request_body_bytes: 1024 * 1024,
-            request_timeout_secs: 10,
-            close_linger_ms: 2000,
-            webhook_workers: 2,
-            webhook_queue_capacity: 10_000,
-            webhook_timeout_secs: 10,
-            webhook_retry_window_secs: 300,
-        }
+        let command = ServerSettings::augment_args(Command::new("defaults")).mut_args(|arg| {
+            let no_env: Option<&str> = None;
+            arg.env(no_env)
+        });
+        let matches = command
+            .try_get_matches_from(["defaults"])
+            .expect("every server setting has a valid built-in default");
+        ServerSettings::from_arg_matches(&matches).expect("the defaults fill every field")
     }
 }
 
 impl ServerSettings {
     /// How webhook deliveries are retried.
-    pub fn webhook_retry_policy(&self) -> crate::webhook_delivery::RetryPolicy {
-        crate::webhook_delivery::RetryPolicy {
+    pub fn webhook_retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
             request_timeout: Duration::from_secs(self.webhook_timeout_secs),
             give_up_after: Duration::from_secs(self.webhook_retry_window_secs),
             ..Default::default()
@@ -101,6 +178,10 @@ impl ServerSettings {
         if self.host.is_empty() {
             return Err("server.host is empty".into());
         }
+        if let Some(filter) = &self.log_level {
+            EnvFilter::try_new(filter)
+                .map_err(|e| format!("server.log_level {filter:?} is not a log filter: {e}"))?;
+        }
         Ok(())
     }
 }
@@ -113,37 +194,63 @@ fn default_workers() -> usize {
         .min(MAX_WORKERS)
 }
 
-/// Values given on the command line or in the environment; `None` keeps the file's value.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The layers above the file: the settings given as flags or environment variables, as partial
+/// TOML tables keyed like the file, so that merging needs no per-setting code.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Overrides {
-    /// `server.host`.
-    pub host: Option<String>,
-    /// `server.port`.
-    pub port: Option<u16>,
-    /// `server.workers`.
-    pub workers: Option<usize>,
-    /// `server.max_output_bytes`.
-    pub max_output_bytes: Option<usize>,
-    /// `server.max_output_frames`.
-    pub max_output_frames: Option<usize>,
-    /// `server.max_request_head_bytes`.
-    pub max_request_head_bytes: Option<usize>,
-    /// `server.max_request_headers`.
-    pub max_request_headers: Option<usize>,
-    /// `server.max_request_body_bytes`.
-    pub max_request_body_bytes: Option<usize>,
-    /// `server.request_timeout_secs`.
-    pub request_timeout_secs: Option<u64>,
-    /// `server.close_linger_ms`.
-    pub close_linger_ms: Option<u64>,
-    /// The engine's `path_prefix`.
-    pub path_prefix: Option<String>,
-    /// The first app's `id`.
-    pub app_id: Option<String>,
-    /// The first app's `key`.
-    pub app_key: Option<String>,
-    /// The first app's `secret`.
-    pub app_secret: Option<String>,
+    /// Keys of `[server]`.
+    server: toml::Table,
+    /// Top-level keys of the engine's part.
+    engine: toml::Table,
+    /// Keys of the first `[[apps]]` table.
+    first_app: toml::Table,
+}
+
+impl Overrides {
+    /// The settings parsed from `matches` that came from a flag or the environment rather
+    /// than a built-in default.
+    pub fn given(
+        server: &ServerSettings,
+        engine: &EngineOverrides,
+        first_app: &FirstAppOverrides,
+        matches: &ArgMatches,
+    ) -> Overrides {
+        let mut server = table_of(server);
+        // A flag's id is its field's name, which is also its TOML key.
+        server.retain(|key, _| {
+            matches!(
+                matches.value_source(key),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        });
+        Overrides {
+            server,
+            engine: table_of(engine),
+            first_app: table_of(first_app),
+        }
+    }
+
+    /// Puts the engine and first-app overrides into the engine's part of the file.
+    fn apply_to_engine(&self, engine: &mut toml::Table) {
+        engine.extend(self.engine.clone());
+        if self.first_app.is_empty() {
+            return;
+        }
+        // No `[[apps]]` means the engine's one default app, which an `[[apps]]` table holding
+        // only the overrides reproduces (every app key has a default).
+        let apps = engine
+            .entry("apps")
+            .or_insert_with(|| toml::Value::Array(vec![toml::Value::Table(toml::Table::new())]));
+        if let Some(toml::Value::Table(first)) = apps.as_array_mut().and_then(|a| a.first_mut()) {
+            first.extend(self.first_app.clone());
+        }
+        // Anything else is malformed, and the engine says so when it parses the file.
+    }
+}
+
+/// A value as the TOML table it serializes to (`None` fields left out).
+fn table_of<T: Serialize>(value: &T) -> toml::Table {
+    toml::Table::try_from(value).expect("settings structs serialize to a TOML table")
 }
 
 /// Everything the server runs with.
@@ -156,44 +263,44 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Parses a configuration file's text (empty for none) and applies `overrides`.
+    /// Parses a configuration file's text (empty for none) under `overrides`, and validates it.
     pub fn load(text: &str, overrides: &Overrides) -> Result<Settings, String> {
         let mut table: toml::Table = text.parse().map_err(|e| format!("invalid TOML: {e}"))?;
-        let server = match table.remove("server") {
-            None => ServerSettings::default(),
-            Some(value @ toml::Value::Table(_)) => value
-                .try_into::<ServerSettings>()
-                .map_err(|e| format!("in [server]: {}", e.message()))?,
+        let in_file = match table.remove("server") {
+            None => toml::Table::new(),
+            Some(toml::Value::Table(in_file)) => in_file,
             Some(_) => return Err("`server` must be a table".into()),
         };
+        let server = layered_server(in_file, &overrides.server)?;
+        server.validate()?;
+        overrides.apply_to_engine(&mut table);
         // The engine parses and validates its part itself, unknown keys included.
         let rest = toml::to_string(&table).map_err(|e| format!("invalid TOML: {e}"))?;
         let engine = Config::from_toml(&rest).map_err(|e| e.to_string())?;
-        let mut settings = Settings { server, engine };
-        settings.apply(overrides)?;
-        Ok(settings)
+        Ok(Settings { server, engine })
     }
 
-    fn apply(&mut self, o: &Overrides) -> Result<(), String> {
-        let server = &mut self.server;
-        set(&mut server.host, &o.host);
-        set(&mut server.port, &o.port);
-        set(&mut server.workers, &o.workers);
-        set(&mut server.max_output_bytes, &o.max_output_bytes);
-        set(&mut server.max_output_frames, &o.max_output_frames);
-        set(
-            &mut server.max_request_body_bytes,
-            &o.max_request_body_bytes,
-        );
-        set(&mut server.request_timeout_secs, &o.request_timeout_secs);
-        server.validate()?;
-        set(&mut self.engine.path_prefix, &o.path_prefix);
-        if let Some(app) = self.engine.apps.first_mut() {
-            set(&mut app.id, &o.app_id);
-            set(&mut app.key, &o.app_key);
-            set(&mut app.secret, &o.app_secret);
+    /// The effective configuration as a TOML file would hold it, app secrets replaced by
+    /// [`REDACTED`].
+    pub fn to_redacted_toml(&self) -> Result<String, String> {
+        let mut engine = toml::Table::try_from(&self.engine).map_err(|e| e.to_string())?;
+        let mut apps = engine
+            .remove("apps")
+            .unwrap_or_else(|| toml::Value::Array(Vec::new()));
+        for app in apps.as_array_mut().into_iter().flatten() {
+            if let Some(app) = app.as_table_mut() {
+                app.insert("secret".into(), REDACTED.into());
+            }
         }
-        self.engine.validate().map_err(|e| e.to_string())
+        // Top-level keys first (TOML needs them before any table), then `[server]`, then the
+        // apps: the order of the README's example.
+        let parts = [
+            engine,
+            toml::Table::from_iter([("server".to_owned(), table_of(&self.server).into())]),
+            toml::Table::from_iter([("apps".to_owned(), apps)]),
+        ];
+        let texts: Result<Vec<String>, _> = parts.iter().map(toml::to_string).collect();
+        Ok(texts.map_err(|e| e.to_string())?.join("\n"))
     }
 
     /// The transport limits connections enforce.
@@ -214,23 +321,58 @@ impl Settings {
     }
 }
 
-fn set<T: Clone>(target: &mut T, value: &Option<T>) {
-    if let Some(v) = value {
-        *target = v.clone();
-    }
+/// The `[server]` settings: the defaults, then the file's keys, then the overrides' keys.
+fn layered_server(in_file: toml::Table, overrides: &toml::Table) -> Result<ServerSettings, String> {
+    let parse = |table: toml::Table| {
+        toml::Value::Table(table)
+            .try_into::<ServerSettings>()
+            .map_err(|e| format!("in [server]: {}", e.message()))
+    };
+    let mut merged = table_of(&ServerSettings::default());
+    merged.extend(in_file);
+    // The file is checked on its own, so that a flag cannot hide a mistake in it.
+    parse(merged.clone())?;
+    merged.extend(overrides.clone());
+    parse(merged)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::Cli;
+
+    /// The overrides `flags` give (the test process's own environment counts too, as it
+    /// would for the binary; these tests set no `FERROCAST_*` variable).
+    fn flags(flags: &[&str]) -> Overrides {
+        Cli::try_parse_args(std::iter::once("ferrocast").chain(flags.iter().copied()))
+            .expect("valid flags")
+            .overrides
+    }
 
     #[test]
     fn nothing_given_serves_the_default_app_on_6001() {
         let settings = Settings::load("", &Overrides::default()).unwrap();
         assert_eq!(settings.server, ServerSettings::default());
         assert_eq!(settings.server.port, 6001);
+        assert_eq!(settings.server.close_linger_ms, 2000);
         assert_eq!(settings.engine.apps[0].key, "app-key");
         assert!(settings.engine.uses_default_credentials());
+    }
+
+    #[test]
+    fn every_server_flag_is_named_like_its_toml_key() {
+        let flag_ids: Vec<String> = ServerSettings::augment_args(Command::new("t"))
+            .get_arguments()
+            .map(|arg| arg.get_id().to_string())
+            .collect();
+        let all_given = ServerSettings {
+            log_level: Some("info".into()),
+            ..ServerSettings::default()
+        };
+        let keys: Vec<String> = table_of(&all_given).keys().cloned().collect();
+        let mut sorted_ids = flag_ids.clone();
+        sorted_ids.sort();
+        assert_eq!(sorted_ids, keys);
     }
 
     #[test]
@@ -267,30 +409,57 @@ mod tests {
     }
 
     #[test]
+    fn a_flag_does_not_hide_a_bad_file_value() {
+        let err = Settings::load("[server]\nport = \"x\"\n", &flags(&["--port", "1"])).unwrap_err();
+        assert!(err.contains("in [server]"), "{err}");
+    }
+
+    #[test]
     fn overrides_win_over_the_file_and_are_validated() {
-        let overrides = Overrides {
-            port: Some(0),
-            host: Some("127.0.0.1".into()),
-            app_key: Some("real-key".into()),
-            app_secret: Some("real-secret".into()),
-            ..Overrides::default()
-        };
-        let settings = Settings::load("[server]\nport = 7000\n", &overrides).unwrap();
+        let overrides = flags(&[
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--app-key",
+            "real-key",
+            "--app-secret",
+            "real-secret",
+            "--max-request-headers",
+            "9",
+        ]);
+        let file = "[server]\nport = 7000\nmax_request_headers = 5\nclose_linger_ms = 5\n";
+        let settings = Settings::load(file, &overrides).unwrap();
         assert_eq!(settings.server.port, 0);
         assert_eq!(settings.server.host, "127.0.0.1");
+        assert_eq!(settings.server.max_request_headers, 9);
+        assert_eq!(settings.conn_limits().head.max_headers, 9);
+        assert_eq!(
+            settings.conn_limits().close_linger,
+            Duration::from_millis(5)
+        );
         assert_eq!(settings.engine.apps[0].key, "real-key");
         assert!(!settings.engine.uses_default_credentials());
 
-        let bad = Overrides {
-            app_key: Some(String::new()),
-            ..Overrides::default()
-        };
-        assert!(Settings::load("", &bad).is_err());
-        let bad = Overrides {
-            max_output_bytes: Some(0),
-            ..Overrides::default()
-        };
-        assert!(Settings::load("", &bad).is_err());
+        assert!(Settings::load("", &flags(&["--app-key", ""])).is_err());
+        let err = Settings::load("", &flags(&["--max-output-bytes", "0"])).unwrap_err();
+        assert_eq!(err, "server.max_output_bytes must be at least 1");
+    }
+
+    #[test]
+    fn app_overrides_replace_the_first_app_only() {
+        let file = "[[apps]]\nid = \"1\"\nkey = \"k1\"\nsecret = \"s1\"\n\
+                    [[apps]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s2\"\n";
+        let settings =
+            Settings::load(file, &flags(&["--app-id", "one", "--path-prefix", "/ws"])).unwrap();
+        assert_eq!(settings.engine.apps[0].id, "one");
+        assert_eq!(settings.engine.apps[0].key, "k1");
+        assert_eq!(settings.engine.apps[1].id, "2");
+        assert_eq!(settings.engine.path_prefix, "/ws");
+        let err = Settings::load("", &flags(&["--path-prefix", "ws/"])).unwrap_err();
+        assert!(err.contains("path_prefix"), "{err}");
+        let err = Settings::load("apps = []\n", &flags(&["--app-id", "x"])).unwrap_err();
+        assert_eq!(err, "no apps configured");
     }
 
     #[test]
@@ -299,10 +468,7 @@ mod tests {
         assert!(settings.server.workers >= 1);
         let file = Settings::load("[server]\nworkers = 3\n", &Overrides::default()).unwrap();
         assert_eq!(file.server.workers, 3);
-        let flag = Overrides {
-            workers: Some(1),
-            ..Overrides::default()
-        };
+        let flag = flags(&["--workers", "1"]);
         assert_eq!(
             Settings::load("[server]\nworkers = 3\n", &flag)
                 .unwrap()
@@ -318,5 +484,19 @@ mod tests {
             .unwrap_err();
             assert!(err.contains("server.workers"), "{err}");
         }
+    }
+
+    #[test]
+    fn the_redacted_dump_loads_back_to_the_same_settings_but_the_secrets() {
+        let text = "activity_timeout_secs = 60\n[server]\nport = 7000\n\
+                    [[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\nmax_connections = 5\n\
+                    [[apps.webhooks]]\nurl = \"http://127.0.0.1:1/hook\"\n";
+        let settings = Settings::load(text, &Overrides::default()).unwrap();
+        let dump = settings.to_redacted_toml().unwrap();
+        assert!(!dump.contains("\"s\""), "{dump}");
+        let mut again = Settings::load(&dump, &Overrides::default()).unwrap();
+        assert_eq!(again.engine.apps[0].secret, REDACTED);
+        again.engine.apps[0].secret = "s".into();
+        assert_eq!(again, settings);
     }
 }

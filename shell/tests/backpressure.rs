@@ -5,8 +5,9 @@
 
 mod support;
 
+use ferrocast::cli::Cli;
 use ferrocast::webhook::WebhookSink;
-use ferrocast::{Overrides, Server, Settings};
+use ferrocast::{Server, Settings};
 use ferrocast_engine::signature::client_auth;
 use ferrocast_engine::WebhookDelivery;
 use serde_json::json;
@@ -60,13 +61,18 @@ fn start(workers: usize) -> SocketAddr {
         .with_ansi(false)
         .with_writer(|| Capture)
         .try_init();
-    let overrides = Overrides {
-        host: Some("127.0.0.1".into()),
-        port: Some(0),
-        workers: Some(workers),
-        ..Overrides::default()
-    };
-    let settings = Settings::load(CONFIG, &overrides).expect("settings");
+    let workers = workers.to_string();
+    let flags = [
+        "ferrocast",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--workers",
+        &workers,
+    ];
+    let cli = Cli::try_parse_args(flags).expect("flags");
+    let settings = Settings::load(CONFIG, &cli.overrides).expect("settings");
     let mut server = Server::bind(&settings, Box::new(NoWebhooks)).expect("bind");
     server.set_queue_capacities(1, 1);
     let addr = server.local_addr();

@@ -96,6 +96,10 @@ pub struct Conn {
     engine_knows: bool,
     /// Set once `SlowConsumer` was reported, so it is reported once and nothing more is queued.
     slow: bool,
+    /// Once slow, the latest frame addressed to this connection alone, held beyond the output
+    /// budget: the engine answers `SlowConsumer` with `pusher:error` 4100 right before its
+    /// Close, so this is the reason for the close, and goes out just before the close frame.
+    last_words: Option<Frame>,
     deadline: Option<Instant>,
 }
 
@@ -116,6 +120,7 @@ impl Conn {
             out: OutQueue::default(),
             engine_knows: false,
             slow: false,
+            last_words: None,
             deadline: Some(now + limits.request_timeout),
         }
     }
@@ -204,7 +209,17 @@ impl Conn {
         }
     }
 
-    /// Queues an engine frame; returns `true` the first time the queue overflows.
+    /// Queues a frame addressed to this connection alone; returns `true` the first time the
+    /// queue overflows. Once it has, the latest such frame is kept for [`Conn::close`].
+    pub fn send_own(&mut self, frame: &Frame, limits: &ConnLimits) -> bool {
+        if self.slow && matches!(self.phase, Phase::WebSocket(_)) {
+            self.last_words = Some(frame.clone());
+            return false;
+        }
+        self.send(frame, limits)
+    }
+
+    /// Queues a broadcast frame; returns `true` the first time the queue overflows.
     pub fn send(&mut self, frame: &Frame, limits: &ConnLimits) -> bool {
         if self.slow || !matches!(self.phase, Phase::WebSocket(_)) {
             return false;
@@ -221,10 +236,14 @@ impl Conn {
         }
     }
 
-    /// The engine closed the connection: queue the close frame and start closing.
+    /// The engine closed the connection: queue the close frame (after the last words of a
+    /// slow connection, beyond its budget) and start closing.
     pub fn close(&mut self, code: u16, reason: &str, now: Instant, limits: &ConnLimits) {
         self.engine_knows = false;
         if matches!(self.phase, Phase::WebSocket(_)) {
+            if let Some(last_words) = self.last_words.take() {
+                self.out.push_frame(last_words);
+            }
             self.out.push_frame(Frame::close(code, reason));
         }
         self.start_closing(now, limits);

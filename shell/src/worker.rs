@@ -340,7 +340,9 @@ impl Worker {
                         self.adopt(stream, now);
                     }
                 }
-                ToWorker::Output(Output::Send { conn, frame }) => self.deliver(conn, &frame),
+                ToWorker::Output(Output::Send { conn, frame }) => {
+                    self.deliver(conn, &frame, Conn::send_own)
+                }
                 ToWorker::Slice {
                     conns,
                     range,
@@ -349,7 +351,7 @@ impl Worker {
                 } => {
                     let recipients = conns.get(range).unwrap_or_default();
                     for &conn in recipients.iter().filter(|&&c| Some(c) != except) {
-                        self.deliver(conn, &frame);
+                        self.deliver(conn, &frame, Conn::send);
                     }
                 }
                 ToWorker::Output(Output::Close { conn, code, reason }) => {
@@ -561,14 +563,20 @@ impl Worker {
         }
     }
 
-    fn deliver(&mut self, conn: ConnId, frame: &Frame) {
+    /// Queues `frame` for `conn` with `queue` (a broadcast's or a frame of its own).
+    fn deliver(
+        &mut self,
+        conn: ConnId,
+        frame: &Frame,
+        queue: fn(&mut Conn, &Frame, &ConnLimits) -> bool,
+    ) {
         let Some(index) = self.conns.index_of(conn) else {
             return;
         };
         let Some(entry) = self.conns.get_mut(index) else {
             return;
         };
-        if entry.conn.send(frame, &self.limits) {
+        if queue(&mut entry.conn, frame, &self.limits) {
             tracing::debug!(
                 conn = conn.0,
                 queued = entry.conn.queued_bytes(),

@@ -178,7 +178,8 @@ impl Server {
         outcome
     }
 
-    /// Turns each signal into a notice for the supervisor, from a thread of its own.
+    /// Turns each signal into a notice for the supervisor, from a thread of its own that
+    /// reports to the supervisor like every other (a panic there stops the server).
     fn forward_signals(
         &mut self,
         notices: mpsc::Sender<Notice>,
@@ -187,15 +188,15 @@ impl Server {
             return Ok(None);
         };
         let handle = signals.handle();
-        let thread = std::thread::Builder::new()
-            .name("signals".into())
-            .spawn(move || {
-                for _ in signals.forever() {
-                    if notices.send(Notice::Signal).is_err() {
-                        return;
-                    }
+        let reports = notices.clone();
+        let thread = supervisor::spawn("signals".into(), Role::Signals, reports, move || {
+            for _ in signals.forever() {
+                if notices.send(Notice::Signal).is_err() {
+                    break;
                 }
-            })?;
+            }
+            Ok(())
+        })?;
         Ok(Some((handle, thread)))
     }
 }

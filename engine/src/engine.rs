@@ -38,6 +38,8 @@ pub struct Engine {
     outputs: VecDeque<Output>,
     rng: SplitMix64,
     now: Option<Moment>,
+    /// Set by [`Input::Shutdown`]: no connection is accepted any more.
+    shutting_down: bool,
 }
 
 /// Per-app live state beside its configuration.
@@ -161,6 +163,7 @@ impl Engine {
             outputs: VecDeque::new(),
             rng: SplitMix64::new(seed),
             now: None,
+            shutting_down: false,
         }
     }
 
@@ -222,6 +225,14 @@ impl Engine {
             }
             Input::Tick => {
                 self.fire_timers();
+                Ok(())
+            }
+            Input::Shutdown => {
+                self.shutting_down = true;
+                let open: Vec<ConnId> = self.conns.keys().copied().collect();
+                for conn in open {
+                    self.close_with_error(conn, SHUTDOWN_CODE, SHUTDOWN_MESSAGE);
+                }
                 Ok(())
             }
         }
@@ -390,6 +401,10 @@ impl Engine {
         }
     }
 }
+
+/// Pusher's "server is going away, reconnect at once" close code.
+const SHUTDOWN_CODE: CloseCode = CloseCode::GENERIC_RECONNECT;
+const SHUTDOWN_MESSAGE: &str = "server shutting down; reconnect";
 
 /// A `pusher:error` frame; its data is an object, as the client libraries expect.
 fn error_frame(code: Option<CloseCode>, message: &str) -> Frame {

@@ -109,6 +109,10 @@ pub enum Input {
     },
     /// Time passed; timers due at `now` fire.
     Tick,
+    /// The server is going away: every open connection is told so (`pusher:error` 4200, then
+    /// a Close with 4200, "reconnect elsewhere at once"), and so is every connection opened
+    /// from now on. The shell keeps running until the closes have gone out.
+    Shutdown,
 }
 
 /// A signed webhook POST the shell must deliver (and retry).
@@ -134,7 +138,9 @@ pub enum Output {
     },
     /// Queue the same frame for many connections (one encoding shared by all).
     Broadcast {
-        /// The recipients.
+        /// The recipients, in strictly ascending order (the engine keeps subscribers in
+        /// ordered sets): a shell whose connection ids name their owner, as the top bits of
+        /// the id, finds each owner's recipients in one contiguous range.
         conns: Arc<[ConnId]>,
         /// A connection in `conns` to skip (the sender, or a publish's `socket_id`).
         except: Option<ConnId>,

@@ -47,6 +47,17 @@
 //!     other => panic!("expected a ping, got {other:?}"),
 //! }
 //! ```
+//!
+//! # Several feeders, one owner
+//!
+//! The engine has one owner, which alone calls `handle_input` and `poll_output`. Every other
+//! source of inputs (socket workers, the signal handler feeding [`Input::Shutdown`], and next
+//! a cluster bus or an admin endpoint) hands its inputs to that owner through one queue. The
+//! engine needs to know nothing about who fed what: each output names its addressee by an id
+//! the feeder chose ([`ConnId`] for frames and closes, [`ReqId`] for HTTP answers), so a
+//! feeder that makes its ids distinguishable from the others' (the server puts the feeder's
+//! index in their top byte) gets back exactly the outputs addressed to it. Recipient lists of
+//! [`Output::Broadcast`] are in ascending order, so those of one feeder are one range.
 #![warn(missing_docs)]
 
 mod channels;

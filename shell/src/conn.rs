@@ -6,10 +6,11 @@
 //! thread. Its life: reading an HTTP request → (answer → next request)* → or upgraded to a
 //! WebSocket → closing (flush, half-close, drain until the peer hangs up or a deadline).
 
+use crate::door::Requests;
 use crate::http::{self, HeadLimits, Parsed, Refusal, RequestHead, ResponseOptions};
 use crate::out_queue::{Offer, OutQueue};
 use crate::ws_codec::{Decoder, WsEvent};
-use ferrocast_engine::{ConnId, Frame, HttpRequest, Input, ReqId, WsRequest};
+use ferrocast_engine::{ConnId, Frame, HttpRequest, Input, WsRequest};
 use mio::net::TcpStream;
 use std::io::{self, Read};
 use std::net::{IpAddr, Shutdown};
@@ -43,6 +44,8 @@ pub struct Cx<'a> {
     pub now: Instant,
     /// Inputs for the engine, in the order they happened.
     pub inputs: &'a mut Vec<Input>,
+    /// Where HTTP requests get their ids.
+    pub requests: &'a mut Requests,
     /// The limits in force.
     pub limits: &'a ConnLimits,
 }
@@ -93,6 +96,10 @@ pub struct Conn {
     engine_knows: bool,
     /// Set once `SlowConsumer` was reported, so it is reported once and nothing more is queued.
     slow: bool,
+    /// Once slow, the latest frame addressed to this connection alone, held beyond the output
+    /// budget: the engine answers `SlowConsumer` with `pusher:error` 4100 right before its
+    /// Close, so this is the reason for the close, and goes out just before the close frame.
+    last_words: Option<Frame>,
     deadline: Option<Instant>,
 }
 
@@ -113,6 +120,7 @@ impl Conn {
             out: OutQueue::default(),
             engine_knows: false,
             slow: false,
+            last_words: None,
             deadline: Some(now + limits.request_timeout),
         }
     }
@@ -125,11 +133,6 @@ impl Conn {
     /// The socket, for (re)registration with the poller.
     pub fn stream_mut(&mut self) -> &mut TcpStream {
         &mut self.stream
-    }
-
-    /// Whether the engine has this connection open.
-    pub fn engine_knows(&self) -> bool {
-        self.engine_knows
     }
 
     /// When the connection must be dropped unless something happens first.
@@ -206,7 +209,17 @@ impl Conn {
         }
     }
 
-    /// Queues an engine frame; returns `true` the first time the queue overflows.
+    /// Queues a frame addressed to this connection alone; returns `true` the first time the
+    /// queue overflows. Once it has, the latest such frame is kept for [`Conn::close`].
+    pub fn send_own(&mut self, frame: &Frame, limits: &ConnLimits) -> bool {
+        if self.slow && matches!(self.phase, Phase::WebSocket(_)) {
+            self.last_words = Some(frame.clone());
+            return false;
+        }
+        self.send(frame, limits)
+    }
+
+    /// Queues a broadcast frame; returns `true` the first time the queue overflows.
     pub fn send(&mut self, frame: &Frame, limits: &ConnLimits) -> bool {
         if self.slow || !matches!(self.phase, Phase::WebSocket(_)) {
             return false;
@@ -223,26 +236,25 @@ impl Conn {
         }
     }
 
-    /// The engine closed the connection: queue the close frame and start closing.
+    /// The engine closed the connection: queue the close frame (after the last words of a
+    /// slow connection, beyond its budget) and start closing.
     pub fn close(&mut self, code: u16, reason: &str, now: Instant, limits: &ConnLimits) {
         self.engine_knows = false;
         if matches!(self.phase, Phase::WebSocket(_)) {
+            if let Some(last_words) = self.last_words.take() {
+                self.out.push_frame(last_words);
+            }
             self.out.push_frame(Frame::close(code, reason));
         }
         self.start_closing(now, limits);
     }
 
-    /// Closes because the server is shutting down; tells the engine the socket is gone.
-    pub fn shut_down(&mut self, code: u16, cx: &mut Cx<'_>) {
-        if self.engine_knows {
-            self.engine_knows = false;
-            cx.inputs.push(Input::Closed { conn: self.id });
+    /// The server is shutting down: an HTTP connection closes now. A WebSocket is the
+    /// engine's to close (it says why first), so it is left alone.
+    pub fn shut_down(&mut self, cx: &mut Cx<'_>) {
+        if matches!(self.phase, Phase::Http { .. }) {
+            self.start_closing(cx.now, cx.limits);
         }
-        if matches!(self.phase, Phase::WebSocket(_)) {
-            self.out
-                .push_frame(Frame::close(code, "server shutting down"));
-        }
-        self.start_closing(cx.now, cx.limits);
     }
 
     /// Writes the engine's answer to the request in flight; returns whether the connection
@@ -432,7 +444,7 @@ impl Conn {
             });
             self.deadline = None;
             cx.inputs.push(Input::Http {
-                req: ReqId(self.id.0),
+                req: cx.requests.open(self.id),
                 request: HttpRequest {
                     method: current.method,
                     path: current.path,

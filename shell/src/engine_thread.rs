@@ -1,12 +1,13 @@
 //! The engine thread: the one place the protocol state lives.
 //!
-//! It sleeps on its inbox until a worker hands it inputs or the engine's next timer is due,
-//! stamps the batch with one [`Moment`], feeds every input (draining the outputs after each, as
-//! the engine requires), routes connection outputs into per-worker lanes, gives webhooks to
-//! their sink, and finally hands each worker its lane at once. [`EngineCore`] is that feeding
-//! and routing without the thread: a single worker runs it inline.
+//! It sleeps on the door (`to_engine`) until a feeder hands it inputs or the engine's next
+//! timer is due, stamps what it took with one [`Moment`], feeds every input (draining the
+//! outputs after each, as the engine requires), routes addressed outputs into per-feeder
+//! lanes, gives webhooks to their sink, and finally hands each feeder its lane at once.
+//! [`EngineCore`] is that feeding and routing without the thread: a single worker runs it
+//! inline.
 
-use crate::inbox::{InboxReceiver, Taken};
+use crate::queue::{Received, Receiver};
 use crate::route::Router;
 use crate::webhook::WebhookSink;
 use ferrocast_engine::{Engine, Input, Moment, Output};
@@ -55,56 +56,49 @@ impl EngineCore {
         }
         loop {
             match self.engine.poll_output() {
-                Output::Send { conn, frame } => self.router.send(conn, frame),
                 Output::Broadcast {
                     conns,
                     except,
                     frame,
                 } => self.router.broadcast(conns, except, frame),
-                Output::Close { conn, code, reason } => self.router.close(conn, code.get(), reason),
-                Output::HttpResponse { req, status, body } => {
-                    self.router.respond(req, status, body)
-                }
                 Output::Webhook(delivery) => self.webhooks.deliver(delivery),
                 Output::Timeout(at) => {
                     self.wake = at;
                     return;
                 }
+                addressed => self.router.route(addressed),
             }
         }
     }
 }
 
-/// The engine on a thread of its own, fed through its inbox.
+/// The engine on a thread of its own, fed through the door.
 pub struct EngineThread {
     core: EngineCore,
-    inbox: InboxReceiver<Input>,
+    to_engine: Receiver<Input>,
 }
 
 impl EngineThread {
     /// Puts the pieces together; nothing runs until [`EngineThread::run`].
-    pub fn new(core: EngineCore, inbox: InboxReceiver<Input>) -> Self {
-        EngineThread { core, inbox }
+    pub fn new(core: EngineCore, to_engine: Receiver<Input>) -> Self {
+        EngineThread { core, to_engine }
     }
 
-    /// Serves until the inbox is closed and empty.
+    /// Serves until the door is closed and empty.
     pub fn run(mut self) {
+        let mut inputs = Vec::new();
         loop {
             let timeout = self
                 .core
                 .wake
                 .map(|at| at.saturating_duration_since(Instant::now()));
-            let batches = match self.inbox.recv(timeout) {
-                Taken::Batches(batches) => batches,
-                Taken::TimedOut => Default::default(),
-                Taken::Closed => return,
-            };
+            if self.to_engine.recv(&mut inputs, usize::MAX, timeout) == Received::Closed {
+                return;
+            }
             let at = now();
             self.core.tick_if_due(at);
-            for batch in batches {
-                for input in batch {
-                    self.core.feed(at, input);
-                }
+            for input in inputs.drain(..) {
+                self.core.feed(at, input);
             }
             self.core.router.flush();
         }

@@ -4,12 +4,11 @@
 
 pub mod cli;
 pub mod conn;
+pub mod door;
 pub mod engine_thread;
-pub mod handoff;
 pub mod http;
-pub mod inbox;
-pub mod mailbox;
 pub mod out_queue;
+pub mod queue;
 pub mod route;
 pub mod server;
 pub mod settings;

@@ -1,17 +1,17 @@
 //! The server: binds the listener, starts the engine thread and the I/O workers, wires the
 //! hand-offs between them, and supervises them until a signal has shut everything down.
-//! With one worker there is no engine thread: the worker runs the engine inline.
+//! With one worker there is no engine thread: the worker runs the engine inline, and drains
+//! the door for the other feeders' inputs.
 //!
 //! ```text
-//!  sockets ⇄ I/O worker 0 (accepts, deals sockets) ┐  batches of inputs   ┌──────────────┐
-//!  sockets ⇄ I/O worker 1                          ├─────── inbox ──────▶ │ engine thread │
-//!  sockets ⇄ I/O worker W-1                        ┘ ◀── one mailbox ──── └──────────────┘
-//!                                                       per worker            │ webhooks
+//!  sockets ⇄ I/O worker 0 (accepts, deals sockets) ┐  batches of inputs     ┌──────────────┐
+//!  sockets ⇄ I/O worker 1                          ├──── to_engine ───────▶ │ engine thread │
+//!  sockets ⇄ I/O worker W-1                        ┘ ◀── one to_worker ──── └──────────────┘
+//!  supervisor (signals → Input::Shutdown) ─────────────▶ to_engine   per worker   │ webhook_queue
 //! ```
 
 use crate::engine_thread::{random_seed, EngineCore, EngineThread};
-use crate::inbox::{self, InboxSender};
-use crate::mailbox;
+use crate::queue::{self, Sender};
 use crate::route::Router;
 use crate::settings::Settings;
 use crate::slots::MAX_WORKERS;
@@ -26,10 +26,10 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{mpsc, Arc};
 
-/// Inputs the engine's inbox holds before workers must wait (and stop reading).
-const INBOX_CAPACITY: usize = 64 * 1024;
-/// Items a worker's mailbox holds before the engine thread waits for it.
-const MAILBOX_CAPACITY: usize = 64 * 1024;
+/// Inputs the door to the engine holds before workers must wait (and stop reading).
+const TO_ENGINE_CAPACITY: usize = 64 * 1024;
+/// Items a worker's queue holds before the engine thread waits for it.
+const TO_WORKER_CAPACITY: usize = 64 * 1024;
 
 /// The server: a bound listener and what it will run with.
 pub struct Server {
@@ -38,8 +38,8 @@ pub struct Server {
     settings: Settings,
     webhooks: Option<Box<dyn WebhookSink + Send>>,
     signals: Option<signal_hook::iterator::Signals>,
-    inbox_capacity: usize,
-    mailbox_capacity: usize,
+    to_engine_capacity: usize,
+    to_worker_capacity: usize,
 }
 
 impl Server {
@@ -60,8 +60,8 @@ impl Server {
             settings: settings.clone(),
             webhooks: Some(webhooks),
             signals: None,
-            inbox_capacity: INBOX_CAPACITY,
-            mailbox_capacity: MAILBOX_CAPACITY,
+            to_engine_capacity: TO_ENGINE_CAPACITY,
+            to_worker_capacity: TO_WORKER_CAPACITY,
         })
     }
 
@@ -75,11 +75,11 @@ impl Server {
         self.settings.server.workers.clamp(1, MAX_WORKERS)
     }
 
-    /// Replaces the hand-off capacities: inputs the engine's inbox holds, and items each
-    /// worker's mailbox holds (at least 1 each). Tests make them tiny to force backpressure.
-    pub fn set_queue_capacities(&mut self, inbox: usize, mailbox: usize) {
-        self.inbox_capacity = inbox.max(1);
-        self.mailbox_capacity = mailbox.max(1);
+    /// Replaces the hand-off capacities: inputs the door to the engine holds, and items each
+    /// worker's queue holds (at least 1 each). Tests make them tiny to force backpressure.
+    pub fn set_queue_capacities(&mut self, to_engine: usize, to_worker: usize) {
+        self.to_engine_capacity = to_engine.max(1);
+        self.to_worker_capacity = to_worker.max(1);
     }
 
     /// Shuts down gracefully on SIGINT or SIGTERM (a second signal stops at once).
@@ -103,19 +103,21 @@ impl Server {
             polls.push(poll);
         }
         let boxed = |w: &Arc<Waker>| Box::new(w.clone()) as Box<dyn Wake>;
-        let (inbox_senders, inbox) =
-            inbox::inbox::<Input>(self.inbox_capacity, wakers.iter().map(boxed).collect());
-        let (mail_senders, mail_receivers): (Vec<_>, Vec<_>) = wakers
+        let engine_thread = count > 1;
+        // The door's consumer: the engine thread (asleep on the queue's condition variable),
+        // or the one worker running the engine inline (asleep in `poll`, woken by its waker).
+        let door_consumer = (!engine_thread).then(|| boxed(&wakers[0]));
+        let (to_engine, door) = queue::bounded::<Input>(self.to_engine_capacity, door_consumer);
+        let (to_workers, from_engine): (Vec<_>, Vec<_>) = wakers
             .iter()
-            .map(|w| mailbox::mailbox(self.mailbox_capacity, boxed(w)))
+            .map(|w| queue::bounded(self.to_worker_capacity, Some(boxed(w))))
             .unzip();
         let stop = Arc::new(Stop::default());
         let (notices_tx, notices) = mpsc::channel();
         let mut threads = Vec::with_capacity(count + 1);
 
         let engine = Engine::new(self.settings.engine.clone(), random_seed());
-        let core = EngineCore::new(engine, Router::new(mail_senders.clone()), webhooks);
-        let engine_thread = count > 1;
+        let core = EngineCore::new(engine, Router::new(to_workers.clone()), webhooks);
         let mut inline = None;
         if engine_thread {
             threads.push(supervisor::spawn(
@@ -123,27 +125,27 @@ impl Server {
                 Role::Engine,
                 notices_tx.clone(),
                 move || {
-                    EngineThread::new(core, inbox).run();
+                    EngineThread::new(core, door).run();
                     Ok(())
                 },
             )?);
         } else {
-            inline = Some(Box::new(core));
+            inline = Some((Box::new(core), door));
         }
         let mut listener = Some(listener);
-        let parts = polls.into_iter().zip(mail_receivers).zip(&inbox_senders);
-        for (index, ((poll, mailbox), inbox)) in parts.enumerate() {
+        let parts = polls.into_iter().zip(from_engine).zip(&wakers);
+        for (index, ((poll, to_worker), waker)) in parts.enumerate() {
             let engine = match inline.take() {
-                Some(core) => EngineLink::Inline(core),
-                None => EngineLink::Inbox(inbox.clone()),
+                Some((core, door)) => EngineLink::Inline { core, door },
+                None => EngineLink::Door(to_engine.waking(waker.clone())),
             };
             let parts = WorkerParts {
                 index,
                 poll,
                 acceptor: listener
                     .take()
-                    .map(|l| Acceptor::new(l, mail_senders.clone())),
-                mailbox,
+                    .map(|l| Acceptor::new(l, to_workers.clone())),
+                to_worker,
                 engine,
                 limits: self.settings.conn_limits(),
                 stop: stop.clone(),
@@ -161,7 +163,7 @@ impl Server {
         let mut crew = Threads {
             stop,
             wakers,
-            inbox: inbox_senders[0].clone(),
+            to_engine,
         };
         let outcome = supervisor::watch(&notices, count, engine_thread, &mut crew);
         if let Some((handle, thread)) = signals {
@@ -176,7 +178,8 @@ impl Server {
         outcome
     }
 
-    /// Turns each signal into a notice for the supervisor, from a thread of its own.
+    /// Turns each signal into a notice for the supervisor, from a thread of its own that
+    /// reports to the supervisor like every other (a panic there stops the server).
     fn forward_signals(
         &mut self,
         notices: mpsc::Sender<Notice>,
@@ -185,28 +188,35 @@ impl Server {
             return Ok(None);
         };
         let handle = signals.handle();
-        let thread = std::thread::Builder::new()
-            .name("signals".into())
-            .spawn(move || {
-                for _ in signals.forever() {
-                    if notices.send(Notice::Signal).is_err() {
-                        return;
-                    }
+        let reports = notices.clone();
+        let thread = supervisor::spawn("signals".into(), Role::Signals, reports, move || {
+            for _ in signals.forever() {
+                if notices.send(Notice::Signal).is_err() {
+                    break;
                 }
-            })?;
+            }
+            Ok(())
+        })?;
         Ok(Some((handle, thread)))
     }
 }
 
-/// The supervisor's levers on the running threads.
+/// The supervisor's levers on the running threads; it is a feeder too (of `Shutdown`).
 struct Threads {
     stop: Arc<Stop>,
     wakers: Vec<Arc<Waker>>,
-    inbox: InboxSender<Input>,
+    to_engine: Sender<Input>,
 }
 
 impl Crew for Threads {
     fn stop(&mut self, level: StopLevel) {
+        if level == StopLevel::Graceful {
+            // The engine closes the WebSockets, saying why; the workers then linger while the
+            // closes go out. Waiting for room is fine here: the engine always drains the door.
+            if self.to_engine.send(&mut vec![Input::Shutdown]).is_err() {
+                tracing::debug!("the engine was gone before shutdown");
+            }
+        }
         self.stop.raise(level);
         for waker in &self.wakers {
             Wake::wake(waker);
@@ -214,7 +224,7 @@ impl Crew for Threads {
     }
 
     fn close_engine(&mut self) {
-        self.inbox.close();
+        self.to_engine.close();
     }
 }
 

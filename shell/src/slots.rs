@@ -1,19 +1,15 @@
 //! A slab of connections whose ids carry a generation, so an id is never reused while a
 //! stale reference to it may exist (an engine output for a connection that already left),
-//! and the index of the I/O worker that owns them, so engine outputs can be routed by id.
+//! and the index of the I/O worker that owns them, so engine outputs can be routed by id
+//! (see [`crate::door`]).
 
+use crate::door::{Feeder, FEEDER_SHIFT};
 use ferrocast_engine::ConnId;
 
 /// The most I/O workers ids can name (the worker index takes the top byte of an id).
 pub const MAX_WORKERS: usize = 256;
-const WORKER_SHIFT: u32 = 56;
 const GENERATION_BITS: u32 = 24;
 const GENERATION_MASK: u32 = (1 << GENERATION_BITS) - 1;
-
-/// The index of the worker owning `id`.
-pub fn worker_of(id: ConnId) -> usize {
-    (id.0 >> WORKER_SHIFT) as usize
-}
 
 struct Slot<T> {
     generation: u32,
@@ -84,7 +80,7 @@ impl<T> Slots<T> {
 
     /// The index an id lives at, if that id is still live.
     pub fn index_of(&self, id: ConnId) -> Option<usize> {
-        if worker_of(id) != usize::from(self.worker) {
+        if Feeder::of_conn(id) != Feeder(self.worker) {
             return None;
         }
         let index = (id.0 & u64::from(u32::MAX)) as usize;
@@ -96,12 +92,6 @@ impl<T> Slots<T> {
     /// The value at `index`.
     pub fn get_mut(&mut self, index: usize) -> Option<&mut T> {
         self.slots.get_mut(index)?.value.as_mut()
-    }
-
-    /// The value with id `id`.
-    pub fn by_id(&mut self, id: ConnId) -> Option<&mut T> {
-        let index = self.index_of(id)?;
-        self.get_mut(index)
     }
 
     /// Removes and returns the value at `index`, retiring its id for good.
@@ -123,7 +113,7 @@ impl<T> Slots<T> {
 
     fn make_id(&self, generation: u32, index: u32) -> ConnId {
         ConnId(
-            u64::from(self.worker) << WORKER_SHIFT
+            u64::from(self.worker) << FEEDER_SHIFT
                 | u64::from(generation & GENERATION_MASK) << 32
                 | u64::from(index),
         )
@@ -145,8 +135,8 @@ mod tests {
         let second = slots.next_id();
         assert_ne!(first, second);
         assert_eq!(slots.insert("b"), index);
-        assert_eq!(slots.by_id(second).copied(), Some("b"));
-        assert!(slots.by_id(first).is_none());
+        assert_eq!(slots.index_of(second), Some(index));
+        assert_eq!(slots.index_of(first), None);
         assert_eq!(slots.len(), 1);
     }
 
@@ -158,12 +148,12 @@ mod tests {
         zero.insert("a");
         let b = three.next_id();
         three.insert("b");
-        assert_eq!(worker_of(a), 0);
-        assert_eq!(worker_of(b), 3);
+        assert_eq!(Feeder::of_conn(a), Feeder(0));
+        assert_eq!(Feeder::of_conn(b), Feeder(3));
         assert_eq!(a.0 & 0xFFFF_FFFF, b.0 & 0xFFFF_FFFF);
         assert!(zero.index_of(b).is_none());
         assert!(three.index_of(a).is_none());
-        assert_eq!(three.by_id(b).copied(), Some("b"));
+        assert!(three.index_of(b).is_some());
     }
 
     #[test]
@@ -175,11 +165,11 @@ mod tests {
         }
         slots.slots[0].generation = GENERATION_MASK;
         let last = slots.next_id();
-        assert_eq!(worker_of(last), 255);
+        assert_eq!(Feeder::of_conn(last), Feeder(255));
         let index = slots.insert(());
         slots.remove(index);
         let wrapped = slots.next_id();
-        assert_eq!(worker_of(wrapped), 255);
+        assert_eq!(Feeder::of_conn(wrapped), Feeder(255));
         assert_eq!(wrapped.0 & !(0xFFu64 << 56), 0);
         assert_ne!(last, wrapped);
     }

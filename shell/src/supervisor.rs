@@ -56,6 +56,8 @@ pub enum Role {
     Engine,
     /// I/O worker `n`.
     Worker(usize),
+    /// The thread turning signals into notices.
+    Signals,
 }
 
 impl fmt::Display for Role {
@@ -63,6 +65,7 @@ impl fmt::Display for Role {
         match self {
             Role::Engine => write!(f, "the engine thread"),
             Role::Worker(n) => write!(f, "I/O worker {n}"),
+            Role::Signals => write!(f, "the signal thread"),
         }
     }
 }
@@ -178,6 +181,8 @@ pub fn watch(
                         tracing::info!("shut down");
                         return Ok(());
                     }
+                    // Its end matters only when it failed (handled above).
+                    Role::Signals => {}
                 }
             }
         }

@@ -6,7 +6,7 @@
 //! window (Pusher's five minutes) has passed. What cannot be queued, or is given up on, is
 //! counted and logged — never lost silently.
 
-use crate::handoff::{self, Received, SendError};
+use crate::queue::{self, Received};
 use crate::webhook::WebhookSink;
 use ferrocast_engine::WebhookDelivery;
 use std::cmp::Reverse;
@@ -56,7 +56,7 @@ pub struct DeliveryStats {
 /// The sending side kept by the event loop; cheap to clone.
 #[derive(Clone)]
 pub struct WebhookSender {
-    queue: handoff::Sender<WebhookDelivery>,
+    webhook_queue: queue::Sender<WebhookDelivery>,
     stats: Arc<DeliveryStats>,
 }
 
@@ -71,7 +71,7 @@ pub fn start(
     capacity: usize,
     policy: RetryPolicy,
 ) -> std::io::Result<(WebhookSender, WebhookWorkers)> {
-    let (queue, inbox) = handoff::bounded(capacity);
+    let (webhook_queue, inbox) = queue::bounded(capacity, None);
     let stats = Arc::new(DeliveryStats::default());
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(policy.request_timeout))
@@ -91,25 +91,14 @@ pub fn start(
                 .spawn(move || worker.run())
         })
         .collect::<std::io::Result<Vec<_>>>()?;
-    Ok((WebhookSender { queue, stats }, WebhookWorkers { threads }))
+    let sender = WebhookSender {
+        webhook_queue,
+        stats,
+    };
+    Ok((sender, WebhookWorkers { threads }))
 }
 
 impl WebhookSender {
-    /// Queues a delivery without blocking; a full queue counts it as dropped and says so.
-    pub fn submit(&self, delivery: WebhookDelivery) {
-        match self.queue.try_send(delivery) {
-            Ok(()) => {}
-            Err(SendError::Full(lost)) | Err(SendError::Closed(lost)) => {
-                let dropped = self
-                    .stats
-                    .dropped_queue_full
-                    .fetch_add(1, Ordering::Relaxed)
-                    + 1;
-                tracing::warn!(url = %lost.url, dropped, "webhook queue full: delivery dropped");
-            }
-        }
-    }
-
     /// The counters.
     pub fn stats(&self) -> &DeliveryStats {
         &self.stats
@@ -117,13 +106,23 @@ impl WebhookSender {
 
     /// Stops taking deliveries; the workers attempt what is queued once more, then stop.
     pub fn close(&self) {
-        self.queue.close();
+        self.webhook_queue.close();
     }
 }
 
 impl WebhookSink for WebhookSender {
+    /// Queues a delivery without blocking; a full queue counts it as dropped and says so.
     fn deliver(&mut self, delivery: WebhookDelivery) {
-        self.submit(delivery);
+        let mut batch = vec![delivery];
+        if self.webhook_queue.try_send(&mut batch).is_err() {
+            let dropped = self
+                .stats
+                .dropped_queue_full
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
+            let url = batch.first().map(|lost| lost.url.as_str()).unwrap_or("");
+            tracing::warn!(url, dropped, "webhook queue full: delivery dropped");
+        }
     }
 }
 
@@ -180,7 +179,7 @@ impl RetryQueue {
 }
 
 struct Worker {
-    inbox: handoff::Receiver<WebhookDelivery>,
+    inbox: queue::Receiver<WebhookDelivery>,
     agent: ureq::Agent,
     policy: RetryPolicy,
     stats: Arc<DeliveryStats>,
@@ -189,6 +188,7 @@ struct Worker {
 impl Worker {
     fn run(self) {
         let mut retries = RetryQueue::default();
+        let mut taken = Vec::with_capacity(1);
         loop {
             while let Some(pending) = retries.pop_due(Instant::now()) {
                 if let Some((at, pending)) = self.attempt(pending) {
@@ -198,15 +198,18 @@ impl Worker {
             let wait = retries
                 .next_due()
                 .map(|at| at.saturating_duration_since(Instant::now()));
-            match self.inbox.recv(wait) {
-                Received::Item(delivery) => {
-                    let pending = Pending {
-                        delivery,
-                        first_attempt: Instant::now(),
-                        failures: 0,
-                    };
-                    if let Some((at, pending)) = self.attempt(pending) {
-                        retries.push(at, pending);
+            // One at a time: the other delivery threads take the rest meanwhile.
+            match self.inbox.recv(&mut taken, 1, wait) {
+                Received::Items => {
+                    for delivery in taken.drain(..) {
+                        let pending = Pending {
+                            delivery,
+                            first_attempt: Instant::now(),
+                            failures: 0,
+                        };
+                        if let Some((at, pending)) = self.attempt(pending) {
+                            retries.push(at, pending);
+                        }
                     }
                 }
                 Received::TimedOut => {}

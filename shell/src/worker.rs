@@ -2,23 +2,25 @@
 //!
 //! A worker owns its sockets from acceptance to close: it reads and frames requests and
 //! WebSocket messages, hands the resulting inputs to the engine thread in one batch per loop
-//! turn, applies what the engine routed back (frames, closes, HTTP answers) and writes.
-//! Worker 0 also accepts, and deals new sockets round-robin to every worker, itself included.
-//! When the engine's inbox is full, the worker keeps its batch and stops reading sockets until
-//! the engine has made room (it is woken then): backpressure instead of loss.
+//! turn through the door (`to_engine`), applies what the engine routed back (frames, closes,
+//! HTTP answers) and writes. Worker 0 also accepts, and deals new sockets round-robin to every
+//! worker, itself included. When the door is full, the worker keeps its batch and stops reading
+//! sockets until the engine has made room (it is woken then): backpressure instead of loss.
 //!
-//! A server with a single worker runs the engine inline instead, exactly as the single-threaded
-//! loop did: feed each input, apply the outputs, flush, until no input is left. With worker and
-//! engine sharing one thread there is nothing to hand off, and no thread switch per request.
+//! A server with a single worker runs the engine inline instead: feed each input, apply the
+//! outputs, flush, until no input is left. With worker and engine sharing one thread there is
+//! nothing to hand off, and no thread switch per request. The door stays open all the same:
+//! other feeders push into it, the push wakes the worker, and the worker feeds what it finds
+//! there to its engine each turn.
 
 use crate::conn::{Conn, ConnLimits, Cx, Flow};
+use crate::door::{Feeder, Requests};
 use crate::engine_thread::{self, EngineCore};
-use crate::inbox::{InboxSender, Refused};
-use crate::mailbox::{MailboxReceiver, MailboxSender, Unsent};
+use crate::queue::{Receiver, Sender, Unsent};
 use crate::route::ToWorker;
 use crate::slots::Slots;
 use crate::supervisor::{Stop, StopLevel};
-use ferrocast_engine::{ConnId, Frame, Input};
+use ferrocast_engine::{ConnId, Frame, Input, Output};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use std::cmp::Reverse;
@@ -36,8 +38,6 @@ const FIRST_CONN: usize = 2;
 const SCRATCH_BYTES: usize = 16 * 1024;
 /// How long to wait before accepting again after `accept` failed (e.g. out of descriptors).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-/// Close code sent to every WebSocket on shutdown (reconnect at once, elsewhere).
-const SHUTDOWN_CLOSE_CODE: u16 = 4200;
 
 /// A connection and the loop's bookkeeping about it.
 struct Entry {
@@ -55,8 +55,8 @@ struct Entry {
 /// The listening socket and where new sockets go (worker 0 only).
 pub struct Acceptor {
     listener: TcpListener,
-    /// Every worker's mailbox, this worker's own included (it is never used).
-    peers: Vec<MailboxSender<ToWorker>>,
+    /// Every worker's `to_worker` queue, this worker's own included (it is never used).
+    peers: Vec<Sender<ToWorker>>,
     /// Sockets to hand over at the end of the turn, per worker.
     outgoing: Vec<Vec<ToWorker>>,
     next: usize,
@@ -64,7 +64,7 @@ pub struct Acceptor {
 
 impl Acceptor {
     /// Accepts on `listener` and deals sockets to the workers behind `peers`.
-    pub fn new(listener: TcpListener, peers: Vec<MailboxSender<ToWorker>>) -> Self {
+    pub fn new(listener: TcpListener, peers: Vec<Sender<ToWorker>>) -> Self {
         Acceptor {
             listener,
             outgoing: peers.iter().map(|_| Vec::new()).collect(),
@@ -76,10 +76,16 @@ impl Acceptor {
 
 /// Where a worker's inputs go.
 pub enum EngineLink {
-    /// The engine thread's inbox.
-    Inbox(InboxSender<Input>),
-    /// An engine the worker runs itself (the one-worker server).
-    Inline(Box<EngineCore>),
+    /// The door to the engine thread (woken for room through this worker's waker).
+    Door(Sender<Input>),
+    /// An engine the worker runs itself (the one-worker server), with the door's receiving
+    /// end, where the other feeders' inputs wait (a push wakes this worker).
+    Inline {
+        /// The engine with its router.
+        core: Box<EngineCore>,
+        /// Inputs from the other feeders.
+        door: Receiver<Input>,
+    },
 }
 
 /// What a worker is built from.
@@ -91,7 +97,7 @@ pub struct WorkerParts {
     /// The listener, for the accepting worker.
     pub acceptor: Option<Acceptor>,
     /// Engine outputs and sockets for it.
-    pub mailbox: MailboxReceiver<ToWorker>,
+    pub to_worker: Receiver<ToWorker>,
     /// Where its inputs go.
     pub engine: EngineLink,
     /// The transport limits.
@@ -103,19 +109,23 @@ pub struct WorkerParts {
 /// One I/O worker.
 pub struct Worker {
     index: usize,
+    /// The worker as a feeder of the engine (the top byte of its connection and request ids).
+    feeder: Feeder,
     poll: Poll,
     acceptor: Option<Acceptor>,
-    mailbox: MailboxReceiver<ToWorker>,
-    /// Items taken from the mailbox (kept for its allocation).
+    to_worker: Receiver<ToWorker>,
+    /// Items taken from `to_worker` (kept for its allocation).
     mail: Vec<ToWorker>,
     engine: EngineLink,
+    /// HTTP requests handed to the engine, by request id.
+    requests: Requests,
     stop: Arc<Stop>,
     conns: Slots<Entry>,
     limits: ConnLimits,
     scratch: Vec<u8>,
     /// Inputs for the engine, in the order they happened.
     inputs: Vec<Input>,
-    /// The engine's inbox refused `inputs`: read no socket until it takes them.
+    /// The door refused `inputs`: read no socket until the engine takes them.
     stalled: bool,
     touched: Vec<usize>,
     /// Connections to read again without waiting for an event.
@@ -128,13 +138,16 @@ pub struct Worker {
 impl Worker {
     /// A worker ready to [`Worker::run`].
     pub fn new(parts: WorkerParts) -> Self {
+        let feeder = Feeder(u8::try_from(parts.index).unwrap_or(u8::MAX));
         Worker {
             index: parts.index,
             poll: parts.poll,
             acceptor: parts.acceptor,
-            mailbox: parts.mailbox,
+            to_worker: parts.to_worker,
             mail: Vec::new(),
             engine: parts.engine,
+            feeder,
+            requests: Requests::new(feeder),
             stop: parts.stop,
             conns: Slots::for_worker(parts.index),
             limits: parts.limits,
@@ -230,7 +243,7 @@ impl Worker {
             }
         }
         self.hand_over_sockets(now);
-        if matches!(self.engine, EngineLink::Inline(_)) {
+        if matches!(self.engine, EngineLink::Inline { .. }) {
             // Closing a connection can produce a `Closed` input, whose outputs need flushing.
             loop {
                 self.pump_inline(now);
@@ -245,16 +258,24 @@ impl Worker {
         }
     }
 
-    /// Feeds the inline engine every pending input and applies what it answered.
+    /// Feeds the inline engine every pending input, this worker's and the other feeders',
+    /// and applies what it answered.
     fn pump_inline(&mut self, now: Instant) {
-        let EngineLink::Inline(core) = &mut self.engine else {
+        let EngineLink::Inline { core, door } = &mut self.engine else {
             return;
         };
         core.tick_if_due(engine_thread::now());
         for input in self.inputs.drain(..) {
             core.feed(engine_thread::now(), input);
         }
-        core.router.take_lane(self.index, &mut self.mail);
+        if door.drain(&mut self.inputs) {
+            for input in self.inputs.drain(..) {
+                core.feed(engine_thread::now(), input);
+            }
+        }
+        core.router.take_lane(self.feeder, &mut self.mail);
+        // Outputs for other feeders (none answer yet, but a bus or admin thread would).
+        core.router.flush();
         self.apply_mail(now);
     }
 
@@ -263,8 +284,8 @@ impl Worker {
             return Some(Duration::ZERO);
         }
         let engine_wake = match &self.engine {
-            EngineLink::Inline(core) => core.wake(),
-            EngineLink::Inbox(_) => None,
+            EngineLink::Inline { core, .. } => core.wake(),
+            EngineLink::Door(_) => None,
         };
         [
             engine_wake,
@@ -280,36 +301,32 @@ impl Worker {
 
     /// Hands the batch of inputs to the engine, or keeps it (and stops reading) if refused.
     fn offer_inputs(&mut self) {
-        let EngineLink::Inbox(inbox) = &self.engine else {
+        let EngineLink::Door(to_engine) = &self.engine else {
             return;
         };
-        if self.inputs.is_empty() {
-            self.stalled = false;
-            return;
-        }
-        match inbox.try_send(std::mem::take(&mut self.inputs)) {
+        match to_engine.try_send(&mut self.inputs) {
             Ok(()) => self.stalled = false,
-            Err(Refused::Full(batch)) => {
+            Err(Unsent::Full) => {
                 if !self.stalled {
                     tracing::debug!(
                         worker = self.index,
-                        inputs = batch.len(),
-                        "engine inbox full: reading paused"
+                        inputs = self.inputs.len(),
+                        "the door to the engine is full: reading paused"
                     );
                 }
-                self.inputs = batch;
                 self.stalled = true;
             }
-            Err(Refused::Closed(batch)) => {
+            Err(Unsent::Closed) => {
                 // Only once every worker has stopped, or after the engine thread failed.
-                tracing::debug!(inputs = batch.len(), "engine gone: inputs dropped");
+                tracing::debug!(inputs = self.inputs.len(), "engine gone: inputs dropped");
+                self.inputs.clear();
                 self.stalled = false;
             }
         }
     }
 
     fn take_mail(&mut self, now: Instant) {
-        self.mailbox.drain(&mut self.mail);
+        self.to_worker.drain(&mut self.mail);
         self.apply_mail(now);
     }
 
@@ -323,8 +340,10 @@ impl Worker {
                         self.adopt(stream, now);
                     }
                 }
-                ToWorker::Send { conn, frame } => self.deliver(conn, &frame),
-                ToWorker::Broadcast {
+                ToWorker::Output(Output::Send { conn, frame }) => {
+                    self.deliver(conn, &frame, Conn::send_own)
+                }
+                ToWorker::Slice {
                     conns,
                     range,
                     except,
@@ -332,19 +351,20 @@ impl Worker {
                 } => {
                     let recipients = conns.get(range).unwrap_or_default();
                     for &conn in recipients.iter().filter(|&&c| Some(c) != except) {
-                        self.deliver(conn, &frame);
+                        self.deliver(conn, &frame, Conn::send);
                     }
                 }
-                ToWorker::Close { conn, code, reason } => {
+                ToWorker::Output(Output::Close { conn, code, reason }) => {
                     if let Some(index) = self.conns.index_of(conn) {
                         if let Some(entry) = self.conns.get_mut(index) {
-                            entry.conn.close(code, &reason, now, &self.limits);
+                            entry.conn.close(code.get(), &reason, now, &self.limits);
                         }
                         self.touch(index);
                     }
                 }
-                ToWorker::Respond { req, status, body } => {
-                    let Some(index) = self.conns.index_of(ConnId(req.0)) else {
+                ToWorker::Output(Output::HttpResponse { req, status, body }) => {
+                    let conn = self.requests.answered(req);
+                    let Some(index) = conn.and_then(|conn| self.conns.index_of(conn)) else {
                         tracing::debug!(req = req.0, "response for a connection that left");
                         continue;
                     };
@@ -356,6 +376,9 @@ impl Worker {
                         self.read_later(index);
                     }
                     self.touch(index);
+                }
+                ToWorker::Output(other) => {
+                    tracing::warn!(?other, "a worker was routed an output it cannot apply");
                 }
             }
         }
@@ -375,20 +398,20 @@ impl Worker {
         }
     }
 
+    /// Stops accepting and closes the connections the engine does not know (HTTP ones); the
+    /// engine closes the WebSockets itself, having been fed `Shutdown` through the door.
     fn begin_shutdown(&mut self, now: Instant) {
         tracing::debug!(
             worker = self.index,
             connections = self.conns.len(),
-            "closing every connection"
+            "shutting down"
         );
         if let Some(mut acceptor) = self.acceptor.take() {
             let _ = self.poll.registry().deregister(&mut acceptor.listener);
         }
         self.shutdown_deadline = Some(now + self.limits.close_linger);
         for index in self.conns.indices() {
-            self.with_conn(index, now, |conn, cx| {
-                conn.shut_down(SHUTDOWN_CLOSE_CODE, cx)
-            });
+            self.with_conn(index, now, |conn, cx| conn.shut_down(cx));
             self.touch(index);
         }
     }
@@ -421,7 +444,7 @@ impl Worker {
         }
     }
 
-    /// Deals the sockets accepted this turn; a worker whose mailbox is full gets none (this
+    /// Deals the sockets accepted this turn; a worker whose queue is full gets none (this
     /// worker serves them instead).
     fn hand_over_sockets(&mut self, now: Instant) {
         let Some(acceptor) = &mut self.acceptor else {
@@ -432,7 +455,7 @@ impl Worker {
             match peer.try_send(lane) {
                 Ok(()) => {}
                 Err(Unsent::Full) => kept.append(lane),
-                Err(Unsent::Closed) => {}
+                Err(Unsent::Closed) => lane.clear(),
             }
         }
         for item in kept {
@@ -483,6 +506,7 @@ impl Worker {
         let mut cx = Cx {
             now,
             inputs: &mut self.inputs,
+            requests: &mut self.requests,
             limits: &self.limits,
         };
         f(&mut entry.conn, &mut cx)
@@ -495,6 +519,7 @@ impl Worker {
         let mut cx = Cx {
             now,
             inputs: &mut self.inputs,
+            requests: &mut self.requests,
             limits: &self.limits,
         };
         let flow = entry.conn.on_readable(&mut self.scratch, &mut cx);
@@ -538,14 +563,20 @@ impl Worker {
         }
     }
 
-    fn deliver(&mut self, conn: ConnId, frame: &Frame) {
+    /// Queues `frame` for `conn` with `queue` (a broadcast's or a frame of its own).
+    fn deliver(
+        &mut self,
+        conn: ConnId,
+        frame: &Frame,
+        queue: fn(&mut Conn, &Frame, &ConnLimits) -> bool,
+    ) {
         let Some(index) = self.conns.index_of(conn) else {
             return;
         };
         let Some(entry) = self.conns.get_mut(index) else {
             return;
         };
-        if entry.conn.send(frame, &self.limits) {
+        if queue(&mut entry.conn, frame, &self.limits) {
             tracing::debug!(
                 conn = conn.0,
                 queued = entry.conn.queued_bytes(),
@@ -597,8 +628,8 @@ impl Worker {
 }
 
 impl Drop for Worker {
-    /// Whether it returns or panics, a worker leaves no producer waiting on its mailbox.
+    /// Whether it returns or panics, a worker leaves no producer waiting on its queue.
     fn drop(&mut self) {
-        self.mailbox.close();
+        self.to_worker.close();
     }
 }

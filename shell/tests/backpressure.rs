@@ -33,7 +33,7 @@ impl std::io::Write for Capture {
 
 fn pauses_logged() -> usize {
     String::from_utf8_lossy(&LOG.lock().unwrap())
-        .matches("engine inbox full: reading paused")
+        .matches("the door to the engine is full: reading paused")
         .count()
 }
 
@@ -107,7 +107,7 @@ fn storm(workers: usize) {
             return;
         }
     }
-    panic!("no worker was ever refused by the inbox");
+    panic!("no worker was ever refused by the door to the engine");
 }
 
 fn storm_once(workers: usize) {
@@ -146,7 +146,7 @@ fn storm_once(workers: usize) {
     }
     assert!(
         pauses_logged() > 0,
-        "no worker was ever refused by the inbox"
+        "no worker was ever refused by the door to the engine"
     );
 }
 

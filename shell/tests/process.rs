@@ -66,7 +66,8 @@ fn missing_config_file_is_a_clear_error() {
     assert!(stderr.contains("/nonexistent/ferrocast.toml"), "{stderr}");
 }
 
-fn sigterm_closes_websockets_with_4200_and_exits_0(workers: usize) {
+/// Rule 3.error-before-close: the 4200 close is preceded by `pusher:error` with code 4200.
+fn sigterm_tells_websockets_4200_closes_them_with_4200_and_exits_0(workers: usize) {
     let mut server = Server::start(workers);
     let mut ws = server.ws("/app/app-key?protocol=7");
     next_json(&mut ws);
@@ -75,6 +76,9 @@ fn sigterm_closes_websockets_with_4200_and_exits_0(workers: usize) {
         .status()
         .expect("kill");
     assert!(killed.success());
+    let error = next_json(&mut ws);
+    assert_eq!(error["event"], "pusher:error", "{error}");
+    assert_eq!(error["data"]["code"], 4200, "{error}");
     assert_eq!(close_code(&mut ws), 4200);
     assert!(server.wait_exit().success(), "{}", server.stderr());
 }
@@ -82,5 +86,5 @@ fn sigterm_closes_websockets_with_4200_and_exits_0(workers: usize) {
 per_workers!(
     default_credentials_are_warned_about,
     env_credentials_replace_the_default_app,
-    sigterm_closes_websockets_with_4200_and_exits_0,
+    sigterm_tells_websockets_4200_closes_them_with_4200_and_exits_0,
 );

@@ -2,6 +2,7 @@
 //! drops counted when the queue is full, and giving up after the retry window.
 #![cfg(not(loom))]
 
+use ferrocast::webhook::WebhookSink;
 use ferrocast::webhook_delivery::{self, RetryPolicy, WebhookSender, WebhookWorkers};
 use ferrocast_engine::WebhookDelivery;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -91,9 +92,9 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn a_refused_delivery_is_retried_with_the_same_body_and_headers() {
     let (url, seen) = receiver(vec![500], Duration::ZERO);
-    let (sender, workers) = webhook_delivery::start(1, 16, quick_policy()).unwrap();
+    let (mut sender, workers) = webhook_delivery::start(1, 16, quick_policy()).unwrap();
 
-    sender.submit(delivery(&url, r#"{"time_ms":1,"events":[]}"#));
+    sender.deliver(delivery(&url, r#"{"time_ms":1,"events":[]}"#));
 
     wait_until("delivery", || {
         sender.stats().delivered.load(Ordering::Relaxed) == 1
@@ -117,14 +118,14 @@ fn a_refused_delivery_is_retried_with_the_same_body_and_headers() {
 #[test]
 fn a_full_queue_drops_and_counts_instead_of_blocking() {
     let (url, seen) = receiver(vec![], Duration::from_millis(500));
-    let (sender, workers) = webhook_delivery::start(1, 1, quick_policy()).unwrap();
-    sender.submit(delivery(&url, "in flight"));
+    let (mut sender, workers) = webhook_delivery::start(1, 1, quick_policy()).unwrap();
+    sender.deliver(delivery(&url, "in flight"));
     seen.recv_timeout(Duration::from_secs(5))
         .expect("the worker is busy with the first");
 
     let started = Instant::now();
-    sender.submit(delivery(&url, "queued"));
-    sender.submit(delivery(&url, "dropped"));
+    sender.deliver(delivery(&url, "queued"));
+    sender.deliver(delivery(&url, "dropped"));
     let submit_time = started.elapsed();
 
     assert_eq!(sender.stats().dropped_queue_full.load(Ordering::Relaxed), 1);
@@ -145,9 +146,9 @@ fn deliveries_are_given_up_after_the_retry_window() {
         give_up_after: Duration::from_millis(300),
         ..quick_policy()
     };
-    let (sender, workers) = webhook_delivery::start(1, 4, policy).unwrap();
+    let (mut sender, workers) = webhook_delivery::start(1, 4, policy).unwrap();
 
-    sender.submit(delivery(&url, "never accepted"));
+    sender.deliver(delivery(&url, "never accepted"));
 
     wait_until("giving up", || {
         sender.stats().given_up.load(Ordering::Relaxed) == 1

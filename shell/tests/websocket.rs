@@ -237,6 +237,83 @@ fn a_publish_reaches_every_subscriber(workers: usize) {
     }
 }
 
+/// A subscriber that never reads is told why it is closed: its last frames are the engine's
+/// `pusher:error` 4100 and a close with 4100, not just a close (rules 3.4100-slow-consumer and
+/// 3.error-before-close).
+fn slow_reader_hears_4100_before_its_close(workers: usize) {
+    let config = r#"
+        [server]
+        max_output_bytes = 65536
+        max_output_frames = 64
+        close_linger_ms = 20000
+
+        [[apps]]
+        id = "slow-app"
+        key = "slow-key"
+        secret = "slow-secret"
+        client_event_rate_per_sec = 100000
+        client_event_burst = 100000
+    "#;
+    let server = Server::start_with(workers, Some(config), &[], &[]);
+    let path = "/app/slow-key?protocol=7";
+    let subscribe = |ws: &mut tungstenite::WebSocket<std::net::TcpStream>| {
+        let id = socket_id(&next_json(ws));
+        let auth = client_auth(
+            "slow-key",
+            "slow-secret",
+            format!("{id}:private-feed").as_bytes(),
+        );
+        let msg =
+            json!({"event": "pusher:subscribe", "data": {"channel": "private-feed", "auth": auth}});
+        ws.send(Message::Text(msg.to_string().into()))
+            .expect("subscribe");
+        let reply = next_json(ws);
+        assert_eq!(reply["event"], "pusher_internal:subscription_succeeded");
+    };
+    let mut slow = server.ws(path);
+    subscribe(&mut slow);
+    let mut publisher = server.ws(path);
+    subscribe(&mut publisher);
+
+    let event = json!({"event": "client-blob", "channel": "private-feed", "data": {"blob": "z".repeat(8000)}}).to_string();
+    // ~8 MB: more than the loopback socket buffers and the 64 KiB queue can absorb.
+    let start = Instant::now();
+    for _ in 0..1000 {
+        publisher
+            .send(Message::Text(event.clone().into()))
+            .expect("publisher keeps going");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "publishing took too long"
+        );
+    }
+
+    slow.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut last_text = None;
+    let mut frames = 0usize;
+    let code = loop {
+        match slow.read() {
+            Ok(Message::Close(frame)) => break frame.map(|f| u16::from(f.code)),
+            Ok(Message::Text(text)) => last_text = Some(text.as_str().to_owned()),
+            Ok(_) => {}
+            Err(e) => panic!("the slow reader was dropped without a close frame: {e}"),
+        }
+        frames += 1;
+        assert!(frames < 1000, "the slow reader received every event");
+    };
+    let last: serde_json::Value =
+        serde_json::from_str(&last_text.expect("some text before the close")).expect("JSON");
+    assert_eq!(
+        last["event"], "pusher:error",
+        "the last words were a {}",
+        last["event"]
+    );
+    assert_eq!(last["data"]["code"], 4100, "{last}");
+    assert_eq!(code, Some(4100));
+}
+
 per_workers!(
     connection_established_carries_a_socket_id,
     unknown_key_gets_an_error_then_close_4001,
@@ -247,5 +324,6 @@ per_workers!(
     client_close_is_echoed,
     frames_sent_right_behind_the_handshake_are_not_lost,
     slow_reader_is_eventually_closed,
+    slow_reader_hears_4100_before_its_close,
     a_publish_reaches_every_subscriber,
 );

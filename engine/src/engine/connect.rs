@@ -17,7 +17,12 @@ impl Engine {
         if self.conns.contains_key(&conn) {
             return Err(ApiMisuse::DuplicateConnection(conn));
         }
-        match self.admit(request) {
+        let admitted = if self.shutting_down {
+            Err((super::SHUTDOWN_CODE, super::SHUTDOWN_MESSAGE.to_owned()))
+        } else {
+            self.admit(request)
+        };
+        match admitted {
             Ok(app) => self.establish(conn, app),
             Err((code, message)) => {
                 // The connection never existed for the engine; still say why before closing.

@@ -11,6 +11,7 @@ mod determinism;
 mod http_api;
 mod liveness;
 mod presence;
+mod shutdown;
 mod signin;
 mod subscriptions;
 mod webhooks;

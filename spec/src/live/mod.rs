@@ -53,13 +53,6 @@ pub fn skip_reason(vector: &Vector, options: &Options) -> Option<String> {
             options.max_sleep_secs
         ));
     }
-    if vector
-        .steps
-        .iter()
-        .any(|s| matches!(s, Step::SlowConsumer { .. }))
-    {
-        return Some("drives an engine input no socket can produce".into());
-    }
     let checks_webhooks = vector
         .steps
         .iter()
@@ -219,8 +212,9 @@ impl Transport for LiveTransport<'_> {
         }
     }
 
-    fn slow_consumer(&mut self, _client: &str) -> Result<(), String> {
-        Err("a live runner cannot make the server see a slow consumer on demand".into())
+    fn slow_consumer(&mut self, client: &str) -> Result<(), String> {
+        let quiet = self.options.quiet;
+        self.client(client)?.provoke_slow_consumer(quiet)
     }
 }
 

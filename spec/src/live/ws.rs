@@ -1,6 +1,7 @@
 //! One blocking WebSocket client with bounded waits, as a vector's named client.
 
 use crate::runner::{Outgoing, Received};
+use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -11,7 +12,14 @@ use tungstenite::{Error, Message};
 pub struct WsClient {
     ws: WebSocket<TcpStream>,
     closed: Option<u16>,
+    /// Frames already read (while provoking a slow consumer) that `receive` returns first.
+    pending: VecDeque<Received>,
 }
+
+/// Pings the first flood round asks for; each round asks for twice as many as the last.
+const FIRST_FLOOD: usize = 4096;
+/// Flood rounds before giving up (the last asks for about 20 MB of answers).
+const FLOOD_ROUNDS: usize = 8;
 
 impl WsClient {
     /// Connects to `ws://{host}{path}?{query}` at `addr` within `timeout`.
@@ -41,7 +49,11 @@ impl WsClient {
             ),
             other => format!("WebSocket handshake to {url} failed: {other}"),
         })?;
-        Ok(WsClient { ws, closed: None })
+        Ok(WsClient {
+            ws,
+            closed: None,
+            pending: VecDeque::new(),
+        })
     }
 
     /// Sends one frame.
@@ -64,8 +76,49 @@ impl WsClient {
             .map_err(|e| format!("sending failed: {e}"))
     }
 
+    /// Makes the server see this client as a slow consumer, as a real one would: it asks for
+    /// answers (`pusher:ping` events) and does not read them, so they pile up in the socket
+    /// buffers and then in the server's output queue. After each round it reads the answers
+    /// back; when something other than a `pusher:pong` comes (the server's verdict, e.g. a
+    /// `pusher:error`, or a close) it is kept for the next [`WsClient::receive`]. Rounds double
+    /// until then, as socket buffers grow with use; `quiet` is how long a read-back waits.
+    pub fn provoke_slow_consumer(&mut self, quiet: Duration) -> Result<(), String> {
+        let ping = r#"{"event":"pusher:ping","data":{}}"#;
+        let mut round = FIRST_FLOOD;
+        for _ in 0..FLOOD_ROUNDS {
+            for i in 0..round {
+                // A write failing means the server already closed: read what it said.
+                if self.ws.write(Message::text(ping)).is_err() {
+                    break;
+                }
+                if i % 256 == 255 && self.ws.flush().is_err() {
+                    break;
+                }
+            }
+            let _ = self.ws.flush();
+            loop {
+                match self.receive(quiet)? {
+                    Received::Nothing => break,
+                    Received::Text(text) if is_pong(&text) => {}
+                    verdict => {
+                        self.pending.push_back(verdict);
+                        return Ok(());
+                    }
+                }
+            }
+            round *= 2;
+        }
+        Err(format!(
+            "the server answered every one of {} pings: it never saw a slow consumer",
+            FIRST_FLOOD * ((1 << FLOOD_ROUNDS) - 1)
+        ))
+    }
+
     /// The next frame, waiting at most `wait`.
     pub fn receive(&mut self, wait: Duration) -> Result<Received, String> {
+        if let Some(received) = self.pending.pop_front() {
+            return Ok(received);
+        }
         if let Some(code) = self.closed {
             return Ok(Received::Closed(code));
         }
@@ -135,4 +188,9 @@ impl WsClient {
     pub fn is_closed(&self) -> bool {
         self.closed.is_some()
     }
+}
+
+fn is_pong(text: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(text)
+        .is_ok_and(|value| value["event"] == "pusher:pong")
 }

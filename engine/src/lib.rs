@@ -13,11 +13,13 @@
 //!
 //! ```
 //! use ferrocast_engine::{Config, ConnId, Engine, Input, Moment, Output, WsRequest};
-//! use std::time::{Duration, Instant};
+//! use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 //!
 //! let mut engine = Engine::new(Config::default(), 42);
+//! // A shell reads both clocks; here later moments are made up from them.
 //! let start = Instant::now();
-//! let at = |secs: u64| Moment::new(start + Duration::from_secs(secs), 1_700_000_000_000 + secs * 1000);
+//! let wall_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+//! let at = |secs: u64| Moment::new(start + Duration::from_secs(secs), wall_ms + secs * 1000);
 //!
 //! let request = WsRequest { path: "/app/app-key".into(), query: "protocol=7".into(), origin: None, peer: None };
 //! engine.handle_input(at(0), Input::Opened { conn: ConnId(1), request }).unwrap();
@@ -43,10 +45,8 @@
 #![warn(missing_docs)]
 
 mod channels;
-mod client_message;
 pub mod config;
 mod engine;
-pub mod frame;
 pub mod http_auth;
 pub mod ids;
 mod interface;
@@ -54,12 +54,13 @@ pub mod rng;
 pub mod signature;
 mod timers;
 mod token_bucket;
+pub mod wire;
 
 #[cfg(feature = "sim")]
 pub mod sim;
 
 pub use config::{AppConfig, Config, ConfigError, WebhookConfig};
 pub use engine::{Engine, StateCounts};
-pub use frame::Frame;
 pub use ids::{ChannelKind, ChannelName, ConnId, ReqId, SocketId, UserId};
 pub use interface::{ApiMisuse, HttpRequest, Input, Moment, Output, WebhookDelivery, WsRequest};
+pub use wire::websocket::Frame;

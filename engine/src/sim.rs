@@ -16,9 +16,9 @@
 //! assert_eq!(sim.take(alice)[0].event, "pusher_internal:subscription_succeeded");
 //! ```
 
-use crate::frame::Frame;
 use crate::ids::{ConnId, ReqId};
 use crate::interface::{ApiMisuse, HttpRequest, Input, Moment, Output, WebhookDelivery, WsRequest};
+use crate::wire::websocket::{Frame, Opcode};
 use crate::{http_auth, signature};
 use crate::{Config, Engine};
 use serde_json::Value;
@@ -45,7 +45,7 @@ pub struct Message {
 
 impl Message {
     fn from_frame(frame: &Frame) -> Self {
-        if frame.wire_bytes()[0] & 0x0F == 0xA {
+        if frame.opcode() == Opcode::Pong {
             return Message {
                 event: "#pong".into(),
                 channel: None,
@@ -169,6 +169,15 @@ impl Simulator {
             text: text.as_bytes().to_vec(),
         })
         .expect("sending on a closed connection");
+    }
+
+    /// Sends a WebSocket ping control frame. The simulator plays the shell's part: it answers
+    /// with a pong frame (`"#pong"` in the inbox) and tells the engine of the activity.
+    /// Pinging a connection the engine does not know is misuse, as for any input.
+    pub fn ws_ping(&mut self, conn: ConnId, payload: &[u8]) -> Result<(), ApiMisuse> {
+        self.input(Input::Activity { conn })?;
+        self.deliver(conn, &Frame::pong(payload));
+        Ok(())
     }
 
     /// Sends a JSON message.

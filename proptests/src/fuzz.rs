@@ -7,8 +7,8 @@ use crate::harness::{self, Harness};
 use crate::ops::*;
 use arbitrary::{Arbitrary, Unstructured};
 use ferrocast::http::{parse_head, HeadLimits, Parsed};
-use ferrocast::ws_codec::{Decoder, WsEvent};
 use ferrocast_engine::http_auth::signed_query;
+use ferrocast_engine::wire::websocket::{Decoder, WsEvent};
 use ferrocast_engine::{Config, ConnId, Engine, HttpRequest, Input, Moment, Output, WsRequest};
 
 /// Most operations one `engine_ops` input may run.
@@ -146,7 +146,7 @@ fn populated() -> Harness {
     harness
 }
 
-/// `ws_frame`: bytes from a client through the shell's frame decoder, whole and in pieces.
+/// `ws_frame`: bytes from a client through the WebSocket frame decoder, whole and in pieces.
 ///
 /// The first byte picks the message cap, the second the read sizes; the same events must
 /// come out however the bytes are split across reads.

@@ -1,9 +1,9 @@
 //! Client events: `client-*` messages relayed by one subscriber to the others.
 
 use super::Engine;
-use crate::frame::{self, RawJson};
 use crate::ids::{ChannelName, ConnId};
 use crate::interface::Output;
+use crate::wire::pusher::{self, RawJson};
 use serde_json::value::RawValue;
 
 /// Code of the `pusher:error` sent (without closing) when a client event is refused for its rate.
@@ -62,7 +62,7 @@ impl Engine {
             return self.send_error(conn, Some(CLIENT_EVENT_RATE_LIMITED), &message);
         }
         let app = &mut self.apps[connection.app.0];
-        let frame = frame::message(
+        let frame = pusher::message(
             event,
             Some(channel.as_str()),
             &data,

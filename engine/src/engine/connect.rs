@@ -1,10 +1,10 @@
 //! Opening a connection: path, protocol version, app checks, socket id, the welcome frame.
 
 use super::{Connection, Due, Engine};
-use crate::frame::{self, RawJson};
 use crate::ids::{AppIndex, ConnId, SocketId};
 use crate::interface::{ApiMisuse, Output, WsRequest};
 use crate::token_bucket::TokenBucket;
+use crate::wire::pusher::{self, RawJson};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -104,7 +104,7 @@ impl Engine {
             format!("{{\"socket_id\":\"{socket_id}\",\"activity_timeout\":{activity_timeout}}}");
         self.send(
             conn,
-            frame::message(
+            pusher::message(
                 "pusher:connection_established",
                 None,
                 &RawJson::string(&data),

@@ -4,8 +4,8 @@
 //! busy connection costs no timer work per frame.
 
 use super::{Due, Engine};
-use crate::frame::{self, RawJson};
 use crate::ids::ConnId;
+use crate::wire::pusher::{self, RawJson};
 use std::time::Duration;
 
 impl Engine {
@@ -31,7 +31,7 @@ impl Engine {
                 connection.awaiting_pong_since = Some(now);
                 self.outputs.push_back(crate::interface::Output::Send {
                     conn,
-                    frame: frame::message("pusher:ping", None, &RawJson("{}".into()), None),
+                    frame: pusher::message("pusher:ping", None, &RawJson("{}".into()), None),
                 });
                 now + pong_timeout
             }

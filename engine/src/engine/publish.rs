@@ -1,10 +1,10 @@
 //! Publishing app events to channels, and cache channels' memory of their last event.
 
 use super::{Due, Engine};
-use crate::frame::{self, RawJson};
 use crate::ids::{AppIndex, ChannelKind, ChannelName, ConnId};
 use crate::interface::Output;
 use crate::timers::TimerKey;
+use crate::wire::pusher::{self, RawJson};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -36,7 +36,7 @@ impl Engine {
         let Some(entry) = self.apps[app.0].channels.get_mut(channel) else {
             return;
         };
-        let frame = frame::message(event, Some(channel.as_str()), &RawJson::string(data), None);
+        let frame = pusher::message(event, Some(channel.as_str()), &RawJson::string(data), None);
         self.outputs.push_back(Output::Broadcast {
             conns: entry.recipients(),
             except,
@@ -67,7 +67,7 @@ impl Engine {
     /// On joining a cache channel: replay its last event, or say there is none.
     pub(super) fn replay_cache(&mut self, app: AppIndex, conn: ConnId, channel: &ChannelName) {
         let frame = match self.apps[app.0].cache.get(channel) {
-            Some(cached) => frame::message(
+            Some(cached) => pusher::message(
                 &cached.event,
                 Some(channel.as_str()),
                 &RawJson::string(&cached.data),
@@ -78,7 +78,7 @@ impl Engine {
                     app,
                     json!({ "name": "cache_miss", "channel": channel.as_str() }),
                 );
-                frame::message(
+                pusher::message(
                     "pusher:cache_miss",
                     Some(channel.as_str()),
                     &RawJson::string("{}"),
@@ -109,7 +109,7 @@ impl Engine {
             return;
         };
         let data = RawJson::stringified(&json!({ "subscription_count": count }));
-        let frame = frame::message(
+        let frame = pusher::message(
             "pusher_internal:subscription_count",
             Some(channel.as_str()),
             &data,

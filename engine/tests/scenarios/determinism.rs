@@ -132,10 +132,7 @@ impl Run {
             conn: conns[2],
             text: b"{not json".to_vec(),
         });
-        self.feed(Input::Ping {
-            conn: conns[3],
-            payload: b"p".to_vec(),
-        });
+        self.feed(Input::Activity { conn: conns[3] });
         self.feed(Input::Closed { conn: conns[1] });
         self.feed(Input::SlowConsumer { conn: conns[4] });
         let late = self.open(7);
@@ -143,7 +140,7 @@ impl Run {
         self.wait(60);
         self.text(conns[0], json!({"event": "pusher:ping", "data": {}}));
         self.wait(100);
-        self.feed(Input::Pong { conn: conns[0] });
+        self.feed(Input::Activity { conn: conns[0] });
         self.wait(40);
         self.log
     }

@@ -57,6 +57,8 @@ mod token_bucket;
 pub mod wire;
 
 #[cfg(feature = "sim")]
+pub mod driver;
+#[cfg(feature = "sim")]
 pub mod sim;
 
 pub use config::{AppConfig, Config, ConfigError, WebhookConfig};

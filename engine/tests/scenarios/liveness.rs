@@ -3,10 +3,10 @@
 //! Defaults: `activity_timeout` 120 s, pong timeout 30 s. Every timer runs on the fake clock.
 
 use crate::common::*;
+use ferrocast_engine::driver::FakeClock;
 use ferrocast_engine::sim::Simulator;
 use ferrocast_engine::{Config, ConnId, Engine, Input, Moment, Output, WsRequest};
 use serde_json::json;
-use std::time::Duration;
 
 /// Opens `ConnId(1)` on a bare engine (no simulator) at `at`, leaving its welcome unread.
 fn open_raw(engine: &mut Engine, at: Moment) {
@@ -294,8 +294,8 @@ fn one_silent_connection_closing_does_not_touch_a_live_one() {
 #[test]
 fn the_engine_asks_to_be_woken_at_the_activity_deadline() {
     let mut engine = Engine::new(Config::default(), SEED);
-    let start = anchor();
-    let at = |s: u64| Moment::new(start + Duration::from_secs(s), 1_700_000_000_000 + s * 1000);
+    let clock = FakeClock::new();
+    let at = |s: u64| clock.at(secs(s));
     open_raw(&mut engine, at(0));
     let mut next = None;
     loop {
@@ -318,8 +318,8 @@ fn the_engine_asks_to_be_woken_at_the_activity_deadline() {
 #[test]
 fn a_clock_that_steps_backwards_does_not_move_the_engines_time_back() {
     let mut engine = Engine::new(Config::default(), SEED);
-    let start = anchor();
-    let at = |s: u64| Moment::new(start + Duration::from_secs(s), 1_700_000_000_000 + s * 1000);
+    let clock = FakeClock::new();
+    let at = |s: u64| clock.at(secs(s));
     let drain = |engine: &mut Engine| {
         let mut events = Vec::new();
         loop {

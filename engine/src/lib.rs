@@ -42,6 +42,18 @@
 //!     other => panic!("expected a ping, got {other:?}"),
 //! }
 //! ```
+//!
+//! # The wire
+//!
+//! [`wire::websocket`] is the WebSocket format both ways, without I/O: the shell decodes what
+//! clients send with its `Decoder` (complete text messages become [`Input::Text`]) and writes
+//! each [`Frame`]'s pre-encoded bytes. Answering a WebSocket ping is the shell's job; it
+//! reports the ping or pong as [`Input::Activity`], which keeps the connection alive.
+//!
+//! # Driving it without a shell
+//!
+//! With the `sim` feature, `driver::Driver` runs the loop above on a fake clock (every test,
+//! fuzz target and benchmark goes through it), and `sim::Simulator` adds fake clients.
 #![warn(missing_docs)]
 
 mod channels;

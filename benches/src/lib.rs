@@ -1,21 +1,15 @@
 //! Shared set-up for Ferrocast's benchmarks: engines pre-filled with connections and
-//! subscriptions, driven directly (no simulator bookkeeping on the measured path).
+//! subscriptions, driven through the engine's own [`Driver`] (no simulator bookkeeping on the
+//! measured path: outputs are only counted).
 
+use ferrocast_engine::driver::{Driver, FAKE_EPOCH_UNIX_MS};
 use ferrocast_engine::http_auth::signed_query;
 use ferrocast_engine::signature::client_auth;
-use ferrocast_engine::{
-    Config, ConnId, Engine, HttpRequest, Input, Moment, Output, ReqId, WsRequest,
-};
-use std::time::{Duration, Instant};
+use ferrocast_engine::{Config, ConnId, Engine, HttpRequest, Input, Output, ReqId, WsRequest};
 
-/// The wall clock the benchmarks pretend it is.
-pub const UNIX_MS: u64 = 1_700_000_000_000;
-
-/// An engine with its own fake clock, for benchmarks.
+/// An engine on a fake clock that does not advance, for benchmarks.
 pub struct Bench {
-    /// The engine under measurement.
-    pub engine: Engine,
-    start: Instant,
+    driver: Driver,
     next_conn: u64,
 }
 
@@ -24,37 +18,30 @@ impl Bench {
     pub fn new() -> Self {
         let mut config = Config::default();
         config.apps[0].max_presence_members = 100_000;
-        // The one clock read: an anchor for the fake clock.
-        let start = Instant::now();
         Bench {
-            engine: Engine::new(config, 1),
-            start,
+            driver: Driver::new(config, 1),
             next_conn: 1,
         }
     }
 
-    /// The fake moment (time does not advance in benchmarks).
-    pub fn at(&self) -> Moment {
-        Moment::new(self.start + Duration::from_secs(1), UNIX_MS)
+    /// The engine under measurement.
+    pub fn engine(&self) -> &Engine {
+        self.driver.engine()
     }
 
     /// Feeds one input and drains the outputs, returning how many frame deliveries they carry.
     pub fn feed(&mut self, input: Input) -> usize {
-        let at = self.at();
-        self.engine
-            .handle_input(at, input)
-            .expect("benchmarks use the engine correctly");
         let mut deliveries = 0;
-        loop {
-            match self.engine.poll_output() {
+        self.driver
+            .feed(input, |output| match output {
                 Output::Send { .. } => deliveries += 1,
                 Output::Broadcast { conns, except, .. } => {
                     deliveries += conns.len() - usize::from(except.is_some())
                 }
-                Output::Timeout(_) => return deliveries,
                 _ => {}
-            }
-        }
+            })
+            .expect("benchmarks use the engine correctly");
+        deliveries
     }
 
     /// Opens a connection and returns it with its socket id.
@@ -70,7 +57,7 @@ impl Bench {
         self.feed(Input::Opened { conn, request });
         (
             conn,
-            self.engine
+            self.engine()
                 .socket_id(conn)
                 .expect("just opened")
                 .to_string(),
@@ -113,7 +100,7 @@ impl Bench {
             path,
             &[],
             body.as_bytes(),
-            UNIX_MS / 1000,
+            FAKE_EPOCH_UNIX_MS / 1000,
         );
         HttpRequest {
             method: "POST".into(),

@@ -1,7 +1,7 @@
 //! One app's channels: who is subscribed, and for presence channels, the member roster.
 
-use crate::frame::RawJson;
 use crate::ids::{ChannelName, ConnId, UserId};
+use crate::wire::pusher::RawJson;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 

@@ -11,15 +11,15 @@ mod subscribe;
 mod webhooks;
 
 use crate::channels::ChannelRegistry;
-use crate::client_message::{self, Malformed};
 use crate::close_code::CloseCode;
 use crate::config::{AppConfig, Config};
-use crate::frame::{self, Frame, RawJson};
 use crate::ids::{AppId, AppKey, ChannelName, ConnId, SocketId, UserId};
 use crate::interface::{ApiMisuse, Input, Moment, Output};
 use crate::rng::SplitMix64;
 use crate::timers::{TimerKey, Timers};
 use crate::token_bucket::TokenBucket;
+use crate::wire::pusher::{self, Malformed, RawJson};
+use crate::wire::websocket::Frame;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -193,13 +193,7 @@ impl Engine {
                     "binary messages are not supported; send JSON text",
                 );
             }),
-            Input::Ping { conn, payload } => self.with_activity(conn, |engine| {
-                engine.outputs.push_back(Output::Send {
-                    conn,
-                    frame: Frame::pong(&payload),
-                });
-            }),
-            Input::Pong { conn } => self.with_activity(conn, |_| {}),
+            Input::Activity { conn } => self.with_activity(conn, |_| {}),
             Input::Oversized { conn } => {
                 self.known(conn)?;
                 self.close(conn, CloseCode::MESSAGE_TOO_BIG, "message too large");
@@ -298,14 +292,14 @@ impl Engine {
                 engine.close(conn, CloseCode::MESSAGE_TOO_BIG, "message too large");
                 return;
             }
-            let envelope = match client_message::parse_envelope(text) {
+            let envelope = match pusher::parse_envelope(text) {
                 Ok(envelope) => envelope,
                 Err(Malformed(why)) => return engine.send_error(conn, None, &why),
             };
             match envelope.event.as_ref() {
                 "pusher:ping" => engine.send(
                     conn,
-                    frame::message("pusher:pong", None, &RawJson("{}".into()), None),
+                    pusher::message("pusher:pong", None, &RawJson("{}".into()), None),
                 ),
                 "pusher:pong" => {}
                 "pusher:subscribe" => engine.on_subscribe(conn, envelope.data),
@@ -410,7 +404,7 @@ const SHUTDOWN_MESSAGE: &str = "server shutting down; reconnect";
 fn error_frame(code: Option<CloseCode>, message: &str) -> Frame {
     let code = code.map(CloseCode::get);
     let data = RawJson::of(&serde_json::json!({ "code": code, "message": message }));
-    frame::message("pusher:error", None, &data, None)
+    pusher::message("pusher:error", None, &data, None)
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! What goes into the engine and what comes out of it.
 
 use crate::close_code::CloseCode;
-use crate::frame::Frame;
 use crate::ids::{ConnId, ReqId};
+use crate::wire::websocket::Frame;
 use core::net::IpAddr;
 use std::fmt;
 use std::sync::Arc;
@@ -73,15 +73,10 @@ pub enum Input {
         /// The sender.
         conn: ConnId,
     },
-    /// A WebSocket ping control frame.
-    Ping {
-        /// The sender.
-        conn: ConnId,
-        /// The ping payload to echo.
-        payload: Vec<u8>,
-    },
-    /// A WebSocket pong control frame.
-    Pong {
+    /// The client sent a WebSocket ping or pong control frame. The shell answers pings
+    /// itself (a transport matter); the engine counts the frame as a sign of life, which
+    /// also answers a `pusher:ping` it sent.
+    Activity {
         /// The sender.
         conn: ConnId,
     },

@@ -20,11 +20,13 @@
 //!
 //! ```
 //! use ferrocast_engine::{Config, ConnId, Engine, Input, Moment, Output, WsRequest};
-//! use std::time::{Duration, Instant};
+//! use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 //!
 //! let mut engine = Engine::new(Config::default(), 42);
+//! // A shell reads both clocks; here later moments are made up from them.
 //! let start = Instant::now();
-//! let at = |secs: u64| Moment::new(start + Duration::from_secs(secs), 1_700_000_000_000 + secs * 1000);
+//! let wall_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+//! let at = |secs: u64| Moment::new(start + Duration::from_secs(secs), wall_ms + secs * 1000);
 //!
 //! let request = WsRequest { path: "/app/app-key".into(), query: "protocol=7".into(), origin: None, peer: None };
 //! engine.handle_input(at(0), Input::Opened { conn: ConnId(1), request }).unwrap();
@@ -58,14 +60,24 @@
 //! feeder that makes its ids distinguishable from the others' (the server puts the feeder's
 //! index in their top byte) gets back exactly the outputs addressed to it. Recipient lists of
 //! [`Output::Broadcast`] are in ascending order, so those of one feeder are one range.
+//!
+//! # The wire
+//!
+//! [`wire::websocket`] is the WebSocket format both ways, without I/O: the shell decodes what
+//! clients send with its `Decoder` (complete text messages become [`Input::Text`]) and writes
+//! each [`Frame`]'s pre-encoded bytes. Answering a WebSocket ping is the shell's job; it
+//! reports the ping or pong as [`Input::Activity`], which keeps the connection alive.
+//!
+//! # Driving it without a shell
+//!
+//! With the `sim` feature, `driver::Driver` runs the loop above on a fake clock (every test,
+//! fuzz target and benchmark goes through it), and `sim::Simulator` adds fake clients.
 #![warn(missing_docs)]
 
 mod channels;
-mod client_message;
 pub mod close_code;
 pub mod config;
 mod engine;
-pub mod frame;
 pub mod http_auth;
 pub mod http_response;
 pub mod ids;
@@ -75,15 +87,18 @@ pub mod signature;
 mod timers;
 mod token_bucket;
 mod webhook_event;
+pub mod wire;
 
+#[cfg(feature = "sim")]
+pub mod driver;
 #[cfg(feature = "sim")]
 pub mod sim;
 
 pub use close_code::CloseCode;
 pub use config::{AppConfig, Config, ConfigError, WebhookConfig};
 pub use engine::{Engine, StateCounts};
-pub use frame::Frame;
 pub use ids::{
     AppId, AppKey, ChannelKind, ChannelName, ConnId, EventName, ReqId, SocketId, UserId,
 };
 pub use interface::{ApiMisuse, HttpRequest, Input, Moment, Output, WebhookDelivery, WsRequest};
+pub use wire::websocket::Frame;

@@ -16,17 +16,15 @@
 //! assert_eq!(sim.take(alice)[0].event, "pusher_internal:subscription_succeeded");
 //! ```
 
-use crate::frame::Frame;
+use crate::driver::Driver;
 use crate::ids::{ConnId, ReqId};
 use crate::interface::{ApiMisuse, HttpRequest, Input, Moment, Output, WebhookDelivery, WsRequest};
+use crate::wire::websocket::{Frame, Opcode};
 use crate::{http_auth, signature};
 use crate::{Config, Engine};
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
-use std::time::{Duration, Instant};
-
-/// The wall clock the simulation starts at (2023-11-14T22:13:20Z), in Unix milliseconds.
-pub const START_UNIX_MS: u64 = 1_700_000_000_000;
+use std::time::Duration;
 
 /// One message a fake client received, with `data` decoded when it was a JSON string.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,7 +43,7 @@ pub struct Message {
 
 impl Message {
     fn from_frame(frame: &Frame) -> Self {
-        if frame.wire_bytes()[0] & 0x0F == 0xA {
+        if frame.opcode() == Opcode::Pong {
             return Message {
                 event: "#pong".into(),
                 channel: None,
@@ -84,54 +82,46 @@ struct FakeClient {
 
 /// A deterministic world around one [`Engine`].
 pub struct Simulator {
-    engine: Engine,
-    start: Instant,
-    elapsed: Duration,
+    driver: Driver,
     next_conn: u64,
     next_req: u64,
     clients: BTreeMap<ConnId, FakeClient>,
     responses: BTreeMap<ReqId, (u16, Value)>,
     webhooks: Vec<WebhookDelivery>,
-    next_timer: Option<Instant>,
+    /// Outputs drained from the engine and not yet routed (kept to reuse its allocation).
+    drained: Vec<Output>,
 }
 
 impl Simulator {
     /// A simulator around a fresh engine built from `config` and `seed`.
     pub fn new(config: Config, seed: u64) -> Self {
-        // The one real clock read: an anchor for the fake clock; nothing depends on its value.
-        #[allow(clippy::disallowed_methods)]
-        let start = Instant::now();
         Simulator {
-            engine: Engine::new(config, seed),
-            start,
-            elapsed: Duration::ZERO,
+            driver: Driver::new(config, seed),
             next_conn: 1,
             next_req: 1,
             clients: BTreeMap::new(),
             responses: BTreeMap::new(),
             webhooks: Vec::new(),
-            next_timer: None,
+            drained: Vec::new(),
         }
     }
 
     /// The engine under simulation.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        self.driver.engine()
     }
 
     /// The current simulated moment.
     pub fn moment(&self) -> Moment {
-        Moment::new(
-            self.start + self.elapsed,
-            START_UNIX_MS + self.elapsed.as_millis() as u64,
-        )
+        self.driver.moment()
     }
 
     /// Feeds a raw input and routes every output; returns the engine's verdict on the input.
     pub fn input(&mut self, input: Input) -> Result<(), ApiMisuse> {
-        let result = self.engine.handle_input(self.moment(), input);
-        self.drain();
-        result
+        let mut drained = std::mem::take(&mut self.drained);
+        let verdict = self.driver.feed(input, |output| drained.push(output));
+        self.route(drained);
+        verdict
     }
 
     /// Opens a connection to `/app/{key}?protocol=7`.
@@ -169,6 +159,15 @@ impl Simulator {
             text: text.as_bytes().to_vec(),
         })
         .expect("sending on a closed connection");
+    }
+
+    /// Sends a WebSocket ping control frame. The simulator plays the shell's part: it answers
+    /// with a pong frame (`"#pong"` in the inbox) and tells the engine of the activity.
+    /// Pinging a connection the engine does not know is misuse, as for any input.
+    pub fn ws_ping(&mut self, conn: ConnId, payload: &[u8]) -> Result<(), ApiMisuse> {
+        self.input(Input::Activity { conn })?;
+        self.deliver(conn, &Frame::pong(payload));
+        Ok(())
     }
 
     /// Sends a JSON message.
@@ -212,7 +211,7 @@ impl Simulator {
         let id = path
             .strip_prefix("/apps/")
             .and_then(|rest| rest.split('/').next());
-        let apps = &self.engine.config().apps;
+        let apps = &self.engine().config().apps;
         let app = apps
             .iter()
             .find(|a| Some(a.id.as_str()) == id)
@@ -232,7 +231,7 @@ impl Simulator {
 
     /// Publishes `data` as `event` on `channel` through the HTTP API, expecting success.
     pub fn trigger(&mut self, channel: &str, event: &str, data: &str) {
-        let app = self.engine.config().apps[0].id.clone();
+        let app = self.engine().config().apps[0].id.clone();
         let body =
             serde_json::json!({ "name": event, "channel": channel, "data": data }).to_string();
         let (status, answer) = self.signed_http("POST", &format!("/apps/{app}/events"), &[], &body);
@@ -241,17 +240,9 @@ impl Simulator {
 
     /// Moves the clock forward by `by`, firing every timer at its own instant on the way.
     pub fn advance(&mut self, by: Duration) {
-        let target = self.elapsed + by;
-        while let Some(at) = self.next_timer {
-            let due = at.saturating_duration_since(self.start);
-            if due > target {
-                break;
-            }
-            self.elapsed = self.elapsed.max(due);
-            self.input(Input::Tick).expect("ticks are never misuse");
-        }
-        self.elapsed = target;
-        self.input(Input::Tick).expect("ticks are never misuse");
+        let mut drained = std::mem::take(&mut self.drained);
+        self.driver.advance(by, |output| drained.push(output));
+        self.route(drained);
     }
 
     /// Drains what `conn` has received so far.
@@ -271,7 +262,7 @@ impl Simulator {
 
     /// The socket id the engine assigned to `conn`.
     pub fn socket_id(&self, conn: ConnId) -> String {
-        self.engine
+        self.engine()
             .socket_id(conn)
             .expect("connection is open")
             .to_string()
@@ -306,7 +297,7 @@ impl Simulator {
     fn sign_for(&self, conn: ConnId, message: &str) -> String {
         let key = &self.clients[&conn].app_key;
         let app = self
-            .engine
+            .engine()
             .config()
             .apps
             .iter()
@@ -330,9 +321,10 @@ impl Simulator {
         client.inbox.push_back(Message::from_frame(frame));
     }
 
-    fn drain(&mut self) {
-        loop {
-            match self.engine.poll_output() {
+    /// Delivers each output to the fake clients, checking the engine's contract on the way.
+    fn route(&mut self, mut drained: Vec<Output>) {
+        for output in drained.drain(..) {
+            match output {
                 Output::Send { conn, frame } => self.deliver(conn, &frame),
                 Output::Broadcast {
                     conns,
@@ -353,11 +345,9 @@ impl Simulator {
                     self.responses.insert(req, (status, value));
                 }
                 Output::Webhook(delivery) => self.webhooks.push(delivery),
-                Output::Timeout(at) => {
-                    self.next_timer = at;
-                    return;
-                }
+                Output::Timeout(_) => unreachable!("the driver keeps the timeout"),
             }
         }
+        self.drained = drained;
     }
 }

@@ -6,12 +6,10 @@
 use crate::harness::{self, Harness};
 use crate::ops::*;
 use arbitrary::{Arbitrary, Unstructured};
-use ferrocast::http::{parse_head, HeadLimits, Parsed};
-use ferrocast::ws_codec::{Decoder, WsEvent};
+use ferrocast_engine::driver::{Driver, FAKE_EPOCH_UNIX_MS};
 use ferrocast_engine::http_auth::signed_query;
-use ferrocast_engine::{
-    CloseCode, Config, ConnId, Engine, HttpRequest, Input, Moment, Output, WsRequest,
-};
+use ferrocast_engine::wire::websocket::{Decoder, WsEvent};
+use ferrocast_engine::{CloseCode, Config, ConnId, HttpRequest, Input, Output, WsRequest};
 
 /// Most operations one `engine_ops` input may run.
 pub const MAX_OPS: usize = 256;
@@ -45,28 +43,20 @@ pub fn config(data: &[u8]) {
     );
     let app = config.apps[0].clone();
     let path = format!("{}/app/{}", config.path_prefix, app.key);
-    let mut engine = Engine::new(config, 0);
-    // The anchor of the fake clock; nothing depends on its value.
-    #[allow(clippy::disallowed_methods)]
-    let at = Moment::new(std::time::Instant::now(), 1_700_000_000_000);
+    let mut driver = Driver::new(config, 0);
     let request = WsRequest {
         path,
         query: "protocol=7".into(),
         origin: None,
         peer: None,
     };
-    engine
-        .handle_input(
-            at,
-            Input::Opened {
-                conn: ConnId(1),
-                request,
-            },
-        )
-        .expect("a fresh connection is no misuse");
     let mut closed = false;
-    loop {
-        match engine.poll_output() {
+    let opened = Input::Opened {
+        conn: ConnId(1),
+        request,
+    };
+    driver
+        .feed(opened, |output| match output {
             Output::Send { conn, .. } => assert_eq!(conn, ConnId(1)),
             Output::Close { code, .. } => {
                 // Only a disabled app or one with no room may refuse the first connection.
@@ -76,17 +66,16 @@ pub fn config(data: &[u8]) {
                 );
                 closed = true;
             }
-            Output::Timeout(_) => break,
             other => panic!("unexpected output to a connect: {other:?}"),
-        }
-    }
+        })
+        .expect("a fresh connection is no misuse");
     if !closed {
-        engine
-            .handle_input(at, Input::Closed { conn: ConnId(1) })
+        driver
+            .feed(Input::Closed { conn: ConnId(1) }, |_| {})
             .expect("open");
     }
     assert_eq!(
-        engine.state_counts(),
+        driver.engine().state_counts(),
         Default::default(),
         "state left after the only close"
     );
@@ -148,7 +137,7 @@ fn populated() -> Harness {
     harness
 }
 
-/// `ws_frame`: bytes from a client through the shell's frame decoder, whole and in pieces.
+/// `ws_frame`: bytes from a client through the WebSocket frame decoder, whole and in pieces.
 ///
 /// The first byte picks the message cap, the second the read sizes; the same events must
 /// come out however the bytes are split across reads.
@@ -233,7 +222,7 @@ impl FuzzEvent {
 #[derive(Debug, Arbitrary)]
 #[allow(clippy::large_enum_variant)] // built once per input; boxing buys nothing
 enum FuzzRequest {
-    /// Raw bytes through the shell's head parser, then to the engine.
+    /// Raw bytes through the shell's head parser (see [`HeadParser`]), then to the engine.
     Raw(Vec<u8>),
     /// A request to an API route, signed properly or not at all.
     Api {
@@ -255,13 +244,20 @@ enum FuzzBody {
     Bytes(Vec<u8>),
 }
 
+/// Turns raw request bytes into the request the engine would see, as the shell's HTTP head
+/// parser does (`None`: the shell refuses or is still waiting for the head).
+pub type HeadParser = fn(&[u8]) -> Option<HttpRequest>;
+
 /// `http_request`: a request through the shell's HTTP framing and the engine's API,
 /// signature checks included, against a server with live connections.
-pub fn http_request(data: &[u8]) {
+///
+/// This crate stays independent of the shell, so the shell's head parser comes in as
+/// `parse_raw`: the fuzz target passes it; without one, raw-bytes inputs are skipped.
+pub fn http_request(data: &[u8], parse_raw: Option<HeadParser>) {
     let Ok(request) = FuzzRequest::arbitrary_take_rest(Unstructured::new(data)) else {
         return;
     };
-    let Some(request) = to_http(request) else {
+    let Some(request) = to_http(request, parse_raw) else {
         return;
     };
     let mut harness = populated();
@@ -273,27 +269,9 @@ pub fn http_request(data: &[u8]) {
     }
 }
 
-fn to_http(request: FuzzRequest) -> Option<HttpRequest> {
+fn to_http(request: FuzzRequest, parse_raw: Option<HeadParser>) -> Option<HttpRequest> {
     match request {
-        FuzzRequest::Raw(bytes) => {
-            let limits = HeadLimits {
-                max_head_bytes: 8 * 1024,
-                max_headers: 32,
-                max_body_bytes: 64 * 1024,
-            };
-            let Parsed::Head(head) = parse_head(&bytes, &limits) else {
-                return None;
-            };
-            assert!(head.head_len <= bytes.len(), "head longer than the input");
-            let body = &bytes[head.head_len..];
-            let body = body[..head.content_length.min(body.len())].to_vec();
-            Some(HttpRequest {
-                method: head.method,
-                path: head.path,
-                query: head.query,
-                body,
-            })
-        }
+        FuzzRequest::Raw(bytes) => parse_raw.and_then(|parse| parse(&bytes)),
         FuzzRequest::Api {
             method,
             app,
@@ -336,7 +314,7 @@ fn to_http(request: FuzzRequest) -> Option<HttpRequest> {
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
-                let now = harness::START_UNIX_MS / 1000;
+                let now = FAKE_EPOCH_UNIX_MS / 1000;
                 signed_query(&app.key, &app.secret, method, &path, &params, &body, now)
             } else {
                 raw_query

@@ -15,14 +15,12 @@ mod http;
 use crate::model::{self, Credentials, Delivery, Kind, Model};
 use crate::ops::{self, *};
 use crate::wire;
+use ferrocast_engine::driver::Driver;
 use ferrocast_engine::signature::client_auth;
-use ferrocast_engine::{ConnId, Engine, Input, Moment, Output, ReqId, StateCounts, WsRequest};
+use ferrocast_engine::{ConnId, Input, Moment, Output, ReqId, StateCounts, WsRequest};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
-
-/// The wall clock the runs start at, in Unix milliseconds.
-pub const START_UNIX_MS: u64 = 1_700_000_000_000;
+use std::time::Duration;
 
 /// Runs `ops` from a fresh engine seeded with `seed`, then closes every connection.
 pub fn run(seed: u64, ops: &[Op]) -> Result<(), String> {
@@ -39,17 +37,14 @@ pub fn run(seed: u64, ops: &[Op]) -> Result<(), String> {
 
 /// An engine and a model side by side.
 pub struct Harness {
-    engine: Engine,
+    driver: Driver,
     model: Model,
-    start: Instant,
-    elapsed: Duration,
     next_conn: u64,
     next_seq: u64,
     /// Connections the engine may name in outputs.
     open: BTreeSet<ConnId>,
     /// What each presence subscriber has been told about the roster.
     views: BTreeMap<(ConnId, String), BTreeSet<String>>,
-    next_timer: Option<Instant>,
     /// HTTP answers drained but not yet checked.
     responses: Vec<(ReqId, u16, Vec<u8>)>,
 }
@@ -57,19 +52,13 @@ pub struct Harness {
 impl Harness {
     /// A fresh engine for [`ops::config`].
     pub fn new(seed: u64) -> Self {
-        // The anchor of the fake clock; nothing depends on its value.
-        #[allow(clippy::disallowed_methods)]
-        let start = Instant::now();
         Harness {
-            engine: Engine::new(ops::config().clone(), seed),
+            driver: Driver::new(ops::config().clone(), seed),
             model: Model::default(),
-            start,
-            elapsed: Duration::ZERO,
             next_conn: 1,
             next_seq: 1,
             open: BTreeSet::new(),
             views: BTreeMap::new(),
-            next_timer: None,
             responses: Vec::new(),
         }
     }
@@ -136,16 +125,10 @@ impl Harness {
                         PingPick::PongEvent => {
                             self.text_step(conn, r#"{"event":"pusher:pong","data":{}}"#, vec![])?
                         }
-                        PingPick::Frame => {
-                            let input = Input::Ping {
-                                conn,
-                                payload: b"hb".to_vec(),
-                            };
-                            let pong = json!({ "#pong-frame": true });
-                            self.input_step(input, vec![(conn, pong)], &BTreeSet::new())?
-                        }
-                        PingPick::PongFrame => {
-                            self.input_step(Input::Pong { conn }, vec![], &BTreeSet::new())?
+                        // The shell answers a ping frame itself; the engine sees activity
+                        // for either control frame and says nothing.
+                        PingPick::Frame | PingPick::PongFrame => {
+                            self.input_step(Input::Activity { conn }, vec![], &BTreeSet::new())?
                         }
                     }
                 }
@@ -210,16 +193,15 @@ impl Harness {
         // Cache channels remember their last event for a while after everyone has gone.
         self.advance(CACHE_TTL_SECS)?;
         self.check_state()?;
-        let counts = self.engine.state_counts();
+        let counts = self.driver.engine().state_counts();
         if counts != StateCounts::default() {
             return Err(format!(
                 "every connection has gone but state is left: {counts:?}"
             ));
         }
-        if self.next_timer.is_some() {
+        if let Some(at) = self.driver.next_timer() {
             return Err(format!(
-                "every connection has gone but a timer is pending at {:?}",
-                self.next_timer
+                "every connection has gone but a timer is pending at {at:?}"
             ));
         }
         Ok(())
@@ -258,13 +240,12 @@ impl Harness {
         while let Some(conn) = self.open.pop_first() {
             self.feed(Input::Closed { conn })?;
         }
-        self.elapsed += Duration::from_secs(CACHE_TTL_SECS);
-        self.feed(Input::Tick)?;
-        let counts = self.engine.state_counts();
-        if counts != StateCounts::default() || self.next_timer.is_some() {
+        self.pass_time(Duration::from_secs(CACHE_TTL_SECS))?;
+        let counts = self.driver.engine().state_counts();
+        let timer = self.driver.next_timer();
+        if counts != StateCounts::default() || timer.is_some() {
             return Err(format!(
-                "every connection has gone but state is left: {counts:?}, timer {:?}",
-                self.next_timer
+                "every connection has gone but state is left: {counts:?}, timer {timer:?}"
             ));
         }
         Ok(())
@@ -276,10 +257,7 @@ impl Harness {
     }
 
     fn moment(&self) -> Moment {
-        Moment::new(
-            self.start + self.elapsed,
-            START_UNIX_MS + self.elapsed.as_millis() as u64,
-        )
+        self.driver.moment()
     }
 
     fn app_of(&self, conn: ConnId) -> &'static ferrocast_engine::AppConfig {
@@ -488,18 +466,7 @@ impl Harness {
     }
 
     fn advance(&mut self, secs: u64) -> Result<(), String> {
-        let target = self.elapsed + Duration::from_secs(secs);
-        let mut actual = Vec::new();
-        while let Some(at) = self.next_timer {
-            let due = at.saturating_duration_since(self.start);
-            if due > target {
-                break;
-            }
-            self.elapsed = self.elapsed.max(due);
-            actual.extend(self.feed(Input::Tick)?);
-        }
-        self.elapsed = target;
-        actual.extend(self.feed(Input::Tick)?);
+        let actual = self.pass_time(Duration::from_secs(secs))?;
         let advanced = self.model.advance(secs);
         self.compare(&advanced.deliveries, &actual, &advanced.simultaneous)
     }
@@ -530,12 +497,25 @@ impl Harness {
     /// Feeds one input and drains every output, checking each names an open connection.
     fn feed(&mut self, input: Input) -> Result<Vec<Delivery>, String> {
         let described = format!("{input:?}");
-        self.engine
-            .handle_input(self.moment(), input)
+        let mut outputs = Vec::new();
+        self.driver
+            .feed(input, |output| outputs.push(output))
             .map_err(|e| format!("the engine called {described} misuse: {e}"))?;
+        self.deliveries(outputs)
+    }
+
+    /// Moves the fake clock on by `by`, firing due timers, and checks what they sent.
+    fn pass_time(&mut self, by: Duration) -> Result<Vec<Delivery>, String> {
+        let mut outputs = Vec::new();
+        self.driver.advance(by, |output| outputs.push(output));
+        self.deliveries(outputs)
+    }
+
+    /// What `outputs` deliver to each connection, checking each names an open connection.
+    fn deliveries(&mut self, outputs: Vec<Output>) -> Result<Vec<Delivery>, String> {
         let mut out = Vec::new();
-        loop {
-            match self.engine.poll_output() {
+        for output in outputs {
+            match output {
                 Output::Send { conn, frame } => {
                     self.check_open(conn, &frame)?;
                     out.push((conn, wire::decode(&frame)?));
@@ -561,15 +541,13 @@ impl Harness {
                     self.responses.push((req, status, body));
                 }
                 Output::Webhook(_) => {}
-                Output::Timeout(at) => {
-                    self.next_timer = at;
-                    if at.is_none() && !self.open.is_empty() {
-                        return Err("no timer pending while connections are open".into());
-                    }
-                    return Ok(out);
-                }
+                Output::Timeout(_) => return Err("the driver passed on a Timeout".into()),
             }
         }
+        if self.driver.next_timer().is_none() && !self.open.is_empty() {
+            return Err("no timer pending while connections are open".into());
+        }
+        Ok(out)
     }
 
     fn check_open(&self, conn: ConnId, frame: &ferrocast_engine::Frame) -> Result<(), String> {
@@ -722,7 +700,7 @@ impl Harness {
                     ));
                 }
             }
-            let engine_id = self.engine.socket_id(*conn).map(|s| s.to_string());
+            let engine_id = self.driver.engine().socket_id(*conn).map(|s| s.to_string());
             if engine_id.as_deref() != Some(c.socket_id.as_str()) {
                 return Err(format!(
                     "{conn:?} announced socket id {} but the engine says {engine_id:?}",
@@ -742,7 +720,7 @@ impl Harness {
             }
         }
         let live = model.conns().len();
-        let got = self.engine.state_counts();
+        let got = self.driver.engine().state_counts();
         // `..got`: counts added to the engine later are only checked to be zero at the end.
         #[allow(clippy::needless_update)]
         let want = StateCounts {

@@ -297,7 +297,7 @@ pub enum PingPick {
     Event,
     /// The `pusher:pong` event: activity, no answer.
     PongEvent,
-    /// A WebSocket ping frame: answered with a pong frame.
+    /// A WebSocket ping frame: the shell answers it; activity to the engine.
     Frame,
     /// A WebSocket pong frame: activity, no answer.
     PongFrame,

@@ -3,19 +3,17 @@
 //! Both the engine's frames and the model's expectations go through [`normalise`], so the
 //! comparison sees event, channel, `user_id` and decoded data, and never error wording.
 
+use ferrocast_engine::wire::websocket::Opcode;
 use ferrocast_engine::Frame;
 use serde_json::Value;
 
 /// What a frame from the engine says, checked for the basic shape every client relies on.
 pub fn decode(frame: &Frame) -> Result<Value, String> {
-    match frame.wire_bytes()[0] & 0x0F {
-        0x1 => {}
-        0xA => return Ok(serde_json::json!({ "#pong-frame": true })),
-        op => {
-            return Err(format!(
-                "frame with opcode {op:#x} sent as a message: {frame:?}"
-            ))
-        }
+    let opcode = frame.opcode();
+    if opcode != Opcode::Text {
+        return Err(format!(
+            "frame with opcode {opcode:?} sent as a message: {frame:?}"
+        ));
     }
     let value: Value = serde_json::from_slice(frame.payload())
         .map_err(|e| format!("frame is not JSON ({e}): {frame:?}"))?;

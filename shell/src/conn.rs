@@ -9,7 +9,7 @@
 use crate::door::Requests;
 use crate::http::{self, HeadLimits, Parsed, Refusal, RequestHead, ResponseOptions};
 use crate::out_queue::{Offer, OutQueue};
-use crate::ws_codec::{Decoder, WsEvent};
+use ferrocast_engine::wire::websocket::{Decoder, WsEvent};
 use ferrocast_engine::{ConnId, Frame, HttpRequest, Input, WsRequest};
 use mio::net::TcpStream;
 use std::io::{self, Read};
@@ -337,8 +337,22 @@ impl Conn {
         let input = match event {
             WsEvent::Text(text) => Input::Text { conn, text },
             WsEvent::Binary => Input::Binary { conn },
-            WsEvent::Ping(payload) => Input::Ping { conn, payload },
-            WsEvent::Pong => Input::Pong { conn },
+            WsEvent::Ping(payload) => {
+                // Answering a ping is the transport's job; the engine only hears of the activity.
+                // The pong goes through the bounded queue, so a ping flood cannot grow it.
+                let overflowed = self.send(&Frame::pong(&payload), cx.limits);
+                if overflowed {
+                    tracing::debug!(conn = conn.0, "output queue full at a pong: slow consumer");
+                }
+                if self.engine_knows {
+                    cx.inputs.push(Input::Activity { conn });
+                    if overflowed {
+                        cx.inputs.push(Input::SlowConsumer { conn });
+                    }
+                }
+                return;
+            }
+            WsEvent::Pong => Input::Activity { conn },
             WsEvent::Oversized => Input::Oversized { conn },
             WsEvent::Close(code) => {
                 // Echo the peer's code when it is one that may be sent (RFC 6455 §7.4).

@@ -18,7 +18,6 @@ pub mod wake;
 pub mod webhook;
 pub mod webhook_delivery;
 pub mod worker;
-pub mod ws_codec;
 
 pub use server::Server;
 pub use settings::{Overrides, ServerSettings, Settings};

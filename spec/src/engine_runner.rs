@@ -160,7 +160,9 @@ impl Transport for EngineTransport {
         let input = match frame {
             Outgoing::Text(text) => Input::Text { conn, text },
             Outgoing::Binary(_) => Input::Binary { conn },
-            Outgoing::Ping(payload) => Input::Ping { conn, payload },
+            Outgoing::Ping(payload) => {
+                return self.sim.ws_ping(conn, &payload).map_err(Self::misuse);
+            }
         };
         self.sim.input(input).map_err(Self::misuse)
     }

@@ -2,9 +2,9 @@
 
 use super::Engine;
 use crate::close_code::CloseCode;
-use crate::frame::{self, RawJson};
 use crate::ids::{ChannelName, ConnId, EventName};
 use crate::interface::Output;
+use crate::wire::pusher::{self, RawJson};
 use serde_json::value::RawValue;
 
 impl Engine {
@@ -64,7 +64,7 @@ impl Engine {
             .apps
             .get_mut(&connection.app)
             .expect("an app outlives its connections");
-        let frame = frame::message(
+        let frame = pusher::message(
             event.as_str(),
             Some(channel.as_str()),
             &data,

@@ -2,10 +2,10 @@
 
 use super::{Connection, Due, Engine};
 use crate::close_code::CloseCode;
-use crate::frame::{self, RawJson};
 use crate::ids::{AppId, ConnId, SocketId};
 use crate::interface::{ApiMisuse, Output, WsRequest};
 use crate::token_bucket::TokenBucket;
+use crate::wire::pusher::{self, RawJson};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -115,7 +115,7 @@ impl Engine {
             format!("{{\"socket_id\":\"{socket_id}\",\"activity_timeout\":{activity_timeout}}}");
         self.send(
             conn,
-            frame::message(
+            pusher::message(
                 "pusher:connection_established",
                 None,
                 &RawJson::string(&data),

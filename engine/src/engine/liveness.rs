@@ -5,8 +5,8 @@
 
 use super::{Due, Engine};
 use crate::close_code::CloseCode;
-use crate::frame::{self, RawJson};
 use crate::ids::ConnId;
+use crate::wire::pusher::{self, RawJson};
 use std::time::Duration;
 
 impl Engine {
@@ -36,7 +36,7 @@ impl Engine {
                 connection.awaiting_pong_since = Some(now);
                 self.outputs.push_back(crate::interface::Output::Send {
                     conn,
-                    frame: frame::message("pusher:ping", None, &RawJson("{}".into()), None),
+                    frame: pusher::message("pusher:ping", None, &RawJson("{}".into()), None),
                 });
                 now + pong_timeout
             }

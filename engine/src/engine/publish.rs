@@ -1,10 +1,10 @@
 //! Publishing app events to channels, and cache channels' memory of their last event.
 
 use super::{Due, Engine};
-use crate::frame::{self, RawJson};
 use crate::ids::{AppId, ChannelKind, ChannelName, ConnId, EventName};
 use crate::interface::Output;
 use crate::timers::TimerKey;
+use crate::wire::pusher::{self, RawJson};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -40,7 +40,7 @@ impl Engine {
         else {
             return;
         };
-        let frame = frame::message(
+        let frame = pusher::message(
             event.as_str(),
             Some(channel.as_str()),
             &RawJson::string(data),
@@ -78,7 +78,7 @@ impl Engine {
     /// On joining a cache channel: replay its last event, or say there is none.
     pub(super) fn replay_cache(&mut self, app: &AppId, conn: ConnId, channel: &ChannelName) {
         let frame = match self.apps[app].cache.get(channel) {
-            Some(cached) => frame::message(
+            Some(cached) => pusher::message(
                 cached.event.as_str(),
                 Some(channel.as_str()),
                 &RawJson::string(&cached.data),
@@ -86,7 +86,7 @@ impl Engine {
             ),
             None => {
                 self.with_webhooks(app, |hooks, cx| hooks.handle_cache_miss(channel, cx));
-                frame::message(
+                pusher::message(
                     "pusher:cache_miss",
                     Some(channel.as_str()),
                     &RawJson::string("{}"),
@@ -120,7 +120,7 @@ impl Engine {
             return;
         };
         let data = RawJson::stringified(&json!({ "subscription_count": count }));
-        let frame = frame::message(
+        let frame = pusher::message(
             "pusher_internal:subscription_count",
             Some(channel.as_str()),
             &data,

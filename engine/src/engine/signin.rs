@@ -1,12 +1,11 @@
 //! User sign-in, `#server-to-user-` eligibility and watchlists.
 
 use super::{Engine, SignedInUser};
-use crate::client_message::{self, user_id_of, Malformed, Signin};
 use crate::close_code::CloseCode;
-use crate::frame::{self, RawJson};
 use crate::ids::{AppId, ConnId, UserId};
 use crate::interface::Output;
 use crate::signature::verify_client_auth;
+use crate::wire::pusher::{self, user_id_of, Malformed, RawJson, Signin};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -31,8 +30,8 @@ impl Engine {
         conn: ConnId,
         data: Option<&RawValue>,
     ) -> Result<(SignedInUser, String), String> {
-        let request: Signin = client_message::parse_data(data)
-            .map_err(|Malformed(why)| format!("pusher:signin: {why}"))?;
+        let request: Signin =
+            pusher::parse_data(data).map_err(|Malformed(why)| format!("pusher:signin: {why}"))?;
         let connection = &self.conns[&conn];
         if connection.user.is_some() {
             return Err("this connection is already signed in".into());
@@ -95,12 +94,12 @@ impl Engine {
         let data = RawJson::stringified(&serde_json::json!({ "user_data": user_data }));
         self.send(
             conn,
-            frame::message("pusher:signin_success", None, &data, None),
+            pusher::message("pusher:signin_success", None, &data, None),
         );
         if let Some(report) = watch_report {
             self.send(
                 conn,
-                frame::message("pusher_internal:watchlist_events", None, &report, None),
+                pusher::message("pusher_internal:watchlist_events", None, &report, None),
             );
         }
         if came_online {
@@ -148,7 +147,7 @@ impl Engine {
         } else {
             (vec![], vec![user])
         };
-        let frame = frame::message(
+        let frame = pusher::message(
             "pusher_internal:watchlist_events",
             None,
             &watchlist_events(&online, &offline),

@@ -2,11 +2,10 @@
 
 use super::Engine;
 use crate::channels::member_removed_data;
-use crate::client_message::{self, user_id_of, Malformed, Subscribe, Unsubscribe};
-use crate::frame::{self, RawJson};
 use crate::ids::{AppId, ChannelKind, ChannelName, ConnId, UserId};
 use crate::interface::Output;
 use crate::signature::verify_client_auth;
+use crate::wire::pusher::{self, user_id_of, Malformed, RawJson, Subscribe, Unsubscribe};
 use serde_json::value::RawValue;
 
 /// Why a subscription was refused, in the shape pusher-js reports as `pusher:subscription_error`.
@@ -50,7 +49,7 @@ struct Member {
 
 impl Engine {
     pub(super) fn on_subscribe(&mut self, conn: ConnId, data: Option<&RawValue>) {
-        let request: Subscribe = match client_message::parse_data(data) {
+        let request: Subscribe = match pusher::parse_data(data) {
             Ok(request) => request,
             Err(Malformed(why)) => {
                 return self.send_error(conn, None, &format!("pusher:subscribe: {why}"))
@@ -64,7 +63,7 @@ impl Engine {
                     "error": refusal.message,
                     "status": refusal.status,
                 }));
-                let frame = frame::message(
+                let frame = pusher::message(
                     "pusher:subscription_error",
                     Some(&request.channel),
                     &data,
@@ -148,7 +147,7 @@ impl Engine {
         } else {
             RawJson::string("{}")
         };
-        let succeeded = frame::message(
+        let succeeded = pusher::message(
             "pusher_internal:subscription_succeeded",
             Some(channel.as_str()),
             &data,
@@ -178,7 +177,7 @@ impl Engine {
         if let Some(user) = user.filter(|_| first_socket_of_user) {
             let entry = self.app_mut(&app).channels.entry(&channel);
             let data = entry.roster.member_added_data(&user);
-            let frame = frame::message(
+            let frame = pusher::message(
                 "pusher_internal:member_added",
                 Some(channel.as_str()),
                 &data,
@@ -208,7 +207,7 @@ impl Engine {
     }
 
     pub(super) fn on_unsubscribe(&mut self, conn: ConnId, data: Option<&RawValue>) {
-        let request: Unsubscribe = match client_message::parse_data(data) {
+        let request: Unsubscribe = match pusher::parse_data(data) {
             Ok(request) => request,
             Err(Malformed(why)) => {
                 return self.send_error(conn, None, &format!("pusher:unsubscribe: {why}"))
@@ -241,7 +240,7 @@ impl Engine {
         if let Some(user) = member.filter(|user| entry.roster.leave(user)) {
             if !entry.is_empty() {
                 let data = member_removed_data(user);
-                let frame = frame::message(
+                let frame = pusher::message(
                     "pusher_internal:member_removed",
                     Some(channel.as_str()),
                     &data,

@@ -12,12 +12,12 @@
 
 use super::{Due, Engine};
 use crate::config::AppConfig;
-use crate::frame::RawJson;
 use crate::ids::{AppId, ChannelName, EventName, SocketId, UserId};
 use crate::interface::{Output, WebhookDelivery};
 use crate::signature::sign_hex;
 use crate::timers::{TimerKey, Timers};
 use crate::webhook_event::{KindSet, WebhookEvent, WebhookKind};
+use crate::wire::pusher::RawJson;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};

@@ -222,11 +222,7 @@ fn inputs_for_unknown_connections_are_api_misuse() {
             text: b"{}".to_vec(),
         },
         Input::Binary { conn: ghost },
-        Input::Ping {
-            conn: ghost,
-            payload: vec![],
-        },
-        Input::Pong { conn: ghost },
+        Input::Activity { conn: ghost },
         Input::Oversized { conn: ghost },
         Input::SlowConsumer { conn: ghost },
         Input::Closed { conn: ghost },

@@ -1,10 +1,9 @@
 //! Opening a connection: path, protocol version, app checks, the welcome frame.
 
 use crate::common::*;
+use ferrocast_engine::driver::FakeClock;
 use ferrocast_engine::sim::Simulator;
-use ferrocast_engine::{
-    AppConfig, CloseCode, Config, ConnId, Engine, Input, Moment, Output, WsRequest,
-};
+use ferrocast_engine::{AppConfig, CloseCode, Config, ConnId, Engine, Input, Output, WsRequest};
 use serde_json::json;
 use std::collections::BTreeSet;
 
@@ -230,7 +229,7 @@ fn quota_is_per_app() {
 #[test]
 fn refusal_is_an_error_frame_then_a_close_with_the_same_code() {
     let mut engine = Engine::new(Config::default(), SEED);
-    let at = Moment::new(anchor(), 1_700_000_000_000);
+    let at = FakeClock::new().now();
     let request = WsRequest {
         path: "/app/nope".into(),
         query: "protocol=7".into(),

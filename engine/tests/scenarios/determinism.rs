@@ -1,46 +1,33 @@
 //! Determinism: the same seed and the same inputs give byte-identical outputs.
 
 use crate::common::*;
+use ferrocast_engine::driver::{Driver, FakeClock};
 use ferrocast_engine::signature::client_auth;
 use ferrocast_engine::sim::Simulator;
-use ferrocast_engine::{CloseCode, Config, ConnId, Engine, Input, Moment, Output, WsRequest};
+use ferrocast_engine::{CloseCode, Config, ConnId, Input, Output, WsRequest};
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Drives one engine through a busy conversation and records every output in order.
 struct Run {
-    engine: Engine,
-    start: Instant,
-    secs: u64,
+    driver: Driver,
     log: Vec<Output>,
 }
 
 impl Run {
-    fn new(seed: u64, start: Instant) -> Self {
+    fn new(seed: u64, clock: FakeClock) -> Self {
         let mut config = Config::default();
         config.apps[0].max_presence_members = 3;
         Run {
-            engine: Engine::new(config, seed),
-            start,
-            secs: 0,
+            driver: Driver::with_clock(config, seed, clock),
             log: Vec::new(),
         }
     }
 
     fn feed(&mut self, input: Input) {
-        let at = Moment::new(
-            self.start + Duration::from_secs(self.secs),
-            1_700_000_000_000 + self.secs * 1000,
-        );
-        let _ = self.engine.handle_input(at, input);
-        loop {
-            let output = self.engine.poll_output();
-            let done = matches!(output, Output::Timeout(_));
-            self.log.push(output);
-            if done {
-                break;
-            }
-        }
+        let log = &mut self.log;
+        let _ = self.driver.feed(input, |output| log.push(output));
+        self.log.push(Output::Timeout(self.driver.next_timer()));
     }
 
     fn open(&mut self, id: u64) -> ConnId {
@@ -63,7 +50,12 @@ impl Run {
     }
 
     fn sign(&self, conn: ConnId, rest: &str) -> String {
-        let socket_id = self.engine.socket_id(conn).expect("open").to_string();
+        let socket_id = self
+            .driver
+            .engine()
+            .socket_id(conn)
+            .expect("open")
+            .to_string();
         client_auth(
             "app-key",
             "app-secret",
@@ -98,8 +90,10 @@ impl Run {
 
     fn wait(&mut self, secs: u64) {
         for _ in 0..secs {
-            self.secs += 1;
-            self.feed(Input::Tick);
+            let log = &mut self.log;
+            self.driver
+                .advance(Duration::from_secs(1), |output| log.push(output));
+            self.log.push(Output::Timeout(self.driver.next_timer()));
         }
     }
 
@@ -132,10 +126,7 @@ impl Run {
             conn: conns[2],
             text: b"{not json".to_vec(),
         });
-        self.feed(Input::Ping {
-            conn: conns[3],
-            payload: b"p".to_vec(),
-        });
+        self.feed(Input::Activity { conn: conns[3] });
         self.feed(Input::Closed { conn: conns[1] });
         self.feed(Input::SlowConsumer { conn: conns[4] });
         let late = self.open(7);
@@ -143,7 +134,7 @@ impl Run {
         self.wait(60);
         self.text(conns[0], json!({"event": "pusher:ping", "data": {}}));
         self.wait(100);
-        self.feed(Input::Pong { conn: conns[0] });
+        self.feed(Input::Activity { conn: conns[0] });
         self.wait(40);
         self.log
     }
@@ -151,10 +142,10 @@ impl Run {
 
 #[test]
 fn same_seed_and_inputs_give_byte_identical_outputs() {
-    let start = anchor();
+    let clock = FakeClock::new();
 
-    let first = Run::new(42, start).script();
-    let second = Run::new(42, start).script();
+    let first = Run::new(42, clock).script();
+    let second = Run::new(42, clock).script();
 
     assert!(
         first.len() > 100,
@@ -172,7 +163,7 @@ fn same_seed_and_inputs_give_byte_identical_outputs() {
 
 #[test]
 fn the_script_ends_with_pings_and_closes_on_the_fake_clock() {
-    let log = Run::new(42, anchor()).script();
+    let log = Run::new(42, FakeClock::new()).script();
 
     let closes: Vec<(ConnId, CloseCode)> = log
         .iter()

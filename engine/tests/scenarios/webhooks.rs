@@ -44,7 +44,7 @@ fn checked_events(delivery: &WebhookDelivery) -> Vec<(String, Value)> {
         &header("X-Pusher-Signature")
     ));
     let body: Value = serde_json::from_slice(&delivery.body).unwrap();
-    assert!(body["time_ms"].as_u64().unwrap() >= ferrocast_engine::sim::START_UNIX_MS);
+    assert!(body["time_ms"].as_u64().unwrap() >= ferrocast_engine::driver::FAKE_EPOCH_UNIX_MS);
     body["events"]
         .as_array()
         .unwrap()

@@ -160,10 +160,3 @@ pub fn assert_alive(sim: &mut Simulator, conn: ConnId) {
 pub fn assert_no_state(sim: &Simulator) {
     assert_eq!(sim.engine().state_counts(), StateCounts::default());
 }
-
-/// An anchor for tests that drive the engine directly; only differences from it matter.
-pub fn anchor() -> std::time::Instant {
-    // The one clock read of a test: every later instant is this plus a chosen offset.
-    #[allow(clippy::disallowed_methods)]
-    std::time::Instant::now()
-}

@@ -1,8 +1,60 @@
-//! Parsing what clients send: the envelope first, then the payload of each `pusher:` event.
+//! The Pusher JSON envelope: `{"event","channel"?,"data","user_id"?}` messages the engine
+//! builds for clients, and the client messages it parses (the envelope first, then the
+//! payload of each `pusher:` event).
 
-use serde::Deserialize;
+use super::websocket::Frame;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
+
+/// Builds the text frame of one server → client message: `{"event","channel"?,"data", "user_id"?}`.
+///
+/// `data` is already-serialized JSON text, placed verbatim (an app event's string, or an
+/// object for `pusher:error` / ping / pong where the SDKs expect an object).
+pub fn message(event: &str, channel: Option<&str>, data: &RawJson, user_id: Option<&str>) -> Frame {
+    let mut out = Vec::with_capacity(32 + event.len() + data.0.len());
+    out.extend_from_slice(b"{\"event\":");
+    push_json_string(&mut out, event);
+    if let Some(channel) = channel {
+        out.extend_from_slice(b",\"channel\":");
+        push_json_string(&mut out, channel);
+    }
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data.0.as_bytes());
+    if let Some(user_id) = user_id {
+        out.extend_from_slice(b",\"user_id\":");
+        push_json_string(&mut out, user_id);
+    }
+    out.push(b'}');
+    Frame::text(&out)
+}
+
+/// A fragment of valid JSON text, placed verbatim into a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawJson(pub String);
+
+impl RawJson {
+    /// JSON text of `value`.
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Self {
+        RawJson(serde_json::to_string(value).expect("engine values always serialize"))
+    }
+
+    /// JSON text of a string holding the JSON text of `value` (Pusher's double encoding).
+    pub fn stringified<T: Serialize + ?Sized>(value: &T) -> Self {
+        Self::string(&Self::of(value).0)
+    }
+
+    /// JSON text of the string `text`.
+    pub fn string(text: &str) -> Self {
+        let mut out = Vec::with_capacity(text.len() + 2);
+        push_json_string(&mut out, text);
+        RawJson(String::from_utf8(out).expect("escaping keeps UTF-8"))
+    }
+}
+
+fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    serde_json::to_writer(&mut *out, text).expect("writing to a Vec cannot fail");
+}
 
 /// The envelope every client message shares.
 #[derive(Debug, Deserialize)]
@@ -106,6 +158,16 @@ pub fn user_id_of(value: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_escape_names_and_embed_data() {
+        let frame = message("ev\"", Some("ch"), &RawJson::string("{\"a\":1}"), Some("u"));
+        let value: serde_json::Value = serde_json::from_slice(frame.payload()).unwrap();
+        assert_eq!(value["event"], "ev\"");
+        assert_eq!(value["channel"], "ch");
+        assert_eq!(value["data"], "{\"a\":1}");
+        assert_eq!(value["user_id"], "u");
+    }
 
     #[test]
     fn envelope_keeps_data_raw() {

@@ -1,21 +1,162 @@
-//! Incremental decoding of client WebSocket frames into whole messages.
+//! The WebSocket wire format (RFC 6455) of a server: frames it sends, frames it receives.
 //!
-//! The decoder is fed whatever bytes a `read` produced and keeps only what it must between
-//! reads: at most one partial frame header (≤ 14 bytes), the message being reassembled, and the
-//! payload of one control frame (≤ 125 bytes). Payload bytes are unmasked straight from the
-//! read buffer into the message, so a connection never holds a copy of a whole frame.
+//! Encoding: a [`Frame`] holds the complete wire bytes (header and payload) of one unmasked
+//! server frame, so the shell copies it into each recipient's buffer without touching it again.
 //!
-//! Header parsing is delegated to tungstenite's `FrameHeader::parse`; everything after it —
-//! unmasking, reassembly, limits and the RFC 6455 rules a server must enforce — lives here.
+//! Decoding: a [`Decoder`] is fed whatever bytes a `read` produced and keeps only what it must
+//! between reads: at most one partial frame header (≤ 14 bytes), the message being
+//! reassembled, and the payload of one control frame (≤ 125 bytes). Payload bytes are unmasked
+//! straight from the read buffer into the message, so a connection never holds a copy of a
+//! whole frame. It enforces the rules a server must: masked client frames, no reserved bits or
+//! opcodes, unfragmented control frames of at most 125 bytes, and a cap on message size.
 
-use std::io::Cursor;
-use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
-use tungstenite::protocol::frame::FrameHeader;
+use std::fmt;
+use std::sync::Arc;
 
+/// The FIN bit: this frame ends its message.
+const FIN: u8 = 0x80;
+/// The three reserved bits, meaningful only with a negotiated extension (none is offered).
+const RSV: u8 = 0x70;
+/// The MASK bit of the second header byte.
+const MASKED: u8 = 0x80;
 /// The longest frame header: 2 bytes, an 8-byte length and a 4-byte mask.
 const MAX_HEADER: usize = 14;
 /// Control frames carry at most this many payload bytes (RFC 6455 §5.5).
 const MAX_CONTROL_PAYLOAD: u64 = 125;
+
+/// The kind of a WebSocket frame, from the low four bits of its first byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opcode {
+    /// `0x0`: a later fragment of the message in progress.
+    Continuation,
+    /// `0x1`: the first frame of a UTF-8 text message.
+    Text,
+    /// `0x2`: the first frame of a binary message.
+    Binary,
+    /// `0x8`: the closing handshake.
+    Close,
+    /// `0x9`: a ping, which the peer must answer with a pong.
+    Ping,
+    /// `0xA`: a pong.
+    Pong,
+    /// Any other value: reserved for extensions, so a protocol error here.
+    Reserved(u8),
+}
+
+impl Opcode {
+    /// The opcode in the low four bits of `first_byte` (the other bits are ignored).
+    pub fn of_first_byte(first_byte: u8) -> Self {
+        match first_byte & 0x0F {
+            0x0 => Opcode::Continuation,
+            0x1 => Opcode::Text,
+            0x2 => Opcode::Binary,
+            0x8 => Opcode::Close,
+            0x9 => Opcode::Ping,
+            0xA => Opcode::Pong,
+            other => Opcode::Reserved(other),
+        }
+    }
+
+    /// The four-bit value on the wire.
+    pub fn bits(self) -> u8 {
+        match self {
+            Opcode::Continuation => 0x0,
+            Opcode::Text => 0x1,
+            Opcode::Binary => 0x2,
+            Opcode::Close => 0x8,
+            Opcode::Ping => 0x9,
+            Opcode::Pong => 0xA,
+            Opcode::Reserved(bits) => bits & 0x0F,
+        }
+    }
+
+    /// Whether this is a control opcode (close, ping, pong, or a reserved `0xB`–`0xF`).
+    pub fn is_control(self) -> bool {
+        self.bits() & 0x8 != 0
+    }
+}
+
+/// One complete, pre-encoded WebSocket frame; cloning shares the bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Frame {
+    bytes: Arc<[u8]>,
+    header_len: u8,
+}
+
+impl Frame {
+    /// A text frame carrying `payload` (which must be UTF-8 JSON made by the engine).
+    pub fn text(payload: &[u8]) -> Self {
+        Self::encode(Opcode::Text, payload)
+    }
+
+    /// A pong control frame echoing a ping's payload (at most 125 bytes are kept).
+    pub fn pong(payload: &[u8]) -> Self {
+        Self::encode(Opcode::Pong, &payload[..payload.len().min(125)])
+    }
+
+    /// A close frame with a status code and a short reason.
+    pub fn close(code: u16, reason: &str) -> Self {
+        let mut payload = code.to_be_bytes().to_vec();
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        payload.extend_from_slice(&reason.as_bytes()[..end]);
+        Self::encode(Opcode::Close, &payload)
+    }
+
+    fn encode(opcode: Opcode, payload: &[u8]) -> Self {
+        let len = payload.len();
+        let mut bytes = Vec::with_capacity(len + 10);
+        bytes.push(FIN | opcode.bits());
+        if len < 126 {
+            bytes.push(len as u8);
+        } else if len <= u16::MAX as usize {
+            bytes.push(126);
+            bytes.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            bytes.push(127);
+            bytes.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        let header_len = bytes.len() as u8;
+        bytes.extend_from_slice(payload);
+        Frame {
+            bytes: bytes.into(),
+            header_len,
+        }
+    }
+
+    /// The bytes to write to the socket.
+    pub fn wire_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The frame's payload (the JSON text for a text frame).
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[self.header_len as usize..]
+    }
+
+    /// The payload as text (lossy for non-text frames).
+    pub fn payload_text(&self) -> String {
+        String::from_utf8_lossy(self.payload()).into_owned()
+    }
+
+    /// The frame's opcode.
+    pub fn opcode(&self) -> Opcode {
+        Opcode::of_first_byte(self.bytes[0])
+    }
+
+    /// Whether this is a close frame.
+    pub fn is_close(&self) -> bool {
+        self.opcode() == Opcode::Close
+    }
+}
+
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Frame({:?})", self.payload_text())
+    }
+}
 
 /// One thing a client said at the WebSocket level.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +177,48 @@ pub enum WsEvent {
     ProtocolError(&'static str),
 }
 
+/// A parsed frame header.
+#[derive(Clone, Copy, Debug)]
+struct Header {
+    fin: bool,
+    reserved_bits: bool,
+    opcode: Opcode,
+    mask: Option<[u8; 4]>,
+    len: u64,
+}
+
+/// Parses a frame header from the start of `bytes`: the header and its length in bytes, or
+/// `None` while `bytes` holds only part of it.
+fn parse_header(bytes: &[u8]) -> Option<(Header, usize)> {
+    let [first, second, rest @ ..] = bytes else {
+        return None;
+    };
+    let (len, rest, len_bytes) = match second & 0x7F {
+        126 => {
+            let (len, rest) = rest.split_first_chunk::<2>()?;
+            (u64::from(u16::from_be_bytes(*len)), rest, 2)
+        }
+        127 => {
+            let (len, rest) = rest.split_first_chunk::<8>()?;
+            (u64::from_be_bytes(*len), rest, 8)
+        }
+        short => (u64::from(short), rest, 0),
+    };
+    let mask = if second & MASKED != 0 {
+        Some(*rest.first_chunk::<4>()?)
+    } else {
+        None
+    };
+    let header = Header {
+        fin: first & FIN != 0,
+        reserved_bits: first & RSV != 0,
+        opcode: Opcode::of_first_byte(*first),
+        mask,
+        len,
+    };
+    Some((header, 2 + len_bytes + if mask.is_some() { 4 } else { 0 }))
+}
+
 /// What the current frame's payload bytes are for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Sink {
@@ -43,14 +226,14 @@ enum Sink {
     Message,
     /// Collect into the control frame buffer.
     Control,
-    /// Skip: part of an oversized message.
+    /// Skip: part of an oversized or binary message.
     Discard,
 }
 
 /// A frame whose header has been read and whose payload is still arriving.
 #[derive(Clone, Copy, Debug)]
 struct InFrame {
-    opcode: OpCode,
+    opcode: Opcode,
     fin: bool,
     mask: [u8; 4],
     /// Payload bytes already consumed, for the mask phase.
@@ -135,34 +318,29 @@ impl Decoder {
         let before = self.header.len();
         let take = (MAX_HEADER - before).min(input.len());
         self.header.extend_from_slice(&input[..take]);
-        let mut cursor = Cursor::new(&self.header[..]);
-        let parsed = FrameHeader::parse(&mut cursor);
-        let used = cursor.position() as usize;
-        match parsed {
-            Ok(None) => &input[take..],
-            Err(_) => {
-                self.fail("invalid opcode", out);
-                &[]
-            }
-            Ok(Some((header, len))) => {
+        match parse_header(&self.header) {
+            None => &input[take..],
+            Some((header, used)) => {
                 self.header.clear();
                 let rest = &input[used - before..];
-                self.start_frame(header, len, out);
+                self.start_frame(header, out);
                 rest
             }
         }
     }
 
-    fn start_frame(&mut self, header: FrameHeader, len: u64, out: &mut Vec<WsEvent>) {
-        if header.rsv1 || header.rsv2 || header.rsv3 {
+    fn start_frame(&mut self, header: Header, out: &mut Vec<WsEvent>) {
+        let len = header.len;
+        if header.reserved_bits {
             return self.fail("reserved bits set without an extension", out);
         }
         let Some(mask) = header.mask else {
             return self.fail("client frames must be masked", out);
         };
         let sink = match header.opcode {
-            OpCode::Control(_) => {
-                if !header.is_final {
+            Opcode::Reserved(_) => return self.fail("invalid opcode", out),
+            Opcode::Close | Opcode::Ping | Opcode::Pong => {
+                if !header.fin {
                     return self.fail("fragmented control frame", out);
                 }
                 if len > MAX_CONTROL_PAYLOAD {
@@ -171,17 +349,17 @@ impl Decoder {
                 self.control.clear();
                 Sink::Control
             }
-            OpCode::Data(Data::Continue) => {
+            Opcode::Continuation => {
                 if self.message.is_none() {
                     return self.fail("continuation frame without a message", out);
                 }
                 self.data_sink(len, out)
             }
-            OpCode::Data(data) => {
+            Opcode::Text | Opcode::Binary => {
                 if self.message.is_some() {
                     return self.fail("new message before the last one finished", out);
                 }
-                self.message = Some(if data == Data::Text {
+                self.message = Some(if header.opcode == Opcode::Text {
                     MessageKind::Text
                 } else {
                     MessageKind::Binary
@@ -193,7 +371,7 @@ impl Decoder {
         };
         let frame = InFrame {
             opcode: header.opcode,
-            fin: header.is_final,
+            fin: header.fin,
             mask,
             done: 0,
             remaining: len,
@@ -263,11 +441,9 @@ impl Decoder {
 
     fn finish_frame(&mut self, frame: InFrame, out: &mut Vec<WsEvent>) {
         match frame.opcode {
-            OpCode::Control(Control::Ping) => {
-                out.push(WsEvent::Ping(std::mem::take(&mut self.control)))
-            }
-            OpCode::Control(Control::Pong) => out.push(WsEvent::Pong),
-            OpCode::Control(Control::Close) => {
+            Opcode::Ping => out.push(WsEvent::Ping(std::mem::take(&mut self.control))),
+            Opcode::Pong => out.push(WsEvent::Pong),
+            Opcode::Close => {
                 let code = match self.control.len() {
                     0 => None,
                     1 => return self.fail("close frame with a one-byte payload", out),
@@ -278,10 +454,9 @@ impl Decoder {
                 self.text = Vec::new();
                 out.push(WsEvent::Close(code));
             }
-            OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_)) => {
-                self.fail("invalid opcode", out)
-            }
-            OpCode::Data(_) => {
+            // Refused when the header was read.
+            Opcode::Reserved(_) => self.fail("invalid opcode", out),
+            Opcode::Continuation | Opcode::Text | Opcode::Binary => {
                 if !frame.fin {
                     return;
                 }
@@ -304,6 +479,68 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_and_long_payloads_get_the_right_headers() {
+        let short = Frame::text(b"hi");
+        assert_eq!(short.wire_bytes(), b"\x81\x02hi");
+        let medium = Frame::text(&[b'a'; 300]);
+        assert_eq!(&medium.wire_bytes()[..4], &[0x81, 126, 1, 44]);
+        assert_eq!(medium.payload().len(), 300);
+        let long = Frame::text(&vec![b'a'; 70_000]);
+        assert_eq!(long.wire_bytes()[1], 127);
+        assert_eq!(long.payload().len(), 70_000);
+    }
+
+    #[test]
+    fn length_boundaries_switch_header_forms_exactly() {
+        assert_eq!(Frame::text(&[b'a'; 125]).wire_bytes()[..2], [0x81, 125]);
+        assert_eq!(
+            Frame::text(&[b'a'; 126]).wire_bytes()[..4],
+            [0x81, 126, 0, 126]
+        );
+        assert_eq!(
+            Frame::text(&[b'a'; 65_535]).wire_bytes()[..4],
+            [0x81, 126, 0xFF, 0xFF]
+        );
+        assert_eq!(Frame::text(&[b'a'; 65_536]).wire_bytes()[..2], [0x81, 127]);
+        assert_eq!(Frame::pong(b"p").wire_bytes(), b"\x8a\x01p");
+        let text = Frame::text(b"x");
+        assert!(!text.is_close());
+        assert_eq!(format!("{text:?}"), "Frame(\"x\")");
+    }
+
+    #[test]
+    fn close_frame_carries_code_and_truncated_reason() {
+        let close = Frame::close(4001, &"é".repeat(100));
+        assert!(close.is_close());
+        assert_eq!(&close.payload()[..2], &4001u16.to_be_bytes());
+        assert!(close.payload().len() <= 125);
+        assert!(std::str::from_utf8(&close.payload()[2..]).is_ok());
+    }
+
+    #[test]
+    fn opcodes_round_trip_through_their_four_bits() {
+        for bits in 0..16u8 {
+            let opcode = Opcode::of_first_byte(0xF0 | bits);
+            assert_eq!(opcode.bits(), bits);
+            assert_eq!(opcode.is_control(), bits >= 8);
+        }
+        assert_eq!(Opcode::of_first_byte(0x81), Opcode::Text);
+        assert_eq!(Opcode::of_first_byte(0x03), Opcode::Reserved(3));
+        assert_eq!(Frame::pong(b"").opcode(), Opcode::Pong);
+        assert_eq!(Frame::close(1000, "").opcode(), Opcode::Close);
+    }
+
+    #[test]
+    fn a_reserved_opcode_fails_at_its_header_before_any_payload() {
+        let mut decoder = Decoder::new(1024);
+        let mut out = Vec::new();
+        // Header only: a masked frame with opcode 0x3 announcing 100 payload bytes.
+        decoder.decode(&[0x83, 0x80 | 100, 1, 2, 3, 4], &mut out);
+        assert_eq!(out, vec![WsEvent::ProtocolError("invalid opcode")]);
+        assert!(decoder.is_finished());
+    }
 
     const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 

@@ -30,10 +30,20 @@ impl RedisServer {
 
     /// Starts `redis-server` with extra arguments (`--requirepass x`, ...).
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        Self::start_listening(extra, false)
+    }
+
+    /// Starts `redis-server` accepting only TLS connections (`rediss://`) on its port; `extra`
+    /// names the certificate files (`--tls-cert-file`, `--tls-key-file`, `--tls-ca-cert-file`).
+    pub fn start_tls(extra: &[&str]) -> RedisServer {
+        Self::start_listening(extra, true)
+    }
+
+    fn start_listening(extra: &[&str], tls: bool) -> RedisServer {
         // A free port can be taken between probing and binding; try a few.
         let mut last_error = String::new();
         for _ in 0..5 {
-            match Self::try_start(extra) {
+            match Self::try_start(extra, tls) {
                 Ok(server) => return server,
                 Err(error) => last_error = error,
             }
@@ -41,7 +51,7 @@ impl RedisServer {
         panic!("redis-server did not start: {last_error}");
     }
 
-    fn try_start(extra: &[&str]) -> Result<RedisServer, String> {
+    fn try_start(extra: &[&str], tls: bool) -> Result<RedisServer, String> {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!(
             "ferrocast-redis-{}-{}",
@@ -52,8 +62,13 @@ impl RedisServer {
         fs::create_dir_all(&dir).map_err(|e| format!("temporary directory {dir:?}: {e}"))?;
         let log = dir.join("redis.log");
         let port_text = port.to_string();
+        let ports = match tls {
+            false => ["--port", &port_text, "--tls-port", "0"],
+            true => ["--port", "0", "--tls-port", &port_text],
+        };
         let spawned = Command::new("redis-server")
-            .args(["--port", &port_text, "--bind", "127.0.0.1"])
+            .args(ports)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&dir)

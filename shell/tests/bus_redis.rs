@@ -349,3 +349,54 @@ fn payloads_are_opaque_bytes_delivered_intact_whatever_their_size() {
         }
     }
 }
+
+#[test]
+fn a_silent_failure_is_found_by_the_idle_ping_and_stop_stays_prompt() {
+    let redis = RedisServer::start();
+    let proxy = TcpProxy::start(redis.addr());
+    let mut config = BusConfig::new(proxy.redis_url(), "silent").unwrap();
+    config.idle_ping = Duration::from_millis(300);
+    config.command_timeout = Duration::from_millis(500);
+    let node = Node::start(config);
+    node.expect_event(BusEvent::Up, WAIT);
+
+    // Connections stay open and nothing errors; only the unanswered PINGs tell.
+    proxy.freeze();
+    let frozen = Instant::now();
+    node.expect_event(BusEvent::Down, WAIT);
+    let took = frozen.elapsed();
+    assert!(
+        took < Duration::from_millis(2000),
+        "down {took:?} after the freeze"
+    );
+
+    // Redis answers TCP but never replies: connecting must not hang the link.
+    if let Some(event) = node.next_event(Duration::from_millis(1000)) {
+        panic!("{event:?} while Redis does not answer");
+    }
+    let stuck = Node::on(&proxy.redis_url(), "silent");
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    stuck.link.stop();
+    let took = started.elapsed();
+    // The crate bounds each step of its connection handshake by `connect_timeout` (1 s).
+    assert!(
+        took < Duration::from_millis(2500),
+        "stop took {took:?} inside a connect"
+    );
+
+    proxy.cut();
+    proxy.restore();
+    node.expect_event(BusEvent::Up, WAIT);
+    node.send("alive");
+    assert_eq!(node.messages(1), ["alive"]);
+
+    proxy.freeze();
+    let started = Instant::now();
+    node.link.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -136,8 +136,10 @@ impl RedisLink {
         &self.channel
     }
 
-    /// Stops both threads and waits for them: at most about `poll_interval`, or a
-    /// `connect_timeout` / `command_timeout` if a thread is inside one. No `down` is reported.
+    /// Stops both threads and waits for them: about `poll_interval` at most, unless a thread is
+    /// inside a command (up to `command_timeout`) or a connect to a Redis that accepts but does
+    /// not answer (the crate bounds each handshake step by `connect_timeout`: about twice it in
+    /// all). No `down` is reported.
     pub fn stop(mut self) {
         self.stop_and_join();
     }
@@ -189,7 +191,10 @@ fn connect(side: &Side) -> RedisResult<Connection> {
     let connection = side
         .client
         .get_connection_with_timeout(side.config.connect_timeout)?;
+    // Every read and write is bounded, so neither thread can hang on a Redis that stopped
+    // answering (the subscriber shortens its reads to `poll_interval` once subscribed).
     connection.set_write_timeout(Some(side.config.command_timeout))?;
+    connection.set_read_timeout(Some(side.config.command_timeout))?;
     Ok(connection)
 }
 
@@ -355,10 +360,7 @@ fn run_publisher(side: Side) {
             if shared.stopping() {
                 return;
             }
-            match connect(&side).and_then(|live| {
-                live.set_read_timeout(Some(side.config.command_timeout))?;
-                Ok(live)
-            }) {
+            match connect(&side) {
                 Ok(live) => {
                     backoff.reset();
                     shared.publisher_connected(epoch);

@@ -1,7 +1,8 @@
 //! A loopback TCP proxy that can make an outage: `cut()` drops every connection and refuses new
 //! ones (the port is closed, so connects fail at once), `restore()` listens again on the same
 //! port. Placed between a client and a server, it looks to the client like the server going
-//! away and coming back.
+//! away and coming back. `freeze()` makes a silent failure instead: connections stay open but
+//! everything sent either way is discarded, as behind a black-holing network.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -23,6 +24,7 @@ pub struct TcpProxy {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
     closing: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
 }
 
@@ -36,15 +38,18 @@ impl TcpProxy {
             streams: Vec::new(),
         }));
         let closing = Arc::new(AtomicBool::new(false));
+        let frozen = Arc::new(AtomicBool::new(false));
         let acceptor = {
             let state = Arc::clone(&state);
             let closing = Arc::clone(&closing);
-            std::thread::spawn(move || accept_loop(target, state, closing))
+            let frozen = Arc::clone(&frozen);
+            std::thread::spawn(move || accept_loop(target, state, closing, frozen))
         };
         TcpProxy {
             addr,
             state,
             closing,
+            frozen,
             acceptor: Some(acceptor),
         }
     }
@@ -63,8 +68,14 @@ impl TcpProxy {
         }
     }
 
-    /// Listens again on the same port.
+    /// Keeps every connection open but discards all traffic, until `restore`.
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::Relaxed);
+    }
+
+    /// Listens again on the same port and forwards traffic again.
     pub fn restore(&self) {
+        self.frozen.store(false, Ordering::Relaxed);
         let mut state = self.state.lock().unwrap();
         if state.listener.is_none() {
             state.listener = Some(listen(self.addr));
@@ -92,20 +103,25 @@ fn listen(addr: SocketAddr) -> TcpListener {
     listener
 }
 
-fn accept_loop(target: SocketAddr, state: Arc<Mutex<State>>, closing: Arc<AtomicBool>) {
+fn accept_loop(
+    target: SocketAddr,
+    state: Arc<Mutex<State>>,
+    closing: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
+) {
     while !closing.load(Ordering::Relaxed) {
         let accepted = {
             let state = state.lock().unwrap();
             state.listener.as_ref().map(|listener| listener.accept())
         };
         match accepted {
-            Some(Ok((client, _))) => forward(client, target, &state),
+            Some(Ok((client, _))) => forward(client, target, &state, &frozen),
             Some(Err(_)) | None => std::thread::sleep(Duration::from_millis(5)),
         }
     }
 }
 
-fn forward(client: TcpStream, target: SocketAddr, state: &Mutex<State>) {
+fn forward(client: TcpStream, target: SocketAddr, state: &Mutex<State>, frozen: &Arc<AtomicBool>) {
     let _ = client.set_nonblocking(false);
     let Ok(server) = TcpStream::connect_timeout(&target, Duration::from_secs(2)) else {
         return; // dropping `client` closes it, as a dead upstream would
@@ -129,16 +145,18 @@ fn forward(client: TcpStream, target: SocketAddr, state: &Mutex<State>) {
         state.streams.push(client);
         state.streams.push(server);
     }
-    std::thread::spawn(move || pump(client_read, server_write));
-    std::thread::spawn(move || pump(server_read, client_write));
+    let (up, down) = (Arc::clone(frozen), Arc::clone(frozen));
+    std::thread::spawn(move || pump(client_read, server_write, &up));
+    std::thread::spawn(move || pump(server_read, client_write, &down));
 }
 
-/// Copies one direction until either side closes, then closes both.
-fn pump(mut from: TcpStream, mut to: TcpStream) {
+/// Copies one direction (discarding while frozen) until either side closes, then closes both.
+fn pump(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool) {
     let mut buffer = [0u8; 16 * 1024];
     loop {
         match from.read(&mut buffer) {
             Ok(0) | Err(_) => break,
+            Ok(_) if frozen.load(Ordering::Relaxed) => {}
             Ok(n) => {
                 if to.write_all(&buffer[..n]).is_err() {
                     break;

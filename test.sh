@@ -3,9 +3,10 @@
 #   formatting, clippy, the release build, the Rust workspace tests (unit, simulator scenarios,
 #   conformance vectors, property tests), the fuzz smoke run, and the end-to-end suite in which
 #   pusher-js and the `pusher` Node SDK talk to the real `ferrocast` binary.
-# Installs what it needs itself (npm packages from the committed lock file). Every layer runs
-# even when an earlier one failed (except the end-to-end suite, which needs a fresh build); the
-# script exits non-zero if any layer failed.
+# Installs what it needs itself (npm packages from the committed lock file, Debian's
+# redis-server and openssl packages when they are missing). Every layer runs even when an earlier one failed
+# (except the end-to-end suite, which needs a fresh build); the script exits non-zero if any
+# layer failed.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -45,6 +46,36 @@ step "clippy" cargo clippy --workspace --all-targets --all-features -- -D warnin
 
 BUILT=0
 step "release build" cargo build --release -p ferrocast --bin ferrocast && BUILT=1 || true
+
+# The cluster bus tests start their own redis-server (a free loopback port, a temporary
+# directory, no persistence), so a Redis the package may start as a system service on 6379 is
+# never used and does not matter; the rediss:// test makes its certificates with openssl.
+# Install Debian's packages when they are missing (CI runs as root on a fresh machine); a
+# failure here fails the layer loudly, and the bus tests then fail too.
+ensure_bus_tools() {
+  local missing=()
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  if [[ ${#missing[@]} == 0 ]]; then
+    echo "redis-server: $(command -v redis-server), $(redis-server --version)"
+    echo "openssl: $(openssl version)"
+    return 0
+  fi
+  local sudo=()
+  if [[ "$(id -u)" != 0 ]]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "missing ${missing[*]}; installing needs root (apt-get install -y ${missing[*]})" >&2
+      return 1
+    fi
+    sudo=(sudo -n)
+  fi
+  echo "not on PATH: ${missing[*]}; running apt-get update && apt-get install -y ${missing[*]}"
+  "${sudo[@]}" apt-get update &&
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" &&
+  command -v redis-server >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 &&
+  echo "installed: $(redis-server --version); $(openssl version)"
+}
+step "redis-server and openssl for the bus tests" ensure_bus_tools || true
 
 step "cargo test" cargo test --workspace --all-features || true
 

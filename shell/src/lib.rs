@@ -2,6 +2,7 @@
 //! [`ferrocast_engine`]. The shell holds no protocol rules; it frames bytes and moves them.
 #![warn(missing_docs)]
 
+pub mod bus;
 pub mod cli;
 pub mod conn;
 pub mod door;

@@ -20,6 +20,9 @@ macro_rules! per_workers {
     };
 }
 
+pub mod redis_server;
+pub mod tcp_proxy;
+
 use serde_json::json;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

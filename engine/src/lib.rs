@@ -63,6 +63,7 @@
 mod channels;
 mod client_message;
 pub mod close_code;
+pub mod cluster;
 pub mod config;
 mod engine;
 pub mod frame;
@@ -80,6 +81,7 @@ mod webhook_event;
 pub mod sim;
 
 pub use close_code::CloseCode;
+pub use cluster::{BusStats, ClusterConfig, NodeId};
 pub use config::{AppConfig, Config, ConfigError, WebhookConfig};
 pub use engine::{Engine, StateCounts};
 pub use frame::Frame;

@@ -93,16 +93,27 @@ pub struct Simulator {
     responses: BTreeMap<ReqId, (u16, Value)>,
     webhooks: Vec<WebhookDelivery>,
     next_timer: Option<Instant>,
+    /// Messages the engine published on the cluster bus, for a cluster simulator to carry.
+    bus_out: Vec<Vec<u8>>,
 }
 
 impl Simulator {
     /// A simulator around a fresh engine built from `config` and `seed`.
     pub fn new(config: Config, seed: u64) -> Self {
+        Self::around(Engine::new(config, seed))
+    }
+
+    /// A simulator around a fresh cluster node (see [`crate::cluster::sim`] for a cluster).
+    pub fn new_node(config: Config, seed: u64, node: crate::NodeId) -> Self {
+        Self::around(Engine::new_node(config, seed, node))
+    }
+
+    fn around(engine: Engine) -> Self {
         // The one real clock read: an anchor for the fake clock; nothing depends on its value.
         #[allow(clippy::disallowed_methods)]
         let start = Instant::now();
         Simulator {
-            engine: Engine::new(config, seed),
+            engine,
             start,
             elapsed: Duration::ZERO,
             next_conn: 1,
@@ -111,6 +122,7 @@ impl Simulator {
             responses: BTreeMap::new(),
             webhooks: Vec::new(),
             next_timer: None,
+            bus_out: Vec::new(),
         }
     }
 
@@ -277,6 +289,11 @@ impl Simulator {
             .to_string()
     }
 
+    /// Messages published on the cluster bus so far, drained, in publication order.
+    pub fn take_bus(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.bus_out)
+    }
+
     /// Webhooks emitted so far, drained.
     pub fn take_webhooks(&mut self) -> Vec<WebhookDelivery> {
         std::mem::take(&mut self.webhooks)
@@ -353,6 +370,7 @@ impl Simulator {
                     self.responses.insert(req, (status, value));
                 }
                 Output::Webhook(delivery) => self.webhooks.push(delivery),
+                Output::Bus(bytes) => self.bus_out.push(bytes),
                 Output::Timeout(at) => {
                     self.next_timer = at;
                     return;

@@ -561,6 +561,7 @@ impl Harness {
                     self.responses.push((req, status, body));
                 }
                 Output::Webhook(_) => {}
+                Output::Bus(_) => return Err("a single node published on a cluster bus".into()),
                 Output::Timeout(at) => {
                     self.next_timer = at;
                     if at.is_none() && !self.open.is_empty() {

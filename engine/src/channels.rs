@@ -136,17 +136,22 @@ impl Roster {
 
     /// The `member_added` data for `user`.
     pub fn member_added_data(&self, user: &UserId) -> RawJson {
-        let info = self
-            .members
-            .get(user)
-            .and_then(|m| m.info.as_deref())
-            .unwrap_or("null");
-        RawJson::string(&format!(
-            "{{\"user_id\":{},\"user_info\":{}}}",
-            RawJson::string(user.as_str()).0,
-            info
-        ))
+        member_added_data(user, self.members.get(user).and_then(|m| m.info.as_deref()))
     }
+
+    /// Each member with its `user_info` JSON text.
+    pub fn members(&self) -> impl Iterator<Item = (&UserId, Option<&str>)> {
+        self.members.iter().map(|(u, m)| (u, m.info.as_deref()))
+    }
+}
+
+/// The data of `member_added` for `user` with its `user_info` JSON text.
+pub fn member_added_data(user: &UserId, info: Option<&str>) -> RawJson {
+    RawJson::string(&format!(
+        "{{\"user_id\":{},\"user_info\":{}}}",
+        RawJson::string(user.as_str()).0,
+        info.unwrap_or("null")
+    ))
 }
 
 /// The data of `member_removed` for `user`.

@@ -19,6 +19,8 @@ pub struct Config {
     pub webhook_leave_delay_secs: u64,
     /// The apps this server serves.
     pub apps: Vec<AppConfig>,
+    /// How this node takes part in a cluster (used only by [`crate::Engine::new_node`]).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 impl Default for Config {
@@ -30,6 +32,7 @@ impl Default for Config {
             webhook_batch_ms: 250,
             webhook_leave_delay_secs: 3,
             apps: vec![AppConfig::default()],
+            cluster: crate::cluster::ClusterConfig::default(),
         }
     }
 }

@@ -116,6 +116,15 @@ impl Driver {
         }
     }
 
+    /// Drives an engine built by the caller (a cluster node, say), on a new fake clock.
+    pub fn around(engine: Engine) -> Self {
+        Driver {
+            engine,
+            clock: FakeClock::new(),
+            next_timer: None,
+        }
+    }
+
     /// The engine being driven.
     pub fn engine(&self) -> &Engine {
         &self.engine

@@ -1,6 +1,7 @@
 //! The engine: owns every app, connection and channel, turns inputs into outputs.
 
 mod client_events;
+mod cluster;
 mod connect;
 mod http_api;
 mod http_handlers;
@@ -40,6 +41,8 @@ pub struct Engine {
     now: Option<Moment>,
     /// Set by [`Input::Shutdown`]: no connection is accepted any more.
     shutting_down: bool,
+    /// Present when the engine is one node of a cluster.
+    cluster: Option<Box<cluster::ClusterState>>,
 }
 
 /// Per-app live state beside its configuration.
@@ -118,6 +121,8 @@ enum Due {
     MemberRemoved(AppId, ChannelName, UserId),
     /// A cache channel's last event is too old to replay.
     CacheExpiry(AppId, ChannelName),
+    /// Time for a cluster node's heartbeat and its check of the other nodes.
+    ClusterHeartbeat,
 }
 
 /// Counts of live state, for leak checks in tests and simulators.
@@ -164,6 +169,7 @@ impl Engine {
             rng: SplitMix64::new(seed),
             now: None,
             shutting_down: false,
+            cluster: None,
         }
     }
 
@@ -183,6 +189,13 @@ impl Engine {
             _ => at,
         };
         self.now = Some(at);
+        self.cluster_before_input();
+        let result = self.dispatch(input);
+        self.cluster_after_input();
+        result
+    }
+
+    fn dispatch(&mut self, input: Input) -> Result<(), ApiMisuse> {
         match input {
             Input::Opened { conn, request } => self.open(conn, &request),
             Input::Text { conn, text } => self.on_text(conn, &text),
@@ -227,6 +240,18 @@ impl Engine {
                 for conn in open {
                     self.close_with_error(conn, SHUTDOWN_CODE, SHUTDOWN_MESSAGE);
                 }
+                Ok(())
+            }
+            Input::Bus(bytes) => {
+                self.on_bus(&bytes);
+                Ok(())
+            }
+            Input::BusUp => {
+                self.on_bus_up();
+                Ok(())
+            }
+            Input::BusDown => {
+                self.on_bus_down();
                 Ok(())
             }
         }
@@ -365,7 +390,13 @@ impl Engine {
         if let Some(user) = &connection.user {
             self.sign_out(&connection.app, conn, user);
         }
-        self.app_mut(&connection.app).connections -= 1;
+        let app = self.app_mut(&connection.app);
+        app.connections -= 1;
+        let connections = app.connections as u64;
+        self.cluster_record(
+            &connection.app,
+            crate::cluster::view::Change::Connections(connections),
+        );
     }
 
     fn fire_timers(&mut self) {
@@ -391,6 +422,7 @@ impl Engine {
                     self.with_webhooks(&app, |w, cx| w.handle_member_removed_due(channel, user, cx))
                 }
                 Due::CacheExpiry(app, channel) => self.cache_expired(&app, &channel),
+                Due::ClusterHeartbeat => self.cluster_heartbeat(),
             }
         }
     }

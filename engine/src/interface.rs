@@ -108,6 +108,13 @@ pub enum Input {
     /// a Close with 4200, "reconnect elsewhere at once"), and so is every connection opened
     /// from now on. The shell keeps running until the closes have gone out.
     Shutdown,
+    /// One message from the cluster bus (every node's, our own echoes included).
+    Bus(Vec<u8>),
+    /// The link to the cluster bus works (again): the node joins the cluster.
+    BusUp,
+    /// The link to the cluster bus broke: the node serves its own clients alone until it
+    /// comes back, and what it publishes meanwhile is lost.
+    BusDown,
 }
 
 /// A signed webhook POST the shell must deliver (and retry).
@@ -163,6 +170,8 @@ pub enum Output {
     },
     /// Deliver a webhook.
     Webhook(WebhookDelivery),
+    /// Publish this message once on the cluster bus (cluster nodes only).
+    Bus(Vec<u8>),
     /// Nothing more to do now: feed [`Input::Tick`] at this instant (earlier is harmless).
     /// `None`: no timer is pending, so wait for the next input.
     Timeout(Option<Instant>),

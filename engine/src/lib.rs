@@ -76,6 +76,7 @@
 
 mod channels;
 pub mod close_code;
+pub mod cluster;
 pub mod config;
 mod engine;
 pub mod http_auth;
@@ -95,6 +96,7 @@ pub mod driver;
 pub mod sim;
 
 pub use close_code::CloseCode;
+pub use cluster::{BusStats, ClusterConfig, NodeId};
 pub use config::{AppConfig, Config, ConfigError, WebhookConfig};
 pub use engine::{Engine, StateCounts};
 pub use ids::{

@@ -90,19 +90,31 @@ pub struct Simulator {
     webhooks: Vec<WebhookDelivery>,
     /// Outputs drained from the engine and not yet routed (kept to reuse its allocation).
     drained: Vec<Output>,
+    /// Messages the engine published on the cluster bus, for a cluster simulator to carry.
+    bus_out: Vec<Vec<u8>>,
 }
 
 impl Simulator {
     /// A simulator around a fresh engine built from `config` and `seed`.
     pub fn new(config: Config, seed: u64) -> Self {
+        Self::around(Driver::new(config, seed))
+    }
+
+    /// A simulator around a fresh cluster node (see [`crate::cluster::sim`] for a cluster).
+    pub fn new_node(config: Config, seed: u64, node: crate::NodeId) -> Self {
+        Self::around(Driver::around(Engine::new_node(config, seed, node)))
+    }
+
+    fn around(driver: Driver) -> Self {
         Simulator {
-            driver: Driver::new(config, seed),
+            driver,
             next_conn: 1,
             next_req: 1,
             clients: BTreeMap::new(),
             responses: BTreeMap::new(),
             webhooks: Vec::new(),
             drained: Vec::new(),
+            bus_out: Vec::new(),
         }
     }
 
@@ -268,6 +280,11 @@ impl Simulator {
             .to_string()
     }
 
+    /// Messages published on the cluster bus so far, drained, in publication order.
+    pub fn take_bus(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.bus_out)
+    }
+
     /// Webhooks emitted so far, drained.
     pub fn take_webhooks(&mut self) -> Vec<WebhookDelivery> {
         std::mem::take(&mut self.webhooks)
@@ -345,6 +362,7 @@ impl Simulator {
                     self.responses.insert(req, (status, value));
                 }
                 Output::Webhook(delivery) => self.webhooks.push(delivery),
+                Output::Bus(bytes) => self.bus_out.push(bytes),
                 Output::Timeout(_) => unreachable!("the driver keeps the timeout"),
             }
         }

@@ -541,6 +541,7 @@ impl Harness {
                     self.responses.push((req, status, body));
                 }
                 Output::Webhook(_) => {}
+                Output::Bus(_) => return Err("a single node published on a cluster bus".into()),
                 Output::Timeout(_) => return Err("the driver passed on a Timeout".into()),
             }
         }

@@ -82,6 +82,7 @@ impl Engine {
             });
         }
         let (app, socket_id) = (connection.app.clone(), connection.socket_id);
+        self.cluster_client_event(&app, &channel, &event, &data, user_id.as_ref(), socket_id);
         self.with_webhooks(&app, |hooks, cx| {
             let sender = (socket_id, user_id.as_ref());
             hooks.handle_client_event(&channel, &event, &data, sender, cx);

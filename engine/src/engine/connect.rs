@@ -2,6 +2,7 @@
 
 use super::{Connection, Due, Engine};
 use crate::close_code::CloseCode;
+use crate::cluster::view::Change;
 use crate::ids::{AppId, ConnId, SocketId};
 use crate::interface::{ApiMisuse, Output, WsRequest};
 use crate::token_bucket::TokenBucket;
@@ -64,10 +65,13 @@ impl Engine {
         if !app.config.enabled {
             return Err((CloseCode::APP_DISABLED, "app is disabled".into()));
         }
+        // In a cluster the other nodes' counts are as last announced: simultaneous admissions
+        // on several nodes can overshoot by what each admits within one bus delay.
+        let connections = app.connections + self.cluster_connections_elsewhere(id);
         if app
             .config
             .max_connections
-            .is_some_and(|max| app.connections >= max as usize)
+            .is_some_and(|max| connections >= max as usize)
         {
             return Err((
                 CloseCode::OVER_CONNECTION_QUOTA,
@@ -95,7 +99,12 @@ impl Engine {
             now + Duration::from_secs(activity_timeout),
             Due::Liveness(conn),
         );
-        self.app_mut(&app).connections += 1;
+        let connections = {
+            let state = self.app_mut(&app);
+            state.connections += 1;
+            state.connections as u64
+        };
+        self.cluster_record(&app, Change::Connections(connections));
         self.socket_ids.insert(socket_id, conn);
         self.conns.insert(
             conn,

@@ -35,7 +35,17 @@ struct ValidEvent {
     data: String,
     channels: Vec<ChannelName>,
     except: Option<ConnId>,
+    /// The `socket_id` to skip, which may be another node's.
+    except_socket: Option<SocketId>,
     info: Vec<String>,
+}
+
+impl ValidEvent {
+    /// The event as carried to the other nodes of a cluster.
+    fn for_bus(&self) -> (EventName, String, Vec<ChannelName>, Option<SocketId>) {
+        let (name, data) = (self.name.clone(), self.data.clone());
+        (name, data, self.channels.clone(), self.except_socket)
+    }
 }
 
 impl Engine {
@@ -43,6 +53,7 @@ impl Engine {
         let request: EventRequest = parse_body(body)?;
         let event = self.validate_event(app, request, true)?;
         self.charge_rate(app, true, event.channels.len() as u32)?;
+        self.cluster_publish(app, vec![event.for_bus()]);
         Ok(match self.publish_valid(app, &event) {
             Some(channels) => json!({ "channels": channels }),
             None => json!({}),
@@ -73,6 +84,7 @@ impl Engine {
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.charge_rate(app, true, events.len() as u32)?;
+        self.cluster_publish(app, events.iter().map(ValidEvent::for_bus).collect());
         let any_info = events.iter().any(|e| !e.info.is_empty());
         let answers: Vec<Value> = events
             .iter()
@@ -143,20 +155,21 @@ impl Engine {
                     .map_err(|e| HttpError::bad_request(format!("invalid channel {name:?}: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let except = match request.socket_id.as_deref() {
+        let except_socket = match request.socket_id.as_deref() {
             None => None,
-            Some(text) => {
-                let socket_id = SocketId::parse(text)
-                    .ok_or_else(|| HttpError::bad_request(format!("invalid socket_id {text:?}")))?;
-                self.socket_ids.get(&socket_id).copied()
-            }
+            Some(text) => Some(
+                SocketId::parse(text)
+                    .ok_or_else(|| HttpError::bad_request(format!("invalid socket_id {text:?}")))?,
+            ),
         };
+        let except = except_socket.and_then(|s| self.socket_ids.get(&s).copied());
         let info = parse_info(request.info.as_deref())?;
         Ok(ValidEvent {
             name,
             data,
             channels,
             except,
+            except_socket,
             info,
         })
     }
@@ -180,18 +193,17 @@ impl Engine {
 
     /// `user_count` (presence only) and `subscription_count`, as asked.
     fn channel_attributes(&self, app: &AppId, channel: &ChannelName, info: &[String]) -> Value {
-        let live = self.apps[app].channels.get(channel);
         let mut attributes = Map::new();
         if info.iter().any(|i| i == "user_count") && channel.kind() == ChannelKind::Presence {
             attributes.insert(
                 "user_count".into(),
-                live.map_or(0, |c| c.roster.len()).into(),
+                self.cluster_members(app, channel).len().into(),
             );
         }
         if info.iter().any(|i| i == "subscription_count") {
             attributes.insert(
                 "subscription_count".into(),
-                live.map_or(0, |c| c.subscriber_count()).into(),
+                self.cluster_subscriber_count(app, channel).into(),
             );
         }
         Value::Object(attributes)
@@ -209,11 +221,11 @@ impl Engine {
                 "info=user_count needs filter_by_prefix=presence-",
             ));
         }
-        let channels: Map<String, Value> = self.apps[app]
-            .channels
+        let channels: Map<String, Value> = self
+            .cluster_channel_names(app)
             .iter()
-            .filter(|(name, _)| name.as_str().starts_with(prefix))
-            .map(|(name, _)| {
+            .filter(|name| name.as_str().starts_with(prefix))
+            .map(|name| {
                 (
                     name.as_str().to_owned(),
                     self.channel_attributes(app, name, &info),
@@ -237,7 +249,7 @@ impl Engine {
             ));
         }
         let mut answer = self.channel_attributes(app, &channel, &info);
-        answer["occupied"] = self.apps[app].channels.get(&channel).is_some().into();
+        answer["occupied"] = (self.cluster_subscriber_count(app, &channel) > 0).into();
         Ok(answer)
     }
 
@@ -248,16 +260,11 @@ impl Engine {
                 "users are only listed for presence channels",
             ));
         }
-        let users: Vec<Value> = self.apps[app]
-            .channels
-            .get(&channel)
-            .map(|c| {
-                c.roster
-                    .user_ids()
-                    .map(|u| json!({ "id": u.as_str() }))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let users: Vec<Value> = self
+            .cluster_members(app, &channel)
+            .iter()
+            .map(|u| json!({ "id": u.as_str() }))
+            .collect();
         Ok(json!({ "users": users }))
     }
 
@@ -267,6 +274,7 @@ impl Engine {
         user: &str,
     ) -> Result<Value, HttpError> {
         let user = UserId::new(user).ok_or_else(|| HttpError::bad_request("user id is empty"))?;
+        self.cluster_terminate(app, &user);
         let conns: Vec<ConnId> = self.apps[app]
             .users
             .get(&user)

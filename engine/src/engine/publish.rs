@@ -1,6 +1,7 @@
 //! Publishing app events to channels, and cache channels' memory of their last event.
 
 use super::{Due, Engine};
+use crate::cluster::view::Change;
 use crate::ids::{AppId, ChannelKind, ChannelName, ConnId, EventName};
 use crate::interface::Output;
 use crate::timers::TimerKey;
@@ -99,13 +100,14 @@ impl Engine {
 
     /// After a subscriber count change: tell the subscribers (when enabled) and the backend.
     pub(super) fn subscription_count_changed(&mut self, app: &AppId, channel: &ChannelName) {
-        if channel.kind() == ChannelKind::Presence {
-            return;
-        }
         let count = self.apps[app]
             .channels
             .get(channel)
             .map_or(0, |c| c.subscriber_count());
+        self.cluster_record(app, Change::Subscribers(channel.clone(), count as u64));
+        if channel.kind() == ChannelKind::Presence {
+            return;
+        }
         self.with_webhooks(app, |hooks, cx| {
             hooks.handle_subscription_count(channel, count, cx)
         });

@@ -2,6 +2,7 @@
 
 use super::{Engine, SignedInUser};
 use crate::close_code::CloseCode;
+use crate::cluster::view::Change;
 use crate::ids::{AppId, ConnId, UserId};
 use crate::interface::Output;
 use crate::signature::verify_client_auth;
@@ -75,6 +76,14 @@ impl Engine {
             self.timers.cancel(timer);
         }
         let app_id = connection.app.clone();
+        let clustered = self.clustered();
+        // Online anywhere in the cluster (for a single node: here).
+        let online_elsewhere: BTreeSet<UserId> = user
+            .watchlist
+            .iter()
+            .filter(|w| self.cluster_user_online(&app_id, w))
+            .cloned()
+            .collect();
         let app = self.app_mut(&app_id);
         let sockets = app.users.entry(user.id.clone()).or_default();
         let came_online = sockets.is_empty();
@@ -88,7 +97,7 @@ impl Engine {
         let (online, offline): (Vec<&UserId>, Vec<&UserId>) = user
             .watchlist
             .iter()
-            .partition(|w| app.users.contains_key(*w));
+            .partition(|w| app.users.contains_key(*w) || online_elsewhere.contains(*w));
         let watch_report =
             (!user.watchlist.is_empty()).then(|| watchlist_events(&online, &offline));
         let data = RawJson::stringified(&serde_json::json!({ "user_data": user_data }));
@@ -102,7 +111,10 @@ impl Engine {
                 pusher::message("pusher_internal:watchlist_events", None, &report, None),
             );
         }
-        if came_online {
+        if came_online && clustered {
+            // Watchers everywhere hear it when the cluster view changes, in bus order.
+            self.cluster_record(&app_id, Change::User(user.id.clone(), true));
+        } else if came_online {
             self.notify_watchers(&app_id, &user.id, "online", Some(conn));
         }
         self.conns.get_mut(&conn).expect("caller checked").user = Some(user);
@@ -125,12 +137,22 @@ impl Engine {
         sockets.remove(&conn);
         if sockets.is_empty() {
             app.users.remove(&user.id);
-            self.notify_watchers(app_id, &user.id, "offline", None);
+            if self.clustered() {
+                self.cluster_record(app_id, Change::User(user.id.clone(), false));
+            } else {
+                self.notify_watchers(app_id, &user.id, "offline", None);
+            }
         }
     }
 
     /// Tells every connection watching `user` that it went `online` or `offline`.
-    fn notify_watchers(&mut self, app: &AppId, user: &UserId, name: &str, except: Option<ConnId>) {
+    pub(super) fn notify_watchers(
+        &mut self,
+        app: &AppId,
+        user: &UserId,
+        name: &str,
+        except: Option<ConnId>,
+    ) {
         let Some(watchers) = self.apps[app].watchers.get(user) else {
             return;
         };

@@ -2,6 +2,7 @@
 
 use super::Engine;
 use crate::channels::member_removed_data;
+use crate::cluster::view::Change;
 use crate::ids::{AppId, ChannelKind, ChannelName, ConnId, UserId};
 use crate::interface::Output;
 use crate::signature::verify_client_auth;
@@ -106,13 +107,19 @@ impl Engine {
                     return Err(Refusal::auth(format!("invalid signature for {channel}")));
                 }
                 let member = parse_member(channel_data, app.max_presence_user_info_bytes)?;
-                let roster_full = self.apps[&connection.app]
-                    .channels
-                    .get(&channel)
-                    .is_some_and(|c| {
-                        !c.roster.contains(&member.user)
-                            && c.roster.len() >= app.max_presence_members
-                    });
+                let roster_full = if self.clustered() {
+                    let (is_member, members) =
+                        self.cluster_member_count(&connection.app, &channel, &member.user);
+                    !is_member && members >= app.max_presence_members
+                } else {
+                    self.apps[&connection.app]
+                        .channels
+                        .get(&channel)
+                        .is_some_and(|c| {
+                            !c.roster.contains(&member.user)
+                                && c.roster.len() >= app.max_presence_members
+                        })
+                };
                 if roster_full {
                     return Err(Refusal::forbidden(format!(
                         "presence channel {channel} is full ({} members)",
@@ -135,6 +142,11 @@ impl Engine {
 
     fn join(&mut self, conn: ConnId, channel: ChannelName, member: Option<Member>) {
         let app = self.conns[&conn].app.clone();
+        let clustered = self.clustered();
+        // A cluster node answers with the roster as applied in bus order, plus the joiner.
+        let cluster_roster = member
+            .as_ref()
+            .and_then(|m| self.cluster_roster_data(&app, &channel, (&m.user, m.info.as_deref())));
         let entry = self.app_mut(&app).channels.entry(&channel);
         let was_empty = entry.is_empty();
         let newly_joined = entry.add(conn);
@@ -143,7 +155,7 @@ impl Engine {
                 .as_ref()
                 .is_some_and(|m| entry.roster.join(&m.user, m.info.clone()));
         let data = if channel.kind() == ChannelKind::Presence {
-            entry.roster.subscription_data()
+            cluster_roster.unwrap_or_else(|| entry.roster.subscription_data())
         } else {
             RawJson::string("{}")
         };
@@ -166,9 +178,23 @@ impl Engine {
         if !newly_joined {
             return;
         }
-        let user = member.map(|m| m.user);
+        let (user, info) = member.map(|m| (m.user, m.info)).unzip();
         let connection = self.conns.get_mut(&conn).expect("caller checked");
         connection.channels.insert(channel.clone(), user.clone());
+        if clustered {
+            // Cluster-wide presence and occupancy follow from the bus, not from here.
+            if let Some(user) = user.filter(|_| first_socket_of_user) {
+                let change = Change::Member {
+                    channel: channel.clone(),
+                    user,
+                    info: info.flatten(),
+                    present: true,
+                };
+                self.cluster_record(&app, change);
+            }
+            self.subscription_count_changed(&app, &channel);
+            return;
+        }
         if was_empty {
             self.with_webhooks(&app, |hooks, cx| {
                 hooks.handle_channel_occupied(&channel, cx)
@@ -231,10 +257,26 @@ impl Engine {
         channel: &ChannelName,
         member: Option<&UserId>,
     ) {
+        let clustered = self.clustered();
         let Some(entry) = self.app_mut(app).channels.get_mut(channel) else {
             return;
         };
         if !entry.remove(conn) {
+            return;
+        }
+        if clustered {
+            // Cluster-wide presence and occupancy follow from the bus, not from here.
+            if let Some(user) = member.filter(|user| entry.roster.leave(user)) {
+                let change = Change::Member {
+                    channel: channel.clone(),
+                    user: user.clone(),
+                    info: None,
+                    present: false,
+                };
+                self.cluster_record(app, change);
+            }
+            self.app_mut(app).channels.drop_if_empty(channel);
+            self.subscription_count_changed(app, channel);
             return;
         }
         if let Some(user) = member.filter(|user| entry.roster.leave(user)) {

@@ -1,0 +1,110 @@
+//! Semantics 8 and 9: a node dies, the bus goes away, and the cluster heals.
+
+use super::common::*;
+use serde_json::json;
+
+#[test]
+fn a_dead_nodes_members_and_counts_are_dropped_once() {
+    let mut cluster = cluster(3);
+    let (watcher, _) = join_presence(cluster.node(0), "presence-room", "w");
+    let (_doomed, _) = join_presence(cluster.node(2), "presence-room", "ghost");
+    let sub = open(cluster.node(2));
+    subscribe(cluster.node(2), sub, "news");
+    settle(&mut cluster);
+    assert_eq!(member_events(cluster.node(0), watcher), ["+ghost"]);
+
+    cluster.kill(2);
+    // node_timeout (5 s) plus a heartbeat.
+    cluster.run_for(ms(6_100));
+
+    assert_eq!(member_events(cluster.node(0), watcher), ["-ghost"]);
+    for node in 0..2 {
+        let users = get(cluster.node(node), "/channels/presence-room/users", &[]);
+        assert_eq!(users, json!({"users": [{"id": "w"}]}));
+        assert_eq!(
+            get(cluster.node(node), "/channels/news", &[]),
+            json!({"occupied": false})
+        );
+    }
+    cluster.run_for(ms(10_000));
+    assert!(
+        member_events(cluster.node(0), watcher).is_empty(),
+        "no ghost ever after"
+    );
+}
+
+#[test]
+fn a_restarted_node_gets_the_clusters_state() {
+    let mut cluster = cluster(3);
+    join_presence(cluster.node(0), "presence-room", "alice");
+    settle(&mut cluster);
+    cluster.kill(2);
+    cluster.run_for(ms(6_100));
+    cluster.restart(2);
+    settle(&mut cluster);
+    let (_, ids) = join_presence(cluster.node(2), "presence-room", "carol");
+    assert_eq!(ids, ["alice", "carol"]);
+}
+
+#[test]
+fn a_lost_message_is_repaired_by_a_snapshot() {
+    let mut cluster = cluster(2);
+    let (watcher, _) = join_presence(cluster.node(0), "presence-room", "w");
+    settle(&mut cluster);
+    member_events(cluster.node(0), watcher);
+    cluster.set_loss(100);
+    let (_u, _) = join_presence(cluster.node(1), "presence-room", "u");
+    cluster.run_for(ms(20));
+    cluster.set_loss(0);
+    // The next message from node 1 (its heartbeat) shows the gap; node 0 asks for a snapshot.
+    cluster.run_for(ms(1_500));
+    assert_eq!(member_events(cluster.node(0), watcher), ["+u"]);
+    assert!(cluster.node(0).engine().bus_stats().gaps >= 1);
+}
+
+#[test]
+fn while_the_bus_is_down_each_node_serves_its_own_and_heals_with_the_differences() {
+    let mut cluster = cluster(2);
+    let (a_watch, _) = join_presence(cluster.node(0), "presence-room", "wa");
+    let (b_watch, _) = join_presence(cluster.node(1), "presence-room", "wb");
+    let (stays, _) = join_presence(cluster.node(1), "presence-room", "stays");
+    let (leaves, _) = join_presence(cluster.node(1), "presence-room", "leaves");
+    settle(&mut cluster);
+    member_events(cluster.node(0), a_watch);
+    member_events(cluster.node(1), b_watch);
+
+    cluster.partition(0);
+    cluster.partition(1);
+    // Local presence and local fan-out go on.
+    let (_comes, _) = join_presence(cluster.node(1), "presence-room", "comes");
+    cluster.node(1).disconnect(leaves);
+    let local = open(cluster.node(0));
+    subscribe(cluster.node(0), local, "news");
+    cluster.node(0).trigger("news", "update", "{}");
+    assert_eq!(cluster.node(0).take_events(local), ["update"]);
+    assert_eq!(
+        member_events(cluster.node(1), b_watch),
+        ["+comes", "-leaves"]
+    );
+    // Far longer than node_timeout: nobody is declared dead from behind a broken link.
+    cluster.run_for(ms(8_000));
+    assert!(member_events(cluster.node(0), a_watch).is_empty());
+
+    cluster.heal(0);
+    cluster.heal(1);
+    settle(&mut cluster);
+    assert_eq!(
+        member_events(cluster.node(0), a_watch),
+        ["+comes", "-leaves"]
+    );
+    assert!(
+        member_events(cluster.node(1), b_watch).is_empty(),
+        "no duplicates"
+    );
+    let _ = stays;
+    let users = get(cluster.node(0), "/channels/presence-room/users", &[]);
+    assert_eq!(
+        users,
+        json!({"users": [{"id": "comes"}, {"id": "stays"}, {"id": "wa"}, {"id": "wb"}]})
+    );
+}

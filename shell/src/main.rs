@@ -1,7 +1,7 @@
 //! The `ferrocast` binary: parse the configuration, bind, serve until a signal.
 
-use ferrocast::cli::Cli;
-use ferrocast::webhook_delivery;
+use ferrocast::Cli;
+
 use ferrocast::{Server, Settings};
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         );
     }
     let server_settings = &settings.server;
-    let (webhooks, webhook_workers) = match webhook_delivery::start(
+    let (webhooks, webhook_workers) = match ferrocast::start_webhook_delivery(
         server_settings.webhook_workers,
         server_settings.webhook_queue_capacity,
         server_settings.webhook_retry_policy(),

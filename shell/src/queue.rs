@@ -31,7 +31,7 @@ use std::time::Duration;
 
 /// A producer's wake handle. Always std's `Arc`, also under loom: it only shares the handle
 /// (loom's `Arc` cannot hold a `dyn Wake`), the waking itself is what the models check.
-pub type ProducerWake = std::sync::Arc<dyn Wake>;
+pub type ProducerWake = Arc<dyn Wake>;
 
 struct State<T> {
     items: VecDeque<T>,
@@ -147,11 +147,7 @@ impl<T> Sender<T> {
         if !fits(&state, batch.len(), self.shared.capacity) {
             // Asked for under the same lock as the refusal: the consumer's next take sees it.
             if let Some(wake) = &self.producer {
-                if !state
-                    .refused
-                    .iter()
-                    .any(|w| std::sync::Arc::ptr_eq(w, wake))
-                {
+                if !state.refused.iter().any(|w| Arc::ptr_eq(w, wake)) {
                     state.refused.push(wake.clone());
                 }
             }

@@ -51,7 +51,7 @@ impl Stop {
 
 /// Which thread a notice is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// The engine thread.
     Engine,
     /// I/O worker `n`.
@@ -72,7 +72,7 @@ impl fmt::Display for Role {
 
 /// What the supervisor hears about.
 #[derive(Debug)]
-pub enum Notice {
+pub(crate) enum Notice {
     /// SIGINT or SIGTERM arrived.
     Signal,
     /// A thread ended: `Ok` when it finished its work, `Err` with why otherwise.
@@ -105,7 +105,7 @@ impl Drop for ExitReport {
 }
 
 /// Starts a named thread that reports how it ended on `notices`.
-pub fn spawn(
+pub(crate) fn spawn(
     name: String,
     role: Role,
     notices: mpsc::Sender<Notice>,
@@ -122,7 +122,7 @@ pub fn spawn(
 }
 
 /// What the supervisor does for the threads it watches.
-pub trait Crew {
+pub(crate) trait Crew {
     /// Asks the workers to stop at `level` (and wakes them to notice).
     fn stop(&mut self, level: StopLevel);
     /// Every worker has finished: let the engine take its last inputs and end.
@@ -132,7 +132,7 @@ pub trait Crew {
 /// Waits for signals and thread ends until every worker and then the engine thread (when
 /// there is one) have finished (`Ok`), or a thread failed, panicked or ended out of turn
 /// (`Err`, logged).
-pub fn watch(
+pub(crate) fn watch(
     notices: &mpsc::Receiver<Notice>,
     workers: usize,
     engine_thread: bool,

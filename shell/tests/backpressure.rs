@@ -2,11 +2,13 @@
 //! engine waits for workers' mailboxes all the time: nothing may be lost, duplicated or
 //! reordered, and nothing may hang. The server runs in-process to set those capacities.
 #![cfg(not(loom))]
+// A test crate: helpers unwrap like the tests they serve, a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
-use ferrocast::cli::Cli;
-use ferrocast::webhook::WebhookSink;
+use ferrocast::Cli;
+use ferrocast::WebhookSink;
 use ferrocast::{Server, Settings};
 use ferrocast_engine::signature::client_auth;
 use ferrocast_engine::WebhookDelivery;

@@ -1,4 +1,6 @@
 //! HTTP framing of the real binary: keep-alive, limits and CORS, over raw loopback sockets.
+// A test crate: helpers unwrap like the tests they serve, a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 #[macro_use]
 mod support;

@@ -1,9 +1,11 @@
 //! Webhook delivery against a real HTTP receiver on loopback: retries after a refusal,
 //! drops counted when the queue is full, and giving up after the retry window.
 #![cfg(not(loom))]
+// A test crate: helpers unwrap like the tests they serve, a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
-use ferrocast::webhook::WebhookSink;
-use ferrocast::webhook_delivery::{self, RetryPolicy, WebhookSender, WebhookWorkers};
+use ferrocast::WebhookSink;
+use ferrocast::{start_webhook_delivery, RetryPolicy, WebhookSender, WebhookWorkers};
 use ferrocast_engine::WebhookDelivery;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -92,7 +94,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn a_refused_delivery_is_retried_with_the_same_body_and_headers() {
     let (url, seen) = receiver(vec![500], Duration::ZERO);
-    let (mut sender, workers) = webhook_delivery::start(1, 16, quick_policy()).unwrap();
+    let (mut sender, workers) = start_webhook_delivery(1, 16, quick_policy()).unwrap();
 
     sender.deliver(delivery(&url, r#"{"time_ms":1,"events":[]}"#));
 
@@ -118,7 +120,7 @@ fn a_refused_delivery_is_retried_with_the_same_body_and_headers() {
 #[test]
 fn a_full_queue_drops_and_counts_instead_of_blocking() {
     let (url, seen) = receiver(vec![], Duration::from_millis(500));
-    let (mut sender, workers) = webhook_delivery::start(1, 1, quick_policy()).unwrap();
+    let (mut sender, workers) = start_webhook_delivery(1, 1, quick_policy()).unwrap();
     sender.deliver(delivery(&url, "in flight"));
     seen.recv_timeout(Duration::from_secs(5))
         .expect("the worker is busy with the first");
@@ -146,7 +148,7 @@ fn deliveries_are_given_up_after_the_retry_window() {
         give_up_after: Duration::from_millis(300),
         ..quick_policy()
     };
-    let (mut sender, workers) = webhook_delivery::start(1, 4, policy).unwrap();
+    let (mut sender, workers) = start_webhook_delivery(1, 4, policy).unwrap();
 
     sender.deliver(delivery(&url, "never accepted"));
 

@@ -1,4 +1,6 @@
 //! WebSocket behaviour of the real binary over loopback.
+// A test crate: helpers unwrap like the tests they serve, a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 #[macro_use]
 mod support;

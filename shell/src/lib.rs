@@ -33,5 +33,5 @@ pub use supervisor::{Stop, StopLevel};
 pub use wake::Wake;
 pub use webhook::WebhookSink;
 pub use webhook_delivery::{
-    start as start_webhook_delivery, DeliveryStats, RetryPolicy, WebhookSender, WebhookWorkers,
+    pool as webhook_pool, DeliveryStats, RetryPolicy, WebhookSender, WebhookWorkers,
 };

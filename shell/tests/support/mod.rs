@@ -2,6 +2,13 @@
 #![allow(dead_code, unused_macros)]
 // Test helpers unwrap like the tests they serve: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
+// These tests play the client: they build its requests and read the replies as JSON, which
+// the shell itself never does (shell/clippy.toml bans it there).
+#![allow(
+    clippy::disallowed_macros,
+    clippy::disallowed_methods,
+    clippy::disallowed_types
+)]
 
 /// Turns each `fn name(workers: usize)` into the tests `name::w1` and `name::w2`: the same
 /// behaviour with one I/O worker and with two.

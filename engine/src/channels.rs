@@ -11,8 +11,8 @@ pub(crate) struct Channel {
     subscribers: BTreeSet<ConnId>,
     /// Rebuilt lazily after a change, so a publish to an unchanged channel allocates nothing.
     recipients: Option<Arc<[ConnId]>>,
-    /// Present for presence channels.
-    pub roster: Roster,
+    /// The members of a presence channel; stays empty for every other kind.
+    pub(crate) roster: Roster,
 }
 
 impl Channel {

@@ -1,10 +1,12 @@
-//! One client socket: HTTP request framing, the WebSocket upgrade, frame decoding, and the
-//! bounded output queue.
+//! One client socket, as an I/O worker drives it: HTTP request framing, the WebSocket
+//! upgrade, frame decoding (with the engine's [`Decoder`]), answering WebSocket pings, and
+//! the bounded output queue.
 //!
-//! A connection turns bytes into engine [`Input`]s and engine outputs into bytes; it knows
-//! nothing of the event loop that drives it, so the same type can later live in a worker
-//! thread. Its life: reading an HTTP request → (answer → next request)* → or upgraded to a
-//! WebSocket → closing (flush, half-close, drain until the peer hangs up or a deadline).
+//! A connection turns bytes into engine [`Input`]s and engine outputs into bytes; it takes no
+//! protocol decision and knows nothing of the event loop around it (registration, wakes and
+//! routing are the worker's). Its life: reading an HTTP request → (answer → next request)* →
+//! or upgraded to a WebSocket → closing (flush, half-close, drain until the peer hangs up or a
+//! deadline).
 
 use crate::door::Requests;
 use crate::http::{self, HeadLimits, Parsed, Refusal, RequestHead, ResponseOptions};

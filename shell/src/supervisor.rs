@@ -25,7 +25,7 @@ pub enum StopLevel {
 
 /// The shutdown request shared by the supervisor and the workers. The supervisor raises it
 /// and then wakes every worker; a worker reads it each loop turn, after its poll returned, so
-/// a raise is never slept through (loom-checked in `tests/loom_workers.rs`).
+/// a raise is never slept through (loom-checked in `tests/loom_stop.rs`).
 #[derive(Debug, Default)]
 pub struct Stop(AtomicU8);
 

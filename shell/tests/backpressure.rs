@@ -1,6 +1,6 @@
-//! Hand-off queues of capacity one, so that workers are refused by the engine's inbox and the
-//! engine waits for workers' mailboxes all the time: nothing may be lost, duplicated or
-//! reordered, and nothing may hang. The server runs in-process to set those capacities.
+//! Hand-off queues of capacity one, so that workers are refused by the door to the engine
+//! (`to_engine`) and the engine waits for the workers' queues (`to_worker`) all the time:
+//! nothing may be lost, duplicated or reordered, and nothing may hang. The server runs in-process to set those capacities.
 #![cfg(not(loom))]
 // A test crate: helpers unwrap like the tests they serve, a panic is the failure report.
 #![allow(clippy::unwrap_used)]

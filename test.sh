@@ -43,6 +43,10 @@ skip() {
 
 step "rustfmt" cargo fmt --all -- --check || true
 step "clippy" cargo clippy --workspace --all-targets --all-features -- -D warnings || true
+# The declared rust-version is no older than what any dependency needs (clippy's
+# incompatible_msrv, above, checks our own use of std against it).
+step "rust-version" "$ROOT/.ci/check-rust-version.py" || true
+step "rust-version (fuzz)" "$ROOT/.ci/check-rust-version.py" --manifest-path "$ROOT/fuzz/Cargo.toml" || true
 
 BUILT=0
 step "release build" cargo build --release -p ferrocast --bin ferrocast && BUILT=1 || true

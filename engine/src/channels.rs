@@ -7,17 +7,17 @@ use std::sync::Arc;
 
 /// The subscribers of one channel, with a cached recipient list for fan-out.
 #[derive(Debug, Default)]
-pub struct Channel {
+pub(crate) struct Channel {
     subscribers: BTreeSet<ConnId>,
     /// Rebuilt lazily after a change, so a publish to an unchanged channel allocates nothing.
     recipients: Option<Arc<[ConnId]>>,
-    /// Present for presence channels.
-    pub roster: Roster,
+    /// The members of a presence channel; stays empty for every other kind.
+    pub(crate) roster: Roster,
 }
 
 impl Channel {
     /// Adds a subscriber; `false` if it was already there.
-    pub fn add(&mut self, conn: ConnId) -> bool {
+    pub(crate) fn add(&mut self, conn: ConnId) -> bool {
         let added = self.subscribers.insert(conn);
         if added {
             self.recipients = None;
@@ -26,7 +26,7 @@ impl Channel {
     }
 
     /// Removes a subscriber; `false` if it was not there.
-    pub fn remove(&mut self, conn: ConnId) -> bool {
+    pub(crate) fn remove(&mut self, conn: ConnId) -> bool {
         let removed = self.subscribers.remove(&conn);
         if removed {
             self.recipients = None;
@@ -35,17 +35,17 @@ impl Channel {
     }
 
     /// How many connections are subscribed.
-    pub fn subscriber_count(&self) -> usize {
+    pub(crate) fn subscriber_count(&self) -> usize {
         self.subscribers.len()
     }
 
     /// Whether nobody is subscribed.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.subscribers.is_empty()
     }
 
     /// Every subscriber, shared so a broadcast costs one reference count.
-    pub fn recipients(&mut self) -> Arc<[ConnId]> {
+    pub(crate) fn recipients(&mut self) -> Arc<[ConnId]> {
         self.recipients
             .get_or_insert_with(|| self.subscribers.iter().copied().collect())
             .clone()
@@ -54,7 +54,7 @@ impl Channel {
 
 /// Presence members: one entry per user id however many sockets it has joined with.
 #[derive(Debug, Default)]
-pub struct Roster {
+pub(crate) struct Roster {
     members: BTreeMap<UserId, Member>,
 }
 
@@ -67,7 +67,7 @@ struct Member {
 
 impl Roster {
     /// Adds one socket of `user`; `true` if the user was not a member before.
-    pub fn join(&mut self, user: &UserId, info: Option<String>) -> bool {
+    pub(crate) fn join(&mut self, user: &UserId, info: Option<String>) -> bool {
         match self.members.get_mut(user) {
             Some(member) => {
                 member.sockets += 1;
@@ -82,7 +82,7 @@ impl Roster {
     }
 
     /// Removes one socket of `user`; `true` if that was the user's last one.
-    pub fn leave(&mut self, user: &UserId) -> bool {
+    pub(crate) fn leave(&mut self, user: &UserId) -> bool {
         let Some(member) = self.members.get_mut(user) else {
             return false;
         };
@@ -96,22 +96,22 @@ impl Roster {
     }
 
     /// Whether `user` is a member.
-    pub fn contains(&self, user: &UserId) -> bool {
+    pub(crate) fn contains(&self, user: &UserId) -> bool {
         self.members.contains_key(user)
     }
 
     /// Distinct members.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.members.len()
     }
 
     /// Member ids in order.
-    pub fn user_ids(&self) -> impl Iterator<Item = &UserId> {
+    pub(crate) fn user_ids(&self) -> impl Iterator<Item = &UserId> {
         self.members.keys()
     }
 
     /// The `pusher_internal:subscription_succeeded` data: `{"presence":{"ids","hash","count"}}`.
-    pub fn subscription_data(&self) -> RawJson {
+    pub(crate) fn subscription_data(&self) -> RawJson {
         let mut ids = Vec::with_capacity(self.members.len());
         let mut hash = String::from("{");
         for (i, (user, member)) in self.members.iter().enumerate() {
@@ -135,18 +135,18 @@ impl Roster {
     }
 
     /// The `member_added` data for `user`.
-    pub fn member_added_data(&self, user: &UserId) -> RawJson {
+    pub(crate) fn member_added_data(&self, user: &UserId) -> RawJson {
         member_added_data(user, self.members.get(user).and_then(|m| m.info.as_deref()))
     }
 
     /// Each member with its `user_info` JSON text.
-    pub fn members(&self) -> impl Iterator<Item = (&UserId, Option<&str>)> {
+    pub(crate) fn members(&self) -> impl Iterator<Item = (&UserId, Option<&str>)> {
         self.members.iter().map(|(u, m)| (u, m.info.as_deref()))
     }
 }
 
 /// The data of `member_added` for `user` with its `user_info` JSON text.
-pub fn member_added_data(user: &UserId, info: Option<&str>) -> RawJson {
+pub(crate) fn member_added_data(user: &UserId, info: Option<&str>) -> RawJson {
     RawJson::string(&format!(
         "{{\"user_id\":{},\"user_info\":{}}}",
         RawJson::string(user.as_str()).0,
@@ -155,7 +155,7 @@ pub fn member_added_data(user: &UserId, info: Option<&str>) -> RawJson {
 }
 
 /// The data of `member_removed` for `user`.
-pub fn member_removed_data(user: &UserId) -> RawJson {
+pub(crate) fn member_removed_data(user: &UserId) -> RawJson {
     RawJson::string(&format!(
         "{{\"user_id\":{}}}",
         RawJson::string(user.as_str()).0
@@ -164,13 +164,13 @@ pub fn member_removed_data(user: &UserId) -> RawJson {
 
 /// All channels of one app, created on first subscribe and dropped when empty.
 #[derive(Debug, Default)]
-pub struct ChannelRegistry {
+pub(crate) struct ChannelRegistry {
     channels: BTreeMap<ChannelName, Channel>,
 }
 
 impl ChannelRegistry {
     /// The channel, created if needed.
-    pub fn entry(&mut self, name: &ChannelName) -> &mut Channel {
+    pub(crate) fn entry(&mut self, name: &ChannelName) -> &mut Channel {
         if !self.channels.contains_key(name) {
             self.channels.insert(name.clone(), Channel::default());
         }
@@ -178,17 +178,17 @@ impl ChannelRegistry {
     }
 
     /// The channel if it has subscribers.
-    pub fn get(&self, name: &ChannelName) -> Option<&Channel> {
+    pub(crate) fn get(&self, name: &ChannelName) -> Option<&Channel> {
         self.channels.get(name)
     }
 
     /// The channel if it has subscribers, mutably.
-    pub fn get_mut(&mut self, name: &ChannelName) -> Option<&mut Channel> {
+    pub(crate) fn get_mut(&mut self, name: &ChannelName) -> Option<&mut Channel> {
         self.channels.get_mut(name)
     }
 
     /// Drops the channel if nobody is subscribed; `true` if it was dropped.
-    pub fn drop_if_empty(&mut self, name: &ChannelName) -> bool {
+    pub(crate) fn drop_if_empty(&mut self, name: &ChannelName) -> bool {
         let empty = self.channels.get(name).is_some_and(Channel::is_empty);
         if empty {
             self.channels.remove(name);
@@ -197,12 +197,12 @@ impl ChannelRegistry {
     }
 
     /// Occupied channels in name order.
-    pub fn iter(&self) -> impl Iterator<Item = (&ChannelName, &Channel)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&ChannelName, &Channel)> {
         self.channels.iter()
     }
 
     /// How many channels are occupied.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.channels.len()
     }
 }

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 /// How far `auth_timestamp` may be from the server's clock, in seconds (Pusher's window).
 pub const TIMESTAMP_WINDOW_SECS: u64 = 600;
 
-/// Query parameters with decoded values; keys keep their original case for lookups by
-/// lower-case name through [`Query::get`].
+/// Query parameters with decoded values, keyed by their lower-cased names (the signature is
+/// over lower-cased keys), so [`Query::get`] takes a lower-case name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Query {
     params: BTreeMap<String, String>,

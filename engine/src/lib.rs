@@ -72,7 +72,6 @@
 //!
 //! With the `sim` feature, `driver::Driver` runs the loop above on a fake clock (every test,
 //! fuzz target and benchmark goes through it), and `sim::Simulator` adds fake clients.
-#![warn(missing_docs)]
 
 mod channels;
 pub mod close_code;

@@ -5,14 +5,14 @@ use std::time::Instant;
 
 /// Handle of one scheduled timer, used to cancel it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct TimerKey {
+pub(crate) struct TimerKey {
     at: Instant,
     seq: u64,
 }
 
 /// Deadlines with a payload `T`, fired earliest first; ties fire in scheduling order.
 #[derive(Debug)]
-pub struct Timers<T> {
+pub(crate) struct Timers<T> {
     queue: BTreeMap<TimerKey, T>,
     next_seq: u64,
 }
@@ -28,7 +28,7 @@ impl<T> Default for Timers<T> {
 
 impl<T> Timers<T> {
     /// Schedules `what` at `at`.
-    pub fn schedule(&mut self, at: Instant, what: T) -> TimerKey {
+    pub(crate) fn schedule(&mut self, at: Instant, what: T) -> TimerKey {
         let key = TimerKey {
             at,
             seq: self.next_seq,
@@ -39,23 +39,23 @@ impl<T> Timers<T> {
     }
 
     /// Cancels a timer; cancelling one that already fired is harmless.
-    pub fn cancel(&mut self, key: TimerKey) {
+    pub(crate) fn cancel(&mut self, key: TimerKey) {
         self.queue.remove(&key);
     }
 
     /// Removes and returns the earliest timer due at or before `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<T> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<T> {
         let entry = self.queue.first_entry()?;
         (entry.key().at <= now).then(|| entry.remove())
     }
 
     /// The earliest deadline, if any.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.queue.keys().next().map(|k| k.at)
     }
 
     /// How many timers are pending.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.queue.len()
     }
 }

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 /// Allows `rate` events per second with bursts of up to `burst`.
 #[derive(Clone, Debug)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate_per_sec: f64,
     burst: f64,
     tokens: f64,
@@ -13,7 +13,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket at `now`.
-    pub fn new(rate_per_sec: u32, burst: u32, now: Instant) -> Self {
+    pub(crate) fn new(rate_per_sec: u32, burst: u32, now: Instant) -> Self {
         TokenBucket {
             rate_per_sec: f64::from(rate_per_sec),
             burst: f64::from(burst),
@@ -23,12 +23,12 @@ impl TokenBucket {
     }
 
     /// Takes one token if there is one; `false` means the event is over the limit.
-    pub fn try_take(&mut self, now: Instant) -> bool {
+    pub(crate) fn try_take(&mut self, now: Instant) -> bool {
         self.try_take_n(1, now)
     }
 
     /// Takes `n` tokens if there are that many; otherwise takes none.
-    pub fn try_take_n(&mut self, n: u32, now: Instant) -> bool {
+    pub(crate) fn try_take_n(&mut self, n: u32, now: Instant) -> bool {
         let elapsed = now
             .saturating_duration_since(self.refilled_at)
             .as_secs_f64();

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 /// The kinds of webhook event, as named on the wire and in `event_types`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum WebhookKind {
+pub(crate) enum WebhookKind {
     /// A channel got its first subscriber.
     ChannelOccupied,
     /// A channel lost its last subscriber (and stayed empty for the leave delay).
@@ -25,7 +25,7 @@ pub enum WebhookKind {
 
 impl WebhookKind {
     /// Every kind, in the order the documentation lists them.
-    pub const ALL: [WebhookKind; 7] = [
+    pub(crate) const ALL: [WebhookKind; 7] = [
         WebhookKind::ChannelOccupied,
         WebhookKind::ChannelVacated,
         WebhookKind::MemberAdded,
@@ -36,7 +36,7 @@ impl WebhookKind {
     ];
 
     /// The wire name (`"channel_occupied"`, …).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             WebhookKind::ChannelOccupied => "channel_occupied",
             WebhookKind::ChannelVacated => "channel_vacated",
@@ -49,7 +49,7 @@ impl WebhookKind {
     }
 
     /// The kind named `name`, if any.
-    pub fn parse(name: &str) -> Option<Self> {
+    pub(crate) fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| kind.as_str() == name)
     }
 
@@ -60,12 +60,12 @@ impl WebhookKind {
 
 /// A set of webhook kinds: what one endpoint, or any endpoint of an app, wants.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KindSet(u8);
+pub(crate) struct KindSet(u8);
 
 impl KindSet {
     /// The kinds `endpoint` asks for: its `event_types`, or when empty every kind but the
     /// chatty `subscription_count`, which must be asked for by name.
-    pub fn of_endpoint(endpoint: &WebhookConfig) -> Self {
+    pub(crate) fn of_endpoint(endpoint: &WebhookConfig) -> Self {
         let mut set = KindSet::default();
         if endpoint.event_types.is_empty() {
             for kind in WebhookKind::ALL {
@@ -87,24 +87,24 @@ impl KindSet {
     }
 
     /// Adds `kind`.
-    pub fn insert(&mut self, kind: WebhookKind) {
+    pub(crate) fn insert(&mut self, kind: WebhookKind) {
         self.0 |= kind.bit();
     }
 
     /// Every kind in `self` or `other`.
-    pub fn union(self, other: KindSet) -> Self {
+    pub(crate) fn union(self, other: KindSet) -> Self {
         KindSet(self.0 | other.0)
     }
 
     /// Whether `kind` is in the set.
-    pub fn contains(self, kind: WebhookKind) -> bool {
+    pub(crate) fn contains(self, kind: WebhookKind) -> bool {
         self.0 & kind.bit() != 0
     }
 }
 
 /// One event for an app's backend, with everything its JSON needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WebhookEvent {
+pub(crate) enum WebhookEvent {
     /// `channel_occupied`.
     ChannelOccupied {
         /// The channel.
@@ -158,7 +158,7 @@ pub enum WebhookEvent {
 
 impl WebhookEvent {
     /// Which kind it is.
-    pub fn kind(&self) -> WebhookKind {
+    pub(crate) fn kind(&self) -> WebhookKind {
         match self {
             WebhookEvent::ChannelOccupied { .. } => WebhookKind::ChannelOccupied,
             WebhookEvent::ChannelVacated { .. } => WebhookKind::ChannelVacated,
@@ -171,7 +171,7 @@ impl WebhookEvent {
     }
 
     /// The event's JSON object in a webhook body's `events` list.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let name = self.kind().as_str();
         match self {
             WebhookEvent::ChannelOccupied { channel }

@@ -3,7 +3,7 @@
 //! inputs go through the shell's own HTTP head parser, which this crate links directly so
 //! that the proptests crate does not depend on the shell.
 
-use ferrocast::http::{parse_head, HeadLimits, Parsed};
+use ferrocast::{parse_head, HeadLimits, Parsed};
 use ferrocast_engine::HttpRequest;
 
 /// The shell's head parser under fixed limits, its result as the engine would see it.

@@ -13,7 +13,7 @@
 mod http;
 
 use crate::model::{self, Credentials, Delivery, Kind, Model};
-use crate::ops::{self, *};
+use crate::ops::*;
 use crate::wire;
 use ferrocast_engine::driver::Driver;
 use ferrocast_engine::signature::client_auth;
@@ -53,7 +53,7 @@ impl Harness {
     /// A fresh engine for [`ops::config`].
     pub fn new(seed: u64) -> Self {
         Harness {
-            driver: Driver::new(ops::config().clone(), seed),
+            driver: Driver::new(config().clone(), seed),
             model: Model::default(),
             next_conn: 1,
             next_seq: 1,
@@ -261,7 +261,7 @@ impl Harness {
     }
 
     fn app_of(&self, conn: ConnId) -> &'static ferrocast_engine::AppConfig {
-        &ops::config().apps[self.model.conns()[&conn].app]
+        &config().apps[self.model.conns()[&conn].app]
     }
 
     fn socket_id(&self, conn: ConnId) -> String {
@@ -408,7 +408,7 @@ impl Harness {
         mask: u8,
     ) -> Result<(), String> {
         let app = self.app_of(conn);
-        let watched = ops::watchlist(mask);
+        let watched = watchlist(mask);
         let mut user_data =
             json!({ "id": user_id_json(user), "user_info": { "name": user_id(user) } });
         if !watched.is_empty() {

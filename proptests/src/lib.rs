@@ -5,7 +5,6 @@
 //! [`harness::run`], which checks after every step that both agree and that the engine's
 //! invariants hold. [`fuzz`] holds the bodies of the cargo-fuzz targets, so committed fuzz
 //! corpora replay as ordinary tests.
-#![warn(missing_docs)]
 
 pub mod fuzz;
 pub mod harness;

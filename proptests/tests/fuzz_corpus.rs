@@ -1,5 +1,7 @@
 //! Replays every committed fuzz input (`fuzz/corpus/<target>/*`, and any crash kept under
 //! `fuzz/regressions/<target>/*`) through the same function its fuzz target calls, on stable.
+// A test crate: helpers unwrap like the tests they serve, a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 use ferrocast_proptests::fuzz;
 use std::fs;

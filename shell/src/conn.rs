@@ -1,10 +1,12 @@
-//! One client socket: HTTP request framing, the WebSocket upgrade, frame decoding, and the
-//! bounded output queue.
+//! One client socket, as an I/O worker drives it: HTTP request framing, the WebSocket
+//! upgrade, frame decoding (with the engine's [`Decoder`]), answering WebSocket pings, and
+//! the bounded output queue.
 //!
-//! A connection turns bytes into engine [`Input`]s and engine outputs into bytes; it knows
-//! nothing of the event loop that drives it, so the same type can later live in a worker
-//! thread. Its life: reading an HTTP request → (answer → next request)* → or upgraded to a
-//! WebSocket → closing (flush, half-close, drain until the peer hangs up or a deadline).
+//! A connection turns bytes into engine [`Input`]s and engine outputs into bytes; it takes no
+//! protocol decision and knows nothing of the event loop around it (registration, wakes and
+//! routing are the worker's). Its life: reading an HTTP request → (answer → next request)* →
+//! or upgraded to a WebSocket → closing (flush, half-close, drain until the peer hangs up or a
+//! deadline).
 
 use crate::door::Requests;
 use crate::http::{self, HeadLimits, Parsed, Refusal, RequestHead, ResponseOptions};
@@ -39,7 +41,7 @@ pub struct ConnLimits {
 }
 
 /// Shared state lent to a connection while it works.
-pub struct Cx<'a> {
+pub(crate) struct Cx<'a> {
     /// The time of this loop turn.
     pub now: Instant,
     /// Inputs for the engine, in the order they happened.
@@ -52,7 +54,7 @@ pub struct Cx<'a> {
 
 /// What the event loop must do with a connection after an operation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Flow {
+pub(crate) enum Flow {
     /// Nothing special.
     #[default]
     Idle,
@@ -86,7 +88,7 @@ enum Phase {
 }
 
 /// One client socket.
-pub struct Conn {
+pub(crate) struct Conn {
     id: ConnId,
     stream: TcpStream,
     peer: Option<IpAddr>,
@@ -105,7 +107,7 @@ pub struct Conn {
 
 impl Conn {
     /// A freshly accepted socket, given until `now + request_timeout` to send a request.
-    pub fn new(id: ConnId, stream: TcpStream, now: Instant, limits: &ConnLimits) -> Self {
+    pub(crate) fn new(id: ConnId, stream: TcpStream, now: Instant, limits: &ConnLimits) -> Self {
         let peer = stream.peer_addr().ok().map(|a| a.ip());
         Conn {
             id,
@@ -126,33 +128,33 @@ impl Conn {
     }
 
     /// The id the engine knows this connection by.
-    pub fn id(&self) -> ConnId {
+    pub(crate) fn id(&self) -> ConnId {
         self.id
     }
 
     /// The socket, for (re)registration with the poller.
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
+    pub(crate) fn stream_mut(&mut self) -> &mut TcpStream {
         &mut self.stream
     }
 
     /// When the connection must be dropped unless something happens first.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
 
     /// Whether bytes are waiting for the socket to become writable.
-    pub fn wants_write(&self) -> bool {
+    pub(crate) fn wants_write(&self) -> bool {
         !self.out.is_empty()
     }
 
     /// Bytes waiting in the output queue.
-    pub fn queued_bytes(&self) -> usize {
+    pub(crate) fn queued_bytes(&self) -> usize {
         self.out.bytes()
     }
 
     /// Processes buffered requests, then reads until the socket would block, through
     /// `scratch`, a read buffer shared by every connection.
-    pub fn on_readable(&mut self, scratch: &mut [u8], cx: &mut Cx<'_>) -> Flow {
+    pub(crate) fn on_readable(&mut self, scratch: &mut [u8], cx: &mut Cx<'_>) -> Flow {
         self.process_http(cx);
         for _ in 0..READ_BUDGET {
             if self.read_paused(cx.limits) {
@@ -177,7 +179,7 @@ impl Conn {
     }
 
     /// Writes what is queued; half-closes a closing connection once everything is out.
-    pub fn flush(&mut self, cx: &mut Cx<'_>) -> Flow {
+    pub(crate) fn flush(&mut self, cx: &mut Cx<'_>) -> Flow {
         match self.out.write_to(&mut self.stream) {
             Ok(true) => {
                 if let Phase::Closing { shut_write } = &mut self.phase {
@@ -199,7 +201,7 @@ impl Conn {
     }
 
     /// Drops the connection when its deadline has passed.
-    pub fn on_deadline(&mut self, cx: &mut Cx<'_>) -> Flow {
+    pub(crate) fn on_deadline(&mut self, cx: &mut Cx<'_>) -> Flow {
         match self.deadline {
             Some(at) if at <= cx.now => {
                 tracing::debug!(conn = self.id.0, "deadline passed, dropping");
@@ -211,7 +213,7 @@ impl Conn {
 
     /// Queues a frame addressed to this connection alone; returns `true` the first time the
     /// queue overflows. Once it has, the latest such frame is kept for [`Conn::close`].
-    pub fn send_own(&mut self, frame: &Frame, limits: &ConnLimits) -> bool {
+    pub(crate) fn send_own(&mut self, frame: &Frame, limits: &ConnLimits) -> bool {
         if self.slow && matches!(self.phase, Phase::WebSocket(_)) {
             self.last_words = Some(frame.clone());
             return false;
@@ -220,7 +222,7 @@ impl Conn {
     }
 
     /// Queues a broadcast frame; returns `true` the first time the queue overflows.
-    pub fn send(&mut self, frame: &Frame, limits: &ConnLimits) -> bool {
+    pub(crate) fn send(&mut self, frame: &Frame, limits: &ConnLimits) -> bool {
         if self.slow || !matches!(self.phase, Phase::WebSocket(_)) {
             return false;
         }
@@ -238,7 +240,7 @@ impl Conn {
 
     /// The engine closed the connection: queue the close frame (after the last words of a
     /// slow connection, beyond its budget) and start closing.
-    pub fn close(&mut self, code: u16, reason: &str, now: Instant, limits: &ConnLimits) {
+    pub(crate) fn close(&mut self, code: u16, reason: &str, now: Instant, limits: &ConnLimits) {
         self.engine_knows = false;
         if matches!(self.phase, Phase::WebSocket(_)) {
             if let Some(last_words) = self.last_words.take() {
@@ -251,7 +253,7 @@ impl Conn {
 
     /// The server is shutting down: an HTTP connection closes now. A WebSocket is the
     /// engine's to close (it says why first), so it is left alone.
-    pub fn shut_down(&mut self, cx: &mut Cx<'_>) {
+    pub(crate) fn shut_down(&mut self, cx: &mut Cx<'_>) {
         if matches!(self.phase, Phase::Http { .. }) {
             self.start_closing(cx.now, cx.limits);
         }
@@ -259,7 +261,13 @@ impl Conn {
 
     /// Writes the engine's answer to the request in flight; returns whether the connection
     /// may carry another request (the caller then reads it again for pipelined bytes).
-    pub fn respond(&mut self, status: u16, body: &[u8], now: Instant, limits: &ConnLimits) -> bool {
+    pub(crate) fn respond(
+        &mut self,
+        status: u16,
+        body: &[u8],
+        now: Instant,
+        limits: &ConnLimits,
+    ) -> bool {
         let Phase::Http { in_flight, .. } = &mut self.phase else {
             return false;
         };

@@ -15,26 +15,26 @@ use ferrocast_engine::{ConnId, ReqId};
 use std::collections::HashMap;
 
 /// The top-byte shift naming a feeder in connection and request ids.
-pub const FEEDER_SHIFT: u32 = 56;
+pub(crate) const FEEDER_SHIFT: u32 = 56;
 const SEQUENCE_MASK: u64 = (1 << FEEDER_SHIFT) - 1;
 
 /// A feeder that gets answers: the index of its return queue in the router.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Feeder(pub u8);
+pub(crate) struct Feeder(pub u8);
 
 impl Feeder {
     /// The feeder a request id was allocated by.
-    pub fn of_request(req: ReqId) -> Feeder {
+    pub(crate) fn of_request(req: ReqId) -> Feeder {
         Feeder((req.0 >> FEEDER_SHIFT) as u8)
     }
 
     /// The feeder (I/O worker) a connection belongs to.
-    pub fn of_conn(conn: ConnId) -> Feeder {
+    pub(crate) fn of_conn(conn: ConnId) -> Feeder {
         Feeder((conn.0 >> FEEDER_SHIFT) as u8)
     }
 
     /// The index of its return queue.
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         usize::from(self.0)
     }
 }
@@ -42,7 +42,7 @@ impl Feeder {
 /// The HTTP requests a worker has handed to the engine and not seen answered yet: each gets a
 /// fresh [`ReqId`] naming this feeder, mapped to the connection that asked.
 #[derive(Debug)]
-pub struct Requests {
+pub(crate) struct Requests {
     feeder: Feeder,
     next: u64,
     waiting: HashMap<ReqId, ConnId>,
@@ -50,7 +50,7 @@ pub struct Requests {
 
 impl Requests {
     /// An empty map for requests from `feeder`.
-    pub fn new(feeder: Feeder) -> Self {
+    pub(crate) fn new(feeder: Feeder) -> Self {
         Requests {
             feeder,
             next: 0,
@@ -59,7 +59,7 @@ impl Requests {
     }
 
     /// A new request id for a request from `conn`.
-    pub fn open(&mut self, conn: ConnId) -> ReqId {
+    pub(crate) fn open(&mut self, conn: ConnId) -> ReqId {
         let req = ReqId(u64::from(self.feeder.0) << FEEDER_SHIFT | self.next);
         self.next = (self.next + 1) & SEQUENCE_MASK;
         self.waiting.insert(req, conn);
@@ -67,7 +67,7 @@ impl Requests {
     }
 
     /// The connection that asked `req`, forgetting the request (answered once).
-    pub fn answered(&mut self, req: ReqId) -> Option<ConnId> {
+    pub(crate) fn answered(&mut self, req: ReqId) -> Option<ConnId> {
         self.waiting.remove(&req)
     }
 }

@@ -15,7 +15,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The engine with its router and its webhook sink, fed by whoever owns it.
-pub struct EngineCore {
+pub(crate) struct EngineCore {
     engine: Engine,
     /// Where connection outputs go.
     pub router: Router,
@@ -26,7 +26,11 @@ pub struct EngineCore {
 
 impl EngineCore {
     /// Puts the pieces together.
-    pub fn new(engine: Engine, router: Router, webhooks: Box<dyn WebhookSink + Send>) -> Self {
+    pub(crate) fn new(
+        engine: Engine,
+        router: Router,
+        webhooks: Box<dyn WebhookSink + Send>,
+    ) -> Self {
         EngineCore {
             engine,
             router,
@@ -36,12 +40,12 @@ impl EngineCore {
     }
 
     /// When the engine wants [`Input::Tick`].
-    pub fn wake(&self) -> Option<Instant> {
+    pub(crate) fn wake(&self) -> Option<Instant> {
         self.wake
     }
 
     /// Feeds `Tick` if the engine's timer is due at `at`.
-    pub fn tick_if_due(&mut self, at: Moment) {
+    pub(crate) fn tick_if_due(&mut self, at: Moment) {
         if self.wake.is_some_and(|wake| wake <= at.now) {
             self.wake = None;
             self.feed(at, Input::Tick);
@@ -49,7 +53,7 @@ impl EngineCore {
     }
 
     /// Feeds one input and routes everything it produced.
-    pub fn feed(&mut self, at: Moment, input: Input) {
+    pub(crate) fn feed(&mut self, at: Moment, input: Input) {
         if let Err(misuse) = self.engine.handle_input(at, input) {
             // Expected now and then: a worker may report a socket the engine closed meanwhile.
             tracing::debug!(%misuse, "engine refused an input");
@@ -73,19 +77,19 @@ impl EngineCore {
 }
 
 /// The engine on a thread of its own, fed through the door.
-pub struct EngineThread {
+pub(crate) struct EngineThread {
     core: EngineCore,
     to_engine: Receiver<Input>,
 }
 
 impl EngineThread {
     /// Puts the pieces together; nothing runs until [`EngineThread::run`].
-    pub fn new(core: EngineCore, to_engine: Receiver<Input>) -> Self {
+    pub(crate) fn new(core: EngineCore, to_engine: Receiver<Input>) -> Self {
         EngineThread { core, to_engine }
     }
 
     /// Serves until the door is closed and empty.
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         let mut inputs = Vec::new();
         loop {
             let timeout = self
@@ -106,7 +110,7 @@ impl EngineThread {
 }
 
 /// The current moment on both clocks.
-pub fn now() -> Moment {
+pub(crate) fn now() -> Moment {
     Moment::new(Instant::now(), unix_ms())
 }
 
@@ -118,7 +122,7 @@ fn unix_ms() -> u64 {
 }
 
 /// A seed for socket ids that differs between runs (std seeds `RandomState` from the OS).
-pub fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(
         SystemTime::now()

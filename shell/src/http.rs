@@ -231,7 +231,7 @@ fn check_upgrade(
 }
 
 /// The reason phrase of a status code (only those this server sends are named).
-pub fn reason_phrase(status: u16) -> &'static str {
+pub(crate) fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         101 => "Switching Protocols",
@@ -258,7 +258,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
 
 /// How a response should treat the connection and which extras it carries.
 #[derive(Clone, Debug, Default)]
-pub struct ResponseOptions<'a> {
+pub(crate) struct ResponseOptions<'a> {
     /// Keep the connection open for another request.
     pub keep_alive: bool,
     /// Answer in HTTP/1.0 style (explicit `Connection: keep-alive`).
@@ -270,7 +270,7 @@ pub struct ResponseOptions<'a> {
 }
 
 /// Encodes a complete JSON response with CORS and connection headers.
-pub fn response(status: u16, body: &[u8], options: &ResponseOptions<'_>) -> Vec<u8> {
+pub(crate) fn response(status: u16, body: &[u8], options: &ResponseOptions<'_>) -> Vec<u8> {
     let mut head = String::with_capacity(256);
     let version = if options.http10 { "1.0" } else { "1.1" };
     let _ = write!(
@@ -296,12 +296,12 @@ pub fn response(status: u16, body: &[u8], options: &ResponseOptions<'_>) -> Vec<
 }
 
 /// The JSON body of an error the shell answers itself; the engine owns its shape.
-pub fn error_body(reason: &str) -> Vec<u8> {
+pub(crate) fn error_body(reason: &str) -> Vec<u8> {
     ferrocast_engine::http_response::error_body(reason)
 }
 
 /// The headers of an answer to a CORS preflight (`OPTIONS`).
-pub fn preflight_headers(request_headers: Option<&str>) -> Vec<(&'static str, String)> {
+pub(crate) fn preflight_headers(request_headers: Option<&str>) -> Vec<(&'static str, String)> {
     vec![
         ("Access-Control-Allow-Methods", "GET, POST, OPTIONS".into()),
         (
@@ -316,7 +316,7 @@ pub fn preflight_headers(request_headers: Option<&str>) -> Vec<(&'static str, St
 }
 
 /// The `101 Switching Protocols` answer completing a WebSocket handshake.
-pub fn switching_protocols(accept: &str) -> Vec<u8> {
+pub(crate) fn switching_protocols(accept: &str) -> Vec<u8> {
     format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     )
@@ -324,7 +324,7 @@ pub fn switching_protocols(accept: &str) -> Vec<u8> {
 }
 
 /// The interim answer to `Expect: 100-continue`.
-pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+pub(crate) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 #[cfg(test)]
 mod tests {

@@ -1,24 +1,43 @@
 //! The Ferrocast server shell: sockets, time, signals and configuration around the sans-IO
 //! [`ferrocast_engine`]. The shell holds no protocol rules; it frames bytes and moves them.
-#![warn(missing_docs)]
+//!
+//! Every module is private: what is exported below is what the binary, the integration tests,
+//! the fuzz targets and the loom models use, so anything else unused shows as dead code.
 
-pub mod bus;
-pub mod cli;
-pub mod conn;
-pub mod door;
-pub mod engine_thread;
-pub mod http;
-pub mod out_queue;
-pub mod queue;
-pub mod route;
-pub mod server;
-pub mod settings;
-pub mod slots;
-pub mod supervisor;
-pub mod wake;
-pub mod webhook;
-pub mod webhook_delivery;
-pub mod worker;
+mod bus;
+mod cli;
+mod conn;
+mod door;
+mod engine_thread;
+mod http;
+mod out_queue;
+mod queue;
+mod route;
+mod server;
+mod settings;
+mod slots;
+mod supervisor;
+mod wake;
+mod webhook;
+mod webhook_delivery;
+mod worker;
 
+/// The Redis bus link of a cluster node.
+pub use bus::{
+    BusConfig, BusConfigError, BusEvent, BusSender, BusSink, BusStartError, BusStats,
+    BusStatsSnapshot, RedisLink,
+};
+pub use cli::Cli;
+/// The HTTP request head parser, for the `http_request` fuzz target.
+pub use http::{parse_head, HeadLimits, Parsed, Refusal, RequestHead, Upgrade};
+/// The bounded hand-off queue, for the loom models.
+pub use queue::{bounded as bounded_queue, ProducerWake, Received, Receiver, Sender, Unsent};
 pub use server::Server;
 pub use settings::{Overrides, ServerSettings, Settings};
+/// The shutdown request, for the loom models.
+pub use supervisor::{Stop, StopLevel};
+pub use wake::Wake;
+pub use webhook::WebhookSink;
+pub use webhook_delivery::{
+    pool as webhook_pool, DeliveryStats, RetryPolicy, WebhookSender, WebhookWorkers,
+};

@@ -1,11 +1,10 @@
 //! The `ferrocast` binary: parse the configuration, bind, serve until a signal.
 
-use ferrocast::cli::Cli;
-use ferrocast::webhook_delivery;
+use ferrocast::Cli;
+
 use ferrocast::{Server, Settings};
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -40,18 +39,12 @@ fn main() -> ExitCode {
         );
     }
     let server_settings = &settings.server;
-    let (webhooks, webhook_workers) = match webhook_delivery::start(
+    let (webhooks, webhook_workers) = ferrocast::webhook_pool(
         server_settings.webhook_workers,
         server_settings.webhook_queue_capacity,
         server_settings.webhook_retry_policy(),
-    ) {
-        Ok(started) => started,
-        Err(e) => {
-            eprintln!("ferrocast: cannot start webhook delivery threads: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut server = match Server::bind(&settings, Box::new(webhooks.clone())) {
+    );
+    let mut server = match Server::bind(&settings, Box::new(webhooks)) {
         Ok(server) => server,
         Err(e) => {
             eprintln!(
@@ -61,6 +54,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    server.supervise_webhook_workers(webhook_workers);
     if let Err(e) = server.handle_signals() {
         eprintln!("ferrocast: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
@@ -74,10 +68,7 @@ fn main() -> ExitCode {
     );
     // Tests and scripts wait for this exact line on stdout.
     println!("ferrocast listening on {addr}");
-    let outcome = server.run();
-    webhooks.close();
-    webhook_workers.join_within(Duration::from_millis(settings.server.close_linger_ms));
-    match outcome {
+    match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ferrocast: event loop failed: {e}");

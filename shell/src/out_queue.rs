@@ -33,7 +33,7 @@ impl Chunk {
 
 /// What happened to a frame offered to a bounded queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Offer {
+pub(crate) enum Offer {
     /// Queued.
     Queued,
     /// Refused: the queue is at its byte or frame limit.
@@ -42,7 +42,7 @@ pub enum Offer {
 
 /// A FIFO of chunks with byte and frame accounting.
 #[derive(Default)]
-pub struct OutQueue {
+pub(crate) struct OutQueue {
     chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
     offset: usize,
@@ -51,17 +51,18 @@ pub struct OutQueue {
 
 impl OutQueue {
     /// Whether nothing is waiting.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.chunks.is_empty()
     }
 
     /// Bytes waiting to be written.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
 
-    /// Chunks (frames and responses) waiting to be written.
-    pub fn len(&self) -> usize {
+    /// Chunks (frames and responses) waiting to be written (only the tests ask).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.chunks.len()
     }
 
@@ -69,7 +70,7 @@ impl OutQueue {
     ///
     /// A frame offered to an empty queue is always taken, so a single message larger than the
     /// byte limit still goes out (the engine bounds message sizes; this bounds backlogs).
-    pub fn offer(&mut self, frame: &Frame, max_bytes: usize, max_frames: usize) -> Offer {
+    pub(crate) fn offer(&mut self, frame: &Frame, max_bytes: usize, max_frames: usize) -> Offer {
         let len = frame.wire_bytes().len();
         if !self.is_empty() && (self.bytes + len > max_bytes || self.chunks.len() >= max_frames) {
             return Offer::Full;
@@ -79,13 +80,13 @@ impl OutQueue {
     }
 
     /// Queues a frame regardless of limits (close frames must always be attempted).
-    pub fn push_frame(&mut self, frame: Frame) {
+    pub(crate) fn push_frame(&mut self, frame: Frame) {
         self.bytes += frame.wire_bytes().len();
         self.chunks.push_back(Chunk::Frame(frame));
     }
 
     /// Queues owned bytes regardless of limits.
-    pub fn push_bytes(&mut self, bytes: Vec<u8>) {
+    pub(crate) fn push_bytes(&mut self, bytes: Vec<u8>) {
         if !bytes.is_empty() {
             self.bytes += bytes.len();
             self.chunks.push_back(Chunk::Owned(bytes));
@@ -93,7 +94,7 @@ impl OutQueue {
     }
 
     /// Writes until the queue is empty (`Ok(true)`) or the socket would block (`Ok(false)`).
-    pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<bool> {
+    pub(crate) fn write_to(&mut self, w: &mut impl Write) -> io::Result<bool> {
         loop {
             if self.chunks.is_empty() {
                 // A burst may have grown the ring; an idle connection should not keep it.
@@ -120,7 +121,7 @@ impl OutQueue {
     }
 
     /// Drops everything queued (the socket is going away).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.chunks.clear();
         self.offset = 0;
         self.bytes = 0;

@@ -25,13 +25,15 @@ use crate::wake::Wake;
 #[cfg(loom)]
 use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
+// std's `Arc` by another name: the same as `Arc` without loom, never loom's under it.
+use std::sync::Arc as StdArc;
 #[cfg(not(loom))]
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// A producer's wake handle. Always std's `Arc`, also under loom: it only shares the handle
 /// (loom's `Arc` cannot hold a `dyn Wake`), the waking itself is what the models check.
-pub type ProducerWake = std::sync::Arc<dyn Wake>;
+pub type ProducerWake = StdArc<dyn Wake>;
 
 struct State<T> {
     items: VecDeque<T>,
@@ -147,11 +149,7 @@ impl<T> Sender<T> {
         if !fits(&state, batch.len(), self.shared.capacity) {
             // Asked for under the same lock as the refusal: the consumer's next take sees it.
             if let Some(wake) = &self.producer {
-                if !state
-                    .refused
-                    .iter()
-                    .any(|w| std::sync::Arc::ptr_eq(w, wake))
-                {
+                if !state.refused.iter().any(|w| StdArc::ptr_eq(w, wake)) {
                     state.refused.push(wake.clone());
                 }
             }

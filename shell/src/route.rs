@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 /// What an I/O worker is handed: the engine's own outputs, its share of a broadcast, or a
 /// socket accepted by another worker.
-pub enum ToWorker {
+pub(crate) enum ToWorker {
     /// An output addressed to this worker: `Send`, `Close` or `HttpResponse`.
     Output(Output),
     /// The part of an `Output::Broadcast` this worker owns: the connections of
@@ -36,14 +36,14 @@ pub enum ToWorker {
 }
 
 /// Per-feeder lanes of routed outputs, handed over by [`Router::flush`].
-pub struct Router {
+pub(crate) struct Router {
     lanes: Vec<Vec<ToWorker>>,
     to_worker: Vec<Sender<ToWorker>>,
 }
 
 impl Router {
     /// A router to the feeders behind `to_worker` (feeder `i` behind `to_worker[i]`).
-    pub fn new(to_worker: Vec<Sender<ToWorker>>) -> Self {
+    pub(crate) fn new(to_worker: Vec<Sender<ToWorker>>) -> Self {
         Router {
             lanes: to_worker.iter().map(|_| Vec::new()).collect(),
             to_worker,
@@ -51,7 +51,7 @@ impl Router {
     }
 
     /// Routes an output addressed to one feeder (`Send`, `Close`, `HttpResponse`) to it.
-    pub fn route(&mut self, output: Output) {
+    pub(crate) fn route(&mut self, output: Output) {
         let feeder = match &output {
             Output::Send { conn, .. } | Output::Close { conn, .. } => Feeder::of_conn(*conn),
             Output::HttpResponse { req, .. } => Feeder::of_request(*req),
@@ -64,7 +64,7 @@ impl Router {
     }
 
     /// Routes one broadcast: one slice per worker owning recipients.
-    pub fn broadcast(&mut self, conns: Arc<[ConnId]>, except: Option<ConnId>, frame: Frame) {
+    pub(crate) fn broadcast(&mut self, conns: Arc<[ConnId]>, except: Option<ConnId>, frame: Frame) {
         // The engine promises ascending recipients (see `Output::Broadcast`), so the ids of one
         // worker, its index being their top byte, form one contiguous range.
         debug_assert!(
@@ -88,7 +88,7 @@ impl Router {
 
     /// Takes feeder `feeder`'s lane instead of handing it over (for an engine run inline by
     /// that worker).
-    pub fn take_lane(&mut self, feeder: Feeder, into: &mut Vec<ToWorker>) {
+    pub(crate) fn take_lane(&mut self, feeder: Feeder, into: &mut Vec<ToWorker>) {
         if let Some(lane) = self.lanes.get_mut(feeder.index()) {
             into.append(lane);
         }
@@ -96,7 +96,7 @@ impl Router {
 
     /// Hands every non-empty lane to its feeder: one push and at most one wake-up each.
     /// Waits while a feeder's queue is full (workers never wait for the engine).
-    pub fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         for (lane, to_worker) in self.lanes.iter_mut().zip(&self.to_worker) {
             if let Err(Unsent::Closed) = to_worker.send(lane) {
                 // Only during shutdown or after a worker failed (the supervisor reports it).

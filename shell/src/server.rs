@@ -8,23 +8,29 @@
 //!  sockets ⇄ I/O worker 1                          ├──── to_engine ───────▶ │ engine thread │
 //!  sockets ⇄ I/O worker W-1                        ┘ ◀── one to_worker ──── └──────────────┘
 //!  supervisor (signals → Input::Shutdown) ─────────────▶ to_engine   per worker   │ webhook_queue
+//!                                                                   webhook threads ◀┘
 //! ```
+//!
+//! The supervisor watches every thread the server starts: the engine thread, the workers, the
+//! webhook delivery threads and the signal thread.
 
 use crate::engine_thread::{random_seed, EngineCore, EngineThread};
 use crate::queue::{self, Sender};
 use crate::route::Router;
 use crate::settings::Settings;
 use crate::slots::MAX_WORKERS;
-use crate::supervisor::{self, Crew, Notice, Role, Stop, StopLevel};
+use crate::supervisor::{self, Crew, Notice, Role, Stop, StopLevel, Watched};
 use crate::wake::Wake;
 use crate::webhook::WebhookSink;
+use crate::webhook_delivery::{self, WebhookWorkers};
 use crate::worker::{Acceptor, EngineLink, Worker, WorkerParts, WAKER};
-use ferrocast_engine::{Engine, Input};
+use ferrocast_engine::{Engine, Input, WebhookDelivery};
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
 /// Inputs the door to the engine holds before workers must wait (and stop reading).
 const TO_ENGINE_CAPACITY: usize = 64 * 1024;
@@ -37,6 +43,7 @@ pub struct Server {
     local_addr: SocketAddr,
     settings: Settings,
     webhooks: Option<Box<dyn WebhookSink + Send>>,
+    webhook_workers: Option<WebhookWorkers>,
     signals: Option<signal_hook::iterator::Signals>,
     to_engine_capacity: usize,
     to_worker_capacity: usize,
@@ -59,6 +66,7 @@ impl Server {
             local_addr,
             settings: settings.clone(),
             webhooks: Some(webhooks),
+            webhook_workers: None,
             signals: None,
             to_engine_capacity: TO_ENGINE_CAPACITY,
             to_worker_capacity: TO_WORKER_CAPACITY,
@@ -87,6 +95,13 @@ impl Server {
         use signal_hook::consts::{SIGINT, SIGTERM};
         self.signals = Some(signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?);
         Ok(())
+    }
+
+    /// Runs the webhook delivery threads under the supervisor: a failing one stops the
+    /// server, and at shutdown their queue is closed once the engine has stopped and they are
+    /// given the close linger to finish it.
+    pub fn supervise_webhook_workers(&mut self, workers: WebhookWorkers) {
+        self.webhook_workers = Some(workers);
     }
 
     /// Serves until shut down by a signal; an error when a thread failed or panicked.
@@ -157,6 +172,23 @@ impl Server {
                 move || Worker::new(parts).run(),
             )?);
         }
+        let mut webhook_queue = None;
+        let mut webhook_threads = Vec::new();
+        if let Some(workers) = self.webhook_workers.take() {
+            let (queue, workers) = workers.into_parts();
+            webhook_queue = Some(queue);
+            for (index, worker) in workers.into_iter().enumerate() {
+                webhook_threads.push(supervisor::spawn(
+                    webhook_delivery::thread_name(index),
+                    Role::Webhooks(index),
+                    notices_tx.clone(),
+                    move || {
+                        worker.run();
+                        Ok(())
+                    },
+                )?);
+            }
+        }
         let signals = self.forward_signals(notices_tx.clone())?;
         drop(notices_tx);
 
@@ -164,14 +196,25 @@ impl Server {
             stop,
             wakers,
             to_engine,
+            webhook_queue,
         };
-        let outcome = supervisor::watch(&notices, count, engine_thread, &mut crew);
+        let watched = Watched {
+            workers: count,
+            engine_thread,
+            webhook_threads: webhook_threads.len(),
+            webhook_linger: Duration::from_millis(self.settings.server.close_linger_ms),
+        };
+        let outcome = supervisor::watch(&notices, &watched, &mut crew);
         if let Some((handle, thread)) = signals {
             handle.close();
             let _ = thread.join();
         }
         if outcome.is_ok() {
             for thread in threads {
+                let _ = thread.join();
+            }
+            // One still busy after the linger is left to the process exit.
+            for thread in webhook_threads.into_iter().filter(|t| t.is_finished()) {
                 let _ = thread.join();
             }
         }
@@ -206,6 +249,7 @@ struct Threads {
     stop: Arc<Stop>,
     wakers: Vec<Arc<Waker>>,
     to_engine: Sender<Input>,
+    webhook_queue: Option<Sender<WebhookDelivery>>,
 }
 
 impl Crew for Threads {
@@ -225,6 +269,12 @@ impl Crew for Threads {
 
     fn close_engine(&mut self) {
         self.to_engine.close();
+    }
+
+    fn close_webhooks(&mut self) {
+        if let Some(queue) = &self.webhook_queue {
+            queue.close();
+        }
     }
 }
 

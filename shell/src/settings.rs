@@ -18,7 +18,7 @@ use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 /// What `--print-config` shows instead of a secret.
-pub const REDACTED: &str = "<redacted>";
+pub(crate) const REDACTED: &str = "<redacted>";
 
 /// The shell's own settings: the `[server]` table, each also a flag and an environment variable.
 #[derive(Clone, Debug, PartialEq, Eq, Args, Serialize, Deserialize)]

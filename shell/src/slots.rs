@@ -7,7 +7,7 @@ use crate::door::{Feeder, FEEDER_SHIFT};
 use ferrocast_engine::ConnId;
 
 /// The most I/O workers ids can name (the worker index takes the top byte of an id).
-pub const MAX_WORKERS: usize = 256;
+pub(crate) const MAX_WORKERS: usize = 256;
 const GENERATION_BITS: u32 = 24;
 const GENERATION_MASK: u32 = (1 << GENERATION_BITS) - 1;
 
@@ -18,7 +18,7 @@ struct Slot<T> {
 
 /// Connections indexed by a small integer (the poll token) and named by a unique [`ConnId`]:
 /// `worker << 56 | generation << 32 | index`, the generation counting modulo 2^24.
-pub struct Slots<T> {
+pub(crate) struct Slots<T> {
     worker: u8,
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
@@ -33,7 +33,7 @@ impl<T> Default for Slots<T> {
 
 impl<T> Slots<T> {
     /// An empty slab whose ids name worker `worker` (below [`MAX_WORKERS`]).
-    pub fn for_worker(worker: usize) -> Self {
+    pub(crate) fn for_worker(worker: usize) -> Self {
         Slots {
             worker: u8::try_from(worker).unwrap_or(u8::MAX),
             slots: Vec::new(),
@@ -43,17 +43,17 @@ impl<T> Slots<T> {
     }
 
     /// How many values are stored.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// Whether nothing is stored.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// The id the next [`Slots::insert`] will return, so a value can be built knowing it.
-    pub fn next_id(&self) -> ConnId {
+    pub(crate) fn next_id(&self) -> ConnId {
         match self.free.last() {
             Some(&index) => self.make_id(self.slots[index as usize].generation, index),
             None => self.make_id(0, self.slots.len() as u32),
@@ -61,7 +61,7 @@ impl<T> Slots<T> {
     }
 
     /// Stores `value` under [`Slots::next_id`]; returns its index.
-    pub fn insert(&mut self, value: T) -> usize {
+    pub(crate) fn insert(&mut self, value: T) -> usize {
         self.len += 1;
         match self.free.pop() {
             Some(index) => {
@@ -79,7 +79,7 @@ impl<T> Slots<T> {
     }
 
     /// The index an id lives at, if that id is still live.
-    pub fn index_of(&self, id: ConnId) -> Option<usize> {
+    pub(crate) fn index_of(&self, id: ConnId) -> Option<usize> {
         if Feeder::of_conn(id) != Feeder(self.worker) {
             return None;
         }
@@ -90,12 +90,12 @@ impl<T> Slots<T> {
     }
 
     /// The value at `index`.
-    pub fn get_mut(&mut self, index: usize) -> Option<&mut T> {
+    pub(crate) fn get_mut(&mut self, index: usize) -> Option<&mut T> {
         self.slots.get_mut(index)?.value.as_mut()
     }
 
     /// Removes and returns the value at `index`, retiring its id for good.
-    pub fn remove(&mut self, index: usize) -> Option<T> {
+    pub(crate) fn remove(&mut self, index: usize) -> Option<T> {
         let slot = self.slots.get_mut(index)?;
         let value = slot.value.take()?;
         slot.generation = slot.generation.wrapping_add(1) & GENERATION_MASK;
@@ -105,7 +105,7 @@ impl<T> Slots<T> {
     }
 
     /// Indices of every stored value.
-    pub fn indices(&self) -> Vec<usize> {
+    pub(crate) fn indices(&self) -> Vec<usize> {
         (0..self.slots.len())
             .filter(|&i| self.slots[i].value.is_some())
             .collect()

@@ -10,6 +10,7 @@ use std::io;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// How far a shutdown has gone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,7 +25,7 @@ pub enum StopLevel {
 
 /// The shutdown request shared by the supervisor and the workers. The supervisor raises it
 /// and then wakes every worker; a worker reads it each loop turn, after its poll returned, so
-/// a raise is never slept through (loom-checked in `tests/loom_workers.rs`).
+/// a raise is never slept through (loom-checked in `tests/loom_stop.rs`).
 #[derive(Debug, Default)]
 pub struct Stop(AtomicU8);
 
@@ -51,13 +52,15 @@ impl Stop {
 
 /// Which thread a notice is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// The engine thread.
     Engine,
     /// I/O worker `n`.
     Worker(usize),
     /// The thread turning signals into notices.
     Signals,
+    /// Webhook delivery thread `n`.
+    Webhooks(usize),
 }
 
 impl fmt::Display for Role {
@@ -66,13 +69,14 @@ impl fmt::Display for Role {
             Role::Engine => write!(f, "the engine thread"),
             Role::Worker(n) => write!(f, "I/O worker {n}"),
             Role::Signals => write!(f, "the signal thread"),
+            Role::Webhooks(n) => write!(f, "webhook delivery thread {n}"),
         }
     }
 }
 
 /// What the supervisor hears about.
 #[derive(Debug)]
-pub enum Notice {
+pub(crate) enum Notice {
     /// SIGINT or SIGTERM arrived.
     Signal,
     /// A thread ended: `Ok` when it finished its work, `Err` with why otherwise.
@@ -105,7 +109,7 @@ impl Drop for ExitReport {
 }
 
 /// Starts a named thread that reports how it ended on `notices`.
-pub fn spawn(
+pub(crate) fn spawn(
     name: String,
     role: Role,
     notices: mpsc::Sender<Notice>,
@@ -122,23 +126,38 @@ pub fn spawn(
 }
 
 /// What the supervisor does for the threads it watches.
-pub trait Crew {
+pub(crate) trait Crew {
     /// Asks the workers to stop at `level` (and wakes them to notice).
     fn stop(&mut self, level: StopLevel);
     /// Every worker has finished: let the engine take its last inputs and end.
     fn close_engine(&mut self);
+    /// The engine has stopped, so no webhook will be queued any more: let the webhook
+    /// threads attempt what is queued and end.
+    fn close_webhooks(&mut self);
 }
 
-/// Waits for signals and thread ends until every worker and then the engine thread (when
-/// there is one) have finished (`Ok`), or a thread failed, panicked or ended out of turn
-/// (`Err`, logged).
-pub fn watch(
+/// The threads the supervisor waits for, besides the signal thread.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Watched {
+    /// I/O workers.
+    pub(crate) workers: usize,
+    /// Whether the engine runs on a thread of its own (else inline in the one worker).
+    pub(crate) engine_thread: bool,
+    /// Webhook delivery threads.
+    pub(crate) webhook_threads: usize,
+    /// How long the webhook threads may take over the queue's last deliveries.
+    pub(crate) webhook_linger: Duration,
+}
+
+/// Waits for signals and thread ends until every worker, then the engine thread (when there
+/// is one), then the webhook threads (for at most their linger) have finished (`Ok`), or a
+/// thread failed, panicked or ended out of turn (`Err`, logged).
+pub(crate) fn watch(
     notices: &mpsc::Receiver<Notice>,
-    workers: usize,
-    engine_thread: bool,
+    watched: &Watched,
     crew: &mut dyn Crew,
 ) -> io::Result<()> {
-    let mut running = workers;
+    let mut running = watched.workers;
     let mut stopping = false;
     loop {
         let Ok(notice) = notices.recv() else {
@@ -160,33 +179,71 @@ pub fn watch(
                     (_, Err(why)) => Some(why),
                     (Role::Worker(_), Ok(())) if !stopping => Some("stopped unasked".into()),
                     (Role::Engine, Ok(())) if running > 0 => Some("stopped early".into()),
+                    (Role::Webhooks(_), Ok(())) => Some("stopped unasked".into()),
                     _ => None,
                 };
                 if let Some(why) = failure {
-                    tracing::error!("{role} {why}; stopping the server");
-                    return Err(io::Error::other(format!("{role} {why}")));
+                    return Err(failed(role, &why));
                 }
                 match role {
                     Role::Worker(_) => {
                         running -= 1;
                         if running == 0 {
-                            if !engine_thread {
-                                tracing::info!("shut down");
-                                return Ok(());
+                            if !watched.engine_thread {
+                                break;
                             }
                             crew.close_engine();
                         }
                     }
-                    Role::Engine => {
-                        tracing::info!("shut down");
-                        return Ok(());
-                    }
+                    Role::Engine => break,
                     // Its end matters only when it failed (handled above).
-                    Role::Signals => {}
+                    Role::Signals | Role::Webhooks(_) => {}
                 }
             }
         }
     }
+    // The engine has stopped (its last webhooks are queued).
+    if watched.webhook_threads > 0 {
+        crew.close_webhooks();
+        wait_for_webhooks(notices, watched)?;
+    }
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// Waits up to the linger for the webhook threads to finish the queue; one still busy after
+/// that (a slow receiver) is left to the process exit rather than holding shutdown up.
+fn wait_for_webhooks(notices: &mpsc::Receiver<Notice>, watched: &Watched) -> io::Result<()> {
+    let deadline = Instant::now() + watched.webhook_linger;
+    let mut running = watched.webhook_threads;
+    while running > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match notices.recv_timeout(left) {
+            Ok(Notice::Exited { role, outcome }) => match (role, outcome) {
+                (_, Err(why)) => return Err(failed(role, &why)),
+                (Role::Webhooks(_), Ok(())) => running -= 1,
+                _ => {}
+            },
+            Ok(Notice::Signal) => {
+                tracing::info!("second signal: not waiting for webhook deliveries");
+                return Ok(());
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!(running, "webhook deliveries still running at exit");
+                return Ok(());
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(io::Error::other("every thread vanished without a word"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Logs why a thread ended badly, as the error that stops the server.
+fn failed(role: Role, why: &str) -> io::Error {
+    tracing::error!("{role} {why}; stopping the server");
+    io::Error::other(format!("{role} {why}"))
 }
 
 #[cfg(all(test, not(loom)))]
@@ -202,19 +259,38 @@ mod tests {
         fn close_engine(&mut self) {
             self.0.push("close engine".into());
         }
+        fn close_webhooks(&mut self) {
+            self.0.push("close webhooks".into());
+        }
+    }
+
+    fn watched(workers: usize, engine_thread: bool, webhook_threads: usize) -> Watched {
+        Watched {
+            workers,
+            engine_thread,
+            webhook_threads,
+            webhook_linger: Duration::from_secs(5),
+        }
+    }
+
+    fn exited(role: Role) -> Notice {
+        Notice::Exited {
+            role,
+            outcome: Ok(()),
+        }
     }
 
     #[test]
     fn a_panicking_thread_is_an_error() {
         let (tx, rx) = mpsc::channel();
         let quiet = spawn("quiet".into(), Role::Worker(0), tx.clone(), || {
-            std::thread::sleep(std::time::Duration::from_secs(5));
+            std::thread::sleep(Duration::from_secs(5));
             Ok(())
         })
         .unwrap();
         let _ = quiet;
         spawn("bad".into(), Role::Worker(1), tx, || panic!("boom")).unwrap();
-        let err = watch(&rx, 2, true, &mut Log::default()).unwrap_err();
+        let err = watch(&rx, &watched(2, true, 0), &mut Log::default()).unwrap_err();
         assert!(err.to_string().contains("I/O worker 1 panicked"), "{err}");
     }
 
@@ -234,7 +310,7 @@ mod tests {
             .join()
             .unwrap();
         let mut log = Log::default();
-        watch(&rx, 2, true, &mut log).unwrap();
+        watch(&rx, &watched(2, true, 0), &mut log).unwrap();
         assert_eq!(log.0, ["stop Graceful", "stop Now", "close engine"]);
     }
 
@@ -247,7 +323,7 @@ mod tests {
             .join()
             .unwrap();
         let mut log = Log::default();
-        watch(&rx, 1, false, &mut log).unwrap();
+        watch(&rx, &watched(1, false, 0), &mut log).unwrap();
         assert_eq!(log.0, ["stop Graceful"]);
     }
 
@@ -255,7 +331,72 @@ mod tests {
     fn a_worker_ending_before_any_signal_is_an_error() {
         let (tx, rx) = mpsc::channel();
         spawn("w0".into(), Role::Worker(0), tx, || Ok(())).unwrap();
-        assert!(watch(&rx, 1, false, &mut Log::default()).is_err());
+        assert!(watch(&rx, &watched(1, false, 0), &mut Log::default()).is_err());
+    }
+
+    #[test]
+    fn a_panicking_webhook_thread_is_an_error() {
+        let (tx, rx) = mpsc::channel();
+        spawn("webhooks-0".into(), Role::Webhooks(0), tx, || {
+            panic!("boom")
+        })
+        .unwrap();
+        let err = watch(&rx, &watched(1, false, 1), &mut Log::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("webhook delivery thread 0 panicked"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_webhook_thread_ending_before_the_engine_is_an_error() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(Notice::Signal).unwrap();
+        tx.send(exited(Role::Webhooks(0))).unwrap();
+        tx.send(exited(Role::Worker(0))).unwrap();
+        assert!(watch(&rx, &watched(1, false, 1), &mut Log::default()).is_err());
+    }
+
+    #[test]
+    fn the_webhook_queue_is_closed_after_the_engine_stopped_and_its_threads_awaited() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(Notice::Signal).unwrap();
+        tx.send(exited(Role::Worker(0))).unwrap();
+        tx.send(exited(Role::Worker(1))).unwrap();
+        tx.send(exited(Role::Engine)).unwrap();
+        tx.send(exited(Role::Webhooks(0))).unwrap();
+        // The second webhook thread reports only once the queue was closed.
+        let late = tx.clone();
+        let mut log = Log::default();
+        let reporter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            late.send(exited(Role::Webhooks(1))).unwrap();
+        });
+        watch(&rx, &watched(2, true, 2), &mut log).unwrap();
+        reporter.join().unwrap();
+        assert_eq!(log.0, ["stop Graceful", "close engine", "close webhooks"]);
+        assert!(rx.try_recv().is_err(), "every notice was taken");
+    }
+
+    #[test]
+    fn a_webhook_thread_still_busy_after_the_linger_is_left_behind() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(Notice::Signal).unwrap();
+        tx.send(exited(Role::Worker(0))).unwrap();
+        let linger = Duration::from_millis(100);
+        let started = Instant::now();
+        let watched = Watched {
+            webhook_linger: linger,
+            ..watched(1, false, 1)
+        };
+        watch(&rx, &watched, &mut Log::default()).unwrap();
+        let waited = started.elapsed();
+        assert!(
+            waited >= linger && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+        drop(tx);
     }
 
     #[test]

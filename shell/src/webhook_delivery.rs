@@ -60,17 +60,21 @@ pub struct WebhookSender {
     stats: Arc<DeliveryStats>,
 }
 
-/// The delivery threads, joined at shutdown.
+/// The delivery threads' work, built but not started: the server starts each under its
+/// supervisor ([`crate::Server::supervise_webhook_workers`]); [`WebhookWorkers::spawn`] starts
+/// them on plain threads.
 pub struct WebhookWorkers {
-    threads: Vec<JoinHandle<()>>,
+    /// Closed by the supervisor once the engine has stopped: the workers then finish.
+    webhook_queue: queue::Sender<WebhookDelivery>,
+    workers: Vec<Worker>,
 }
 
-/// Starts `workers` delivery threads behind a queue of `capacity` deliveries.
-pub fn start(
+/// A queue of `capacity` deliveries and `workers` delivery threads' work behind it.
+pub fn pool(
     workers: usize,
     capacity: usize,
     policy: RetryPolicy,
-) -> std::io::Result<(WebhookSender, WebhookWorkers)> {
+) -> (WebhookSender, WebhookWorkers) {
     let (webhook_queue, inbox) = queue::bounded(capacity, None);
     let stats = Arc::new(DeliveryStats::default());
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -78,24 +82,25 @@ pub fn start(
         .http_status_as_error(false)
         .build()
         .into();
-    let threads = (0..workers.max(1))
-        .map(|i| {
-            let worker = Worker {
-                inbox: inbox.clone(),
-                agent: agent.clone(),
-                policy: policy.clone(),
-                stats: stats.clone(),
-            };
-            std::thread::Builder::new()
-                .name(format!("webhooks-{i}"))
-                .spawn(move || worker.run())
+    let workers = (0..workers.max(1))
+        .map(|_| Worker {
+            inbox: inbox.clone(),
+            agent: agent.clone(),
+            policy: policy.clone(),
+            stats: stats.clone(),
         })
-        .collect::<std::io::Result<Vec<_>>>()?;
+        .collect();
     let sender = WebhookSender {
-        webhook_queue,
+        webhook_queue: webhook_queue.clone(),
         stats,
     };
-    Ok((sender, WebhookWorkers { threads }))
+    (
+        sender,
+        WebhookWorkers {
+            webhook_queue,
+            workers,
+        },
+    )
 }
 
 impl WebhookSender {
@@ -127,19 +132,30 @@ impl WebhookSink for WebhookSender {
 }
 
 impl WebhookWorkers {
-    /// Waits up to `grace` for the workers to finish; a worker stuck in a request is left to
-    /// the process exit rather than holding shutdown up.
-    pub fn join_within(self, grace: Duration) {
-        let deadline = Instant::now() + grace;
-        for thread in self.threads {
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if thread.is_finished() {
-                let _ = thread.join();
-            }
-        }
+    /// Starts each worker on a thread of its own, outside any supervisor (stop them with
+    /// [`WebhookSender::close`]).
+    pub fn spawn(self) -> std::io::Result<Vec<JoinHandle<()>>> {
+        self.into_parts()
+            .1
+            .into_iter()
+            .enumerate()
+            .map(|(i, worker)| {
+                std::thread::Builder::new()
+                    .name(thread_name(i))
+                    .spawn(move || worker.run())
+            })
+            .collect()
     }
+
+    /// The queue's sender (to close it) and each thread's work, for the supervisor.
+    pub(crate) fn into_parts(self) -> (queue::Sender<WebhookDelivery>, Vec<Worker>) {
+        (self.webhook_queue, self.workers)
+    }
+}
+
+/// The name of delivery thread `i`.
+pub(crate) fn thread_name(i: usize) -> String {
+    format!("webhooks-{i}")
 }
 
 /// A delivery waiting for its next attempt.
@@ -178,7 +194,8 @@ impl RetryQueue {
     }
 }
 
-struct Worker {
+/// One delivery thread's work: attempts and retries until the queue is closed.
+pub(crate) struct Worker {
     inbox: queue::Receiver<WebhookDelivery>,
     agent: ureq::Agent,
     policy: RetryPolicy,
@@ -186,7 +203,8 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(self) {
+    /// Delivers until the queue is closed and drained; pending retries are then abandoned.
+    pub(crate) fn run(self) {
         let mut retries = RetryQueue::default();
         let mut taken = Vec::with_capacity(1);
         loop {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(0);
 /// The token of the worker's `mio::Waker`.
-pub const WAKER: Token = Token(1);
+pub(crate) const WAKER: Token = Token(1);
 /// Connection tokens are their slot index plus this offset.
 const FIRST_CONN: usize = 2;
 /// Size of the read buffer shared by the worker's connections.
@@ -53,7 +53,7 @@ struct Entry {
 }
 
 /// The listening socket and where new sockets go (worker 0 only).
-pub struct Acceptor {
+pub(crate) struct Acceptor {
     listener: TcpListener,
     /// Every worker's `to_worker` queue, this worker's own included (it is never used).
     peers: Vec<Sender<ToWorker>>,
@@ -64,7 +64,7 @@ pub struct Acceptor {
 
 impl Acceptor {
     /// Accepts on `listener` and deals sockets to the workers behind `peers`.
-    pub fn new(listener: TcpListener, peers: Vec<Sender<ToWorker>>) -> Self {
+    pub(crate) fn new(listener: TcpListener, peers: Vec<Sender<ToWorker>>) -> Self {
         Acceptor {
             listener,
             outgoing: peers.iter().map(|_| Vec::new()).collect(),
@@ -75,7 +75,7 @@ impl Acceptor {
 }
 
 /// Where a worker's inputs go.
-pub enum EngineLink {
+pub(crate) enum EngineLink {
     /// The door to the engine thread (woken for room through this worker's waker).
     Door(Sender<Input>),
     /// An engine the worker runs itself (the one-worker server), with the door's receiving
@@ -89,7 +89,7 @@ pub enum EngineLink {
 }
 
 /// What a worker is built from.
-pub struct WorkerParts {
+pub(crate) struct WorkerParts {
     /// The worker's index (the top byte of its connection ids).
     pub index: usize,
     /// Its poller, with its `mio::Waker` registered under [`WAKER`].
@@ -107,7 +107,7 @@ pub struct WorkerParts {
 }
 
 /// One I/O worker.
-pub struct Worker {
+pub(crate) struct Worker {
     index: usize,
     /// The worker as a feeder of the engine (the top byte of its connection and request ids).
     feeder: Feeder,
@@ -137,7 +137,7 @@ pub struct Worker {
 
 impl Worker {
     /// A worker ready to [`Worker::run`].
-    pub fn new(parts: WorkerParts) -> Self {
+    pub(crate) fn new(parts: WorkerParts) -> Self {
         let feeder = Feeder(u8::try_from(parts.index).unwrap_or(u8::MAX));
         Worker {
             index: parts.index,
@@ -163,7 +163,7 @@ impl Worker {
     }
 
     /// Serves until shut down: every connection closed, or the shutdown grace period over.
-    pub fn run(mut self) -> io::Result<()> {
+    pub(crate) fn run(mut self) -> io::Result<()> {
         if let Some(acceptor) = &mut self.acceptor {
             self.poll
                 .registry()

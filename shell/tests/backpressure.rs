@@ -1,12 +1,21 @@
-//! Hand-off queues of capacity one, so that workers are refused by the engine's inbox and the
-//! engine waits for workers' mailboxes all the time: nothing may be lost, duplicated or
-//! reordered, and nothing may hang. The server runs in-process to set those capacities.
+//! Hand-off queues of capacity one, so that workers are refused by the door to the engine
+//! (`to_engine`) and the engine waits for the workers' queues (`to_worker`) all the time:
+//! nothing may be lost, duplicated or reordered, and nothing may hang. The server runs in-process to set those capacities.
 #![cfg(not(loom))]
+// A test crate: helpers unwrap like the tests they serve, a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+// These tests play the client: they build its requests and read the replies as JSON, which
+// the shell itself never does (shell/clippy.toml bans it there).
+#![allow(
+    clippy::disallowed_macros,
+    clippy::disallowed_methods,
+    clippy::disallowed_types
+)]
 
 mod support;
 
-use ferrocast::cli::Cli;
-use ferrocast::webhook::WebhookSink;
+use ferrocast::Cli;
+use ferrocast::WebhookSink;
 use ferrocast::{Server, Settings};
 use ferrocast_engine::signature::client_auth;
 use ferrocast_engine::WebhookDelivery;

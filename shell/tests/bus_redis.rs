@@ -1,9 +1,11 @@
 //! The cluster bus link against a real `redis-server` (started per test on a free loopback
 //! port), with a TCP proxy inside the test to make Redis outages.
+// A test crate: helpers unwrap like the tests they serve, a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
-use ferrocast::bus::{BusConfig, BusConfigError, BusEvent, BusStartError, RedisLink};
+use ferrocast::{BusConfig, BusConfigError, BusEvent, BusStartError, RedisLink};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use support::redis_server::RedisServer;

@@ -1,10 +1,12 @@
 //! `rediss://`: the cluster bus over TLS to a real `redis-server`, its certificate verified
 //! against the trusted roots. Its own test binary, because trusting the test's CA means setting
 //! `SSL_CERT_FILE` for the whole process.
+// A test crate: helpers unwrap like the tests they serve, a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
-use ferrocast::bus::{BusConfig, BusEvent, RedisLink};
+use ferrocast::{BusConfig, BusEvent, RedisLink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;

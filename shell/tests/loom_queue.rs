@@ -18,8 +18,8 @@
 //! stored permit, and a wait may return spuriously, like a poll returning for another event.
 #![cfg(loom)]
 
-use ferrocast::queue::{self, ProducerWake, Received, Receiver, Sender, Unsent};
-use ferrocast::wake::Wake;
+use ferrocast::Wake;
+use ferrocast::{bounded_queue, ProducerWake, Received, Receiver, Sender, Unsent};
 use loom::sync::{Arc, Mutex, Notify};
 use loom::thread;
 
@@ -64,7 +64,7 @@ struct Real {
 
 impl Queue for Real {
     fn new(capacity: usize, consumer: Option<Box<dyn Wake>>, worker: ProducerWake) -> Self {
-        let (engine, rx) = queue::bounded(capacity, consumer);
+        let (engine, rx) = bounded_queue(capacity, consumer);
         Real {
             worker: engine.waking(worker),
             engine,
@@ -244,7 +244,7 @@ fn a_consumer_on_the_condvar_loses_no_wakeup_or_item() {
 #[test]
 fn a_consumer_closing_releases_a_producer_waiting_for_room() {
     loom::model(|| {
-        let (tx, rx) = queue::bounded::<u32>(1, None);
+        let (tx, rx) = bounded_queue::<u32>(1, None);
         let producer = thread::spawn(move || {
             let first = tx.send(&mut vec![1]);
             let second = tx.send(&mut vec![2]);

@@ -5,8 +5,8 @@
 //! `mio::Waker` is modelled by a loom `Notify`.
 #![cfg(loom)]
 
-use ferrocast::supervisor::{Stop, StopLevel};
-use ferrocast::wake::Wake;
+use ferrocast::Wake;
+use ferrocast::{Stop, StopLevel};
 use loom::sync::{Arc, Notify};
 use loom::thread;
 

@@ -1,6 +1,8 @@
 //! Every documented setting, given as a flag and as an environment variable to the real binary,
 //! read back from `--print-config`; the precedence of the layers; and, for the transport limits,
 //! the effect on a running server.
+// A test crate: helpers unwrap like the tests they serve, a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 #[macro_use]
 mod support;

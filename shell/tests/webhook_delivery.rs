@@ -1,14 +1,17 @@
 //! Webhook delivery against a real HTTP receiver on loopback: retries after a refusal,
 //! drops counted when the queue is full, and giving up after the retry window.
 #![cfg(not(loom))]
+// A test crate: helpers unwrap like the tests they serve, a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
-use ferrocast::webhook::WebhookSink;
-use ferrocast::webhook_delivery::{self, RetryPolicy, WebhookSender, WebhookWorkers};
+use ferrocast::WebhookSink;
+use ferrocast::{webhook_pool, RetryPolicy, WebhookSender};
 use ferrocast_engine::WebhookDelivery;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// A request as the receiver saw it.
@@ -76,9 +79,22 @@ fn quick_policy() -> RetryPolicy {
     }
 }
 
-fn stop(sender: WebhookSender, workers: WebhookWorkers) {
+/// The pool's workers on plain threads, as a sender and the threads to stop.
+fn start(
+    workers: usize,
+    capacity: usize,
+    policy: RetryPolicy,
+) -> (WebhookSender, Vec<JoinHandle<()>>) {
+    let (sender, workers) = webhook_pool(workers, capacity, policy);
+    (sender, workers.spawn().unwrap())
+}
+
+/// Closes the queue and waits (a bounded time) for the workers to finish it.
+fn stop(sender: WebhookSender, threads: Vec<JoinHandle<()>>) {
     sender.close();
-    workers.join_within(Duration::from_secs(5));
+    wait_until("the workers to stop", || {
+        threads.iter().all(|t| t.is_finished())
+    });
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -92,7 +108,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn a_refused_delivery_is_retried_with_the_same_body_and_headers() {
     let (url, seen) = receiver(vec![500], Duration::ZERO);
-    let (mut sender, workers) = webhook_delivery::start(1, 16, quick_policy()).unwrap();
+    let (mut sender, workers) = start(1, 16, quick_policy());
 
     sender.deliver(delivery(&url, r#"{"time_ms":1,"events":[]}"#));
 
@@ -118,7 +134,7 @@ fn a_refused_delivery_is_retried_with_the_same_body_and_headers() {
 #[test]
 fn a_full_queue_drops_and_counts_instead_of_blocking() {
     let (url, seen) = receiver(vec![], Duration::from_millis(500));
-    let (mut sender, workers) = webhook_delivery::start(1, 1, quick_policy()).unwrap();
+    let (mut sender, workers) = start(1, 1, quick_policy());
     sender.deliver(delivery(&url, "in flight"));
     seen.recv_timeout(Duration::from_secs(5))
         .expect("the worker is busy with the first");
@@ -146,7 +162,7 @@ fn deliveries_are_given_up_after_the_retry_window() {
         give_up_after: Duration::from_millis(300),
         ..quick_policy()
     };
-    let (mut sender, workers) = webhook_delivery::start(1, 4, policy).unwrap();
+    let (mut sender, workers) = start(1, 4, policy);
 
     sender.deliver(delivery(&url, "never accepted"));
 

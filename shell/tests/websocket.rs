@@ -1,4 +1,13 @@
 //! WebSocket behaviour of the real binary over loopback.
+// A test crate: helpers unwrap like the tests they serve, a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+// These tests play the client: they build its requests and read the replies as JSON, which
+// the shell itself never does (shell/clippy.toml bans it there).
+#![allow(
+    clippy::disallowed_macros,
+    clippy::disallowed_methods,
+    clippy::disallowed_types
+)]
 
 #[macro_use]
 mod support;

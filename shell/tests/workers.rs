@@ -1,6 +1,15 @@
 //! Connections spread over several I/O workers: fan-out, the HTTP API, slow consumers and
 //! close codes must not depend on which worker serves which socket. Worker 0 deals accepted
 //! sockets round-robin, so connections opened one after another land on 0, 1, 2, … in turn.
+// A test crate: helpers unwrap like the tests they serve, a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+// These tests play the client: they build its requests and read the replies as JSON, which
+// the shell itself never does (shell/clippy.toml bans it there).
+#![allow(
+    clippy::disallowed_macros,
+    clippy::disallowed_methods,
+    clippy::disallowed_types
+)]
 
 #[macro_use]
 mod support;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 /// End-to-end load generator for Pusher-compatible servers, with physical floors.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "loadgen", version)]
-pub struct Args {
+pub(crate) struct Args {
     /// WebSocket URL: `ws://HOST:PORT` (the generator adds `/app/{key}?protocol=7`) or a full
     /// `ws://HOST:PORT/app/KEY?protocol=7` URL.
     #[arg(long)]
@@ -102,7 +102,7 @@ pub struct Args {
 
 /// The sizes of a run, after `--quick` and the explicit options.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Repeats of each measurement.
     pub repeats: u32,
     /// Scenarios to run.
@@ -129,7 +129,7 @@ pub struct Plan {
 
 impl Args {
     /// Resolves the sizes of the run.
-    pub fn plan(&self) -> Plan {
+    pub(crate) fn plan(&self) -> Plan {
         let q = self.quick;
         let pick =
             |v: Option<u32>, quick: u32, full: u32| v.unwrap_or(if q { quick } else { full });
@@ -171,12 +171,12 @@ impl Args {
 
 impl Plan {
     /// Whether `name` is among the scenarios to run.
-    pub fn runs(&self, name: &str) -> bool {
+    pub(crate) fn runs(&self, name: &str) -> bool {
         self.scenarios.iter().any(|s| s == name)
     }
 
     /// The most clients any selected scenario holds at once.
-    pub fn max_clients(&self) -> u32 {
+    pub(crate) fn max_clients(&self) -> u32 {
         let mut most = 0;
         if self.runs("fanout") {
             most = most.max(self.fanout_sizes.iter().copied().max().unwrap_or(0));

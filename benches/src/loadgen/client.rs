@@ -11,10 +11,10 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 /// The event name the generator publishes.
-pub const EVENT_NAME: &str = "loadgen";
+pub(crate) const EVENT_NAME: &str = "loadgen";
 
 /// What every client of a worker shares: credentials and the time origin.
-pub struct Shared {
+pub(crate) struct Shared {
     /// App key (signs subscriptions).
     pub app_key: String,
     /// App secret (signs subscriptions).
@@ -25,7 +25,7 @@ pub struct Shared {
 
 /// Counters every client of a worker adds to.
 #[derive(Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     /// Application events received.
     pub deliveries: u64,
     /// Events out of sequence.
@@ -50,7 +50,7 @@ pub struct Tally {
 
 impl Tally {
     /// Keeps a problem description, up to a handful.
-    pub fn note(&mut self, text: String) {
+    pub(crate) fn note(&mut self, text: String) {
         if self.notes.len() < 8 {
             self.notes.push(text);
         }
@@ -59,7 +59,7 @@ impl Tally {
 
 /// Where a client is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Connecting, upgrading or waiting for `connection_established`.
     Connecting,
     /// Subscribe sent, no answer yet.
@@ -70,7 +70,7 @@ pub enum Phase {
 
 /// A change the worker must account for.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// The subscription succeeded.
     Subscribed,
     /// The subscription was refused.
@@ -80,7 +80,7 @@ pub enum Change {
 }
 
 /// One client connection.
-pub struct Client {
+pub(crate) struct Client {
     /// The WebSocket.
     pub ws: WsConn,
     /// Global index (names the channel and user).
@@ -113,7 +113,13 @@ struct Envelope<'a> {
 
 impl Client {
     /// A client on `channel` over a connection being opened.
-    pub fn new(ws: WsConn, index: u64, channel: String, presence: bool, verify: bool) -> Self {
+    pub(crate) fn new(
+        ws: WsConn,
+        index: u64,
+        channel: String,
+        presence: bool,
+        verify: bool,
+    ) -> Self {
         Client {
             ws,
             index,
@@ -129,18 +135,18 @@ impl Client {
     }
 
     /// The presence user id of this client.
-    pub fn user_id(&self) -> String {
+    pub(crate) fn user_id(&self) -> String {
         format!("u{}", self.index)
     }
 
     /// Sets what `Await` waits for; true when it is already reached.
-    pub fn set_target(&mut self, target: u64) -> bool {
+    pub(crate) fn set_target(&mut self, target: u64) -> bool {
         self.target = target;
         self.progress >= target
     }
 
     /// Handles every complete message buffered on the connection.
-    pub fn drain(
+    pub(crate) fn drain(
         &mut self,
         shared: &Shared,
         now_ns: u64,
@@ -164,7 +170,7 @@ impl Client {
     }
 
     /// Leaves the channel and joins again (one presence churn round).
-    pub fn rejoin(&mut self, shared: &Shared) -> Result<(), String> {
+    pub(crate) fn rejoin(&mut self, shared: &Shared) -> Result<(), String> {
         let leave =
             serde_json::json!({"event": "pusher:unsubscribe", "data": {"channel": self.channel}});
         self.send(leave.to_string().as_bytes())?;
@@ -343,7 +349,7 @@ fn member_id(data: &str) -> Result<String, String> {
 }
 
 /// The event data the publisher sends: sequence number, send time, padding.
-pub fn stamp(seq: u64, sent_ns: u64, pad: usize) -> String {
+pub(crate) fn stamp(seq: u64, sent_ns: u64, pad: usize) -> String {
     let mut data = format!("{seq} {sent_ns} ");
     data.extend(std::iter::repeat_n('x', pad));
     data

@@ -30,7 +30,7 @@ struct Floor {
 }
 
 /// Runs the fan-out scenario at every configured size.
-pub fn run(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
+pub(crate) fn run(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
     for n in rig.plan.fanout_sizes.clone() {
         println!("fan-out: {n} subscribers on one channel");
         rig.fresh_server()?;
@@ -225,7 +225,12 @@ fn check_await(
 }
 
 /// Records failures from merged counters: wrong delivery count, disorder, drops, errors.
-pub fn check_stats(report: &mut Report, what: &str, stats: &super::ipc::Stats, expected: u64) {
+pub(crate) fn check_stats(
+    report: &mut Report,
+    what: &str,
+    stats: &super::ipc::Stats,
+    expected: u64,
+) {
     if stats.deliveries != expected {
         report.fail(format!(
             "{what}: {} deliveries, expected {expected}",

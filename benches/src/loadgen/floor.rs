@@ -34,7 +34,7 @@ struct Conn {
 }
 
 /// Runs the floor server until `Exit` or the coordinator goes away.
-pub fn run(host: &str) -> Result<(), String> {
+pub(crate) fn run(host: &str) -> Result<(), String> {
     let addr = format!("{host}:0")
         .parse()
         .map_err(|e| format!("bad host: {e}"))?;

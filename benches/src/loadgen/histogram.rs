@@ -9,7 +9,7 @@ const BUCKETS: usize = (SUB + (64 - SUB_BITS as u64) * SUB) as usize;
 
 /// Counts of nanosecond values in log-linear buckets.
 #[derive(Clone, Debug)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     counts: Vec<u64>,
     total: u64,
     max: u64,
@@ -17,7 +17,7 @@ pub struct Histogram {
 
 /// The non-empty buckets of a histogram, as sent over a pipe.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Sparse {
+pub(crate) struct Sparse {
     /// `(bucket, count)` pairs.
     pub buckets: Vec<(u32, u64)>,
     /// The largest value recorded.
@@ -47,7 +47,7 @@ fn bucket_range(index: usize) -> (u64, u64) {
 
 impl Histogram {
     /// An empty histogram.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Histogram {
             counts: vec![0; BUCKETS],
             total: 0,
@@ -56,14 +56,14 @@ impl Histogram {
     }
 
     /// Counts one value.
-    pub fn record(&mut self, value: u64) {
+    pub(crate) fn record(&mut self, value: u64) {
         self.counts[bucket_of(value)] += 1;
         self.total += 1;
         self.max = self.max.max(value);
     }
 
     /// The value below which a fraction `q` of the values fall (bucket midpoint), 0 if empty.
-    pub fn quantile(&self, q: f64) -> u64 {
+    pub(crate) fn quantile(&self, q: f64) -> u64 {
         if self.total == 0 {
             return 0;
         }
@@ -80,7 +80,7 @@ impl Histogram {
     }
 
     /// Adds every value of `other`.
-    pub fn merge(&mut self, other: &Sparse) {
+    pub(crate) fn merge(&mut self, other: &Sparse) {
         for &(index, count) in &other.buckets {
             if let Some(slot) = self.counts.get_mut(index as usize) {
                 *slot += count;
@@ -91,7 +91,7 @@ impl Histogram {
     }
 
     /// The non-empty buckets.
-    pub fn to_sparse(&self) -> Sparse {
+    pub(crate) fn to_sparse(&self) -> Sparse {
         Sparse {
             buckets: self
                 .counts

@@ -12,7 +12,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// App credentials for signing.
 #[derive(Clone, Debug)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     /// App id (in the path).
     pub app_id: String,
     /// App key.
@@ -22,7 +22,7 @@ pub struct Credentials {
 }
 
 /// One event of a publish.
-pub struct Event<'a> {
+pub(crate) struct Event<'a> {
     /// Channel name.
     pub channel: &'a str,
     /// Event name.
@@ -32,7 +32,7 @@ pub struct Event<'a> {
 }
 
 /// A keep-alive HTTP/1.1 client for the publish endpoints.
-pub struct Publisher {
+pub(crate) struct Publisher {
     addr: SocketAddr,
     host: String,
     prefix: String,
@@ -48,7 +48,7 @@ pub struct Publisher {
 
 impl Publisher {
     /// A publisher for the server at `addr` (`host` for the Host header, `prefix` before `/apps`).
-    pub fn new(addr: SocketAddr, host: String, prefix: String, creds: Credentials) -> Self {
+    pub(crate) fn new(addr: SocketAddr, host: String, prefix: String, creds: Credentials) -> Self {
         Publisher {
             addr,
             host,
@@ -63,14 +63,14 @@ impl Publisher {
     }
 
     /// `POST /apps/{id}/events` for one channel.
-    pub fn trigger(&mut self, event: &Event) -> Result<(), String> {
+    pub(crate) fn trigger(&mut self, event: &Event) -> Result<(), String> {
         let body =
             serde_json::json!({"name": event.name, "channel": event.channel, "data": event.data});
         self.post("events", body.to_string())
     }
 
     /// `POST /apps/{id}/batch_events` with up to ten events.
-    pub fn batch(&mut self, events: &[Event]) -> Result<(), String> {
+    pub(crate) fn batch(&mut self, events: &[Event]) -> Result<(), String> {
         let batch: Vec<_> = events
             .iter()
             .map(|e| serde_json::json!({"name": e.name, "channel": e.channel, "data": e.data}))

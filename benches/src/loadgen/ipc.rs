@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// Which channel each client of a `Connect` subscribes to.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum ChannelSpec {
+pub(crate) enum ChannelSpec {
     /// Every client on this channel.
     Shared(String),
     /// Client `i` on `{prefix}{i}`.
@@ -22,7 +22,7 @@ pub enum ChannelSpec {
 
 /// How far each client's sequence (or, unverified, its count of events) must get.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Targets {
+pub(crate) enum Targets {
     /// The same target for every client.
     All(u64),
     /// `values[i - first]` for the client with index `i`.
@@ -36,7 +36,7 @@ pub enum Targets {
 
 /// Where clients connect.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct WsTarget {
+pub(crate) struct WsTarget {
     /// Server address.
     pub addr: SocketAddr,
     /// `Host` header value.
@@ -47,7 +47,7 @@ pub struct WsTarget {
 
 /// A batch of clients to open and subscribe.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ConnectSpec {
+pub(crate) struct ConnectSpec {
     /// Where they connect.
     pub target: WsTarget,
     /// Global index of the first new client (names its channel and user id).
@@ -68,7 +68,7 @@ pub struct ConnectSpec {
 
 /// A command to a client worker.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Command {
+pub(crate) enum Command {
     /// Open and subscribe clients; answered by `Connected`.
     Connect(ConnectSpec),
     /// Wait until every client reaches its target; answered by `Awaited`.
@@ -98,7 +98,7 @@ pub enum Command {
 
 /// Counters of a worker since the last reset.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Clients currently subscribed.
     pub clients: u32,
     /// Application events received.
@@ -119,7 +119,7 @@ pub struct Stats {
 
 /// A worker's answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// Clients opened.
     Connected {
         /// Subscribed successfully.
@@ -171,7 +171,7 @@ pub enum Reply {
 
 /// A command to a floor server.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum FloorCommand {
+pub(crate) enum FloorCommand {
     /// Write `frame` to every subscribed socket, `sweeps` times over.
     Sweep {
         /// The text payload of the frame (the same bytes the server sends).
@@ -185,7 +185,7 @@ pub enum FloorCommand {
 
 /// A floor server's answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum FloorReply {
+pub(crate) enum FloorReply {
     /// Sweeps done.
     Swept {
         /// Sockets written to per sweep.
@@ -200,7 +200,7 @@ pub enum FloorReply {
 }
 
 /// Writes `value` as one JSON line and flushes.
-pub fn send_line<T: Serialize>(out: &mut impl Write, value: &T) -> io::Result<()> {
+pub(crate) fn send_line<T: Serialize>(out: &mut impl Write, value: &T) -> io::Result<()> {
     let mut line = serde_json::to_vec(value).map_err(io::Error::other)?;
     line.push(b'\n');
     out.write_all(&line)?;
@@ -208,14 +208,14 @@ pub fn send_line<T: Serialize>(out: &mut impl Write, value: &T) -> io::Result<()
 }
 
 /// Collects complete lines from a non-blocking descriptor (a child's view of its stdin).
-pub struct LineReader {
+pub(crate) struct LineReader {
     buf: Vec<u8>,
     eof: bool,
 }
 
 impl LineReader {
     /// An empty reader.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         LineReader {
             buf: Vec::new(),
             eof: false,
@@ -223,7 +223,7 @@ impl LineReader {
     }
 
     /// Reads what is available from `fd` and returns the complete lines parsed as `T`.
-    pub fn read<T: DeserializeOwned>(&mut self, fd: RawFd) -> Result<Vec<T>, String> {
+    pub(crate) fn read<T: DeserializeOwned>(&mut self, fd: RawFd) -> Result<Vec<T>, String> {
         let mut chunk = [0u8; 64 << 10];
         loop {
             // SAFETY: reading into a live stack buffer of the given length.
@@ -252,7 +252,7 @@ impl LineReader {
     }
 
     /// Whether the writer went away.
-    pub fn eof(&self) -> bool {
+    pub(crate) fn eof(&self) -> bool {
         self.eof
     }
 }
@@ -264,7 +264,7 @@ impl Default for LineReader {
 }
 
 /// Makes a descriptor non-blocking (a child's stdin, before registering it with mio).
-pub fn set_nonblocking(fd: &impl AsRawFd) {
+pub(crate) fn set_nonblocking(fd: &impl AsRawFd) {
     // SAFETY: fcntl on a descriptor this process owns.
     unsafe {
         let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
@@ -273,7 +273,7 @@ pub fn set_nonblocking(fd: &impl AsRawFd) {
 }
 
 /// A child process driven by JSON lines, seen from the coordinator.
-pub struct ChildLink {
+pub(crate) struct ChildLink {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
@@ -282,7 +282,7 @@ pub struct ChildLink {
 
 impl ChildLink {
     /// Starts `process` with piped stdin/stdout; a thread forwards its stdout lines.
-    pub fn spawn(mut process: Process, name: &str) -> io::Result<Self> {
+    pub(crate) fn spawn(mut process: Process, name: &str) -> io::Result<Self> {
         super::sys::die_with_parent(&mut process);
         let mut child = process
             .stdin(Stdio::piped())
@@ -302,18 +302,18 @@ impl ChildLink {
     }
 
     /// The child's process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Sends one command line.
-    pub fn send<T: Serialize>(&mut self, command: &T) -> Result<(), String> {
+    pub(crate) fn send<T: Serialize>(&mut self, command: &T) -> Result<(), String> {
         let stdin = self.stdin.as_mut().ok_or("stdin closed")?;
         send_line(stdin, command).map_err(|e| format!("{}: cannot send a command: {e}", self.name))
     }
 
     /// The next raw line, waiting at most `timeout`.
-    pub fn recv_line(&mut self, timeout: Duration) -> Result<String, String> {
+    pub(crate) fn recv_line(&mut self, timeout: Duration) -> Result<String, String> {
         match self.lines.recv_timeout(timeout) {
             Ok(line) => Ok(line),
             Err(RecvTimeoutError::Timeout) => {
@@ -324,13 +324,13 @@ impl ChildLink {
     }
 
     /// The next line parsed as `T`, waiting at most `timeout`.
-    pub fn recv<T: DeserializeOwned>(&mut self, timeout: Duration) -> Result<T, String> {
+    pub(crate) fn recv<T: DeserializeOwned>(&mut self, timeout: Duration) -> Result<T, String> {
         let line = self.recv_line(timeout)?;
         serde_json::from_str(&line).map_err(|e| format!("{}: bad answer {line:?}: {e}", self.name))
     }
 
     /// Asks the child to exit, then kills it if it has not within a second.
-    pub fn shutdown<T: Serialize>(mut self, exit: &T) {
+    pub(crate) fn shutdown<T: Serialize>(mut self, exit: &T) {
         let _ = self.send(exit);
         self.stdin = None;
         for _ in 0..100 {

@@ -2,17 +2,17 @@
 //! processes; a signed HTTP publisher; scenarios; and floor servers that do only what the
 //! kernel makes unavoidable, to compare the server's costs with.
 
-pub mod args;
-pub mod client;
-pub mod fanout;
-pub mod floor;
-pub mod histogram;
-pub mod http_pub;
-pub mod ipc;
-pub mod report;
-pub mod rig;
-pub mod scenarios;
-pub mod spawn;
-pub mod sys;
-pub mod worker;
-pub mod ws_client;
+pub(crate) mod args;
+pub(crate) mod client;
+pub(crate) mod fanout;
+pub(crate) mod floor;
+pub(crate) mod histogram;
+pub(crate) mod http_pub;
+pub(crate) mod ipc;
+pub(crate) mod report;
+pub(crate) mod rig;
+pub(crate) mod scenarios;
+pub(crate) mod spawn;
+pub(crate) mod sys;
+pub(crate) mod worker;
+pub(crate) mod ws_client;

@@ -2,7 +2,7 @@
 //! formatting of times, rates and sizes.
 
 /// One line of the summary table.
-pub struct Row {
+pub(crate) struct Row {
     /// What was measured.
     pub scenario: String,
     /// Our figure.
@@ -15,7 +15,7 @@ pub struct Row {
 
 /// Everything a run found.
 #[derive(Default)]
-pub struct Report {
+pub(crate) struct Report {
     /// Summary table.
     pub rows: Vec<Row>,
     /// Correctness failures (loss, duplicates, disorder, refused or dropped clients).
@@ -26,7 +26,7 @@ pub struct Report {
 
 impl Report {
     /// Adds a table row.
-    pub fn row(
+    pub(crate) fn row(
         &mut self,
         scenario: String,
         ours: String,
@@ -42,13 +42,13 @@ impl Report {
     }
 
     /// Records a correctness failure (and prints it at once).
-    pub fn fail(&mut self, what: String) {
+    pub(crate) fn fail(&mut self, what: String) {
         println!("  FAILED: {what}");
         self.failures.push(what);
     }
 
     /// The summary table as Markdown.
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         let header = ["scenario", "ours", "floor", "ratio"];
         let cells: Vec<[&str; 4]> = self
             .rows
@@ -87,7 +87,7 @@ impl Report {
 }
 
 /// The median of `values` (0 when empty).
-pub fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     if values.is_empty() {
         return 0.0;
     }
@@ -102,7 +102,7 @@ pub fn median(values: &[f64]) -> f64 {
 }
 
 /// A duration in nanoseconds, in a readable unit.
-pub fn ns(value: f64) -> String {
+pub(crate) fn ns(value: f64) -> String {
     if value < 1_000.0 {
         format!("{value:.0} ns")
     } else if value < 1_000_000.0 {
@@ -115,7 +115,7 @@ pub fn ns(value: f64) -> String {
 }
 
 /// A rate per second.
-pub fn rate(value: f64) -> String {
+pub(crate) fn rate(value: f64) -> String {
     if value >= 1e6 {
         format!("{:.2} M/s", value / 1e6)
     } else if value >= 1e3 {
@@ -126,7 +126,7 @@ pub fn rate(value: f64) -> String {
 }
 
 /// A byte count in KiB or MiB.
-pub fn bytes(value: f64) -> String {
+pub(crate) fn bytes(value: f64) -> String {
     if value.abs() >= 1024.0 * 1024.0 {
         format!("{:.1} MiB", value / (1024.0 * 1024.0))
     } else {
@@ -135,7 +135,7 @@ pub fn bytes(value: f64) -> String {
 }
 
 /// A client count as `1k`, `10k`, `19k`, or the number itself.
-pub fn count(n: u32) -> String {
+pub(crate) fn count(n: u32) -> String {
     if n >= 1000 && n.checked_rem(1000) == Some(0) {
         format!("{}k", n / 1000)
     } else {
@@ -144,7 +144,7 @@ pub fn count(n: u32) -> String {
 }
 
 /// `a / b` when both are known and `b` is positive.
-pub fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+pub(crate) fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,

@@ -14,7 +14,7 @@ const ANSWER_SLACK: Duration = Duration::from_secs(15);
 
 /// Result of opening clients on every worker involved.
 #[derive(Debug, Default)]
-pub struct Connected {
+pub(crate) struct Connected {
     /// Subscribed clients.
     pub subscribed: u32,
     /// Clients that failed.
@@ -29,7 +29,7 @@ pub struct Connected {
 
 /// Result of waiting for targets on every worker.
 #[derive(Debug, Default)]
-pub struct Awaited {
+pub(crate) struct Awaited {
     /// Every client reached its target.
     pub complete: bool,
     /// When the last one did.
@@ -42,7 +42,7 @@ pub struct Awaited {
 
 /// Counters merged over the workers.
 #[derive(Default)]
-pub struct Merged {
+pub(crate) struct Merged {
     /// Sum of the counters.
     pub stats: Stats,
     /// Merged latencies.
@@ -50,7 +50,7 @@ pub struct Merged {
 }
 
 /// Everything a scenario needs.
-pub struct Rig {
+pub(crate) struct Rig {
     /// Options.
     pub args: Args,
     /// Sizes.
@@ -77,7 +77,7 @@ pub struct Rig {
 
 impl Rig {
     /// Pins the generator, starts the server (when asked) and the workers.
-    pub fn new(args: Args) -> Result<Self, String> {
+    pub(crate) fn new(args: Args) -> Result<Self, String> {
         let plan = args.plan();
         let creds = Credentials {
             app_id: args.app_id.clone(),
@@ -137,7 +137,7 @@ impl Rig {
     }
 
     /// With `--spawn-server`, replaces the server by a fresh one (clean memory and state).
-    pub fn fresh_server(&mut self) -> Result<(), String> {
+    pub(crate) fn fresh_server(&mut self) -> Result<(), String> {
         let Some(bin) = self.args.spawn_server.clone() else {
             return Ok(());
         };
@@ -163,7 +163,7 @@ impl Rig {
     }
 
     /// An error if the spawned server has died.
-    pub fn check_server(&mut self) -> Result<(), String> {
+    pub(crate) fn check_server(&mut self) -> Result<(), String> {
         match self.server.as_mut() {
             Some(server) => {
                 if server.alive() {
@@ -180,14 +180,14 @@ impl Rig {
     }
 
     /// CPU time of the server so far, in nanoseconds.
-    pub fn server_cpu_ns(&self) -> Option<u64> {
+    pub(crate) fn server_cpu_ns(&self) -> Option<u64> {
         self.server_pid
             .and_then(sys::process_cpu_ns)
             .map(|(ns, _)| ns)
     }
 
     /// CPU time of every client worker so far, in nanoseconds.
-    pub fn workers_cpu_ns(&self) -> u64 {
+    pub(crate) fn workers_cpu_ns(&self) -> u64 {
         self.workers
             .iter()
             .filter_map(|w| sys::process_cpu_ns(w.pid()))
@@ -196,17 +196,17 @@ impl Rig {
     }
 
     /// Resident memory of the server in bytes.
-    pub fn server_rss(&self) -> Option<u64> {
+    pub(crate) fn server_rss(&self) -> Option<u64> {
         self.server_pid.and_then(sys::rss_bytes)
     }
 
     /// Nanoseconds since the epoch the event timestamps use.
-    pub fn now_rel(&self) -> u64 {
+    pub(crate) fn now_rel(&self) -> u64 {
         sys::mono_ns() - self.epoch_ns
     }
 
     /// How `n` clients with indices from `first` split over the workers: `(worker, first, count)`.
-    pub fn shares(&self, first: u64, n: u32) -> Vec<(usize, u64, u32)> {
+    pub(crate) fn shares(&self, first: u64, n: u32) -> Vec<(usize, u64, u32)> {
         let k = (n.div_ceil(self.args.per_worker.max(1)) as usize).clamp(1, self.workers.len());
         let mut out = Vec::with_capacity(k);
         let mut next = first;
@@ -221,7 +221,7 @@ impl Rig {
     /// Opens `n` clients (indices from `first`) against `target`, spread over the workers,
     /// with `inflight` handshakes in flight in total.
     #[allow(clippy::too_many_arguments)]
-    pub fn connect(
+    pub(crate) fn connect(
         &mut self,
         target: &WsTarget,
         first: u64,
@@ -273,7 +273,7 @@ impl Rig {
     }
 
     /// Waits until every client of every worker reaches `targets(worker's share)`.
-    pub fn await_targets(
+    pub(crate) fn await_targets(
         &mut self,
         targets: impl Fn(usize) -> Targets,
         timeout: Duration,
@@ -309,12 +309,12 @@ impl Rig {
     }
 
     /// Waits until every client has seen sequence number (or event count) `target`.
-    pub fn await_all(&mut self, target: u64, timeout: Duration) -> Result<Awaited, String> {
+    pub(crate) fn await_all(&mut self, target: u64, timeout: Duration) -> Result<Awaited, String> {
         self.await_targets(|_| Targets::All(target), timeout)
     }
 
     /// Collects (and optionally resets) every worker's counters.
-    pub fn stats(&mut self, reset: bool) -> Result<Merged, String> {
+    pub(crate) fn stats(&mut self, reset: bool) -> Result<Merged, String> {
         let mut merged = Merged::default();
         for w in 0..self.workers.len() {
             self.workers[w].send(&Command::Stats { reset })?;
@@ -341,7 +341,7 @@ impl Rig {
     }
 
     /// Drops every client of every worker (with resets, so no TIME_WAIT piles up).
-    pub fn close_all(&mut self) -> Result<(), String> {
+    pub(crate) fn close_all(&mut self) -> Result<(), String> {
         for w in 0..self.workers.len() {
             self.workers[w].send(&Command::CloseAll)?;
         }
@@ -355,13 +355,18 @@ impl Rig {
     }
 
     /// Sends a command to worker `w` and waits for its answer.
-    pub fn ask(&mut self, w: usize, command: &Command, timeout: Duration) -> Result<Reply, String> {
+    pub(crate) fn ask(
+        &mut self,
+        w: usize,
+        command: &Command,
+        timeout: Duration,
+    ) -> Result<Reply, String> {
         self.workers[w].send(command)?;
         self.workers[w].recv(timeout + ANSWER_SLACK)
     }
 
     /// Stops the workers and the server.
-    pub fn shutdown(mut self) {
+    pub(crate) fn shutdown(mut self) {
         for worker in self.workers.drain(..) {
             worker.shutdown(&Command::Exit);
         }

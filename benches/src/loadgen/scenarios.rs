@@ -28,7 +28,7 @@ impl Rng {
 }
 
 /// (b) Every connection on its own channel; random single triggers and batches of up to ten.
-pub fn many_channels(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
+pub(crate) fn many_channels(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
     let n = rig.plan.channels;
     println!("many channels: {n} connections, one channel each");
     rig.fresh_server()?;
@@ -164,7 +164,7 @@ pub fn many_channels(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
 }
 
 /// (c) Every client connects and subscribes with a bounded number in flight.
-pub fn storm(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
+pub(crate) fn storm(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
     let n = rig.plan.storm;
     println!(
         "connection storm: {n} clients, {} in flight",
@@ -259,7 +259,7 @@ pub fn storm(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
 }
 
 /// (d) Server memory per subscribed idle connection at increasing connection counts.
-pub fn idle(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
+pub(crate) fn idle(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
     let steps = rig.plan.idle_steps.clone();
     println!("idle memory at {steps:?} connections");
     let mut per_step: Vec<Vec<f64>> = vec![Vec::new(); steps.len()];
@@ -323,7 +323,7 @@ pub fn idle(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
 }
 
 /// (e) One presence channel with many members; one member at a time leaves and joins again.
-pub fn presence(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
+pub(crate) fn presence(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
     let n = rig.plan.presence_members;
     let rounds = rig.plan.presence_rounds;
     println!("presence churn: {n} members, {rounds} leave/join rounds");

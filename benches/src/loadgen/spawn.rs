@@ -17,7 +17,7 @@ use std::time::Duration;
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A server binary started for the run.
-pub struct ServerProc {
+pub(crate) struct ServerProc {
     child: Child,
     /// Its process id (the server itself, `taskset` execs it).
     pub pid: u32,
@@ -29,7 +29,7 @@ pub struct ServerProc {
 
 impl ServerProc {
     /// Starts `bin --host 127.0.0.1 --port 0 --config FILE`, pinned to `cpu` when given.
-    pub fn spawn(
+    pub(crate) fn spawn(
         bin: &Path,
         creds: &Credentials,
         presence_members: u32,
@@ -114,18 +114,18 @@ impl ServerProc {
     }
 
     /// Whether it is still running.
-    pub fn alive(&mut self) -> bool {
+    pub(crate) fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 
     /// The last lines it wrote to stderr.
-    pub fn stderr_tail(&self) -> String {
+    pub(crate) fn stderr_tail(&self) -> String {
         let tail = self.stderr_tail.lock().expect("not poisoned");
         tail.iter().cloned().collect::<Vec<_>>().join(" | ")
     }
 
     /// SIGTERM, then SIGKILL if it has not exited within three seconds.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.terminate();
     }
 
@@ -165,7 +165,7 @@ fn taskset_available() -> bool {
 }
 
 /// Starts a floor server pinned to `cpu`; returns it and where it listens.
-pub fn spawn_floor(cpu: Option<usize>) -> Result<(ChildLink, SocketAddr), String> {
+pub(crate) fn spawn_floor(cpu: Option<usize>) -> Result<(ChildLink, SocketAddr), String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the generator binary: {e}"))?;
     let mut command = Command::new(exe);
@@ -185,7 +185,11 @@ pub fn spawn_floor(cpu: Option<usize>) -> Result<(ChildLink, SocketAddr), String
 }
 
 /// Starts a client worker (inheriting this process's CPU affinity).
-pub fn spawn_worker(index: usize, epoch_ns: u64, creds: &Credentials) -> Result<ChildLink, String> {
+pub(crate) fn spawn_worker(
+    index: usize,
+    epoch_ns: u64,
+    creds: &Credentials,
+) -> Result<ChildLink, String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the generator binary: {e}"))?;
     let mut command = Command::new(exe);
@@ -226,7 +230,7 @@ fn split_url<'a>(url: &'a str, scheme: &str) -> Result<(String, SocketAddr, &'a 
 
 /// Parses `--ws-url`: a full `ws://host:port/app/{key}?…` URL, or a base URL (with an
 /// optional path prefix) to which `/app/{key}?protocol=7` is added.
-pub fn ws_target(url: &str, key: &str) -> Result<WsTarget, String> {
+pub(crate) fn ws_target(url: &str, key: &str) -> Result<WsTarget, String> {
     let (host, addr, path) = split_url(url, "ws")?;
     let path = if path.contains("/app/") {
         if path.contains('?') {
@@ -244,7 +248,7 @@ pub fn ws_target(url: &str, key: &str) -> Result<WsTarget, String> {
 }
 
 /// Parses `--http-url` (`http://host:port[/prefix]`) into address, Host header and prefix.
-pub fn http_target(url: &str) -> Result<(SocketAddr, String, String), String> {
+pub(crate) fn http_target(url: &str) -> Result<(SocketAddr, String, String), String> {
     let (host, addr, path) = split_url(url, "http")?;
     Ok((addr, host, path.trim_end_matches('/').to_string()))
 }

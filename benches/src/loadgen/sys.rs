@@ -6,12 +6,12 @@ use std::os::fd::AsRawFd;
 
 /// Nanoseconds on `CLOCK_MONOTONIC`, which every process on the machine shares, so a timestamp
 /// taken by the publisher can be compared with one taken by a worker process.
-pub fn mono_ns() -> u64 {
+pub(crate) fn mono_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// CPU time consumed so far by the calling thread, in nanoseconds.
-pub fn thread_cpu_ns() -> u64 {
+pub(crate) fn thread_cpu_ns() -> u64 {
     clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
@@ -27,7 +27,7 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 }
 
 /// Clock ticks per second of the `utime`/`stime` fields of `/proc/PID/stat`.
-pub fn clock_ticks_per_sec() -> u64 {
+pub(crate) fn clock_ticks_per_sec() -> u64 {
     // SAFETY: sysconf only reads a configuration value.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 {
@@ -39,7 +39,7 @@ pub fn clock_ticks_per_sec() -> u64 {
 
 /// Where a CPU-time reading came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CpuSource {
+pub(crate) enum CpuSource {
     /// Sum over the process's threads of `/proc/PID/task/TID/schedstat` (nanoseconds).
     Schedstat,
     /// `utime + stime` of `/proc/PID/stat` (clock ticks, usually 10 ms each).
@@ -50,7 +50,7 @@ pub enum CpuSource {
 ///
 /// Scheduler statistics count nanoseconds; the tick counters of `/proc/PID/stat` only
 /// advance every 10 ms, too coarse for short phases. Both measure time on a CPU, not wall time.
-pub fn process_cpu_ns(pid: u32) -> Option<(u64, CpuSource)> {
+pub(crate) fn process_cpu_ns(pid: u32) -> Option<(u64, CpuSource)> {
     if let Some(ns) = schedstat_ns(pid) {
         return Some((ns, CpuSource::Schedstat));
     }
@@ -63,7 +63,7 @@ pub fn process_cpu_ns(pid: u32) -> Option<(u64, CpuSource)> {
 }
 
 /// `utime + stime` of `/proc/PID/stat`, in clock ticks.
-pub fn stat_ticks(pid: u32) -> Option<u64> {
+pub(crate) fn stat_ticks(pid: u32) -> Option<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses; fields resume after the last ')'.
     let rest = &text[text.rfind(')')? + 2..];
@@ -90,7 +90,7 @@ fn schedstat_ns(pid: u32) -> Option<u64> {
 }
 
 /// Resident set size of process `pid` in bytes (`VmRSS` of `/proc/PID/status`).
-pub fn rss_bytes(pid: u32) -> Option<u64> {
+pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -98,7 +98,7 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 /// Raises the soft open-file limit to the hard limit; returns the resulting soft limit.
-pub fn raise_nofile_limit() -> u64 {
+pub(crate) fn raise_nofile_limit() -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -122,24 +122,24 @@ pub fn raise_nofile_limit() -> u64 {
 }
 
 /// Pins the calling process (and the threads and children it starts later) to one CPU.
-pub fn pin_to_cpu(cpu: usize) -> bool {
+pub(crate) fn pin_to_cpu(cpu: usize) -> bool {
     // SAFETY: the set is zeroed and filled through libc's own macros before use.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_ZERO(&mut set);
         libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) == 0
     }
 }
 
 /// CPUs this process may run on.
-pub fn cpus_allowed() -> usize {
+pub(crate) fn cpus_allowed() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Makes the next close of `socket` send a reset instead of entering TIME_WAIT, so thousands
 /// of short-lived generator connections do not exhaust the loopback port range.
-pub fn set_linger_zero(socket: &impl AsRawFd) {
+pub(crate) fn set_linger_zero(socket: &impl AsRawFd) {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
@@ -151,14 +151,14 @@ pub fn set_linger_zero(socket: &impl AsRawFd) {
             libc::SOL_SOCKET,
             libc::SO_LINGER,
             (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            size_of::<libc::linger>() as libc::socklen_t,
         );
     }
 }
 
 /// Makes `command`'s process receive SIGTERM when the generator dies, so no server or worker
 /// outlives an interrupted run.
-pub fn die_with_parent(command: &mut std::process::Command) {
+pub(crate) fn die_with_parent(command: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches only the child being started.
     unsafe {
@@ -170,7 +170,7 @@ pub fn die_with_parent(command: &mut std::process::Command) {
 }
 
 /// Load average over the last minute, to warn when the machine is busy.
-pub fn load_average() -> Option<f64> {
+pub(crate) fn load_average() -> Option<f64> {
     fs::read_to_string("/proc/loadavg")
         .ok()?
         .split_whitespace()

@@ -54,7 +54,7 @@ enum Goal {
 }
 
 /// The worker: its clients, counters and current goal.
-pub struct Worker {
+pub(crate) struct Worker {
     shared: Shared,
     poll: Poll,
     clients: Vec<Option<Client>>,
@@ -69,7 +69,7 @@ pub struct Worker {
 
 impl Worker {
     /// A worker with no clients yet.
-    pub fn new(shared: Shared) -> io::Result<Self> {
+    pub(crate) fn new(shared: Shared) -> io::Result<Self> {
         Ok(Worker {
             shared,
             poll: Poll::new()?,
@@ -85,7 +85,7 @@ impl Worker {
     }
 
     /// Serves commands from stdin until `Exit` or the coordinator goes away.
-    pub fn run(mut self) -> Result<(), String> {
+    pub(crate) fn run(mut self) -> Result<(), String> {
         let stdin = io::stdin();
         ipc::set_nonblocking(&stdin);
         let mut lines = LineReader::new();

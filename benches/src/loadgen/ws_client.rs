@@ -22,7 +22,7 @@ const OP_PONG: u8 = 0xA;
 
 /// What a client got from the server.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     /// One complete text message.
     Text(Vec<u8>),
     /// A close frame, with its status code when it carried one.
@@ -37,7 +37,7 @@ enum State {
 }
 
 /// One client connection.
-pub struct WsConn {
+pub(crate) struct WsConn {
     stream: TcpStream,
     state: State,
     request: Vec<u8>,
@@ -52,7 +52,12 @@ pub struct WsConn {
 impl WsConn {
     /// Starts a non-blocking connect to `addr`; the handshake for `host` and `target` (path and
     /// query) goes out once the socket is writable.
-    pub fn connect(addr: SocketAddr, host: &str, target: &str, seed: u64) -> io::Result<Self> {
+    pub(crate) fn connect(
+        addr: SocketAddr,
+        host: &str,
+        target: &str,
+        seed: u64,
+    ) -> io::Result<Self> {
         let stream = TcpStream::connect(addr)?;
         let key = generate_key();
         let request = format!(
@@ -73,12 +78,12 @@ impl WsConn {
     }
 
     /// The socket, to register with a poll.
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
+    pub(crate) fn stream_mut(&mut self) -> &mut TcpStream {
         &mut self.stream
     }
 
     /// On writability: finishes the TCP connect (sending the handshake) and flushes queued bytes.
-    pub fn on_writable(&mut self) -> io::Result<()> {
+    pub(crate) fn on_writable(&mut self) -> io::Result<()> {
         if self.state == State::Connecting {
             if let Some(e) = self.stream.take_error()? {
                 return Err(e);
@@ -97,7 +102,7 @@ impl WsConn {
     }
 
     /// Reads everything available into the buffer; `Ok(false)` when the peer closed.
-    pub fn on_readable(&mut self, scratch: &mut [u8]) -> io::Result<bool> {
+    pub(crate) fn on_readable(&mut self, scratch: &mut [u8]) -> io::Result<bool> {
         loop {
             match self.stream.read(scratch) {
                 Ok(0) => return Ok(false),
@@ -120,7 +125,7 @@ impl WsConn {
     }
 
     /// The next complete message in the buffer, answering pings on the way.
-    pub fn next_message(&mut self) -> Result<Option<Incoming>, String> {
+    pub(crate) fn next_message(&mut self) -> Result<Option<Incoming>, String> {
         if self.state == State::Handshaking && !self.read_handshake()? {
             return Ok(None);
         }
@@ -169,13 +174,13 @@ impl WsConn {
     }
 
     /// Queues one masked text frame and tries to send it at once.
-    pub fn send_text(&mut self, payload: &[u8]) -> io::Result<()> {
+    pub(crate) fn send_text(&mut self, payload: &[u8]) -> io::Result<()> {
         self.queue_frame(OP_TEXT, payload);
         self.flush()
     }
 
     /// Writes queued bytes until done or the socket would block.
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         if self.state == State::Connecting {
             return Ok(());
         }
@@ -194,7 +199,7 @@ impl WsConn {
     }
 
     /// Closes with a reset (no TIME_WAIT left behind); used when a scenario is over.
-    pub fn abort(self) {
+    pub(crate) fn abort(self) {
         sys::set_linger_zero(&self.stream);
     }
 
@@ -306,14 +311,14 @@ impl WsConn {
 }
 
 /// XORs `data` with the four-byte mask, as both directions of masking require.
-pub fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
+pub(crate) fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
     for (i, byte) in data.iter_mut().enumerate() {
         *byte ^= mask[i & 3];
     }
 }
 
 /// The bytes of one unmasked server text frame carrying `payload`, as a server sends it.
-pub fn server_text_frame(payload: &[u8]) -> Vec<u8> {
+pub(crate) fn server_text_frame(payload: &[u8]) -> Vec<u8> {
     let len = payload.len();
     let mut frame = Vec::with_capacity(len + 10);
     frame.push(0x80 | OP_TEXT);

@@ -70,7 +70,7 @@ pub(crate) struct AppView {
 
 impl AppView {
     /// Applies `node`'s announcement; returns the cluster-wide transition it caused.
-    pub fn apply(&mut self, node: NodeId, change: Change) -> Option<Transition> {
+    pub(crate) fn apply(&mut self, node: NodeId, change: Change) -> Option<Transition> {
         match change {
             Change::Connections(n) => {
                 self.nodes.entry(node).or_default().connections = n;
@@ -145,7 +145,7 @@ impl AppView {
     /// Replaces everything `node` contributed with `new`; returns the transitions, in the
     /// order a client should hear them (arrivals of the new state before departures of the
     /// old, so a member present in both never flaps).
-    pub fn replace(&mut self, node: NodeId, new: Contribution) -> Vec<Transition> {
+    pub(crate) fn replace(&mut self, node: NodeId, new: Contribution) -> Vec<Transition> {
         let old = self.nodes.get(&node).cloned().unwrap_or_default();
         let mut changes = Vec::new();
         changes.push(Change::Connections(new.connections));
@@ -209,7 +209,7 @@ impl AppView {
     }
 
     /// Subscribers of `channel` summed over every node.
-    pub fn subscriber_total(&self, channel: &ChannelName) -> u64 {
+    pub(crate) fn subscriber_total(&self, channel: &ChannelName) -> u64 {
         self.nodes
             .values()
             .filter_map(|c| c.subscribers.get(channel))
@@ -217,26 +217,30 @@ impl AppView {
     }
 
     /// Subscribers of `channel` on every node but `node`.
-    pub fn subscribers_elsewhere(&self, node: NodeId, channel: &ChannelName) -> u64 {
+    pub(crate) fn subscribers_elsewhere(&self, node: NodeId, channel: &ChannelName) -> u64 {
         self.others(node)
             .filter_map(|c| c.subscribers.get(channel))
             .sum()
     }
 
     /// Connections on every node but `node`.
-    pub fn connections_elsewhere(&self, node: NodeId) -> u64 {
+    pub(crate) fn connections_elsewhere(&self, node: NodeId) -> u64 {
         self.others(node).map(|c| c.connections).sum()
     }
 
     /// Channels with subscribers on a node other than `node`.
-    pub fn channels_elsewhere(&self, node: NodeId) -> BTreeSet<&ChannelName> {
+    pub(crate) fn channels_elsewhere(&self, node: NodeId) -> BTreeSet<&ChannelName> {
         self.others(node)
             .flat_map(|c| c.subscribers.keys())
             .collect()
     }
 
     /// Members of `channel` on nodes other than `node`.
-    pub fn members_elsewhere(&self, node: NodeId, channel: &ChannelName) -> BTreeSet<&UserId> {
+    pub(crate) fn members_elsewhere(
+        &self,
+        node: NodeId,
+        channel: &ChannelName,
+    ) -> BTreeSet<&UserId> {
         self.others(node)
             .filter_map(|c| c.members.get(channel))
             .flat_map(|m| m.keys())
@@ -245,7 +249,7 @@ impl AppView {
 
     /// The cluster roster of `channel` (every node, ours included as applied), with each
     /// member's `user_info` from the lowest node holding it.
-    pub fn roster(&self, channel: &ChannelName) -> BTreeMap<&UserId, Option<&str>> {
+    pub(crate) fn roster(&self, channel: &ChannelName) -> BTreeMap<&UserId, Option<&str>> {
         let mut roster = BTreeMap::new();
         for members in self.nodes.values().filter_map(|c| c.members.get(channel)) {
             for (user, info) in members {
@@ -256,14 +260,14 @@ impl AppView {
     }
 
     /// Whether `user` is a member of `channel` on any node.
-    pub fn has_member(&self, channel: &ChannelName, user: &UserId) -> bool {
+    pub(crate) fn has_member(&self, channel: &ChannelName, user: &UserId) -> bool {
         self.nodes
             .values()
             .any(|c| c.members.get(channel).is_some_and(|m| m.contains_key(user)))
     }
 
     /// Whether `user` is signed in on any node.
-    pub fn user_online(&self, user: &UserId) -> bool {
+    pub(crate) fn user_online(&self, user: &UserId) -> bool {
         self.nodes.values().any(|c| c.users.contains(user))
     }
 

@@ -11,7 +11,12 @@ use serde_json::Value;
 ///
 /// `data` is already-serialized JSON text, placed verbatim (an app event's string, or an
 /// object for `pusher:error` / ping / pong where the SDKs expect an object).
-pub fn message(event: &str, channel: Option<&str>, data: &RawJson, user_id: Option<&str>) -> Frame {
+pub(crate) fn message(
+    event: &str,
+    channel: Option<&str>,
+    data: &RawJson,
+    user_id: Option<&str>,
+) -> Frame {
     let mut out = Vec::with_capacity(32 + event.len() + data.0.len());
     out.extend_from_slice(b"{\"event\":");
     push_json_string(&mut out, event);
@@ -31,21 +36,21 @@ pub fn message(event: &str, channel: Option<&str>, data: &RawJson, user_id: Opti
 
 /// A fragment of valid JSON text, placed verbatim into a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RawJson(pub String);
+pub(crate) struct RawJson(pub String);
 
 impl RawJson {
     /// JSON text of `value`.
-    pub fn of<T: Serialize + ?Sized>(value: &T) -> Self {
+    pub(crate) fn of<T: Serialize + ?Sized>(value: &T) -> Self {
         RawJson(serde_json::to_string(value).expect("engine values always serialize"))
     }
 
     /// JSON text of a string holding the JSON text of `value` (Pusher's double encoding).
-    pub fn stringified<T: Serialize + ?Sized>(value: &T) -> Self {
+    pub(crate) fn stringified<T: Serialize + ?Sized>(value: &T) -> Self {
         Self::string(&Self::of(value).0)
     }
 
     /// JSON text of the string `text`.
-    pub fn string(text: &str) -> Self {
+    pub(crate) fn string(text: &str) -> Self {
         let mut out = Vec::with_capacity(text.len() + 2);
         push_json_string(&mut out, text);
         RawJson(String::from_utf8(out).expect("escaping keeps UTF-8"))
@@ -58,7 +63,7 @@ fn push_json_string(out: &mut Vec<u8>, text: &str) {
 
 /// The envelope every client message shares.
 #[derive(Debug, Deserialize)]
-pub struct Envelope<'a> {
+pub(crate) struct Envelope<'a> {
     /// The event name.
     #[serde(borrow)]
     pub event: std::borrow::Cow<'a, str>,
@@ -72,10 +77,10 @@ pub struct Envelope<'a> {
 
 /// Why a client message could not be understood.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Malformed(pub String);
+pub(crate) struct Malformed(pub String);
 
 /// Parses the envelope of a text message.
-pub fn parse_envelope(text: &[u8]) -> Result<Envelope<'_>, Malformed> {
+pub(crate) fn parse_envelope(text: &[u8]) -> Result<Envelope<'_>, Malformed> {
     let text =
         std::str::from_utf8(text).map_err(|_| Malformed("message is not valid UTF-8".into()))?;
     // Serde would also read a struct from a JSON array, positionally; a message is an object.
@@ -99,7 +104,7 @@ pub fn parse_envelope(text: &[u8]) -> Result<Envelope<'_>, Malformed> {
 
 /// `pusher:subscribe` data.
 #[derive(Debug, Deserialize)]
-pub struct Subscribe {
+pub(crate) struct Subscribe {
     /// The channel to join.
     pub channel: String,
     /// `"{key}:{signature}"` for authenticated channels.
@@ -112,14 +117,14 @@ pub struct Subscribe {
 
 /// `pusher:unsubscribe` data.
 #[derive(Debug, Deserialize)]
-pub struct Unsubscribe {
+pub(crate) struct Unsubscribe {
     /// The channel to leave.
     pub channel: String,
 }
 
 /// `pusher:signin` data.
 #[derive(Debug, Deserialize)]
-pub struct Signin {
+pub(crate) struct Signin {
     /// `"{key}:{signature}"` over `socket_id::user::user_data`.
     pub auth: String,
     /// The signed user JSON, as a string.
@@ -128,7 +133,9 @@ pub struct Signin {
 
 /// Decodes a `pusher:` payload, accepting an object or a string holding one (some clients
 /// double-encode).
-pub fn parse_data<'a, T: Deserialize<'a>>(data: Option<&'a RawValue>) -> Result<T, Malformed> {
+pub(crate) fn parse_data<'a, T: Deserialize<'a>>(
+    data: Option<&'a RawValue>,
+) -> Result<T, Malformed> {
     let raw = data.ok_or_else(|| Malformed("data is missing".into()))?;
     let bad = |e: serde_json::Error| Malformed(format!("data has the wrong shape: {e}"));
     match serde_json::from_str::<T>(raw.get()) {
@@ -147,7 +154,7 @@ fn parse_owned<'a, T: Deserialize<'a>>(text: &str) -> Result<T, serde_json::Erro
 }
 
 /// A user id from presence `channel_data` or sign-in `user_data`: strings kept, numbers stringified.
-pub fn user_id_of(value: &Value) -> Option<String> {
+pub(crate) fn user_id_of(value: &Value) -> Option<String> {
     match value {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -162,7 +169,7 @@ mod tests {
     #[test]
     fn messages_escape_names_and_embed_data() {
         let frame = message("ev\"", Some("ch"), &RawJson::string("{\"a\":1}"), Some("u"));
-        let value: serde_json::Value = serde_json::from_slice(frame.payload()).unwrap();
+        let value: Value = serde_json::from_slice(frame.payload()).unwrap();
         assert_eq!(value["event"], "ev\"");
         assert_eq!(value["channel"], "ch");
         assert_eq!(value["data"], "{\"a\":1}");

@@ -7,12 +7,12 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 /// A cluster of `count` nodes on the default config, with client events enabled.
-pub fn cluster(count: usize) -> ClusterSim {
+pub(crate) fn cluster(count: usize) -> ClusterSim {
     cluster_with(count, |_| {})
 }
 
 /// A cluster whose config `edit` adjusts.
-pub fn cluster_with(count: usize, edit: impl FnOnce(&mut Config)) -> ClusterSim {
+pub(crate) fn cluster_with(count: usize, edit: impl FnOnce(&mut Config)) -> ClusterSim {
     let mut config = Config::default();
     config.apps[0].client_events = true;
     edit(&mut config);
@@ -20,24 +20,24 @@ pub fn cluster_with(count: usize, edit: impl FnOnce(&mut Config)) -> ClusterSim 
 }
 
 /// Milliseconds.
-pub fn ms(n: u64) -> Duration {
+pub(crate) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
 /// Lets the bus deliver everything in flight (a few bus delays).
-pub fn settle(cluster: &mut ClusterSim) {
+pub(crate) fn settle(cluster: &mut ClusterSim) {
     cluster.run_for(ms(50));
 }
 
 /// Connects to the default app and consumes the welcome frame.
-pub fn open(sim: &mut Simulator) -> ConnId {
+pub(crate) fn open(sim: &mut Simulator) -> ConnId {
     let conn = sim.connect("app-key");
     assert_eq!(sim.take_events(conn), ["pusher:connection_established"]);
     conn
 }
 
 /// Subscribes to a channel that needs no auth; returns the events received.
-pub fn subscribe(sim: &mut Simulator, conn: ConnId, channel: &str) -> Vec<String> {
+pub(crate) fn subscribe(sim: &mut Simulator, conn: ConnId, channel: &str) -> Vec<String> {
     let data = if channel.starts_with("private-") {
         json!({ "channel": channel, "auth": sim.private_auth(conn, channel) })
     } else {
@@ -48,14 +48,18 @@ pub fn subscribe(sim: &mut Simulator, conn: ConnId, channel: &str) -> Vec<String
 }
 
 /// Opens a connection on `sim` and joins `channel` as `user`; returns it and its roster ids.
-pub fn join_presence(sim: &mut Simulator, channel: &str, user: &str) -> (ConnId, Vec<String>) {
+pub(crate) fn join_presence(
+    sim: &mut Simulator,
+    channel: &str,
+    user: &str,
+) -> (ConnId, Vec<String>) {
     let conn = open(sim);
     let ids = subscribe_presence(sim, conn, channel, user);
     (conn, ids)
 }
 
 /// Joins `channel` as `user` on an open connection; returns the roster ids it was given.
-pub fn subscribe_presence(
+pub(crate) fn subscribe_presence(
     sim: &mut Simulator,
     conn: ConnId,
     channel: &str,
@@ -79,7 +83,7 @@ pub fn subscribe_presence(
 }
 
 /// The member events `conn` received, as `+user` / `-user`.
-pub fn member_events(sim: &mut Simulator, conn: ConnId) -> Vec<String> {
+pub(crate) fn member_events(sim: &mut Simulator, conn: ConnId) -> Vec<String> {
     sim.take(conn)
         .into_iter()
         .filter_map(|m| match m.event.as_str() {
@@ -91,14 +95,14 @@ pub fn member_events(sim: &mut Simulator, conn: ConnId) -> Vec<String> {
 }
 
 /// A signed GET of the default app's HTTP API on `sim`.
-pub fn get(sim: &mut Simulator, path: &str, params: &[(&str, &str)]) -> Value {
+pub(crate) fn get(sim: &mut Simulator, path: &str, params: &[(&str, &str)]) -> Value {
     let (status, body) = sim.signed_http("GET", &format!("/apps/app-id{path}"), params, "");
     assert_eq!(status, 200, "{body}");
     body
 }
 
 /// A signed POST of `body` to the default app's HTTP API on `sim`.
-pub fn post(sim: &mut Simulator, path: &str, body: Value) -> (u16, Value) {
+pub(crate) fn post(sim: &mut Simulator, path: &str, body: Value) -> (u16, Value) {
     sim.signed_http(
         "POST",
         &format!("/apps/app-id{path}"),

@@ -322,7 +322,7 @@ fn a_signature_from_another_apps_secret_is_refused() {
 #[test]
 fn socket_ids_stay_unique_across_many_connections() {
     let mut sim = sim();
-    let ids: std::collections::BTreeSet<String> = (0..300)
+    let ids: BTreeSet<String> = (0..300)
         .map(|_| {
             let conn = open(&mut sim);
             sim.socket_id(conn)

@@ -1,5 +1,7 @@
 //! Scenario tests: whole conversations with the engine on the simulator, with a fake clock.
 //! One test binary (one module per topic) so the suite builds and links once.
+// A test crate: helpers unwrap like the tests they serve, a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

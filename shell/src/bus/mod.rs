@@ -10,7 +10,7 @@
 //! is back, and so on. A message is only handed over between an `up` and the next `down`.
 
 mod config;
-pub mod redis_link;
+mod redis_link;
 mod shared;
 
 pub use config::{BusConfig, BusConfigError};

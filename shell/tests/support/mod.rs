@@ -1,5 +1,14 @@
 //! Starting the real `ferrocast` binary on a free loopback port, and small blocking clients.
 #![allow(dead_code, unused_macros)]
+// Test helpers unwrap like the tests they serve: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+// These tests play the client: they build its requests and read the replies as JSON, which
+// the shell itself never does (shell/clippy.toml bans it there).
+#![allow(
+    clippy::disallowed_macros,
+    clippy::disallowed_methods,
+    clippy::disallowed_types
+)]
 
 /// Turns each `fn name(workers: usize)` into the tests `name::w1` and `name::w2`: the same
 /// behaviour with one I/O worker and with two.
@@ -20,8 +29,8 @@ macro_rules! per_workers {
     };
 }
 
-pub mod redis_server;
-pub mod tcp_proxy;
+pub(crate) mod redis_server;
+pub(crate) mod tcp_proxy;
 
 use serde_json::json;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -35,12 +44,12 @@ use tungstenite::protocol::WebSocket;
 use tungstenite::Message;
 
 /// How long any single wait in these tests may take.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 static CONFIGS: AtomicUsize = AtomicUsize::new(0);
 
 /// A running server, killed when dropped.
-pub struct Server {
+pub(crate) struct Server {
     child: Child,
     /// The bound loopback address.
     pub addr: SocketAddr,
@@ -50,13 +59,13 @@ pub struct Server {
 
 impl Server {
     /// Starts the binary with the default configuration and `workers` I/O workers.
-    pub fn start(workers: usize) -> Server {
+    pub(crate) fn start(workers: usize) -> Server {
         Self::start_with(workers, None, &[], &[])
     }
 
     /// Starts the binary with `workers` I/O workers, an optional TOML file, extra flags and
     /// environment variables.
-    pub fn start_with(
+    pub(crate) fn start_with(
         workers: usize,
         config: Option<&str>,
         args: &[&str],
@@ -109,7 +118,7 @@ impl Server {
 
     /// The I/O worker that served each accepted connection so far, in order of acceptance
     /// (from the debug log).
-    pub fn accepted_by(&self) -> Vec<usize> {
+    pub(crate) fn accepted_by(&self) -> Vec<usize> {
         self.stderr()
             .lines()
             .filter(|line| line.contains(" accepted "))
@@ -124,17 +133,17 @@ impl Server {
     }
 
     /// What the server logged so far.
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
     /// The operating system process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Waits (bounded) for the process to exit.
-    pub fn wait_exit(&mut self) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self) -> ExitStatus {
         let start = Instant::now();
         while start.elapsed() < WAIT {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -146,7 +155,7 @@ impl Server {
     }
 
     /// Opens a WebSocket to `path_and_query`.
-    pub fn ws(&self, path_and_query: &str) -> WebSocket<TcpStream> {
+    pub(crate) fn ws(&self, path_and_query: &str) -> WebSocket<TcpStream> {
         let stream = self.tcp();
         let url = format!("ws://{}{}", self.addr, path_and_query);
         let (ws, _) = tungstenite::client::client(url.as_str(), stream).expect("handshake");
@@ -154,7 +163,7 @@ impl Server {
     }
 
     /// A raw TCP connection with read and write timeouts.
-    pub fn tcp(&self) -> TcpStream {
+    pub(crate) fn tcp(&self) -> TcpStream {
         let stream = TcpStream::connect(self.addr).expect("connect");
         stream.set_read_timeout(Some(WAIT)).unwrap();
         stream.set_write_timeout(Some(WAIT)).unwrap();
@@ -173,7 +182,7 @@ impl Drop for Server {
 }
 
 /// Runs the binary to completion (it must exit by itself) and returns its status and stderr.
-pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
+pub(crate) fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferrocast"))
         .args(args)
         .envs(env.iter().copied())
@@ -200,7 +209,7 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) 
 }
 
 /// Writes a configuration file that the caller's `Server` removes.
-pub fn write_config(text: &str) -> PathBuf {
+pub(crate) fn write_config(text: &str) -> PathBuf {
     let n = CONFIGS.fetch_add(1, Ordering::Relaxed);
     let path = std::env::temp_dir().join(format!("ferrocast-test-{}-{n}.toml", std::process::id()));
     std::fs::write(&path, text).expect("write config");
@@ -225,7 +234,7 @@ fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
 }
 
 /// Reads the next text message as JSON, skipping control frames.
-pub fn next_json(ws: &mut WebSocket<TcpStream>) -> serde_json::Value {
+pub(crate) fn next_json(ws: &mut WebSocket<TcpStream>) -> serde_json::Value {
     for _ in 0..100 {
         match ws.read().expect("read") {
             Message::Text(text) => return serde_json::from_str(text.as_str()).expect("JSON"),
@@ -237,7 +246,7 @@ pub fn next_json(ws: &mut WebSocket<TcpStream>) -> serde_json::Value {
 }
 
 /// Reads until a close frame and returns its code (skipping anything before it).
-pub fn close_code(ws: &mut WebSocket<TcpStream>) -> u16 {
+pub(crate) fn close_code(ws: &mut WebSocket<TcpStream>) -> u16 {
     for _ in 0..1000 {
         match ws.read() {
             Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)).unwrap_or(1005),
@@ -249,7 +258,7 @@ pub fn close_code(ws: &mut WebSocket<TcpStream>) -> u16 {
 }
 
 /// The socket id announced in `pusher:connection_established`.
-pub fn socket_id(established: &serde_json::Value) -> String {
+pub(crate) fn socket_id(established: &serde_json::Value) -> String {
     assert_eq!(established["event"], "pusher:connection_established");
     let data: serde_json::Value =
         serde_json::from_str(established["data"].as_str().expect("data is a string")).unwrap();
@@ -257,7 +266,7 @@ pub fn socket_id(established: &serde_json::Value) -> String {
 }
 
 /// One HTTP response read from a raw socket: status line, headers (lower-cased names), body.
-pub struct HttpResponse {
+pub(crate) struct HttpResponse {
     pub status_line: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -265,7 +274,7 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     /// The first header named `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -273,7 +282,7 @@ impl HttpResponse {
     }
 
     /// The status code.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         self.status_line
             .split(' ')
             .nth(1)
@@ -283,7 +292,7 @@ impl HttpResponse {
 }
 
 /// Reads one response framed by Content-Length from `reader`.
-pub fn read_response(reader: &mut BufReader<TcpStream>) -> HttpResponse {
+pub(crate) fn read_response(reader: &mut BufReader<TcpStream>) -> HttpResponse {
     let mut status_line = String::new();
     reader.read_line(&mut status_line).expect("status line");
     let mut headers = Vec::new();
@@ -312,12 +321,12 @@ pub fn read_response(reader: &mut BufReader<TcpStream>) -> HttpResponse {
 }
 
 /// Writes all of `bytes`.
-pub fn send_raw(stream: &mut TcpStream, bytes: &[u8]) {
+pub(crate) fn send_raw(stream: &mut TcpStream, bytes: &[u8]) {
     stream.write_all(bytes).expect("write");
 }
 
 /// Publishes `name` on `channel` through the HTTP API on a connection of its own.
-pub fn publish(server: &Server, channel: &str, name: &str, data: &str) {
+pub(crate) fn publish(server: &Server, channel: &str, name: &str, data: &str) {
     let body = json!({"name": name, "channel": channel, "data": data}).to_string();
     let unix_secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -14,7 +14,7 @@ static INSTANCES: AtomicUsize = AtomicUsize::new(0);
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running `redis-server`.
-pub struct RedisServer {
+pub(crate) struct RedisServer {
     child: Child,
     /// The loopback port it listens on.
     pub port: u16,
@@ -24,18 +24,18 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts `redis-server` with no persistence; fails the test (never skips it) when the
     /// binary is missing, since `test.sh` installs it.
-    pub fn start() -> RedisServer {
+    pub(crate) fn start() -> RedisServer {
         Self::start_with(&[])
     }
 
     /// Starts `redis-server` with extra arguments (`--requirepass x`, ...).
-    pub fn start_with(extra: &[&str]) -> RedisServer {
+    pub(crate) fn start_with(extra: &[&str]) -> RedisServer {
         Self::start_listening(extra, false)
     }
 
     /// Starts `redis-server` accepting only TLS connections (`rediss://`) on its port; `extra`
     /// names the certificate files (`--tls-cert-file`, `--tls-key-file`, `--tls-ca-cert-file`).
-    pub fn start_tls(extra: &[&str]) -> RedisServer {
+    pub(crate) fn start_tls(extra: &[&str]) -> RedisServer {
         Self::start_listening(extra, true)
     }
 
@@ -115,17 +115,17 @@ impl RedisServer {
     }
 
     /// `redis://127.0.0.1:PORT/0`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
     /// The server's address.
-    pub fn addr(&self) -> std::net::SocketAddr {
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// A plain client connection, for inspecting the server (`INFO`, `PUBSUB`, ...).
-    pub fn admin(&self, url: &str) -> redis::Connection {
+    pub(crate) fn admin(&self, url: &str) -> redis::Connection {
         redis::Client::open(url)
             .expect("admin URL")
             .get_connection_with_timeout(Duration::from_secs(5))

@@ -19,7 +19,7 @@ struct State {
 }
 
 /// A running proxy; stops (and drops its connections) when dropped.
-pub struct TcpProxy {
+pub(crate) struct TcpProxy {
     /// Where clients connect.
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
@@ -30,7 +30,7 @@ pub struct TcpProxy {
 
 impl TcpProxy {
     /// Forwards every connection to 127.0.0.1:`addr` from a fresh loopback port.
-    pub fn start(target: SocketAddr) -> TcpProxy {
+    pub(crate) fn start(target: SocketAddr) -> TcpProxy {
         let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0)));
         let addr = listener.local_addr().expect("proxy address");
         let state = Arc::new(Mutex::new(State {
@@ -55,12 +55,12 @@ impl TcpProxy {
     }
 
     /// `redis://` URL of the proxy.
-    pub fn redis_url(&self) -> String {
+    pub(crate) fn redis_url(&self) -> String {
         format!("redis://{}/0", self.addr)
     }
 
     /// Drops every connection and stops listening: new connects are refused.
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         let mut state = self.state.lock().unwrap();
         state.listener = None;
         for stream in state.streams.drain(..) {
@@ -69,12 +69,12 @@ impl TcpProxy {
     }
 
     /// Keeps every connection open but discards all traffic, until `restore`.
-    pub fn freeze(&self) {
+    pub(crate) fn freeze(&self) {
         self.frozen.store(true, Ordering::Relaxed);
     }
 
     /// Listens again on the same port and forwards traffic again.
-    pub fn restore(&self) {
+    pub(crate) fn restore(&self) {
         self.frozen.store(false, Ordering::Relaxed);
         let mut state = self.state.lock().unwrap();
         if state.listener.is_none() {

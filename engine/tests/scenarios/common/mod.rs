@@ -8,63 +8,63 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 /// The seed every scenario uses unless it is about seeds.
-pub const SEED: u64 = 7;
+pub(crate) const SEED: u64 = 7;
 
 /// A simulator serving the default app (`app-key` / `app-secret`).
-pub fn sim() -> Simulator {
+pub(crate) fn sim() -> Simulator {
     Simulator::new(Config::default(), SEED)
 }
 
 /// A simulator whose one app is adjusted by `edit`.
-pub fn sim_with_app(edit: impl FnOnce(&mut AppConfig)) -> Simulator {
+pub(crate) fn sim_with_app(edit: impl FnOnce(&mut AppConfig)) -> Simulator {
     let mut config = Config::default();
     edit(&mut config.apps[0]);
     Simulator::new(config, SEED)
 }
 
 /// A simulator whose server-wide settings are adjusted by `edit`.
-pub fn sim_with(edit: impl FnOnce(&mut Config)) -> Simulator {
+pub(crate) fn sim_with(edit: impl FnOnce(&mut Config)) -> Simulator {
     let mut config = Config::default();
     edit(&mut config);
     Simulator::new(config, SEED)
 }
 
 /// `n` whole seconds.
-pub fn secs(n: u64) -> Duration {
+pub(crate) fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
 /// Connects to the default app and consumes the welcome frame.
-pub fn open(sim: &mut Simulator) -> ConnId {
+pub(crate) fn open(sim: &mut Simulator) -> ConnId {
     let conn = sim.connect("app-key");
     assert_eq!(sim.take_events(conn), ["pusher:connection_established"]);
     conn
 }
 
 /// The whole frame as JSON, to check what the wire carries (e.g. `data` as a string).
-pub fn envelope(message: &Message) -> Value {
+pub(crate) fn envelope(message: &Message) -> Value {
     serde_json::from_str(&message.raw).expect("the engine sends JSON")
 }
 
 /// Sends `pusher:subscribe` with the given extra fields and returns what the client got.
-pub fn subscribe_with(sim: &mut Simulator, conn: ConnId, data: Value) -> Vec<Message> {
+pub(crate) fn subscribe_with(sim: &mut Simulator, conn: ConnId, data: Value) -> Vec<Message> {
     sim.send_json(conn, json!({"event": "pusher:subscribe", "data": data}));
     sim.take(conn)
 }
 
 /// Subscribes to a channel that needs no auth.
-pub fn subscribe(sim: &mut Simulator, conn: ConnId, channel: &str) -> Vec<Message> {
+pub(crate) fn subscribe(sim: &mut Simulator, conn: ConnId, channel: &str) -> Vec<Message> {
     subscribe_with(sim, conn, json!({ "channel": channel }))
 }
 
 /// Subscribes to a private (or encrypted) channel with a valid signature.
-pub fn subscribe_private(sim: &mut Simulator, conn: ConnId, channel: &str) -> Vec<Message> {
+pub(crate) fn subscribe_private(sim: &mut Simulator, conn: ConnId, channel: &str) -> Vec<Message> {
     let auth = sim.private_auth(conn, channel);
     subscribe_with(sim, conn, json!({ "channel": channel, "auth": auth }))
 }
 
 /// Subscribes to a presence channel with `channel_data` signed by the backend.
-pub fn subscribe_presence(
+pub(crate) fn subscribe_presence(
     sim: &mut Simulator,
     conn: ConnId,
     channel: &str,
@@ -79,12 +79,12 @@ pub fn subscribe_presence(
 }
 
 /// `{"user_id": id, "user_info": {"name": name}}` as the backend would sign it.
-pub fn member(id: &str, name: &str) -> String {
+pub(crate) fn member(id: &str, name: &str) -> String {
     json!({ "user_id": id, "user_info": { "name": name } }).to_string()
 }
 
 /// Joins a presence channel as a fresh connection; consumes its replies.
-pub fn join_presence(sim: &mut Simulator, channel: &str, user: &str) -> ConnId {
+pub(crate) fn join_presence(sim: &mut Simulator, channel: &str, user: &str) -> ConnId {
     let conn = open(sim);
     let replies = subscribe_presence(sim, conn, channel, &member(user, user));
     assert_eq!(replies[0].event, "pusher_internal:subscription_succeeded");
@@ -92,7 +92,7 @@ pub fn join_presence(sim: &mut Simulator, channel: &str, user: &str) -> ConnId {
 }
 
 /// Signs in with `user_data` signed by the backend; returns what the client got.
-pub fn signin(sim: &mut Simulator, conn: ConnId, user_data: &str) -> Vec<Message> {
+pub(crate) fn signin(sim: &mut Simulator, conn: ConnId, user_data: &str) -> Vec<Message> {
     let auth = sim.signin_auth(conn, user_data);
     sim.send_json(
         conn,
@@ -102,7 +102,7 @@ pub fn signin(sim: &mut Simulator, conn: ConnId, user_data: &str) -> Vec<Message
 }
 
 /// Sends a client event and returns nothing; read inboxes afterwards.
-pub fn trigger(sim: &mut Simulator, conn: ConnId, channel: &str, event: &str, data: Value) {
+pub(crate) fn trigger(sim: &mut Simulator, conn: ConnId, channel: &str, event: &str, data: Value) {
     sim.send_json(
         conn,
         json!({"event": event, "channel": channel, "data": data}),
@@ -110,7 +110,7 @@ pub fn trigger(sim: &mut Simulator, conn: ConnId, channel: &str, event: &str, da
 }
 
 /// Asserts `messages` is exactly one `pusher:error` with `code` and returns its message text.
-pub fn assert_error(messages: &[Message], code: Option<u16>) -> String {
+pub(crate) fn assert_error(messages: &[Message], code: Option<u16>) -> String {
     assert_eq!(
         messages.len(),
         1,
@@ -129,7 +129,7 @@ pub fn assert_error(messages: &[Message], code: Option<u16>) -> String {
 }
 
 /// Asserts `messages` is exactly one `pusher:subscription_error` on `channel`; returns its data.
-pub fn assert_subscription_error(
+pub(crate) fn assert_subscription_error(
     messages: &[Message],
     channel: &str,
     kind: &str,
@@ -150,13 +150,13 @@ pub fn assert_subscription_error(
 }
 
 /// Whether a connection still answers: `pusher:ping` gets `pusher:pong`.
-pub fn assert_alive(sim: &mut Simulator, conn: ConnId) {
+pub(crate) fn assert_alive(sim: &mut Simulator, conn: ConnId) {
     assert_eq!(sim.closed(conn), None);
     sim.send_json(conn, json!({"event": "pusher:ping", "data": {}}));
     assert_eq!(sim.take_events(conn), ["pusher:pong"]);
 }
 
 /// Asserts the engine holds no per-connection state at all.
-pub fn assert_no_state(sim: &Simulator) {
+pub(crate) fn assert_no_state(sim: &Simulator) {
     assert_eq!(sim.engine().state_counts(), StateCounts::default());
 }

@@ -16,8 +16,8 @@ const TARGETS: [(&str, Target); 5] = [
     ("config", fuzz::config),
     ("engine_ops", fuzz::engine_ops),
     ("ws_frame", fuzz::ws_frame),
-    // Raw-bytes inputs need the shell's head parser, which only the fuzz build links; the
-    // API-shaped inputs replay here in full.
+    // Raw-bytes inputs need the shell's parser, which this crate does not link: the shell's
+    // `fuzz_http_corpus` test replays them; the API-shaped inputs replay here in full.
     ("http_request", |data| fuzz::http_request(data, None)),
 ];
 

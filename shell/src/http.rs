@@ -3,6 +3,7 @@
 //! decides where a request ends, whether the connection stays open, and which transport
 //! errors (431, 413, 411, 400, 426) to answer without bothering the engine.
 
+use ferrocast_engine::HttpRequest;
 use std::fmt::Write as _;
 
 /// Size limits for parsing one request.
@@ -80,6 +81,26 @@ pub enum Parsed {
     Head(RequestHead),
     /// A request that must be refused; the connection closes after the answer.
     Refused(Refusal),
+}
+
+/// One complete request at the start of `bytes`, as the engine would be fed it: `None` when
+/// the head is partial or refused. The body is what follows the head, up to its
+/// `Content-Length`. The `http_request` fuzz target and its corpus replay parse raw bytes
+/// with it, so they exercise exactly the shell's framing.
+pub fn parse_request(bytes: &[u8], limits: &HeadLimits) -> Option<HttpRequest> {
+    let Parsed::Head(head) = parse_head(bytes, limits) else {
+        return None;
+    };
+    // A head never claims more bytes than it was parsed from (the fuzz target relies on this
+    // slice to catch a parser that does).
+    let body = &bytes[head.head_len..];
+    let body = body[..head.content_length.min(body.len())].to_vec();
+    Some(HttpRequest {
+        method: head.method,
+        path: head.path,
+        query: head.query,
+        body,
+    })
 }
 
 /// Parses a request head from the start of `buf`.

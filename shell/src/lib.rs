@@ -28,8 +28,8 @@ pub use bus::{
     BusStatsSnapshot, RedisLink,
 };
 pub use cli::Cli;
-/// The HTTP request head parser, for the `http_request` fuzz target.
-pub use http::{parse_head, HeadLimits, Parsed, Refusal, RequestHead, Upgrade};
+/// The HTTP request parser, for the `http_request` fuzz target and its corpus replay.
+pub use http::{parse_head, parse_request, HeadLimits, Parsed, Refusal, RequestHead, Upgrade};
 /// The bounded hand-off queue, for the loom models.
 pub use queue::{bounded as bounded_queue, ProducerWake, Received, Receiver, Sender, Unsent};
 pub use server::Server;

@@ -526,6 +526,28 @@ mod tests {
     }
 
     #[test]
+    fn a_leave_due_round_trips_for_channels_and_members() {
+        let channel = ChannelName::parse("presence-room", 200).unwrap();
+        let token = LeaveToken {
+            node: NodeId(2),
+            seq: LeaveToken::DEATH,
+        };
+        for key in [
+            LeaveKey::Vacated(channel.clone()),
+            LeaveKey::MemberRemoved(channel.clone(), UserId::new("u").unwrap()),
+        ] {
+            let message = BusMessage {
+                node: NodeId(1),
+                seq: 9,
+                app: Some(AppId::new("app-id")),
+                body: Body::LeaveDue { key, token },
+            };
+            let bytes = encode("ferrocast", &message);
+            assert_eq!(decode("ferrocast", &bytes), Ok(message));
+        }
+    }
+
+    #[test]
     fn node_wide_bodies_carry_no_app() {
         let heartbeat = BusMessage {
             node: NodeId(1),

@@ -2,6 +2,7 @@
 
 mod client_events;
 mod cluster;
+mod cluster_webhooks;
 mod connect;
 mod http_api;
 mod http_handlers;
@@ -123,6 +124,12 @@ enum Due {
     CacheExpiry(AppId, ChannelName),
     /// Time for a cluster node's heartbeat and its check of the other nodes.
     ClusterHeartbeat,
+    /// The leave delay of a pending cluster leave this node owns has passed.
+    ClusterLeave(
+        AppId,
+        crate::cluster::message::LeaveKey,
+        crate::cluster::message::LeaveToken,
+    ),
 }
 
 /// Counts of live state, for leak checks in tests and simulators.
@@ -276,7 +283,8 @@ impl Engine {
             users: self.apps.values().map(|a| a.users.len()).sum(),
             watched_users: self.apps.values().map(|a| a.watchers.len()).sum(),
             cached_events: self.apps.values().map(|a| a.cache.len()).sum(),
-            webhook_entries: self.apps.values().map(|a| a.webhooks.len()).sum(),
+            webhook_entries: self.apps.values().map(|a| a.webhooks.len()).sum::<usize>()
+                + self.cluster_hooks_len(),
         }
     }
 
@@ -423,6 +431,7 @@ impl Engine {
                 }
                 Due::CacheExpiry(app, channel) => self.cache_expired(&app, &channel),
                 Due::ClusterHeartbeat => self.cluster_heartbeat(),
+                Due::ClusterLeave(app, key, token) => self.cluster_leave_due(&app, key, token),
             }
         }
     }

@@ -71,6 +71,30 @@ pub(crate) enum Body {
     SnapshotRequest { of: NodeId },
     /// The app's backend terminated this user's connections.
     TerminateUser(UserId),
+    /// The leave delay of a pending `channel_vacated`/`member_removed` passed at its owner:
+    /// every node resolves the pending leave named by `token` here, in bus order.
+    LeaveDue { key: LeaveKey, token: LeaveToken },
+}
+
+/// A webhook held back by the leave delay: a channel's `channel_vacated` or a member's
+/// `member_removed`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum LeaveKey {
+    Vacated(ChannelName),
+    MemberRemoved(ChannelName, UserId),
+}
+
+/// Names one pending leave the same way on every node: the bus message that caused it (its
+/// sender and sequence number), or a dead node (sequence [`LeaveToken::DEATH`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct LeaveToken {
+    pub node: NodeId,
+    pub seq: u64,
+}
+
+impl LeaveToken {
+    /// The sequence number of a token for a leave caused by `node`'s death.
+    pub const DEATH: u64 = u64::MAX;
 }
 
 /// Why a message was dropped.
@@ -126,6 +150,14 @@ enum WireBody {
     SnapshotRequest { of: u64 },
     #[serde(rename = "term")]
     TerminateUser { u: String },
+    #[serde(rename = "ld")]
+    LeaveDue {
+        c: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        u: Option<String>,
+        tn: u64,
+        ts: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -249,6 +281,18 @@ fn wire_body(body: &Body) -> WireBody {
         Body::TerminateUser(user) => WireBody::TerminateUser {
             u: user.as_str().to_owned(),
         },
+        Body::LeaveDue { key, token } => {
+            let (c, u) = match key {
+                LeaveKey::Vacated(channel) => (channel, None),
+                LeaveKey::MemberRemoved(channel, user) => (channel, Some(user)),
+            };
+            WireBody::LeaveDue {
+                c: c.as_str().to_owned(),
+                u: u.map(|u| u.as_str().to_owned()),
+                tn: token.node.0,
+                ts: token.seq,
+            }
+        }
     }
 }
 
@@ -362,6 +406,16 @@ fn typed_body(body: WireBody) -> Option<Body> {
         WireBody::Heartbeat => Body::Heartbeat,
         WireBody::SnapshotRequest { of } => Body::SnapshotRequest { of: NodeId(of) },
         WireBody::TerminateUser { u } => Body::TerminateUser(UserId::new(&u)?),
+        WireBody::LeaveDue { c, u, tn, ts } => Body::LeaveDue {
+            key: match u {
+                None => LeaveKey::Vacated(channel(&c)?),
+                Some(u) => LeaveKey::MemberRemoved(channel(&c)?, UserId::new(&u)?),
+            },
+            token: LeaveToken {
+                node: NodeId(tn),
+                seq: ts,
+            },
+        },
     })
 }
 
@@ -468,6 +522,28 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(garbage)
             );
+        }
+    }
+
+    #[test]
+    fn a_leave_due_round_trips_for_channels_and_members() {
+        let channel = ChannelName::parse("presence-room", 200).unwrap();
+        let token = LeaveToken {
+            node: NodeId(2),
+            seq: LeaveToken::DEATH,
+        };
+        for key in [
+            LeaveKey::Vacated(channel.clone()),
+            LeaveKey::MemberRemoved(channel.clone(), UserId::new("u").unwrap()),
+        ] {
+            let message = BusMessage {
+                node: NodeId(1),
+                seq: 9,
+                app: Some(AppId::new("app-id")),
+                body: Body::LeaveDue { key, token },
+            };
+            let bytes = encode("ferrocast", &message);
+            assert_eq!(decode("ferrocast", &bytes), Ok(message));
         }
     }
 

@@ -23,6 +23,42 @@
 //! our side of a broken link). On [`crate::Input::BusUp`] it publishes a snapshot asking the
 //! others for theirs; snapshots replace a node's contributions and clients are told only
 //! the differences.
+//!
+//! # Webhooks
+//!
+//! Each webhook is sent by one node. Every node keeps the same ledger per app (channels the
+//! backend was told are occupied, `channel_vacated`/`member_removed` waiting out the leave
+//! delay), changed only by cluster-wide transitions in bus order, so every node agrees which
+//! bus message caused each one:
+//!
+//! - A transition caused by a node's delta is reported by that node: `channel_occupied`,
+//!   `member_added` and the start of a delayed leave. `subscription_count` carries the
+//!   cluster-wide total, reported by the node whose count changed; every node tells its own
+//!   subscribers that total (`pusher_internal:subscription_count`) as it applies it.
+//! - A delayed leave is owned by the node that caused it, which alone times it. When the
+//!   delay has passed it publishes a `LeaveDue` naming the leave by its cause (sender and
+//!   sequence number); every node resolves the leave when that message arrives, and the
+//!   owner sends the webhook. A return through any node ordered before the `LeaveDue` on
+//!   the bus cancels the leave everywhere (no `member_removed`, no second `member_added`);
+//!   one ordered after it is a new arrival everywhere. So the decision at the 3 s boundary
+//!   is the bus's, the same on every node.
+//! - A node's death (its silence for `node_timeout`) is reported by the lowest live node,
+//!   which also adopts the leaves the dead node was timing (the delay still counts from the
+//!   leave). `client_event` is reported by the node the client sent it to, `cache_miss` by
+//!   the node of the subscriber: neither is a cluster transition.
+//! - In local mode a node applies and reports its own transitions at once, and resolves its
+//!   delayed leaves without the bus. Differences learnt from snapshots (a node joining, or
+//!   the heal after an outage) are applied to the ledger without being reported: they were
+//!   reported in local mode by the node that made them, or are old news to the backend.
+//!
+//! Limits, all confined to failures: the backend can miss or get twice an event about a
+//! channel or member that changed on both sides of a split while the bus was down (each side
+//! reported what it saw; e.g. a channel emptied on both sides is not reported vacated until
+//! its next occupancy cycle); a node restarted within `node_timeout` does not report the
+//! departure of what its previous incarnation held (its snapshot replaces it silently);
+//! events a node had batched but not yet posted when it died are lost with it, and two nodes
+//! that briefly disagree on which node is lowest alive may both report a death.
+//! All nodes of a cluster must share the apps' webhook configuration.
 
 pub(crate) mod message;
 pub(crate) mod view;

@@ -21,7 +21,7 @@
 //! ```
 
 use super::NodeId;
-use crate::interface::Input;
+use crate::interface::{Input, WebhookDelivery};
 use crate::rng::SplitMix64;
 use crate::sim::Simulator;
 use crate::Config;
@@ -154,6 +154,16 @@ impl ClusterSim {
             .sim
             .input(Input::BusUp)
             .expect("bus input");
+    }
+
+    /// Takes the webhook POSTs every node sent so far (killed nodes' before their death
+    /// included), with the index of the node that sent each.
+    pub fn take_webhooks(&mut self) -> Vec<(usize, WebhookDelivery)> {
+        let mut all = Vec::new();
+        for (index, node) in self.nodes.iter_mut().enumerate() {
+            all.extend(node.sim.take_webhooks().into_iter().map(|w| (index, w)));
+        }
+        all
     }
 
     /// Hands raw bytes to node `index` as if they came from the bus.

@@ -52,10 +52,13 @@ pub(crate) enum Transition {
     },
     /// The user's last node left the presence channel.
     MemberRemoved { channel: ChannelName, user: UserId },
-    /// The channel got its first subscriber anywhere.
-    Occupied(ChannelName),
-    /// The channel lost its last subscriber anywhere.
-    Vacated(ChannelName),
+    /// The channel's subscriber total over every node went from `was` to `now` (from or to
+    /// zero is the channel becoming occupied or vacated).
+    Subscribers {
+        channel: ChannelName,
+        was: u64,
+        now: u64,
+    },
     /// The user signed in on its first node.
     UserOnline(UserId),
     /// The user signed out of its last node.
@@ -77,19 +80,15 @@ impl AppView {
                 None
             }
             Change::Subscribers(channel, n) => {
-                let before = self.subscriber_total(&channel) > 0;
+                let was = self.subscriber_total(&channel);
                 let subscribers = &mut self.nodes.entry(node).or_default().subscribers;
                 if n == 0 {
                     subscribers.remove(&channel);
                 } else {
                     subscribers.insert(channel.clone(), n);
                 }
-                let after = self.subscriber_total(&channel) > 0;
-                match (before, after) {
-                    (false, true) => Some(Transition::Occupied(channel)),
-                    (true, false) => Some(Transition::Vacated(channel)),
-                    _ => None,
-                }
+                let now = self.subscriber_total(&channel);
+                (was != now).then_some(Transition::Subscribers { channel, was, now })
             }
             Change::Member {
                 channel,
@@ -318,17 +317,19 @@ mod tests {
     fn occupancy_is_the_sum_over_nodes() {
         let mut view = AppView::default();
         let (a, b) = (NodeId(1), NodeId(2));
-        assert_eq!(
-            view.apply(a, Change::Subscribers(room(), 2)),
-            Some(Transition::Occupied(room()))
-        );
-        assert_eq!(view.apply(b, Change::Subscribers(room(), 1)), None);
-        assert_eq!(view.apply(a, Change::Subscribers(room(), 0)), None);
+        let total = |was, now| {
+            Some(Transition::Subscribers {
+                channel: room(),
+                was,
+                now,
+            })
+        };
+        assert_eq!(view.apply(a, Change::Subscribers(room(), 2)), total(0, 2));
+        assert_eq!(view.apply(b, Change::Subscribers(room(), 1)), total(2, 3));
+        assert_eq!(view.apply(b, Change::Subscribers(room(), 1)), None, "same");
+        assert_eq!(view.apply(a, Change::Subscribers(room(), 0)), total(3, 1));
         assert_eq!(view.subscriber_total(&room()), 1);
-        assert_eq!(
-            view.apply(b, Change::Subscribers(room(), 0)),
-            Some(Transition::Vacated(room()))
-        );
+        assert_eq!(view.apply(b, Change::Subscribers(room(), 0)), total(1, 0));
     }
 
     #[test]

@@ -4,10 +4,11 @@
 //! Every hook here is a no-op for a single-node engine (`cluster` is `None`), so a server
 //! without a cluster behaves exactly as it did before clustering existed.
 
+use super::cluster_webhooks::ClusterHooks;
 use super::{Due, Engine};
 use crate::channels::{member_added_data, member_removed_data, Roster};
 use crate::close_code::CloseCode;
-use crate::cluster::message::{self, Body, BusEvent, BusMessage, Rejection};
+use crate::cluster::message::{self, Body, BusEvent, BusMessage, LeaveToken, Rejection};
 use crate::cluster::view::{AppView, Change, Contribution, Transition};
 use crate::cluster::{BusStats, ClusterConfig, NodeId};
 use crate::config::Config;
@@ -21,18 +22,41 @@ use std::time::{Duration, Instant};
 
 /// A node's cluster bookkeeping.
 pub(super) struct ClusterState {
-    node: NodeId,
+    pub(super) node: NodeId,
     config: ClusterConfig,
     /// Our link to the bus works: changes go through it (local mode otherwise).
-    bus_up: bool,
+    pub(super) bus_up: bool,
     /// The sequence number of our next message.
     next_seq: u64,
     peers: BTreeMap<NodeId, Peer>,
+    /// Which webhooks were sent and which leaves are pending, per app, alike on every node.
+    pub(super) hooks: BTreeMap<AppId, ClusterHooks>,
+    /// Numbers the changes applied in local mode (see [`Cause::Message`]).
+    local_changes: u64,
     views: BTreeMap<AppId, AppView>,
     /// Our changes of this input, published as one delta per app when the input is done.
     pending: BTreeMap<AppId, Vec<Change>>,
     stats: BusStats,
     heartbeat: Option<TimerKey>,
+}
+
+impl ClusterState {
+    /// A fresh name for a change applied at once, in local mode.
+    fn local_cause(&mut self) -> Cause {
+        self.local_changes += 1;
+        Cause::Message(LeaveToken {
+            node: self.node,
+            seq: LOCAL_CHANGE | self.local_changes,
+        })
+    }
+
+    /// The lowest node id this node counts as alive (itself included).
+    pub(super) fn lowest_live(&self) -> NodeId {
+        self.peers
+            .keys()
+            .next()
+            .map_or(self.node, |&peer| peer.min(self.node))
+    }
 }
 
 /// What we know of another node's stream.
@@ -41,14 +65,22 @@ struct Peer {
     last_heard: Instant,
 }
 
-/// Who caused a cluster-wide transition (the node that reports it to the backend).
+/// What caused a cluster-wide transition, which decides the node that reports it to the
+/// backend (see [`crate::cluster`], "Webhooks").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Cause {
-    /// A message of this node.
-    Node(NodeId),
-    /// A node's death or a snapshot's replacement: the lowest live node reports it.
-    Cluster,
+    /// A delta of the named bus message (or a change applied at once in local mode, named
+    /// by a sequence number with the top bit set): its sender reports it.
+    Message(LeaveToken),
+    /// A snapshot: a resynchronisation after a join or an outage, which nobody reports.
+    Snapshot,
+    /// The named node's death, noticed by its silence: the lowest live node reports it.
+    Death(NodeId),
 }
+
+/// The top bit marks the names of changes applied in local mode, so they never equal the
+/// sequence number of a bus message.
+const LOCAL_CHANGE: u64 = 1 << 63;
 
 impl Engine {
     /// An engine that is node `node` of a cluster configured by `config.cluster`. It starts
@@ -66,6 +98,8 @@ impl Engine {
             next_seq: 1,
             peers: BTreeMap::new(),
             views,
+            hooks: BTreeMap::new(),
+            local_changes: 0,
             pending: BTreeMap::new(),
             stats: BusStats::default(),
             heartbeat: None,
@@ -120,8 +154,9 @@ impl Engine {
         if cluster.bus_up {
             cluster.pending.entry(app.clone()).or_default().push(change);
         } else {
+            let cause = cluster.local_cause();
             let node = cluster.node;
-            self.apply_change(app, node, change, Cause::Node(node));
+            self.apply_change(app, node, change, cause);
         }
     }
 
@@ -131,7 +166,7 @@ impl Engine {
     }
 
     /// Puts one message on the bus (nothing while the link is down: it would be lost).
-    fn bus_publish(&mut self, app: Option<AppId>, body: Body) {
+    pub(super) fn bus_publish(&mut self, app: Option<AppId>, body: Body) {
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
@@ -237,11 +272,13 @@ impl Engine {
         cluster.stats.bus_downs += 1;
         cluster.pending.clear();
         let node = cluster.node;
+        let cause = cluster.local_cause();
         let apps: Vec<AppId> = self.apps.keys().cloned().collect();
         for app in apps {
             let live = self.live_contribution(&app);
-            self.replace_contribution(&app, node, live, Cause::Node(node));
+            self.replace_contribution(&app, node, live, cause);
         }
+        self.resolve_unechoed_leaves();
     }
 
     /// [`crate::Input::Bus`]: one message from the bus (ours included).
@@ -300,9 +337,16 @@ impl Engine {
                 Some(app),
             ) if !own => self.relay_remote_client_event(&app, &channel, &event, &data, user),
             (Body::Delta(changes), Some(app)) => {
+                let cause = Cause::Message(LeaveToken {
+                    node,
+                    seq: message.seq,
+                });
                 for change in changes {
-                    self.apply_change(&app, node, change, Cause::Node(node));
+                    self.apply_change(&app, node, change, cause);
                 }
+            }
+            (Body::LeaveDue { key, token }, Some(app)) => {
+                self.resolve_leave(&app, key, token, node);
             }
             (Body::Snapshot { reply_wanted, apps }, None) => {
                 self.apply_snapshot(node, apps);
@@ -360,7 +404,7 @@ impl Engine {
         let ours: Vec<AppId> = self.apps.keys().cloned().collect();
         for app in ours {
             let contribution = apps.remove(&app).unwrap_or_default();
-            self.replace_contribution(&app, node, contribution, Cause::Cluster);
+            self.replace_contribution(&app, node, contribution, Cause::Snapshot);
         }
     }
 
@@ -414,7 +458,7 @@ impl Engine {
 
     /// Tells local clients (and, once per cluster, the backend) about a cluster-wide change.
     fn on_transition(&mut self, app: &AppId, transition: Transition, cause: Cause) {
-        let _ = cause;
+        self.cluster_webhooks_on(app, &transition, cause);
         match transition {
             Transition::MemberAdded {
                 channel,
@@ -436,7 +480,10 @@ impl Engine {
             }
             Transition::UserOnline(user) => self.notify_watchers(app, &user, "online", None),
             Transition::UserOffline(user) => self.notify_watchers(app, &user, "offline", None),
-            Transition::Occupied(_) | Transition::Vacated(_) => {}
+            Transition::Subscribers { channel, now, .. } => {
+                // Every node tells its own subscribers; the webhook went with the ledger.
+                self.tell_subscription_count(app, &channel, now as usize);
+            }
         }
     }
 
@@ -549,8 +596,9 @@ impl Engine {
         let apps: Vec<AppId> = self.apps.keys().cloned().collect();
         for node in dead {
             for app in &apps {
-                self.replace_contribution(app, node, Contribution::default(), Cause::Cluster);
+                self.replace_contribution(app, node, Contribution::default(), Cause::Death(node));
             }
+            self.adopt_leaves_of(node);
         }
     }
 

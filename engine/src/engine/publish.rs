@@ -99,19 +99,34 @@ impl Engine {
     }
 
     /// After a subscriber count change: tell the subscribers (when enabled) and the backend.
+    /// A cluster node only records its new count: both follow the cluster-wide total as it
+    /// is applied in bus order (see `on_transition`).
     pub(super) fn subscription_count_changed(&mut self, app: &AppId, channel: &ChannelName) {
         let count = self.apps[app]
             .channels
             .get(channel)
             .map_or(0, |c| c.subscriber_count());
         self.cluster_record(app, Change::Subscribers(channel.clone(), count as u64));
-        if channel.kind() == ChannelKind::Presence {
+        if self.clustered() || channel.kind() == ChannelKind::Presence {
             return;
         }
         self.with_webhooks(app, |hooks, cx| {
             hooks.handle_subscription_count(channel, count, cx)
         });
-        if !self.apps[app].config.subscription_count_events {
+        self.tell_subscription_count(app, channel, count);
+    }
+
+    /// `pusher_internal:subscription_count` to the local subscribers of a non-presence
+    /// channel, when the app enables it.
+    pub(super) fn tell_subscription_count(
+        &mut self,
+        app: &AppId,
+        channel: &ChannelName,
+        count: usize,
+    ) {
+        if channel.kind() == ChannelKind::Presence
+            || !self.apps[app].config.subscription_count_events
+        {
             return;
         }
         let Some(entry) = self

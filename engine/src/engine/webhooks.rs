@@ -253,8 +253,13 @@ impl Webhooks {
         );
     }
 
+    /// How long `channel_vacated` and `member_removed` are held back.
+    pub(super) fn leave_delay(&self) -> Duration {
+        self.leave_delay
+    }
+
     /// Builds and gathers an event of `kind` for the next batch, when anyone wants that kind.
-    fn queue(
+    pub(super) fn queue(
         &mut self,
         kind: WebhookKind,
         build: impl FnOnce() -> WebhookEvent,

@@ -103,3 +103,51 @@ fn apps_sharing_the_bus_never_see_each_others_events() {
     assert!(cluster.node(1).take_events(other_app).is_empty());
     assert_eq!(cluster.node(1).take_events(same_app), ["update"]);
 }
+
+#[test]
+fn apps_sharing_the_bus_never_see_each_others_members_or_counts() {
+    let mut cluster = cluster_with(2, |config| {
+        let mut other = config.apps[0].clone();
+        (other.id, other.key, other.secret) = ("2".into(), "key-2".into(), "secret-2".into());
+        config.apps.push(other);
+    });
+    let (observer, _) = join_presence(cluster.node(0), "presence-room", "watcher");
+    settle(&mut cluster);
+    member_events(cluster.node(0), observer);
+
+    // The other app's member and subscriber, on the other node, on the same channel names.
+    let stranger = cluster.node(1).connect("key-2");
+    cluster.node(1).take(stranger);
+    let channel_data = json!({"user_id": "stranger"}).to_string();
+    let auth = cluster
+        .node(1)
+        .presence_auth(stranger, "presence-room", &channel_data);
+    cluster.node(1).send_json(
+        stranger,
+        json!({"event": "pusher:subscribe", "data": {"channel": "presence-room", "auth": auth, "channel_data": channel_data}}),
+    );
+    let joined = cluster.node(1).take_events(stranger);
+    assert_eq!(joined, ["pusher_internal:subscription_succeeded"]);
+    let subscribed = subscribe(cluster.node(1), stranger, "news");
+    assert_eq!(subscribed, ["pusher_internal:subscription_succeeded"]);
+    settle(&mut cluster);
+
+    assert!(member_events(cluster.node(0), observer).is_empty());
+    for node in 0..2 {
+        let users = get(cluster.node(node), "/channels/presence-room/users", &[]);
+        assert_eq!(users, json!({"users": [{"id": "watcher"}]}), "node {node}");
+        let news = get(
+            cluster.node(node),
+            "/channels/news",
+            &[("info", "subscription_count")],
+        );
+        assert_eq!(
+            news,
+            json!({"occupied": false, "subscription_count": 0}),
+            "node {node}"
+        );
+    }
+    let (late, ids) = join_presence(cluster.node(1), "presence-room", "late");
+    assert_eq!(ids, ["late", "watcher"]);
+    let _ = late;
+}

@@ -8,3 +8,4 @@ mod fan_out;
 mod liveness;
 mod presence;
 mod queries;
+mod webhooks;

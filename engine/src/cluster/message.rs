@@ -94,7 +94,7 @@ pub(crate) struct LeaveToken {
 
 impl LeaveToken {
     /// The sequence number of a token for a leave caused by `node`'s death.
-    pub const DEATH: u64 = u64::MAX;
+    pub(crate) const DEATH: u64 = u64::MAX;
 }
 
 /// Why a message was dropped.

@@ -1,4 +1,6 @@
 //! Cluster scenarios: several engines over the simulated bus, with a fake clock.
+// A test crate: helpers unwrap like the tests they serve, a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod cli;
+pub mod cluster;
 pub mod conn;
 pub mod door;
 pub mod engine_thread;

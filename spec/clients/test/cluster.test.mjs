@@ -538,7 +538,10 @@ describe('a cluster of three nodes over Redis', { timeout: 110_000 }, () => {
     const news = 'outage-news';
     const leaver = await rawMember(nodes.A, channel, 'o-leaver');
     const watcherA = await rawMember(nodes.A, channel, 'o-watch-a');
+    // C joins once it knows A's members, so that its own roster is the whole one.
+    await eventually(async () => (await usersOn(nodes.C, channel)).length === 2, 'C to see A\'s members');
     const watcherC = await rawMember(nodes.C, channel, 'o-watch-c');
+    assert.deepEqual([...watcherC.presence.ids].sort(), ['o-leaver', 'o-watch-a', 'o-watch-c']);
     const newsA = await rawSubscribed(nodes.A, news);
     const newsC = await rawSubscribed(nodes.C, news);
     await watcherA.raw.event('pusher_internal:member_added', (m) => m.data.user_id === 'o-watch-c');

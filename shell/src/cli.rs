@@ -1,16 +1,18 @@
 //! The command line. The settings' flags come from the structs in [`crate::settings`], flattened
 //! here, so that every setting is declared once; this file adds only what is not a setting.
 
-use crate::settings::{EngineOverrides, FirstAppOverrides, Overrides, ServerSettings};
+use crate::settings::{
+    ClusterOverrides, EngineOverrides, FirstAppOverrides, Overrides, ServerSettings,
+};
 use clap::{CommandFactory, FromArgMatches, Parser};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// Ferrocast: a Pusher Channels compatible real-time server.
 ///
-/// Every `[server]` setting, `path_prefix` and the first app's credentials are a flag, an
-/// environment variable and a key of the TOML file; a flag beats its variable, which beats the
-/// file, which beats the default.
+/// Every `[server]` and `[cluster]` setting, `path_prefix` and the first app's credentials are
+/// a flag, an environment variable and a key of the TOML file; a flag beats its variable, which
+/// beats the file, which beats the default.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "ferrocast", version, about, long_about = None)]
 pub struct Cli {
@@ -34,6 +36,10 @@ pub struct Cli {
     #[command(flatten)]
     first_app: FirstAppOverrides,
 
+    /// The `[cluster]` settings that have a flag.
+    #[command(flatten)]
+    cluster: ClusterOverrides,
+
     /// The settings given as flags or environment variables, for `Settings::load`.
     #[arg(skip)]
     pub overrides: Overrides,
@@ -53,7 +59,13 @@ impl Cli {
     {
         let matches = Cli::command().try_get_matches_from(args)?;
         let mut cli = Cli::from_arg_matches(&matches)?;
-        cli.overrides = Overrides::given(&cli.server, &cli.engine, &cli.first_app, &matches);
+        cli.overrides = Overrides::given(
+            &cli.server,
+            &cli.engine,
+            &cli.first_app,
+            &cli.cluster,
+            &matches,
+        );
         Ok(cli)
     }
 }

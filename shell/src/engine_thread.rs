@@ -3,10 +3,12 @@
 //! It sleeps on the door (`to_engine`) until a feeder hands it inputs or the engine's next
 //! timer is due, stamps what it took with one [`Moment`], feeds every input (draining the
 //! outputs after each, as the engine requires), routes addressed outputs into per-feeder
-//! lanes, gives webhooks to their sink, and finally hands each feeder its lane at once.
+//! lanes, gives webhooks to their sink and bus messages to the cluster link, and finally
+//! hands each feeder its lane at once.
 //! [`EngineCore`] is that feeding and routing without the thread: a single worker runs it
 //! inline.
 
+use crate::bus::BusSender;
 use crate::queue::{Received, Receiver};
 use crate::route::Router;
 use crate::webhook::WebhookSink;
@@ -20,6 +22,8 @@ pub(crate) struct EngineCore {
     /// Where connection outputs go.
     pub router: Router,
     webhooks: Box<dyn WebhookSink + Send>,
+    /// Where bus messages go, for a cluster node.
+    bus: Option<BusSender>,
     /// When the engine wants a `Tick`.
     wake: Option<Instant>,
 }
@@ -35,8 +39,15 @@ impl EngineCore {
             engine,
             router,
             webhooks,
+            bus: None,
             wake: None,
         }
+    }
+
+    /// Makes this a cluster node's core: the engine's bus messages go to `bus`.
+    pub(crate) fn with_bus(mut self, bus: BusSender) -> Self {
+        self.bus = Some(bus);
+        self
     }
 
     /// When the engine wants [`Input::Tick`].
@@ -66,6 +77,11 @@ impl EngineCore {
                     frame,
                 } => self.router.broadcast(conns, except, frame),
                 Output::Webhook(delivery) => self.webhooks.deliver(delivery),
+                // Taken here, before routing: a bus message has no connection to go to.
+                Output::Bus(message) => match &self.bus {
+                    Some(bus) => bus.send(message),
+                    None => tracing::warn!("a bus message from an engine with no cluster link"),
+                },
                 Output::Timeout(at) => {
                     self.wake = at;
                     return;

@@ -6,6 +6,7 @@
 
 mod bus;
 mod cli;
+mod cluster;
 mod conn;
 mod door;
 mod engine_thread;

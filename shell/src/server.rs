@@ -8,12 +8,16 @@
 //!  sockets ⇄ I/O worker 1                          ├──── to_engine ───────▶ │ engine thread │
 //!  sockets ⇄ I/O worker W-1                        ┘ ◀── one to_worker ──── └──────────────┘
 //!  supervisor (signals → Input::Shutdown) ─────────────▶ to_engine   per worker   │ webhook_queue
+//!  cluster bus (Redis → Input::Bus/BusUp/BusDown) ─────▶ to_engine                │ Output::Bus → PUBLISH
 //!                                                                   webhook threads ◀┘
 //! ```
 //!
 //! The supervisor watches every thread the server starts: the engine thread, the workers, the
-//! webhook delivery threads and the signal thread.
+//! webhook delivery threads and the signal thread. With a Redis URL the engine is a cluster
+//! node with a random id, and the bus link is one more feeder (see [`crate::cluster`]);
+//! without one the server is a single node and needs no Redis.
 
+use crate::cluster::{random_node_id, ClusterLink};
 use crate::engine_thread::{random_seed, EngineCore, EngineThread};
 use crate::queue::{self, Sender};
 use crate::route::Router;
@@ -131,8 +135,23 @@ impl Server {
         let (notices_tx, notices) = mpsc::channel();
         let mut threads = Vec::with_capacity(count + 1);
 
-        let engine = Engine::new(self.settings.engine.clone(), random_seed());
-        let core = EngineCore::new(engine, Router::new(to_workers.clone()), webhooks);
+        let config = self.settings.engine.clone();
+        let cluster = match self.settings.bus_config() {
+            None => None,
+            Some(bus) => {
+                let bus = bus.map_err(io::Error::other)?;
+                let node = random_node_id();
+                Some(ClusterLink::start(node, bus, to_engine.clone()).map_err(io::Error::other)?)
+            }
+        };
+        let engine = match &cluster {
+            Some(link) => Engine::new_node(config, random_seed(), link.node()),
+            None => Engine::new(config, random_seed()),
+        };
+        let mut core = EngineCore::new(engine, Router::new(to_workers.clone()), webhooks);
+        if let Some(link) = &cluster {
+            core = core.with_bus(link.sender());
+        }
         let mut inline = None;
         if engine_thread {
             threads.push(supervisor::spawn(
@@ -205,6 +224,12 @@ impl Server {
             webhook_linger: Duration::from_millis(self.settings.server.close_linger_ms),
         };
         let outcome = supervisor::watch(&notices, &watched, &mut crew);
+        if let Some(link) = cluster {
+            // Closed first (again, harmlessly, after a clean stop): a subscriber waiting for
+            // room in the door is released, so the link's threads can be joined.
+            crew.to_engine.close();
+            link.stop();
+        }
         if let Some((handle, thread)) = signals {
             handle.close();
             let _ = thread.join();

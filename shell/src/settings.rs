@@ -6,6 +6,7 @@
 //! its `default_value` its built-in default. The layers are merged key by key, lowest first:
 //! built-in defaults, the file, environment variables, flags (clap ranks the last two).
 
+use crate::bus::{redact_url, BusConfig, BusConfigError};
 use crate::conn::ConnLimits;
 use crate::http::HeadLimits;
 use crate::slots::MAX_WORKERS;
@@ -106,6 +107,42 @@ pub struct EngineOverrides {
     pub path_prefix: Option<String>,
 }
 
+/// The `[cluster]` settings, each also a flag and an environment variable (their defaults are
+/// the engine's, see [`ferrocast_engine::ClusterConfig`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Args, Serialize)]
+pub struct ClusterOverrides {
+    /// Redis joining this node to a cluster: `redis://[[user]:password@]host[:port][/db]`,
+    /// `rediss://…` for TLS [default: none, a single node that needs no Redis].
+    #[arg(
+        long,
+        env = "FERROCAST_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+
+    /// Names the cluster on its Redis (channel `{prefix}:bus`): clusters with different
+    /// prefixes share a Redis without mixing [default: ferrocast].
+    #[arg(long = "cluster-prefix", env = "FERROCAST_CLUSTER_PREFIX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+
+    /// Milliseconds between a node's heartbeats on the bus [default: 1000].
+    #[arg(long = "cluster-heartbeat-ms", env = "FERROCAST_CLUSTER_HEARTBEAT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ms: Option<u64>,
+
+    /// Milliseconds of silence after which a node is dropped with its members and counts
+    /// [default: 5000].
+    #[arg(
+        long = "cluster-node-timeout-ms",
+        env = "FERROCAST_CLUSTER_NODE_TIMEOUT_MS"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_timeout_ms: Option<u64>,
+}
+
 /// The first app's settings that also have a flag and an environment variable.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Args, Serialize)]
 pub struct FirstAppOverrides {
@@ -204,6 +241,8 @@ pub struct Overrides {
     engine: toml::Table,
     /// Keys of the first `[[apps]]` table.
     first_app: toml::Table,
+    /// Keys of `[cluster]`.
+    cluster: toml::Table,
 }
 
 impl Overrides {
@@ -213,6 +252,7 @@ impl Overrides {
         server: &ServerSettings,
         engine: &EngineOverrides,
         first_app: &FirstAppOverrides,
+        cluster: &ClusterOverrides,
         matches: &ArgMatches,
     ) -> Overrides {
         let mut server = table_of(server);
@@ -227,12 +267,22 @@ impl Overrides {
             server,
             engine: table_of(engine),
             first_app: table_of(first_app),
+            cluster: table_of(cluster),
         }
     }
 
     /// Puts the engine and first-app overrides into the engine's part of the file.
     fn apply_to_engine(&self, engine: &mut toml::Table) {
         engine.extend(self.engine.clone());
+        if !self.cluster.is_empty() {
+            let cluster = engine
+                .entry("cluster")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            // A `cluster` that is not a table is malformed; the engine says so when it parses.
+            if let Some(cluster) = cluster.as_table_mut() {
+                cluster.extend(self.cluster.clone());
+            }
+        }
         if self.first_app.is_empty() {
             return;
         }
@@ -277,13 +327,44 @@ impl Settings {
         // The engine parses and validates its part itself, unknown keys included.
         let rest = toml::to_string(&table).map_err(|e| format!("invalid TOML: {e}"))?;
         let engine = Config::from_toml(&rest).map_err(|e| e.to_string())?;
-        Ok(Settings { server, engine })
+        let settings = Settings { server, engine };
+        settings.validate_cluster()?;
+        Ok(settings)
+    }
+
+    /// The bus link's configuration when this server is a cluster node (a Redis URL is set).
+    pub fn bus_config(&self) -> Option<Result<BusConfig, BusConfigError>> {
+        let cluster = &self.engine.cluster;
+        let url = cluster.redis_url.as_ref()?;
+        Some(BusConfig::new(url.as_str(), cluster.prefix.as_str()))
+    }
+
+    fn validate_cluster(&self) -> Result<(), String> {
+        let cluster = &self.engine.cluster;
+        if cluster.heartbeat_ms == 0 {
+            return Err("cluster.heartbeat_ms must be at least 1".into());
+        }
+        // A node must get several chances to be heard before it is declared dead.
+        if cluster.node_timeout_ms <= cluster.heartbeat_ms {
+            return Err(format!(
+                "cluster.node_timeout_ms ({}) must be greater than cluster.heartbeat_ms ({})",
+                cluster.node_timeout_ms, cluster.heartbeat_ms
+            ));
+        }
+        match self.bus_config() {
+            Some(Err(error)) => Err(error.to_string()),
+            _ => Ok(()),
+        }
     }
 
     /// The effective configuration as a TOML file would hold it, app secrets replaced by
-    /// [`REDACTED`].
+    /// [`REDACTED`] and the Redis URL's password by `***`.
     pub fn to_redacted_toml(&self) -> Result<String, String> {
-        let mut engine = toml::Table::try_from(&self.engine).map_err(|e| e.to_string())?;
+        let mut redacted = self.engine.clone();
+        if let Some(url) = redacted.cluster.redis_url.as_mut() {
+            *url = redact_url(url);
+        }
+        let mut engine = toml::Table::try_from(&redacted).map_err(|e| e.to_string())?;
         let mut apps = engine
             .remove("apps")
             .unwrap_or_else(|| toml::Value::Array(Vec::new()));

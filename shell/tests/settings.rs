@@ -121,6 +121,30 @@ const SETTINGS: &[Setting] = &[
         "FERROCAST_PATH_PREFIX",
         "/ws",
     ),
+    setting(
+        "cluster.redis_url",
+        "--redis-url",
+        "FERROCAST_REDIS_URL",
+        "redis://127.0.0.1:6390/2",
+    ),
+    setting(
+        "cluster.prefix",
+        "--cluster-prefix",
+        "FERROCAST_CLUSTER_PREFIX",
+        "blue",
+    ),
+    setting(
+        "cluster.heartbeat_ms",
+        "--cluster-heartbeat-ms",
+        "FERROCAST_CLUSTER_HEARTBEAT_MS",
+        "250",
+    ),
+    setting(
+        "cluster.node_timeout_ms",
+        "--cluster-node-timeout-ms",
+        "FERROCAST_CLUSTER_NODE_TIMEOUT_MS",
+        "1500",
+    ),
     setting("apps.0.id", "--app-id", "FERROCAST_APP_ID", "id-9"),
     setting("apps.0.key", "--app-key", "FERROCAST_APP_KEY", "key-9"),
 ];
@@ -424,10 +448,29 @@ fn print_config_hides_secrets_and_still_validates() {
         printed.stdout
     );
 
+    let printed = print_config(&["--redis-url", "redis://app:hunter2@10.1.2.3:6379/1"], &[]);
+    let config = printed.config();
+    assert!(!printed.stdout.contains("hunter2"), "{}", printed.stdout);
+    assert_eq!(
+        lookup(&config, "cluster.redis_url").as_deref(),
+        Some("redis://app:***@10.1.2.3:6379/1")
+    );
+
     let bad = print_config(&["--workers", "0"], &[]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(
         bad.stderr.contains("server.workers must be between 1 and"),
+        "{}",
+        bad.stderr
+    );
+    let bad = print_config(&["--redis-url", "http://10.1.2.3"], &[]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(bad.stderr.contains("invalid Redis URL"), "{}", bad.stderr);
+    let bad = print_config(&["--cluster-node-timeout-ms", "1000"], &[]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        bad.stderr
+            .contains("cluster.node_timeout_ms (1000) must be greater"),
         "{}",
         bad.stderr
     );

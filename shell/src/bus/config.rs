@@ -192,7 +192,7 @@ fn validate_prefix(prefix: &str) -> Result<(), BusConfigError> {
 }
 
 /// Hides the password part of `scheme://user:password@host…`; anything else is left as is.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_string();
     };

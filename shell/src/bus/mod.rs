@@ -13,6 +13,7 @@ mod config;
 mod redis_link;
 mod shared;
 
+pub(crate) use config::redact_url;
 pub use config::{BusConfig, BusConfigError};
 pub use redis_link::{BusSender, BusStartError, RedisLink};
 

@@ -154,6 +154,13 @@ export async function startServer(config) {
     output: () => output,
     /** Whether the process is still running. */
     alive: () => running.has(child),
+    /** The process id. */
+    pid: child.pid,
+    /** Kills the process with SIGKILL (no goodbye to anyone) and resolves once it has exited. */
+    async kill() {
+      if (running.has(child)) child.kill('SIGKILL');
+      await exited;
+    },
     /** Stops the server (SIGTERM, then SIGKILL after 3 s) and removes its temp config. */
     stop() {
       stopped ??= (async () => {

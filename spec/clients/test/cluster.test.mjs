@@ -1,0 +1,593 @@
+// A cluster of three ferrocast nodes over a real redis-server, driven by pusher-js and the
+// `pusher` SDK: fan-out across nodes, one presence roster, cluster-wide queries, users, cache
+// channels, a node killed with SIGKILL and restarted, a Redis outage made by a TCP proxy, and
+// clusters that share one Redis without mixing. (Webhooks once per cluster are tested elsewhere.)
+//
+// Every node reaches Redis through a small proxy inside this file, so the outage test can cut
+// and restore the link without touching redis-server. Timings are short (heartbeat 200 ms, node
+// timeout 1.5 s) so that the whole file runs in well under two minutes.
+
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import Pusher from 'pusher-js';
+import PusherServer from 'pusher';
+import { RawClient, connected, record, subscribed, roundTrip, sleep, WAIT_MS } from '../lib/clients.mjs';
+import { startServer, app, DEFAULT_APP } from '../lib/server.mjs';
+
+const HEARTBEAT_MS = 200;
+const NODE_TIMEOUT_MS = 1_500;
+const OTHER_APP = Object.freeze({ id: 'other-id', key: 'other-key', secret: 'other-secret' });
+const T = { timeout: 30_000 };
+
+/** A free loopback port (bound and released at once). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.on('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/** Waits (bounded) for `check()` to resolve truthy, polling; returns its last value. */
+async function eventually(check, what, timeout = WAIT_MS) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = await check();
+      if (last) return last;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeout} ms waiting for ${what}; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`);
+    }
+    await sleep(50);
+  }
+}
+
+/** redis-server on a free loopback port in a temp dir, persisting nothing. */
+async function startRedis() {
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(tmpdir(), 'ferrocast-cluster-redis-'));
+  const child = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let output = '';
+  child.stdout.on('data', (chunk) => (output += chunk));
+  child.stderr.on('data', (chunk) => (output += chunk));
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  await new Promise((resolve, reject) => {
+    child.on('error', (err) =>
+      reject(new Error(`cannot run redis-server (${err.message}): install it (test.sh does) to run the cluster tests`)),
+    );
+    const timer = setTimeout(() => reject(new Error(`redis-server did not start:\n${output}`)), 10_000);
+    const poll = setInterval(() => {
+      if (/ready to accept connections/i.test(output)) {
+        clearTimeout(timer);
+        clearInterval(poll);
+        resolve();
+      }
+    }, 20);
+    exited.then(() => {
+      clearTimeout(timer);
+      clearInterval(poll);
+      reject(new Error(`redis-server exited:\n${output}`));
+    });
+  });
+  return {
+    port,
+    async stop() {
+      child.kill('SIGKILL');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A TCP proxy in front of Redis. `cut()` drops every connection and refuses new ones (they are
+ * accepted and closed at once, as a dead network path would look to a reconnecting client);
+ * `restore()` lets connections through again.
+ */
+async function startProxy(targetPort) {
+  const sockets = new Set();
+  let up = true;
+  const server = net.createServer((client) => {
+    if (!up) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    for (const [a, b] of [[client, upstream], [upstream, client]]) {
+      sockets.add(a);
+      a.on('error', () => b.destroy());
+      a.on('close', () => {
+        sockets.delete(a);
+        b.destroy();
+      });
+      a.pipe(b);
+    }
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: server.address().port,
+    cut() {
+      up = false;
+      for (const socket of sockets) socket.destroy();
+    },
+    restore() {
+      up = true;
+    },
+    async stop() {
+      this.cut();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** Everything made for one node: the process, the SDK for each app, client factories. */
+function nodeHandle(server, name) {
+  const clients = [];
+  const sdkFor = (creds) =>
+    new PusherServer({
+      appId: creds.id,
+      key: creds.key,
+      secret: creds.secret,
+      host: server.host,
+      port: String(server.port),
+      useTLS: false,
+      timeout: WAIT_MS,
+    });
+  const sdk = sdkFor(DEFAULT_APP);
+  return {
+    name,
+    server,
+    sdk,
+    sdkFor,
+    url(key = DEFAULT_APP.key) {
+      return `ws://${server.host}:${server.port}/app/${key}?protocol=7&client=js&version=8.6.0&flash=false`;
+    },
+    /** A pusher-js client of this node; `user` is used for presence and sign-in. */
+    client({ user, key = DEFAULT_APP.key } = {}) {
+      const pusher = new Pusher(key, {
+        cluster: 'x',
+        wsHost: server.host,
+        wsPort: server.port,
+        forceTLS: false,
+        enabledTransports: ['ws'],
+        disableStats: true,
+        channelAuthorization: {
+          customHandler: ({ socketId, channelName }, callback) => {
+            const presence = channelName.startsWith('presence-')
+              ? { user_id: user?.id, user_info: user?.info ?? {} }
+              : undefined;
+            callback(null, sdk.authorizeChannel(socketId, channelName, presence));
+          },
+        },
+        userAuthentication: {
+          customHandler: ({ socketId }, callback) => {
+            callback(null, sdk.authenticateUser(socketId, { id: user.id }));
+          },
+        },
+      });
+      clients.push({ close: async () => pusher.disconnect() });
+      return pusher;
+    },
+    /** A raw WebSocket client of this node. */
+    raw(key = DEFAULT_APP.key) {
+      const raw = new RawClient(this.url(key));
+      clients.push(raw);
+      return raw;
+    },
+    /** The JSON of a signed GET on this node's HTTP API. */
+    async get(apiPath, params = {}, creds = DEFAULT_APP) {
+      const response = await sdkFor(creds).get({ path: apiPath, params });
+      return response.json();
+    },
+    async closeClients() {
+      await Promise.all(clients.splice(0).map((c) => c.close()));
+    },
+  };
+}
+
+/** Starts one ferrocast node of the cluster behind `redisPort`. */
+async function startNode(name, redisPort, { prefix = 'e2e', workers = 2 } = {}) {
+  const server = await startServer({
+    server: { workers },
+    cluster: {
+      redis_url: `redis://127.0.0.1:${redisPort}/0`,
+      prefix,
+      heartbeat_ms: HEARTBEAT_MS,
+      node_timeout_ms: NODE_TIMEOUT_MS,
+    },
+    apps: [app({ client_events: true }), app(OTHER_APP)],
+  });
+  return nodeHandle(server, name);
+}
+
+/** A raw client subscribed to a public or private channel, the subscription confirmed. */
+async function rawSubscribed(node, channel, key = DEFAULT_APP.key) {
+  const raw = node.raw(key);
+  const socketId = await raw.established();
+  const data = { channel };
+  if (channel.startsWith('private-')) data.auth = node.sdk.authorizeChannel(socketId, channel).auth;
+  raw.send({ event: 'pusher:subscribe', data });
+  await raw.event('pusher_internal:subscription_succeeded', (m) => m.channel === channel);
+  raw.socketId = socketId;
+  return raw;
+}
+
+/** A raw client joined to presence `channel` as `userId`; returns it with its roster. */
+async function rawMember(node, channel, userId) {
+  const raw = node.raw();
+  const socketId = await raw.established();
+  const auth = node.sdk.authorizeChannel(socketId, channel, { user_id: userId, user_info: { name: userId } });
+  raw.send({ event: 'pusher:subscribe', data: { channel, auth: auth.auth, channel_data: auth.channel_data } });
+  const ok = await raw.event('pusher_internal:subscription_succeeded', (m) => m.channel === channel);
+  raw.socketId = socketId;
+  return { raw, presence: ok.data.presence };
+}
+
+/** The events named `event` on `channel` a raw client has received. */
+const named = (raw, channel, event) => raw.messages.filter((m) => m.channel === channel && m.event === event);
+
+/** The user ids `member_added`/`member_removed` told a raw client about on `channel`. */
+const memberEvents = (raw, channel, kind) =>
+  named(raw, channel, `pusher_internal:member_${kind}`).map((m) => m.data.user_id);
+
+/** The ids GET /channels/{ch}/users answers on `node`, sorted. */
+async function usersOn(node, channel) {
+  const body = await node.get(`/channels/${channel}/users`);
+  return body.users.map((u) => u.id).sort();
+}
+
+describe('a cluster of three nodes over Redis', { timeout: 110_000 }, () => {
+  let redis;
+  let proxy;
+  /** The nodes by name; `C` runs the engine inline (one worker), the others on its own thread. */
+  const nodes = {};
+
+  before(async () => {
+    redis = await startRedis();
+    proxy = await startProxy(redis.port);
+    [nodes.A, nodes.B, nodes.C] = await Promise.all([
+      startNode('A', proxy.port),
+      startNode('B', proxy.port),
+      startNode('C', proxy.port, { workers: 1 }),
+    ]);
+    // The cluster is formed once every node counts every other's subscriber.
+    const probes = await Promise.all(Object.values(nodes).map((n) => rawSubscribed(n, `probe-${n.name}`)));
+    await eventually(async () => {
+      for (const node of Object.values(nodes)) {
+        const { channels } = await node.get('/channels', { filter_by_prefix: 'probe-' });
+        if (Object.keys(channels).length !== 3) return false;
+      }
+      return true;
+    }, 'every node to see the probes of all three');
+    await Promise.all(probes.map((p) => p.close()));
+  });
+
+  after(async () => {
+    for (const node of Object.values(nodes)) {
+      await node.closeClients();
+      await node.server.stop();
+    }
+    await proxy?.stop();
+    await redis?.stop();
+  });
+
+  /** Waits until `node` counts `count` subscriptions on `channel` cluster-wide. */
+  const seesSubscriptions = (node, channel, count) =>
+    eventually(async () => {
+      const body = await node.get(`/channels/${channel}`, { info: 'subscription_count' });
+      return body.subscription_count === count;
+    }, `${node.name} to count ${count} subscriptions on ${channel}`);
+
+  test('an HTTP publish to A reaches subscribers on A, B and C exactly once and in order', T, async () => {
+    const channel = 'orders';
+    const clients = {};
+    const logs = {};
+    for (const name of ['A', 'B', 'C']) {
+      clients[name] = nodes[name].client();
+      await connected(clients[name]);
+      const { channel: sub } = await subscribed(clients[name], channel);
+      logs[name] = record(sub, 'placed');
+    }
+    await seesSubscriptions(nodes.A, channel, 3);
+    const sent = Array.from({ length: 30 }, (_, n) => n);
+    for (const n of sent) await nodes.A.sdk.trigger(channel, 'placed', { n });
+    for (const name of ['A', 'B', 'C']) {
+      await logs[name].until(({ data }) => data.n === sent.at(-1), { what: `the last event at ${name}` });
+    }
+    await sleep(300);
+    for (const name of ['A', 'B', 'C']) {
+      await roundTrip(clients[name]);
+      assert.deepEqual(logs[name].items.map(({ data }) => data.n), sent, `events at ${name}`);
+    }
+  });
+
+  test('socket_id exclusion works for a socket on another node', T, async () => {
+    const channel = 'exclusion';
+    const onA = await rawSubscribed(nodes.A, channel);
+    const onC = await rawSubscribed(nodes.C, channel);
+    await seesSubscriptions(nodes.A, channel, 2);
+    await nodes.A.sdk.trigger(channel, 'first', { n: 1 }, { socket_id: onC.socketId });
+    await nodes.A.sdk.trigger(channel, 'second', { n: 2 });
+    await onC.event('second');
+    await onA.event('second');
+    assert.equal(named(onC, channel, 'first').length, 0, 'the excluded socket on C got the event');
+    assert.equal(named(onA, channel, 'first').length, 1);
+  });
+
+  test('client events reach the other nodes once, never the sender', T, async () => {
+    const channel = 'private-chat';
+    const members = await Promise.all(['A', 'B', 'C'].map((n) => rawSubscribed(nodes[n], channel)));
+    const [onA, onB, onC] = members;
+    await seesSubscriptions(nodes.B, channel, 3);
+    onB.send({ event: 'client-typing', channel, data: { who: 'b' } });
+    await onA.event('client-typing');
+    await onC.event('client-typing');
+    await sleep(300);
+    await Promise.all(members.map((m) => m.roundTrip()));
+    assert.equal(named(onA, channel, 'client-typing').length, 1);
+    assert.equal(named(onC, channel, 'client-typing').length, 1);
+    assert.equal(named(onB, channel, 'client-typing').length, 0, 'the sender got its own event');
+  });
+
+  test('presence: one roster across nodes, member events once per user', T, async () => {
+    const channel = 'presence-room';
+    const u1a = await rawMember(nodes.A, channel, 'u1');
+    await eventually(async () => (await usersOn(nodes.C, channel)).join() === 'u1', 'C to see u1');
+    const u2c = await rawMember(nodes.C, channel, 'u2');
+    assert.deepEqual([...u2c.presence.ids].sort(), ['u1', 'u2'], 'subscription_succeeded on C lists A');
+    await u1a.raw.event('pusher_internal:member_added', (m) => m.data.user_id === 'u2');
+    await eventually(async () => (await usersOn(nodes.B, channel)).join() === 'u1,u2', 'B to see u1 and u2');
+
+    // A second tab of u1, on B: u1 is still one member, and nobody is told of it again.
+    const u1b = await rawMember(nodes.B, channel, 'u1');
+    assert.deepEqual([...u1b.presence.ids].sort(), ['u1', 'u2']);
+    assert.equal(u1b.presence.count, 2);
+    const u3a = await rawMember(nodes.A, channel, 'u3');
+    assert.equal(u3a.presence.count, 3);
+    await u2c.raw.event('pusher_internal:member_added', (m) => m.data.user_id === 'u3');
+    await u1b.raw.event('pusher_internal:member_added', (m) => m.data.user_id === 'u3');
+    for (const node of ['A', 'B', 'C']) {
+      assert.deepEqual(await usersOn(nodes[node], channel), ['u1', 'u2', 'u3'], `users on ${node}`);
+    }
+    const { channels } = await nodes.B.get('/channels', { filter_by_prefix: 'presence-', info: 'user_count' });
+    assert.equal(channels[channel].user_count, 3);
+
+    // u1 closes the tab on A: its tab on B keeps it a member.
+    await u1a.raw.close();
+    await sleep(500);
+    assert.deepEqual(memberEvents(u2c.raw, channel, 'removed'), [], 'u1 still has a tab on B');
+    // The last tab goes: member_removed once, everywhere.
+    await u1b.raw.close();
+    await u2c.raw.event('pusher_internal:member_removed', (m) => m.data.user_id === 'u1');
+    await u3a.raw.event('pusher_internal:member_removed', (m) => m.data.user_id === 'u1');
+    await sleep(500);
+    for (const member of [u2c, u3a]) {
+      assert.deepEqual(memberEvents(member.raw, channel, 'removed'), ['u1']);
+    }
+    assert.deepEqual(memberEvents(u2c.raw, channel, 'added'), ['u3'], 'u1 was added to C once, at its join');
+    assert.deepEqual(memberEvents(u3a.raw, channel, 'added'), []);
+    await u2c.raw.close();
+    await u3a.raw.close();
+  });
+
+  test('channel queries on any node answer for the cluster', T, async () => {
+    const onA = await rawSubscribed(nodes.A, 'query-news');
+    await rawSubscribed(nodes.A, 'query-news');
+    await rawSubscribed(nodes.B, 'query-news');
+    await rawSubscribed(nodes.B, 'private-query');
+    await rawMember(nodes.C, 'presence-query', 'q1');
+    await rawMember(nodes.A, 'presence-query', 'q2');
+    for (const node of ['A', 'B', 'C']) {
+      await eventually(async () => {
+        const { channels } = await nodes[node].get('/channels', { filter_by_prefix: 'query-' });
+        return Object.keys(channels).join() === 'query-news';
+      }, `${node} to list query-news`);
+      // Answers lag the other nodes' changes by one bus delay, hence the polling.
+      await eventually(async () => {
+        const presence = await nodes[node].get('/channels', { filter_by_prefix: 'presence-query', info: 'user_count' });
+        return JSON.stringify(presence.channels) === JSON.stringify({ 'presence-query': { user_count: 2 } });
+      }, `${node} to list presence-query with 2 users`);
+      await seesSubscriptions(nodes[node], 'query-news', 3);
+      const news = await nodes[node].get('/channels/query-news', { info: 'subscription_count' });
+      assert.equal(news.occupied, true);
+      const priv = await nodes[node].get('/channels/private-query', { info: 'subscription_count' });
+      assert.equal(priv.occupied, true, `private-query on ${node}`);
+      const room = await nodes[node].get('/channels/presence-query', { info: 'user_count' });
+      assert.equal(room.user_count, 2);
+      assert.deepEqual(await usersOn(nodes[node], 'presence-query'), ['q1', 'q2']);
+    }
+    assert.ok(onA.isOpen);
+    await nodes.A.closeClients();
+    await nodes.B.closeClients();
+    await nodes.C.closeClients();
+    for (const node of ['A', 'B', 'C']) {
+      await eventually(async () => {
+        const body = await nodes[node].get('/channels/query-news');
+        return body.occupied === false;
+      }, `${node} to see query-news vacated`);
+    }
+  });
+
+  test('send-to-user and terminate_connections reach users on other nodes', T, async () => {
+    const user = nodes.B.client({ user: { id: 'u-send' } });
+    await connected(user);
+    user.signin();
+    await eventually(() => user.user.user_data !== null, 'sign-in on B');
+    await user.user.signinDonePromise;
+    const pings = record(user.user, 'nudge');
+    // A raw second connection of the same user, on C.
+    const raw = nodes.C.raw();
+    const socketId = await raw.established();
+    const signin = nodes.C.sdk.authenticateUser(socketId, { id: 'u-send' });
+    raw.send({ event: 'pusher:signin', data: signin });
+    await raw.event('pusher:signin_success');
+    raw.send({ event: 'pusher:subscribe', data: { channel: '#server-to-user-u-send' } });
+    await raw.event('pusher_internal:subscription_succeeded', (m) => m.channel === '#server-to-user-u-send');
+    await sleep(300);
+    await nodes.A.sdk.sendToUser('u-send', 'nudge', { n: 1 });
+    const got = await pings.until(() => true, { what: 'nudge on B' });
+    assert.deepEqual(got.data, { n: 1 });
+    await raw.event('nudge');
+
+    await nodes.A.sdk.terminateUserConnections('u-send');
+    const closed = await raw.closed();
+    assert.equal(closed.code, 4009);
+    await eventually(() => user.connection.state !== 'connected', 'the pusher-js client on B to be disconnected');
+    user.disconnect();
+  });
+
+  test('a cache channel subscriber on C gets the last event published through A', T, async () => {
+    const channel = 'cache-prices';
+    await nodes.A.sdk.trigger(channel, 'price', { v: 1 });
+    await nodes.A.sdk.trigger(channel, 'price', { v: 2 });
+    await sleep(300);
+    const raw = nodes.C.raw();
+    await raw.established();
+    raw.send({ event: 'pusher:subscribe', data: { channel } });
+    const last = await raw.event('price');
+    assert.deepEqual(last.data, { v: 2 });
+    assert.equal(named(raw, channel, 'pusher:cache_miss').length, 0);
+  });
+
+  test('two apps on one cluster and two clusters on one Redis never mix', T, async () => {
+    const channel = 'shared-name';
+    const app1OnB = await rawSubscribed(nodes.B, channel);
+    const app2OnB = await rawSubscribed(nodes.B, channel, OTHER_APP.key);
+    await nodes.A.sdkFor(OTHER_APP).trigger(channel, 'for-app2', {});
+    await app2OnB.event('for-app2');
+    const other = await startNode('D', proxy.port, { prefix: 'another-cluster' });
+    try {
+      const onD = await rawSubscribed(other, channel);
+      await other.sdk.trigger(channel, 'from-other-cluster', {});
+      await onD.event('from-other-cluster');
+      await nodes.A.sdk.trigger(channel, 'from-this-cluster', {});
+      await app1OnB.event('from-this-cluster');
+      await sleep(300);
+      assert.equal(named(app1OnB, channel, 'for-app2').length, 0, 'app 1 got app 2 event');
+      assert.equal(named(app1OnB, channel, 'from-other-cluster').length, 0, 'the other cluster leaked in');
+      assert.equal(named(onD, channel, 'from-this-cluster').length, 0, 'this cluster leaked out');
+      assert.equal(named(app2OnB, channel, 'from-this-cluster').length, 0);
+      const fromD = await other.get(`/channels/${channel}`, { info: 'subscription_count' });
+      assert.equal(fromD.subscription_count, 1, 'the other cluster counts only its own subscriber');
+      const app2 = await nodes.C.get(`/channels/${channel}`, { info: 'subscription_count' }, OTHER_APP);
+      assert.equal(app2.subscription_count, 1, 'app 2 counts only its own subscriber');
+    } finally {
+      await other.closeClients();
+      await other.server.stop();
+    }
+  });
+
+  test('kill -9 of a node: its members are dropped once in time; a restarted node rejoins', T, async () => {
+    const channel = 'presence-crash';
+    const watcherA = await rawMember(nodes.A, channel, 'wa');
+    const watcherB = await rawMember(nodes.B, channel, 'wb');
+    await rawMember(nodes.C, channel, 'victim');
+    await watcherA.raw.event('pusher_internal:member_added', (m) => m.data.user_id === 'victim');
+    await watcherB.raw.event('pusher_internal:member_added', (m) => m.data.user_id === 'victim');
+    await rawSubscribed(nodes.A, 'after-crash');
+
+    const killedAt = Date.now();
+    await nodes.C.server.kill();
+    await nodes.C.closeClients();
+    for (const watcher of [watcherA, watcherB]) {
+      await watcher.raw.event('pusher_internal:member_removed', (m) => m.data.user_id === 'victim', {
+        timeout: NODE_TIMEOUT_MS + 2_000,
+      });
+    }
+    assert.ok(Date.now() - killedAt <= NODE_TIMEOUT_MS + 2_000, 'dropped within node_timeout + 2 s');
+    await sleep(2 * NODE_TIMEOUT_MS);
+    for (const watcher of [watcherA, watcherB]) {
+      assert.deepEqual(memberEvents(watcher.raw, channel, 'removed'), ['victim'], 'member_removed once');
+      assert.equal(memberEvents(watcher.raw, channel, 'added').filter((id) => id === 'victim').length, 1, 'no ghost');
+    }
+    for (const node of ['A', 'B']) assert.deepEqual(await usersOn(nodes[node], channel), ['wa', 'wb']);
+
+    // A new process in C's place joins and is given the cluster's state.
+    nodes.C = await startNode('C', proxy.port, { workers: 1 });
+    await eventually(async () => (await usersOn(nodes.C, channel)).join() === 'wa,wb', 'the new C to learn the roster');
+    const back = await rawMember(nodes.C, channel, 'returned');
+    assert.deepEqual([...back.presence.ids].sort(), ['returned', 'wa', 'wb']);
+    await watcherA.raw.event('pusher_internal:member_added', (m) => m.data.user_id === 'returned');
+    const onNewC = await rawSubscribed(nodes.C, 'after-crash');
+    await seesSubscriptions(nodes.A, 'after-crash', 2);
+    await nodes.A.sdk.trigger('after-crash', 'hello', {});
+    await onNewC.event('hello');
+    await watcherA.raw.close();
+    await watcherB.raw.close();
+    await back.raw.close();
+  });
+
+  test('a Redis outage: each node serves its own clients, then the cluster heals within 5 s', T, async () => {
+    const channel = 'presence-outage';
+    const news = 'outage-news';
+    const leaver = await rawMember(nodes.A, channel, 'o-leaver');
+    const watcherA = await rawMember(nodes.A, channel, 'o-watch-a');
+    // C joins once it knows A's members, so that its own roster is the whole one.
+    await eventually(async () => (await usersOn(nodes.C, channel)).length === 2, 'C to see A\'s members');
+    const watcherC = await rawMember(nodes.C, channel, 'o-watch-c');
+    assert.deepEqual([...watcherC.presence.ids].sort(), ['o-leaver', 'o-watch-a', 'o-watch-c']);
+    const newsA = await rawSubscribed(nodes.A, news);
+    const newsC = await rawSubscribed(nodes.C, news);
+    await watcherA.raw.event('pusher_internal:member_added', (m) => m.data.user_id === 'o-watch-c');
+    await seesSubscriptions(nodes.A, news, 2);
+    for (const node of ['A', 'C']) {
+      await eventually(async () => (await usersOn(nodes[node], channel)).length === 3, `${node} to see 3 members`);
+    }
+
+    proxy.cut();
+    await sleep(500);
+    // Local fan-out goes on: A's subscriber hears A's publish, C's cannot.
+    await nodes.A.sdk.trigger(news, 'during', { n: 1 });
+    await newsA.event('during');
+    // Local presence goes on: a join on C is told on C, a leave on A is told on A.
+    const joiner = await rawMember(nodes.C, channel, 'o-joiner');
+    await watcherC.raw.event('pusher_internal:member_added', (m) => m.data.user_id === 'o-joiner');
+    await leaver.raw.close();
+    await watcherA.raw.event('pusher_internal:member_removed', (m) => m.data.user_id === 'o-leaver');
+    await sleep(300);
+    assert.equal(named(newsC, news, 'during').length, 0, 'C heard A during the outage');
+
+    proxy.restore();
+    const restoredAt = Date.now();
+    // Whole again: A's join news reaches C and the rosters agree everywhere.
+    await watcherA.raw.event('pusher_internal:member_added', (m) => m.data.user_id === 'o-joiner', { timeout: 5_000 });
+    await watcherC.raw.event('pusher_internal:member_removed', (m) => m.data.user_id === 'o-leaver', {
+      timeout: 5_000 - (Date.now() - restoredAt),
+    });
+    await eventually(async () => {
+      const rosters = await Promise.all(['A', 'B', 'C'].map((n) => usersOn(nodes[n], channel)));
+      return rosters.every((r) => r.join() === 'o-joiner,o-watch-a,o-watch-c');
+    }, 'equal rosters on every node', Math.max(0, 5_000 - (Date.now() - restoredAt)));
+    await seesSubscriptions(nodes.A, news, 2);
+    await nodes.A.sdk.trigger(news, 'after', { n: 2 });
+    await newsC.event('after', () => true, { timeout: Math.max(500, 5_000 - (Date.now() - restoredAt)) });
+    assert.ok(Date.now() - restoredAt <= 5_000, 'healed within 5 s of Redis coming back');
+
+    await sleep(1_000);
+    // Each client was told each difference exactly once, and nothing was delivered twice.
+    assert.deepEqual(memberEvents(watcherA.raw, channel, 'added'), ['o-watch-c', 'o-joiner']);
+    assert.deepEqual(memberEvents(watcherA.raw, channel, 'removed'), ['o-leaver']);
+    assert.deepEqual(memberEvents(watcherC.raw, channel, 'added'), ['o-joiner']);
+    assert.deepEqual(memberEvents(watcherC.raw, channel, 'removed'), ['o-leaver']);
+    assert.deepEqual(memberEvents(joiner.raw, channel, 'removed'), ['o-leaver']);
+    assert.equal(named(newsA, news, 'after').length, 1);
+    assert.equal(named(newsC, news, 'after').length, 1);
+    assert.equal(named(newsA, news, 'during').length, 1);
+  });
+});

@@ -11,7 +11,11 @@
 
 mod config;
 pub mod redis_link;
+#[cfg(not(loom))]
 mod shared;
+/// The hand-off between the engine side and the link's threads, public for its loom model.
+#[cfg(loom)]
+pub mod shared;
 
 pub use config::{BusConfig, BusConfigError};
 pub use redis_link::{BusSender, BusStartError, RedisLink};

@@ -27,6 +27,8 @@ pub(super) struct ClusterState {
     bus_up: bool,
     /// The sequence number of our next message.
     next_seq: u64,
+    /// The sequence number of our last message heard back from the bus.
+    echoed: u64,
     peers: BTreeMap<NodeId, Peer>,
     views: BTreeMap<AppId, AppView>,
     /// Our changes of this input, published as one delta per app when the input is done.
@@ -64,6 +66,7 @@ impl Engine {
             config: cluster,
             bus_up: false,
             next_seq: 1,
+            echoed: 0,
             peers: BTreeMap::new(),
             views,
             pending: BTreeMap::new(),
@@ -274,6 +277,15 @@ impl Engine {
             // An echo of what we sent before the link went down: our live state rules now.
             if !cluster.bus_up {
                 return;
+            }
+            // Our own changes apply when they come back, so a lost echo would leave our view
+            // of ourselves wrong for good; peers that saw no gap would never ask us to repair
+            // it. A snapshot of ours, applied when it comes back, does.
+            let gap = message.seq != cluster.echoed + 1;
+            cluster.echoed = message.seq;
+            if gap && !matches!(message.body, Body::Snapshot { .. }) {
+                cluster.stats.gaps += 1;
+                self.publish_snapshot(false);
             }
         } else {
             let snapshot = matches!(message.body, Body::Snapshot { .. });

@@ -108,3 +108,21 @@ fn while_the_bus_is_down_each_node_serves_its_own_and_heals_with_the_differences
         json!({"users": [{"id": "comes"}, {"id": "stays"}, {"id": "wa"}, {"id": "wb"}]})
     );
 }
+
+#[test]
+fn a_lost_echo_of_its_own_change_is_repaired_even_when_no_peer_saw_a_gap() {
+    // A node alone on the bus: nobody else can notice that its own message went missing.
+    let mut cluster = cluster(1);
+    let (watcher, _) = join_presence(cluster.node(0), "presence-room", "w");
+    settle(&mut cluster);
+    member_events(cluster.node(0), watcher);
+    cluster.set_loss(100);
+    let (_u, _) = join_presence(cluster.node(0), "presence-room", "u");
+    cluster.run_for(ms(20));
+    cluster.set_loss(0);
+    // Its next heartbeat's echo shows the gap in its own sequence.
+    cluster.run_for(ms(1_500));
+    assert_eq!(member_events(cluster.node(0), watcher), ["+u"]);
+    let users = get(cluster.node(0), "/channels/presence-room/users", &[]);
+    assert_eq!(users, json!({"users": [{"id": "u"}, {"id": "w"}]}));
+}

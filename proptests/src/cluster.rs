@@ -119,6 +119,12 @@ pub enum ClusterOp {
         /// The random part.
         jitter_ms: u8,
     },
+    /// Every delivery from now on is lost with this probability (Redis dropping a slow
+    /// subscriber's messages); a settle ends it.
+    SetLoss {
+        /// Percent.
+        percent: u8,
+    },
     /// Cut a live node's bus link (`BusDown`).
     Partition {
         /// Node index (wraps).
@@ -198,7 +204,7 @@ struct Sent {
     channel: String,
     origin: usize,
     at: Duration,
-    /// Whether every live node had its link up when it was sent.
+    /// Whether every live node had its link up, and nothing was being lost, when it was sent.
     whole: bool,
     /// Who must never receive it (the excluded socket or the client event's sender).
     never: Option<u64>,
@@ -220,8 +226,10 @@ pub struct ClusterHarness {
     elapsed: Duration,
     /// The longest a delivery may have taken with any delay set so far.
     max_delay: Duration,
-    /// Instants at which a link was cut or a node killed.
+    /// Instants at which a link was cut, a node killed, or loss began or ended.
     disruptions: Vec<Duration>,
+    /// Whether deliveries are being lost.
+    lossy: bool,
 }
 
 /// The simulator's initial delivery delay (base 2 ms plus up to 3 ms).
@@ -242,6 +250,7 @@ impl ClusterHarness {
             elapsed: Duration::ZERO,
             max_delay: INITIAL_MAX_DELAY,
             disruptions: Vec::new(),
+            lossy: false,
         }
     }
 
@@ -291,6 +300,7 @@ impl ClusterHarness {
                 let longest = base + Duration::from_millis(u64::from(jitter_ms));
                 self.max_delay = self.max_delay.max(longest);
             }
+            ClusterOp::SetLoss { percent } => self.set_loss(percent.min(50)),
             ClusterOp::Partition { node } => {
                 let node = node as usize % NODES;
                 if self.alive[node] && !self.partitioned[node] {
@@ -330,6 +340,7 @@ impl ClusterHarness {
 
     /// Heals every link, lets the bus go quiet, and checks the cluster-wide properties.
     pub fn settle(&mut self) -> Result<(), String> {
+        self.set_loss(0);
         for node in 0..NODES {
             if self.alive[node] && self.partitioned[node] {
                 self.partitioned[node] = false;
@@ -344,6 +355,15 @@ impl ClusterHarness {
         self.drain()?;
         self.check_exactly_once()?;
         self.check_rosters()
+    }
+
+    /// Loss starting or ending is a disruption: what was in flight may be lost.
+    fn set_loss(&mut self, percent: u8) {
+        if percent > 0 || self.lossy {
+            self.disruptions.push(self.elapsed);
+        }
+        self.lossy = percent > 0;
+        self.cluster.set_loss(u64::from(percent));
     }
 
     fn pick(&self, index: u8) -> Option<u64> {
@@ -438,7 +458,7 @@ impl ClusterHarness {
     }
 
     fn whole(&self) -> bool {
-        (0..NODES).all(|n| !self.alive[n] || !self.partitioned[n])
+        !self.lossy && (0..NODES).all(|n| !self.alive[n] || !self.partitioned[n])
     }
 
     fn record(&mut self, channel: &str, origin: usize, never: Option<u64>) -> u64 {

@@ -30,6 +30,7 @@ pub fn op() -> impl Strategy<Value = ClusterOp> {
             .prop_map(|(conn, channel)| ClusterOp::ClientEvent { conn, channel }),
         4 => prop_oneof![3 => 0..30u16, 1 => 30..1_500u16].prop_map(|ms| ClusterOp::Advance { ms }),
         1 => (0..20u8, 0..15u8).prop_map(|(base_ms, jitter_ms)| ClusterOp::SetDelay { base_ms, jitter_ms }),
+        1 => prop_oneof![Just(0u8), 1..40u8].prop_map(|percent| ClusterOp::SetLoss { percent }),
         1 => node().prop_map(|node| ClusterOp::Partition { node }),
         1 => node().prop_map(|node| ClusterOp::Heal { node }),
         1 => node().prop_map(|node| ClusterOp::Kill { node }),

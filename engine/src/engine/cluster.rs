@@ -41,6 +41,9 @@ pub(super) struct ClusterState {
 struct Peer {
     last_seq: u64,
     last_heard: Instant,
+    /// We asked it for a snapshot and none has come yet: asked again at each heartbeat, since
+    /// the request itself may have been lost.
+    snapshot_wanted: bool,
 }
 
 /// Who caused a cluster-wide transition (the node that reports it to the backend).
@@ -339,12 +342,14 @@ impl Engine {
                 let gap = seq != peer.last_seq + 1;
                 peer.last_seq = seq;
                 peer.last_heard = now;
+                peer.snapshot_wanted = (peer.snapshot_wanted || gap) && !snapshot;
                 gap && !snapshot
             }
             None => {
                 let peer = Peer {
                     last_seq: seq,
                     last_heard: now,
+                    snapshot_wanted: !snapshot,
                 };
                 cluster.peers.insert(node, peer);
                 !snapshot
@@ -558,6 +563,17 @@ impl Engine {
             cluster.stats.nodes_dropped += 1;
         }
         self.bus_publish(None, Body::Heartbeat);
+        let unanswered: Vec<NodeId> = self
+            .cluster
+            .as_ref()
+            .map(|c| c.peers.iter().filter(|(_, p)| p.snapshot_wanted))
+            .into_iter()
+            .flatten()
+            .map(|(node, _)| *node)
+            .collect();
+        for of in unanswered {
+            self.bus_publish(None, Body::SnapshotRequest { of });
+        }
         let apps: Vec<AppId> = self.apps.keys().cloned().collect();
         for node in dead {
             for app in &apps {

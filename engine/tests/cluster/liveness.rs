@@ -126,3 +126,27 @@ fn a_lost_echo_of_its_own_change_is_repaired_even_when_no_peer_saw_a_gap() {
     let users = get(cluster.node(0), "/channels/presence-room/users", &[]);
     assert_eq!(users, json!({"users": [{"id": "u"}, {"id": "w"}]}));
 }
+
+#[test]
+fn a_lost_snapshot_request_is_asked_again_until_answered() {
+    // With this seed, node 0 sees the gap left by node 1's lost join, and its request for
+    // node 1's snapshot is itself lost; node 1's later messages follow on without a gap.
+    let mut config = ferrocast_engine::Config::default();
+    config.apps[0].client_events = true;
+    let mut cluster = ferrocast_engine::cluster::sim::ClusterSim::new(config, 3, 28);
+    join_presence(cluster.node(0), "presence-room", "w");
+    settle(&mut cluster);
+    cluster.set_loss(30);
+    join_presence(cluster.node(1), "presence-room", "u");
+    cluster.run_for(ms(1_100));
+    cluster.set_loss(0);
+    cluster.run_for(ms(3_000));
+    for node in 0..3 {
+        let users = get(cluster.node(node), "/channels/presence-room/users", &[]);
+        assert_eq!(
+            users,
+            json!({"users": [{"id": "u"}, {"id": "w"}]}),
+            "node {node}"
+        );
+    }
+}

@@ -4,8 +4,12 @@
 //! `arbitrary`) are applied to the engine and to [`model::Model`] side by side by
 //! [`harness::run`], which checks after every step that both agree and that the engine's
 //! invariants hold. [`fuzz`] holds the bodies of the cargo-fuzz targets, so committed fuzz
-//! corpora replay as ordinary tests.
+//! corpora replay as ordinary tests. [`cluster`] extends the model to three nodes over a
+//! simulated bus, with partitions and node deaths.
 
+pub mod cluster;
+#[cfg(feature = "proptest")]
+pub mod cluster_strategy;
 pub mod fuzz;
 pub mod harness;
 pub mod model;

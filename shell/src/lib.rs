@@ -23,6 +23,9 @@ mod webhook;
 mod webhook_delivery;
 mod worker;
 
+/// The bus link's hand-off state, for its loom model.
+#[cfg(loom)]
+pub use bus::shared as bus_shared;
 /// The Redis bus link of a cluster node.
 pub use bus::{
     BusConfig, BusConfigError, BusEvent, BusSender, BusSink, BusStartError, BusStats,

@@ -28,6 +28,8 @@ pub(super) struct ClusterState {
     pub(super) bus_up: bool,
     /// The sequence number of our next message.
     next_seq: u64,
+    /// The sequence number of our last message heard back from the bus.
+    echoed: u64,
     peers: BTreeMap<NodeId, Peer>,
     /// Which webhooks were sent and which leaves are pending, per app, alike on every node.
     pub(super) hooks: BTreeMap<AppId, ClusterHooks>,
@@ -63,6 +65,9 @@ impl ClusterState {
 struct Peer {
     last_seq: u64,
     last_heard: Instant,
+    /// We asked it for a snapshot and none has come yet: asked again at each heartbeat, since
+    /// the request itself may have been lost.
+    snapshot_wanted: bool,
 }
 
 /// What caused a cluster-wide transition, which decides the node that reports it to the
@@ -96,6 +101,7 @@ impl Engine {
             config: cluster,
             bus_up: false,
             next_seq: 1,
+            echoed: 0,
             peers: BTreeMap::new(),
             views,
             hooks: BTreeMap::new(),
@@ -312,6 +318,15 @@ impl Engine {
             if !cluster.bus_up {
                 return;
             }
+            // Our own changes apply when they come back, so a lost echo would leave our view
+            // of ourselves wrong for good; peers that saw no gap would never ask us to repair
+            // it. A snapshot of ours, applied when it comes back, does.
+            let gap = message.seq != cluster.echoed + 1;
+            cluster.echoed = message.seq;
+            if gap && !matches!(message.body, Body::Snapshot { .. }) {
+                cluster.stats.gaps += 1;
+                self.publish_snapshot(false);
+            }
         } else {
             let snapshot = matches!(message.body, Body::Snapshot { .. });
             self.heard_from(message.node, message.seq, snapshot);
@@ -371,12 +386,14 @@ impl Engine {
                 let gap = seq != peer.last_seq + 1;
                 peer.last_seq = seq;
                 peer.last_heard = now;
+                peer.snapshot_wanted = (peer.snapshot_wanted || gap) && !snapshot;
                 gap && !snapshot
             }
             None => {
                 let peer = Peer {
                     last_seq: seq,
                     last_heard: now,
+                    snapshot_wanted: !snapshot,
                 };
                 cluster.peers.insert(node, peer);
                 !snapshot
@@ -593,6 +610,17 @@ impl Engine {
             cluster.stats.nodes_dropped += 1;
         }
         self.bus_publish(None, Body::Heartbeat);
+        let unanswered: Vec<NodeId> = self
+            .cluster
+            .as_ref()
+            .map(|c| c.peers.iter().filter(|(_, p)| p.snapshot_wanted))
+            .into_iter()
+            .flatten()
+            .map(|(node, _)| *node)
+            .collect();
+        for of in unanswered {
+            self.bus_publish(None, Body::SnapshotRequest { of });
+        }
         let apps: Vec<AppId> = self.apps.keys().cloned().collect();
         for node in dead {
             for app in &apps {

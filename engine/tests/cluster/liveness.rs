@@ -108,3 +108,45 @@ fn while_the_bus_is_down_each_node_serves_its_own_and_heals_with_the_differences
         json!({"users": [{"id": "comes"}, {"id": "stays"}, {"id": "wa"}, {"id": "wb"}]})
     );
 }
+
+#[test]
+fn a_lost_echo_of_its_own_change_is_repaired_even_when_no_peer_saw_a_gap() {
+    // A node alone on the bus: nobody else can notice that its own message went missing.
+    let mut cluster = cluster(1);
+    let (watcher, _) = join_presence(cluster.node(0), "presence-room", "w");
+    settle(&mut cluster);
+    member_events(cluster.node(0), watcher);
+    cluster.set_loss(100);
+    let (_u, _) = join_presence(cluster.node(0), "presence-room", "u");
+    cluster.run_for(ms(20));
+    cluster.set_loss(0);
+    // Its next heartbeat's echo shows the gap in its own sequence.
+    cluster.run_for(ms(1_500));
+    assert_eq!(member_events(cluster.node(0), watcher), ["+u"]);
+    let users = get(cluster.node(0), "/channels/presence-room/users", &[]);
+    assert_eq!(users, json!({"users": [{"id": "u"}, {"id": "w"}]}));
+}
+
+#[test]
+fn a_lost_snapshot_request_is_asked_again_until_answered() {
+    // With this seed, node 0 sees the gap left by node 1's lost join, and its request for
+    // node 1's snapshot is itself lost; node 1's later messages follow on without a gap.
+    let mut config = ferrocast_engine::Config::default();
+    config.apps[0].client_events = true;
+    let mut cluster = ferrocast_engine::cluster::sim::ClusterSim::new(config, 3, 28);
+    join_presence(cluster.node(0), "presence-room", "w");
+    settle(&mut cluster);
+    cluster.set_loss(30);
+    join_presence(cluster.node(1), "presence-room", "u");
+    cluster.run_for(ms(1_100));
+    cluster.set_loss(0);
+    cluster.run_for(ms(3_000));
+    for node in 0..3 {
+        let users = get(cluster.node(node), "/channels/presence-room/users", &[]);
+        assert_eq!(
+            users,
+            json!({"users": [{"id": "u"}, {"id": "w"}]}),
+            "node {node}"
+        );
+    }
+}

@@ -11,7 +11,13 @@
 
 mod config;
 mod redis_link;
+// Its items are public for the loom model (`tests/loom_bus.rs`), which sees them under loom only.
+#[cfg(not(loom))]
+#[allow(unreachable_pub)]
 mod shared;
+/// The hand-off between the engine side and the link's threads, public for its loom model.
+#[cfg(loom)]
+pub mod shared;
 
 pub(crate) use config::redact_url;
 pub use config::{BusConfig, BusConfigError};

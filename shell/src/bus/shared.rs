@@ -6,11 +6,23 @@
 //! on, both threads drop their connections and open new ones. That turns two connections (a
 //! subscribed Redis connection cannot publish) into one link that goes down once per outage and
 //! comes up only when both sides are connected again.
+//!
+//! Loom-checked in `tests/loom_bus.rs` (this module is public under `cfg(loom)` for it), with a
+//! broken twin the model must catch.
 
 use super::{BusStats, Counter};
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU64, Ordering};
+#[cfg(loom)]
+use loom::sync::{Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
+#[cfg(not(loom))]
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+// The counters stay behind std's `Arc` under loom too: they are shared with the metrics
+// reader, not part of the hand-off the model checks.
+use std::sync::Arc;
+#[cfg(not(loom))]
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A bounded FIFO of outgoing messages that makes room by dropping its oldest.
@@ -19,7 +31,7 @@ use std::time::{Duration, Instant};
 /// after `up` (the engine's resync) must survive a queue full of messages from the outage,
 /// which the resync makes obsolete anyway. The receivers see a contiguous recent suffix.
 #[derive(Debug)]
-pub(crate) struct OutgoingQueue {
+pub struct OutgoingQueue {
     messages: VecDeque<Vec<u8>>,
     bytes: usize,
     max_messages: usize,
@@ -27,7 +39,8 @@ pub(crate) struct OutgoingQueue {
 }
 
 impl OutgoingQueue {
-    pub(crate) fn new(max_messages: usize, max_bytes: usize) -> Self {
+    /// An empty queue holding at most `max_messages` messages and `max_bytes` bytes.
+    pub fn new(max_messages: usize, max_bytes: usize) -> Self {
         OutgoingQueue {
             messages: VecDeque::new(),
             bytes: 0,
@@ -38,7 +51,7 @@ impl OutgoingQueue {
 
     /// Appends `message`, dropping the oldest until both bounds hold; returns how many were
     /// dropped (a message larger than the whole byte bound is itself dropped).
-    pub(crate) fn push(&mut self, message: Vec<u8>) -> usize {
+    pub fn push(&mut self, message: Vec<u8>) -> usize {
         if message.len() > self.max_bytes {
             return 1;
         }
@@ -59,7 +72,8 @@ impl OutgoingQueue {
         dropped
     }
 
-    pub(crate) fn pop(&mut self) -> Option<Vec<u8>> {
+    /// Takes the oldest message.
+    pub fn pop(&mut self) -> Option<Vec<u8>> {
         let message = self.messages.pop_front()?;
         self.bytes -= message.len();
         Some(message)
@@ -87,7 +101,7 @@ struct State {
 
 /// What the publisher gets when it asks for work.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Work {
+pub enum Work {
     /// A message to publish.
     Publish(Vec<u8>),
     /// Nothing for `idle` long: time to check the connection.
@@ -100,7 +114,7 @@ pub(crate) enum Work {
 
 /// What the subscriber gets when it waits for the publisher before reporting `up`.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Ready {
+pub enum Ready {
     /// Both sides are connected in this epoch; `up` is recorded.
     Up,
     /// The publisher is not connected yet; ask again.
@@ -113,16 +127,18 @@ pub(crate) enum Ready {
 
 /// The shared half of a link.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub struct Shared {
     state: Mutex<State>,
     changed: Condvar,
     /// A copy of `State::epoch` the subscriber can read per message without the lock.
     epoch: AtomicU64,
-    pub(crate) stats: Arc<BusStats>,
+    /// The link's counters.
+    pub stats: Arc<BusStats>,
 }
 
 impl Shared {
-    pub(crate) fn new(outgoing: OutgoingQueue, stats: Arc<BusStats>) -> Self {
+    /// A link's shared state, at epoch 0, down, with `outgoing` as its queue.
+    pub fn new(outgoing: OutgoingQueue, stats: Arc<BusStats>) -> Self {
         Shared {
             state: Mutex::new(State {
                 outgoing,
@@ -158,14 +174,14 @@ impl Shared {
     }
 
     /// The current epoch.
-    pub(crate) fn epoch(&self) -> u64 {
+    pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
 
     /// Queues one outgoing message. Overflow while the link is up means peers would silently
     /// miss messages, so it is declared a failure: the link goes down and up again, and the
     /// engine resyncs by snapshot.
-    pub(crate) fn push(&self, message: Vec<u8>) {
+    pub fn push(&self, message: Vec<u8>) {
         let mut state = self.lock();
         let dropped = state.outgoing.push(message);
         if dropped > 0 {
@@ -184,7 +200,7 @@ impl Shared {
 
     /// Declares the connections of `epoch` failed; a no-op when a failure was already declared
     /// for it. Returns whether this call moved the epoch on.
-    pub(crate) fn fail(&self, epoch: u64, reason: String) -> bool {
+    pub fn fail(&self, epoch: u64, reason: String) -> bool {
         let mut state = self.lock();
         let moved = self.fail_locked(&mut state, epoch, reason);
         drop(state);
@@ -205,12 +221,12 @@ impl Shared {
     }
 
     /// Why the last declared failure happened.
-    pub(crate) fn last_failure(&self) -> String {
+    pub fn last_failure(&self) -> String {
         self.lock().last_failure.clone()
     }
 
     /// The publisher opened a connection in `epoch`.
-    pub(crate) fn publisher_connected(&self, epoch: u64) {
+    pub fn publisher_connected(&self, epoch: u64) {
         let mut state = self.lock();
         if state.epoch == epoch {
             state.publisher_ready = Some(epoch);
@@ -221,7 +237,7 @@ impl Shared {
 
     /// Waits (the subscriber, already subscribed) until the publisher is connected in `epoch`,
     /// then records the link as up; gives up after `timeout`.
-    pub(crate) fn wait_ready(&self, epoch: u64, timeout: Duration) -> Ready {
+    pub fn wait_ready(&self, epoch: u64, timeout: Duration) -> Ready {
         let deadline = Instant::now() + timeout;
         let mut state = self.lock();
         loop {
@@ -250,7 +266,7 @@ impl Shared {
     /// handed out while the link is up in `epoch`, so nothing is published before the
     /// subscriber is listening (every node, the sender included, then hears it) and what queued
     /// during an outage goes out, in order, after `up`.
-    pub(crate) fn next_work(&self, epoch: u64, idle: Duration) -> Work {
+    pub fn next_work(&self, epoch: u64, idle: Duration) -> Work {
         let deadline = Instant::now() + idle;
         let mut state = self.lock();
         loop {
@@ -274,7 +290,7 @@ impl Shared {
     }
 
     /// Sleeps `duration` unless the link stops first; returns false if it is stopping.
-    pub(crate) fn sleep(&self, duration: Duration) -> bool {
+    pub fn sleep(&self, duration: Duration) -> bool {
         let deadline = Instant::now() + duration;
         let mut state = self.lock();
         loop {
@@ -290,12 +306,12 @@ impl Shared {
     }
 
     /// Whether the link is stopping.
-    pub(crate) fn stopping(&self) -> bool {
+    pub fn stopping(&self) -> bool {
         self.lock().stopping
     }
 
     /// Tells both threads to finish.
-    pub(crate) fn stop(&self) {
+    pub fn stop(&self) {
         self.lock().stopping = true;
         self.changed.notify_all();
     }
@@ -306,7 +322,7 @@ impl Shared {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 

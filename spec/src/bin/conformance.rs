@@ -3,7 +3,7 @@
 //! vector's configuration (`--server-bin`). Prints `ok`/`FAIL`/`skip` per vector and a closing
 //! `N passed, N failed, N skipped` line; exits non-zero on any failure.
 
-use ferrocast_spec::live::{self, http::WebhookReceiver, Options};
+use ferrocast_spec::live::{self, http::WebhookReceiver, redis::RedisProcess, Options};
 use ferrocast_spec::template::App;
 use ferrocast_spec::{vector, vectors_dir, Tally};
 use std::path::PathBuf;
@@ -13,13 +13,15 @@ use std::time::Duration;
 const USAGE: &str =
     "usage: ferrocast-conformance (--url ws://HOST:PORT | --host H --port P | --server-bin PATH)
     [--app-id ID] [--app-key KEY] [--app-secret SECRET] [--vectors DIR] [--filter TEXT]
-    [--timeout-ms 2000] [--quiet-ms 150] [--max-sleep-secs 10] [--skip-webhooks]
+    [--timeout-ms 2000] [--quiet-ms 150] [--max-sleep-secs 10] [--skip-webhooks] [--cluster N]
 
   --url / --host --port  a running server; vectors needing their own configuration are skipped
   --server-bin PATH      start PATH --host 127.0.0.1 --port 0 --config FILE for every vector
   --app-*                the app under test (default app-id / app-key / app-secret)
   --filter TEXT          only vectors whose id contains TEXT
-  --skip-webhooks        skip vectors that expect webhook deliveries";
+  --skip-webhooks        skip vectors that expect webhook deliveries
+  --cluster N            with --server-bin: N nodes per vector over a redis-server the runner
+                         starts (from PATH); clients spread over the nodes, HTTP to each in turn";
 
 fn main() -> ExitCode {
     match parse(std::env::args().skip(1).collect()) {
@@ -53,6 +55,8 @@ fn parse(args: Vec<String>) -> Result<Option<Parsed>, String> {
         quiet: Duration::from_millis(150),
         max_sleep_secs: 10.0,
         skip_webhooks: false,
+        cluster_nodes: 0,
+        redis_url: None,
         work_dir: std::env::temp_dir()
             .join(format!("ferrocast-conformance-{}", std::process::id())),
     };
@@ -80,6 +84,11 @@ fn parse(args: Vec<String>) -> Result<Option<Parsed>, String> {
             "--vectors" => dir = PathBuf::from(value()?),
             "--filter" => filter = value()?,
             "--skip-webhooks" => options.skip_webhooks = true,
+            "--cluster" => {
+                options.cluster_nodes = value()?
+                    .parse()
+                    .map_err(|_| "--cluster takes a number of nodes".to_string())?
+            }
             "--timeout-ms" => options.timeout = millis(value()?)?,
             "--quiet-ms" => options.quiet = millis(value()?)?,
             "--max-sleep-secs" => {
@@ -96,6 +105,9 @@ fn parse(args: Vec<String>) -> Result<Option<Parsed>, String> {
         (None, None, None) if options.server_bin.is_some() => None,
         _ => return Err("give --url, or --host and --port, or --server-bin".into()),
     };
+    if options.cluster_nodes > 1 && options.server_bin.is_none() {
+        return Err("--cluster starts its nodes: it needs --server-bin".into());
+    }
     Ok(Some((options, dir, filter)))
 }
 
@@ -121,6 +133,23 @@ fn run(options: &Options, dir: &std::path::Path, filter: &str) -> ExitCode {
         },
         None => None,
     };
+    // One Redis for the whole run: pub/sub keeps no state, and each vector's nodes use a
+    // prefix of their own.
+    let redis = if options.cluster_nodes > 1 {
+        match RedisProcess::start(&options.work_dir, Duration::from_secs(10)) {
+            Ok(redis) => Some(redis),
+            Err(e) => {
+                eprintln!("ferrocast-conformance: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+    let options = &Options {
+        redis_url: redis.as_ref().map(|r| r.url.clone()),
+        ..options.clone()
+    };
     let mut tally = Tally::default();
     for vector in vectors.iter().filter(|v| v.id.contains(filter)) {
         let outcome = live::run_vector(vector, options, receiver.as_ref());
@@ -128,6 +157,7 @@ fn run(options: &Options, dir: &std::path::Path, filter: &str) -> ExitCode {
         tally.add(&outcome);
     }
     drop(receiver);
+    drop(redis);
     let _ = std::fs::remove_dir_all(&options.work_dir);
     if tally.known > 0 {
         println!("{} known failures (counted as skipped)", tally.known);

@@ -2,6 +2,7 @@
 //! `ferrocast` binaries this runner starts with each vector's configuration.
 
 pub mod http;
+pub mod redis;
 pub mod server;
 pub mod ws;
 
@@ -36,7 +37,22 @@ pub struct Options {
     pub work_dir: PathBuf,
     /// Skip vectors that expect webhooks (for servers that do not deliver them).
     pub skip_webhooks: bool,
+    /// With `server_bin`: the nodes of a cluster to start per vector over `redis_url` (0 or
+    /// 1: a single server). Clients are spread over the nodes in the order they first
+    /// connect, and HTTP requests go to each node in turn.
+    pub cluster_nodes: usize,
+    /// The Redis the cluster's nodes share (each vector's nodes under a prefix of their own).
+    pub redis_url: Option<String>,
 }
+
+impl Options {
+    fn clustered(&self) -> bool {
+        self.cluster_nodes > 1
+    }
+}
+
+/// The log line of a node whose cluster bus is connected, so that it sees the others.
+const BUS_CONNECTED: &str = "cluster bus: connected";
 
 /// Why a vector cannot run with these options, if it cannot.
 pub fn skip_reason(vector: &Vector, options: &Options) -> Option<String> {
@@ -66,6 +82,9 @@ pub fn skip_reason(vector: &Vector, options: &Options) -> Option<String> {
     if options.server_bin.is_none() && !config::is_default(vector.config.as_ref()) {
         return Some("needs its own server configuration (run with --server-bin)".into());
     }
+    if options.clustered() && vector.has_tag("single_node") {
+        return Some("pins what one node alone does".into());
+    }
     None
 }
 
@@ -86,21 +105,14 @@ fn replay(
     options: &Options,
     webhooks: Option<&http::WebhookReceiver>,
 ) -> Result<(), String> {
-    let _server;
-    let (addr, host) = match &options.server_bin {
+    let _servers;
+    let (addrs, host) = match &options.server_bin {
         Some(bin) => {
-            let url = webhooks.map(|w| w.url()).unwrap_or_default();
-            let json = config::build(&options.app, vector.config.as_ref(), &url)?;
-            let toml = config::to_toml(&json)?;
-            let stem = vector.id.replace('/', "__");
-            let config_path = options.work_dir.join(format!("{stem}.toml"));
-            let log_path = options.work_dir.join(format!("{stem}.log"));
-            std::fs::write(&config_path, toml).map_err(|e| e.to_string())?;
-            let server =
-                ServerProcess::start(bin, &config_path, &log_path, Duration::from_secs(10))?;
-            let addr = server.addr;
-            _server = server;
-            (addr, addr.to_string())
+            let servers = start_servers(bin, vector, options, webhooks)?;
+            let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+            _servers = servers;
+            let host = addrs[0].to_string();
+            (addrs, host)
         }
         None => {
             let target = options
@@ -112,16 +124,18 @@ fn replay(
                 .map_err(|e| format!("cannot resolve {target}: {e}"))?
                 .next()
                 .ok_or_else(|| format!("{target} resolves to nothing"))?;
-            (addr, target)
+            (vec![addr], target)
         }
     };
     if let Some(w) = webhooks {
         w.take();
     }
     let mut transport = LiveTransport {
-        addr,
+        addrs,
         host,
         clients: BTreeMap::new(),
+        placement: BTreeMap::new(),
+        http_calls: 0,
         options,
         webhooks,
     };
@@ -133,11 +147,66 @@ fn replay(
     result
 }
 
+/// Starts the vector's server, or the nodes of its cluster, with its configuration.
+fn start_servers(
+    bin: &std::path::Path,
+    vector: &Vector,
+    options: &Options,
+    webhooks: Option<&http::WebhookReceiver>,
+) -> Result<Vec<ServerProcess>, String> {
+    let url = webhooks.map(|w| w.url()).unwrap_or_default();
+    let json = config::build(&options.app, vector.config.as_ref(), &url)?;
+    let toml = config::to_toml(&json)?;
+    let stem = vector.id.replace('/', "__");
+    let config_path = options.work_dir.join(format!("{stem}.toml"));
+    std::fs::write(&config_path, toml).map_err(|e| e.to_string())?;
+    let wait = Duration::from_secs(10);
+    if !options.clustered() {
+        let log_path = options.work_dir.join(format!("{stem}.log"));
+        return Ok(vec![ServerProcess::start(bin, &config_path, &[], &log_path, wait)?]);
+    }
+    let redis = options
+        .redis_url
+        .as_deref()
+        .ok_or("cluster mode needs a Redis URL")?;
+    // A prefix per vector and run: nodes of an earlier vector still shutting down never mix in.
+    let prefix = format!("conformance-{}-{stem}", std::process::id());
+    let extra: Vec<String> = [
+        "--redis-url",
+        redis,
+        "--cluster-prefix",
+        &prefix,
+        "--cluster-heartbeat-ms",
+        "200",
+        "--cluster-node-timeout-ms",
+        "3000",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut nodes = Vec::with_capacity(options.cluster_nodes);
+    for node in 0..options.cluster_nodes {
+        let log_path = options.work_dir.join(format!("{stem}.node{node}.log"));
+        nodes.push(ServerProcess::start(bin, &config_path, &extra, &log_path, wait)?);
+    }
+    for node in &nodes {
+        node.wait_for_log(BUS_CONNECTED, wait)?;
+    }
+    // Every node announces itself once connected and the others answer with snapshots; give
+    // that exchange a moment so the first client sees a whole cluster.
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(nodes)
+}
+
 /// A [`Transport`] over real sockets.
 struct LiveTransport<'a> {
-    addr: SocketAddr,
+    /// The server, or each node of the cluster.
+    addrs: Vec<SocketAddr>,
     host: String,
     clients: BTreeMap<String, WsClient>,
+    /// The node each client connects to (fixed at its first connection).
+    placement: BTreeMap<String, usize>,
+    /// HTTP requests sent so far (they go to the nodes in turn).
+    http_calls: usize,
     options: &'a Options,
     webhooks: Option<&'a http::WebhookReceiver>,
 }
@@ -155,7 +224,9 @@ impl Transport for LiveTransport<'_> {
         if self.clients.get(client).is_some_and(|c| !c.is_closed()) {
             return Err(format!("client {client:?} is already connected"));
         }
-        let ws = WsClient::connect(self.addr, &self.host, path, query, self.options.timeout)?;
+        let next = self.placement.len() % self.addrs.len();
+        let node = *self.placement.entry(client.to_owned()).or_insert(next);
+        let ws = WsClient::connect(self.addrs[node], &self.host, path, query, self.options.timeout)?;
         self.clients.insert(client.to_owned(), ws);
         Ok(())
     }
@@ -191,7 +262,9 @@ impl Transport for LiveTransport<'_> {
     }
 
     fn http(&mut self, call: &HttpCall) -> Result<HttpAnswer, String> {
-        http::request(self.addr, &self.host, call, self.options.timeout)
+        let node = self.http_calls % self.addrs.len();
+        self.http_calls += 1;
+        http::request(self.addrs[node], &self.host, call, self.options.timeout)
     }
 
     fn webhooks(&mut self, wait: Wait) -> Result<Vec<WebhookPost>, String> {

@@ -16,13 +16,20 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `bin --host 127.0.0.1 --port 0 --config {config}` and waits (bounded) for its
-    /// `ferrocast listening on HOST:PORT` line.
-    pub fn start(bin: &Path, config: &Path, log: &Path, wait: Duration) -> Result<Self, String> {
+    /// Starts `bin --host 127.0.0.1 --port 0 --config {config} {extra…}` and waits (bounded)
+    /// for its `ferrocast listening on HOST:PORT` line.
+    pub fn start(
+        bin: &Path,
+        config: &Path,
+        extra: &[String],
+        log: &Path,
+        wait: Duration,
+    ) -> Result<Self, String> {
         let stderr = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let mut child = Command::new(bin)
             .args(["--host", "127.0.0.1", "--port", "0", "--config"])
             .arg(config)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
@@ -58,6 +65,25 @@ impl ServerProcess {
                     server.log_tail()
                 ))
             }
+        }
+    }
+
+    /// Waits (bounded) until the server's log has a line containing `needle`, e.g. the
+    /// cluster bus reporting that it is connected.
+    pub fn wait_for_log(&self, needle: &str, wait: Duration) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if text.contains(needle) {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the server did not log {needle:?} within {wait:?}; its log: {}",
+                    self.log_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

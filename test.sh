@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test layer of Ferrocast, from any working directory, on a clean clone:
-#   formatting, clippy, the release build, the Rust workspace tests (unit, simulator scenarios,
-#   conformance vectors, property tests), the fuzz smoke run, and the end-to-end suite in which
-#   pusher-js and the `pusher` Node SDK talk to the real `ferrocast` binary.
-# Installs what it needs itself (npm packages from the committed lock file, Debian's
-# redis-server and openssl packages when they are missing). Every layer runs even when an earlier one failed
-# (except the end-to-end suite, which needs a fresh build); the script exits non-zero if any
-# layer failed.
+#   formatting, clippy, the rust-version check, the release build, the Rust workspace tests
+#   (unit, simulator scenarios for one node and for a cluster, conformance vectors, property
+#   tests, the Redis bus against a real redis-server), the loom models, the fuzz smoke run, the
+#   end-to-end suites in which pusher-js and the `pusher` SDKs talk to the real `ferrocast`
+#   binary (three nodes over Redis included), and the black-box conformance runner against one
+#   server and against a three-node cluster.
+# Installs what it needs itself (npm packages from the committed lock file, a Python venv,
+# cargo-fuzz, Debian's redis-server and openssl packages when they are missing). Every layer
+# runs even when an earlier one failed (except the end-to-end layers, which need a fresh
+# build); the script exits non-zero if any layer failed.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -109,16 +112,41 @@ python_sdk() {
   "$dir/.venv/bin/python" "$dir/trigger_test.py"
 }
 
-if [[ "$BUILT" == 1 ]]; then
+CONFORMANCE="$ROOT/target/release/ferrocast-conformance"
+# The conformance vectors with every vector's clients spread over three nodes sharing one
+# redis-server. It mostly waits (servers starting, quiet windows), so it runs in the
+# background beside the other end-to-end layers, its output kept for the end.
+cluster_conformance() {
+  local log="$1"
+  "$CONFORMANCE" --server-bin "$FERROCAST_BIN" --cluster 3 >"$log" 2>&1
+}
+
+if [[ "$BUILT" == 1 ]] &&
+  step "conformance runner build" cargo build --release -q -p ferrocast-spec --bin ferrocast-conformance; then
+  CLUSTER_LOG="$(mktemp)"
+  CLUSTER_START=$SECONDS
+  cluster_conformance "$CLUSTER_LOG" &
+  CLUSTER_PID=$!
   step "end-to-end (pusher-js, pusher SDK)" e2e || true
   step "end-to-end (Python SDK)" python_sdk || true
   # The conformance vectors over real sockets, one fresh server per vector configuration.
-  step "conformance (black-box)" cargo run --release -q -p ferrocast-spec --bin ferrocast-conformance -- \
-    --server-bin "$FERROCAST_BIN" || true
+  step "conformance (black-box)" "$CONFORMANCE" --server-bin "$FERROCAST_BIN" || true
+  printf '\n==> conformance (black-box, 3-node cluster): %s --cluster 3 (ran in the background)\n' "$CONFORMANCE"
+  if wait "$CLUSTER_PID"; then
+    cat "$CLUSTER_LOG"
+    RESULTS+=("ok      conformance (black-box, 3-node cluster) ($((SECONDS - CLUSTER_START)) s)")
+  else
+    rc=$?
+    cat "$CLUSTER_LOG"
+    RESULTS+=("FAILED  conformance (black-box, 3-node cluster) (exit ${rc}, $((SECONDS - CLUSTER_START)) s)")
+    FAILED=1
+  fi
+  rm -f "$CLUSTER_LOG"
 else
-  skip "end-to-end (pusher-js, pusher SDK)" "the release build failed"
-  skip "end-to-end (Python SDK)" "the release build failed"
-  skip "conformance (black-box)" "the release build failed"
+  skip "end-to-end (pusher-js, pusher SDK)" "a release build failed"
+  skip "end-to-end (Python SDK)" "a release build failed"
+  skip "conformance (black-box)" "a release build failed"
+  skip "conformance (black-box, 3-node cluster)" "a release build failed"
   FAILED=1
 fi
 

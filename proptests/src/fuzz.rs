@@ -328,3 +328,47 @@ fn to_http(request: FuzzRequest, parse_raw: Option<HeadParser>) -> Option<HttpRe
         }
     }
 }
+
+/// `bus_message`: bytes arriving from the cluster bus at a node with live subscribers (a
+/// public channel and a presence member), then time passing across heartbeats and the node
+/// timeout. A peer may send anything: the engine must never panic, must drop what it cannot
+/// use (counting it), and must still close cleanly.
+pub fn bus_message(data: &[u8]) {
+    use ferrocast_engine::sim::Simulator;
+    use ferrocast_engine::NodeId;
+    use std::time::Duration;
+
+    let mut sim = Simulator::new_node(Config::default(), 7, NodeId(1));
+    sim.input(Input::BusUp).expect("bus input");
+    let public = sim.connect("app-key");
+    sim.send_json(
+        public,
+        serde_json::json!({"event": "pusher:subscribe", "data": {"channel": "news"}}),
+    );
+    let member = sim.connect("app-key");
+    let channel_data = r#"{"user_id":"u1","user_info":{"name":"Ann"}}"#;
+    let auth = sim.presence_auth(member, "presence-room", channel_data);
+    sim.send_json(
+        member,
+        serde_json::json!({"event": "pusher:subscribe", "data": {
+            "channel": "presence-room", "auth": auth, "channel_data": channel_data}}),
+    );
+    // Our own messages echo back first, as the bus would deliver them.
+    for echo in sim.take_bus() {
+        sim.input(Input::Bus(echo)).expect("bus input");
+    }
+    // The bytes whole, and again split at every NUL (several messages in one input).
+    sim.input(Input::Bus(data.to_vec())).expect("bus input");
+    for part in data.split(|&b| b == 0).filter(|p| !p.is_empty()) {
+        sim.input(Input::Bus(part.to_vec())).expect("bus input");
+    }
+    sim.advance(Duration::from_secs(30));
+    sim.disconnect(public);
+    sim.disconnect(member);
+    sim.advance(Duration::from_secs(30));
+    let counts = sim.engine().state_counts();
+    assert_eq!(
+        counts.connections, 0,
+        "connections left after every client closed"
+    );
+}

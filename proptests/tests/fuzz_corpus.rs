@@ -11,7 +11,7 @@ use std::path::Path;
 type Target = fn(&[u8]);
 
 /// Each cargo-fuzz target and the library function its body calls.
-const TARGETS: [(&str, Target); 5] = [
+const TARGETS: [(&str, Target); 6] = [
     ("client_message", fuzz::client_message),
     ("config", fuzz::config),
     ("engine_ops", fuzz::engine_ops),
@@ -19,6 +19,7 @@ const TARGETS: [(&str, Target); 5] = [
     // Raw-bytes inputs need the shell's parser, which this crate does not link: the shell's
     // `fuzz_http_corpus` test replays them; the API-shaped inputs replay here in full.
     ("http_request", |data| fuzz::http_request(data, None)),
+    ("bus_message", fuzz::bus_message),
 ];
 
 fn replay(dir: &str) -> usize {

@@ -163,7 +163,13 @@ fn start_servers(
     let wait = Duration::from_secs(10);
     if !options.clustered() {
         let log_path = options.work_dir.join(format!("{stem}.log"));
-        return Ok(vec![ServerProcess::start(bin, &config_path, &[], &log_path, wait)?]);
+        return Ok(vec![ServerProcess::start(
+            bin,
+            &config_path,
+            &[],
+            &log_path,
+            wait,
+        )?]);
     }
     let redis = options
         .redis_url
@@ -186,7 +192,13 @@ fn start_servers(
     let mut nodes = Vec::with_capacity(options.cluster_nodes);
     for node in 0..options.cluster_nodes {
         let log_path = options.work_dir.join(format!("{stem}.node{node}.log"));
-        nodes.push(ServerProcess::start(bin, &config_path, &extra, &log_path, wait)?);
+        nodes.push(ServerProcess::start(
+            bin,
+            &config_path,
+            &extra,
+            &log_path,
+            wait,
+        )?);
     }
     for node in &nodes {
         node.wait_for_log(BUS_CONNECTED, wait)?;
@@ -226,7 +238,13 @@ impl Transport for LiveTransport<'_> {
         }
         let next = self.placement.len() % self.addrs.len();
         let node = *self.placement.entry(client.to_owned()).or_insert(next);
-        let ws = WsClient::connect(self.addrs[node], &self.host, path, query, self.options.timeout)?;
+        let ws = WsClient::connect(
+            self.addrs[node],
+            &self.host,
+            path,
+            query,
+            self.options.timeout,
+        )?;
         self.clients.insert(client.to_owned(), ws);
         Ok(())
     }

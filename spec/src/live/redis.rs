@@ -37,7 +37,9 @@ impl RedisProcess {
         let deadline = Instant::now() + wait;
         while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
             if Instant::now() >= deadline {
-                return Err(format!("redis-server did not accept on {addr} within {wait:?}"));
+                return Err(format!(
+                    "redis-server did not accept on {addr} within {wait:?}"
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -1,6 +1,6 @@
 // Webhooks: the binary POSTs signed batches to each endpoint of an app. A real HTTP receiver on
-// 127.0.0.1 checks every request with the `pusher` SDK's own webhook validation
-// (`pusher.webhook({ headers, rawBody })` → `isValid()`, `getEvents()`, `getTime()`).
+// 127.0.0.1 (lib/webhooks.mjs) checks every request with the `pusher` SDK's own webhook
+// validation (`pusher.webhook({ headers, rawBody })` → `isValid()`, `getEvents()`, `getTime()`).
 //
 // The leave delay (3 s by default) dominates, so the cases run concurrently, each with its own
 // server and receivers. A case that must show something was NOT sent waits for a "sentinel"
@@ -10,129 +10,17 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import PusherServer from 'pusher';
 import { setup, connected, subscribed, record, sleep } from '../lib/clients.mjs';
 import { app, DEFAULT_APP } from '../lib/server.mjs';
+import { receiver, assertAllValid, checker } from '../lib/webhooks.mjs';
 
 const T = { timeout: 30_000 };
-/** Bound on waiting for a delivery that must come. */
-const DELIVERY_WAIT_MS = 8_000;
 /** The server's default `webhook_leave_delay_secs`, in ms. */
 const LEAVE_DELAY_MS = 3_000;
 /** Earliest acceptable arrival of a delayed leave event, measured from the leave. */
 const LEAVE_EARLIEST_MS = 2_500;
 /** Latest acceptable arrival (delay + default 250 ms batch + slack for a loaded machine). */
 const LEAVE_LATEST_MS = 6_500;
-const PATH = '/pusher/webhooks';
-
-/** The `pusher` SDK for `creds`, used only to check webhooks (it never connects anywhere). */
-const checker = (creds) => new PusherServer({ appId: creds.id, key: creds.key, secret: creds.secret });
-
-/**
- * A webhook endpoint on 127.0.0.1:0. `statuses` answers the first requests in turn (then 200);
- * a status of `'hang'` never answers that request.
- * Every request is kept as `{ at, method, url, headers, rawBody, status, valid, events, time }`,
- * where `valid`, `events` and `time` come from the SDK's webhook checker for `creds`.
- */
-async function receiver(t, { creds = DEFAULT_APP, statuses = [] } = {}) {
-  const sdk = checker(creds);
-  const requests = [];
-  const waiters = new Set();
-  const server = http.createServer((req, res) => {
-    const chunks = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
-      const rawBody = Buffer.concat(chunks).toString('utf8');
-      const webhook = sdk.webhook({ headers: req.headers, rawBody });
-      const valid = webhook.isValid();
-      const status = statuses[requests.length] ?? 200;
-      requests.push({
-        at: Date.now(),
-        method: req.method,
-        url: req.url,
-        headers: req.headers,
-        rawBody,
-        status,
-        valid,
-        events: valid ? webhook.getEvents() : [],
-        time: valid ? webhook.getTime() : null,
-      });
-      // 'hang' leaves the request unanswered (until the receiver is closed).
-      if (status !== 'hang') res.writeHead(status, { 'content-type': 'application/json' }).end('{}');
-      for (const w of [...waiters]) w();
-    });
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(
-    () =>
-      new Promise((resolve) => {
-        server.close(resolve);
-        server.closeAllConnections();
-      }),
-  );
-  const describeAll = () =>
-    requests.map((r) => `${r.status}${r.valid ? '' : ' INVALID'} +${r.at} ${r.rawBody}`).join('\n  ') || '(nothing)';
-  return {
-    url: `http://127.0.0.1:${server.address().port}${PATH}`,
-    creds,
-    requests,
-    describeAll,
-    /** Every event of every validly signed request so far: `{ ...event, at, request }`. */
-    events: () => requests.flatMap((r) => r.events.map((e) => ({ ...e, at: r.at, request: r }))),
-    /** Events named `name` (and matching `fields`) so far. */
-    named(name, fields = {}) {
-      return this.events().filter((e) => e.name === name && Object.entries(fields).every(([k, v]) => e[k] === v));
-    },
-    /**
-     * Waits until `pred(events())` holds; fails at once on a request the SDK rejects, and after
-     * `timeout` ms with everything received.
-     */
-    async until(pred, what, timeout = DELIVERY_WAIT_MS) {
-      const deadline = Date.now() + timeout;
-      for (;;) {
-        const bad = requests.find((r) => !r.valid);
-        if (bad) throw new Error(`the SDK rejected a webhook while waiting for ${what}:\n  ${describeAll()}`);
-        if (pred(this.events())) return this.events();
-        const left = deadline - Date.now();
-        if (left <= 0) throw new Error(`timed out after ${timeout} ms waiting for ${what}; received:\n  ${describeAll()}`);
-        await new Promise((resolve) => {
-          const w = () => {
-            waiters.delete(w);
-            clearTimeout(timer);
-            resolve();
-          };
-          const timer = setTimeout(w, Math.min(left, 100));
-          waiters.add(w);
-        });
-      }
-    },
-    /** Waits for the first event named `name` matching `fields`; returns it. */
-    async first(name, fields = {}, timeout = DELIVERY_WAIT_MS) {
-      await this.until(() => this.named(name, fields).length > 0, `${name} ${JSON.stringify(fields)}`, timeout);
-      return this.named(name, fields)[0];
-    },
-  };
-}
-
-/** Every request `hook` got is a well-formed POST that the SDK validates for its app. */
-function assertAllValid(hook) {
-  assert.ok(hook.requests.length > 0, 'the receiver got no request at all');
-  for (const r of hook.requests) {
-    const body = r.rawBody;
-    assert.equal(r.method, 'POST', body);
-    assert.equal(r.url, PATH, body);
-    assert.equal(r.headers['content-type'], 'application/json', body);
-    assert.equal(r.headers['x-pusher-key'], hook.creds.key, body);
-    assert.match(r.headers['x-pusher-signature'] ?? '', /^[0-9a-f]{64}$/, body);
-    assert.ok(r.valid, `the SDK must accept the signature of ${body}`);
-    const json = JSON.parse(body);
-    assert.ok(Number.isInteger(json.time_ms), `time_ms must be an integer: ${body}`);
-    assert.ok(Array.isArray(json.events) && json.events.length > 0, `events must be a non-empty list: ${body}`);
-    assert.deepEqual(r.events, json.events);
-    assert.ok(Math.abs(r.time.getTime() - r.at) < 30_000, `getTime() ${r.time.toISOString()} is far from the arrival`);
-  }
-}
 
 /** The events of `hook` reduced to comparable strings, e.g. `channel_occupied news`. */
 const summary = (hook) =>

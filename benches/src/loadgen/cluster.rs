@@ -84,6 +84,30 @@ impl RedisProc {
         format!("redis://{}/0", self.addr)
     }
 
+    /// How many `PUBLISH` commands Redis has served (`INFO commandstats`), to check that one
+    /// HTTP publish costs one Redis `PUBLISH` whatever the number of nodes and subscribers.
+    pub(crate) fn publish_calls(&self) -> Option<u64> {
+        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.write_all(b"INFO commandstats\r\n").ok()?;
+        // The answer is one bulk string: `$LEN\r\n` then LEN bytes and `\r\n`.
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).ok()?;
+            if n == 0 {
+                return None;
+            }
+            answer.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&answer);
+            let (header, body) = text.split_once("\r\n")?;
+            let len: usize = header.strip_prefix('$')?.parse().ok()?;
+            if body.len() >= len {
+                return parse_publish_calls(&body[..len]);
+            }
+        }
+    }
+
     fn answers_ping(&self) -> bool {
         let Ok(mut stream) = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200))
         else {
@@ -210,6 +234,18 @@ pub(crate) fn node_cpus(explicit: Option<&[usize]>, cpus: usize) -> Vec<usize> {
     }
 }
 
+/// `calls` of the `cmdstat_publish` line of an `INFO commandstats` answer (0 when absent:
+/// Redis lists only commands it has served).
+fn parse_publish_calls(info: &str) -> Option<u64> {
+    let Some(line) = info.lines().find(|l| l.starts_with("cmdstat_publish:")) else {
+        return Some(0);
+    };
+    line.split([':', ','])
+        .find_map(|field| field.strip_prefix("calls="))?
+        .parse()
+        .ok()
+}
+
 fn free_port() -> Result<u16, String> {
     // The port is released before Redis binds it; another process taking it in between makes
     // Redis fail to start, which is reported, never silently mixed up.
@@ -237,6 +273,14 @@ mod tests {
         let shares: Vec<u32> = (0..3).map(|i| share_of(50_000, 3, i)).collect();
         assert_eq!(shares, vec![16_667, 16_667, 16_666]);
         assert_eq!(share_of(2, 3, 2), 0);
+    }
+
+    #[test]
+    fn publish_calls_are_read_from_commandstats() {
+        let info = "# Commandstats\r\ncmdstat_ping:calls=3,usec=1,usec_per_call=0.33\r\n\
+                    cmdstat_publish:calls=1234,usec=5678,usec_per_call=4.60,rejected_calls=0\r\n";
+        assert_eq!(parse_publish_calls(info), Some(1234));
+        assert_eq!(parse_publish_calls("# Commandstats\r\n"), Some(0));
     }
 
     #[test]

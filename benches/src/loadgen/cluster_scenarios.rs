@@ -3,7 +3,7 @@
 //! connections across the nodes reached by one publish.
 
 use super::client::{stamp, EVENT_NAME};
-use super::cluster::{self, Cluster};
+use super::cluster::{self, Cluster, RedisProc};
 use super::fanout::check_stats;
 use super::http_pub::{Event, Publisher};
 use super::ipc::{ChannelSpec, WsTarget};
@@ -26,7 +26,7 @@ struct Servers<'a> {
     /// Each node's process id, in the same order.
     pids: &'a [u32],
     /// Redis, in cluster mode.
-    redis: Option<u32>,
+    redis: Option<&'a RedisProc>,
 }
 
 /// What one fan-out measurement found (medians over repeats).
@@ -42,6 +42,8 @@ struct Spread {
     /// Redis CPU time per publish.
     redis_single: Option<f64>,
     redis_burst: Option<f64>,
+    /// Redis `PUBLISH` commands per HTTP publish (the nodes' heartbeats included).
+    redis_publishes: Option<f64>,
 }
 
 /// CPU time of each process, or `None` for one that cannot be read.
@@ -114,7 +116,9 @@ fn measure(
     }
     rig.stats(true)?;
     let mut with_redis: Vec<u32> = servers.pids.to_vec();
-    with_redis.extend(servers.redis);
+    with_redis.extend(servers.redis.map(|r| r.pid));
+    let publish_calls = || servers.redis.and_then(RedisProc::publish_calls);
+    let mut publishes_per_publish = Vec::new();
     let on_node = |i: usize| f64::from(cluster::share_of(n, nodes, i));
     let (mut p50, mut p99) = (Vec::new(), Vec::new());
     let (mut single, mut burst) = (vec![Vec::new(); nodes], vec![Vec::new(); nodes]);
@@ -122,6 +126,7 @@ fn measure(
     let (mut redis_single, mut redis_burst) = (Vec::new(), Vec::new());
     for repeat in 0..plan.repeats {
         for (count, is_burst) in [(plan.single_publishes, false), (plan.burst, true)] {
+            let calls_before = publish_calls();
             let before = cpu_of(&with_redis);
             let first = seq + 1;
             for _ in 0..count {
@@ -133,6 +138,9 @@ fn measure(
             }
             await_seq(rig, report, what, seq)?;
             let after = cpu_of(&with_redis);
+            if let (Some(a), Some(b)) = (calls_before, publish_calls()) {
+                publishes_per_publish.push(b.saturating_sub(a) as f64 / f64::from(count));
+            }
             let merged = rig.stats(true)?;
             check_stats(
                 report,
@@ -185,6 +193,7 @@ fn measure(
         burst_total: median(&burst_total),
         redis_single: opt(&redis_single),
         redis_burst: opt(&redis_burst),
+        redis_publishes: opt(&publishes_per_publish),
     })
 }
 
@@ -251,6 +260,11 @@ pub(crate) fn fanout(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
         rig.stop_server();
         println!("{label}: Redis and {nodes} nodes, publishes through node 1");
         let mut cluster = start_cluster(rig)?;
+        // Redis's own background work (cron, the nodes' heartbeats and pings), for context.
+        let idle0 = sys::process_cpu_ns(cluster.redis.pid).map(|(ns, _)| ns);
+        std::thread::sleep(Duration::from_secs(1));
+        let idle1 = sys::process_cpu_ns(cluster.redis.pid).map(|(ns, _)| ns);
+        let redis_idle = delta(idle0, idle1);
         let mut publisher = cluster.publisher(&rig.creds);
         let pids = cluster.node_pids();
         let targets = cluster.targets.clone();
@@ -262,7 +276,7 @@ pub(crate) fn fanout(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
             &Servers {
                 targets: &targets,
                 pids: &pids,
-                redis: Some(cluster.redis.pid),
+                redis: Some(&cluster.redis),
             },
             &mut publisher,
         );
@@ -314,6 +328,20 @@ pub(crate) fn fanout(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
                 spread.redis_burst.map_or("n/a".into(), report::ns),
                 spread.redis_single.map_or("n/a".into(), report::ns)
             ),
+            None,
+            None,
+        );
+        report.row(
+            format!("{label}: Redis PUBLISH commands per HTTP publish (heartbeats included)"),
+            spread
+                .redis_publishes
+                .map_or("n/a".into(), |p| format!("{p:.2}")),
+            None,
+            None,
+        );
+        report.row(
+            format!("{label}: Redis CPU while idle (cron, heartbeats), per second"),
+            redis_idle.map_or("n/a".into(), report::ns),
             None,
             None,
         );

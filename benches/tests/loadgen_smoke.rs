@@ -1,6 +1,7 @@
-//! Runs `loadgen --quick` against the built `ferrocast` binary and checks correctness only:
-//! every scenario ran, nothing was lost, duplicated or reordered, and the table was printed.
-//! Timings are printed, never asserted: the machine may be busy.
+//! Runs `loadgen --quick` against the built `ferrocast` binary, alone and as a cluster of two
+//! nodes over `redis-server`, and checks correctness only: every scenario ran, nothing was
+//! lost, duplicated or reordered, and the table was printed. Timings are printed, never
+//! asserted: the machine may be busy.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -51,6 +52,58 @@ fn quick_run_against_the_server_is_correct() {
         "storm 300",
         "idle: server RSS",
         "presence 100 members",
+    ] {
+        assert!(stdout.contains(row), "no row {row:?} in the table");
+    }
+    assert!(stdout.contains("every delivery arrived exactly once and in order"));
+    assert!(!stdout.contains("FAILED"));
+}
+
+/// Whether `redis-server` is on PATH.
+fn redis_server_on_path() -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join("redis-server").is_file())
+    })
+}
+
+#[test]
+fn quick_cluster_run_over_two_nodes_is_correct() {
+    let Some(server) = server_binary() else {
+        println!(
+            "skipped: build the server first (cargo build --release -p ferrocast); \
+             no target/{{release,debug}}/ferrocast was found"
+        );
+        return;
+    };
+    // The cluster mode is part of what this test covers: a missing Redis is a failure.
+    assert!(
+        redis_server_on_path(),
+        "redis-server is not on PATH: install it (Debian: apt-get install redis-server); \
+         the cluster smoke run cannot be skipped"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--quick", "--cluster", "2"])
+        .arg("--spawn-server")
+        .arg(&server)
+        .output()
+        .expect("loadgen runs");
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        output.status.success(),
+        "loadgen reported failures against a cluster of {}",
+        server.display()
+    );
+    for row in [
+        "cluster fan-out 200 over 2 nodes: latency",
+        "cluster fan-out 200 over 2 nodes: server CPU per delivery on each node, burst",
+        "cluster fan-out 200 over 2 nodes: Redis CPU per publish",
+        "cluster 400 connections over 2 nodes: time until all subscribed",
+        "cluster 400 connections over 2 nodes: server RSS per subscribed connection",
     ] {
         assert!(stdout.contains(row), "no row {row:?} in the table");
     }

@@ -11,7 +11,7 @@ use loadgen::args::Args;
 use loadgen::client::Shared;
 use loadgen::report::Report;
 use loadgen::rig::Rig;
-use loadgen::{fanout, floor, scenarios, sys, worker};
+use loadgen::{cluster_scenarios, fanout, floor, scenarios, sys, worker};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -48,6 +48,10 @@ type Scenario = fn(&mut Rig, &mut Report) -> Result<(), String>;
 
 fn coordinate(args: Args) -> ExitCode {
     let limit = sys::raise_nofile_limit();
+    if args.cluster.is_some() && args.spawn_server.is_none() {
+        eprintln!("loadgen: --cluster needs --spawn-server PATH (the nodes are started here)");
+        return ExitCode::from(2);
+    }
     let mut rig = match Rig::new(args) {
         Ok(rig) => rig,
         Err(e) => {
@@ -58,12 +62,14 @@ fn coordinate(args: Args) -> ExitCode {
     print_setup(&rig, limit);
     let mut report = Report::default();
     let plan = rig.plan.clone();
-    let steps: [(&str, Scenario); 5] = [
+    let steps: [(&str, Scenario); 7] = [
         ("fanout", fanout::run),
         ("channels", scenarios::many_channels),
         ("storm", scenarios::storm),
         ("idle", scenarios::idle),
         ("presence", scenarios::presence),
+        ("cluster-fanout", cluster_scenarios::fanout),
+        ("cluster-connections", cluster_scenarios::connections),
     ];
     for (name, step) in steps {
         if !plan.runs(name) {
@@ -120,7 +126,8 @@ fn print_setup(rig: &Rig, limit: u64) {
         if rig.pinned {
             format!(
                 "server on CPU {}, generator on CPU {}",
-                rig.args.server_cpu, rig.args.generator_cpu
+                rig.args.server_cpu(),
+                rig.args.generator_cpu
             )
         } else {
             "not pinned".into()

@@ -32,9 +32,10 @@ pub(crate) struct Args {
     /// Do not pin the server and the generator to separate CPUs.
     #[arg(long)]
     pub no_pin: bool,
-    /// CPU for the spawned server and the floor servers.
-    #[arg(long, default_value_t = 0)]
-    pub server_cpu: usize,
+    /// CPU for the spawned server and the floor servers (default 0); with `--cluster`, a
+    /// comma-separated list the nodes are pinned to in turn (default: every CPU in turn).
+    #[arg(long = "server-cpu", value_delimiter = ',')]
+    pub server_cpus: Option<Vec<usize>>,
     /// CPU for the generator and its workers.
     #[arg(long, default_value_t = 1)]
     pub generator_cpu: usize,
@@ -44,9 +45,20 @@ pub(crate) struct Args {
     /// Repeats of each measurement (medians are reported).
     #[arg(long)]
     pub repeats: Option<u32>,
-    /// Scenarios to run, comma-separated: fanout, channels, storm, idle, presence.
-    #[arg(long, default_value = "fanout,channels,storm,idle,presence")]
-    pub scenarios: String,
+    /// Scenarios to run, comma-separated: fanout, channels, storm, idle, presence; with
+    /// `--cluster`, cluster-fanout and cluster-connections [default: all of the mode].
+    #[arg(long)]
+    pub scenarios: Option<String>,
+    /// Cluster mode (with `--spawn-server`): a `redis-server` from PATH and this many nodes
+    /// joined through it; subscribers spread evenly over the nodes, publishes through the first.
+    #[arg(long, value_name = "N")]
+    pub cluster: Option<u32>,
+    /// Subscribed connections of the cluster-connections scenario, spread over the nodes.
+    #[arg(long, value_name = "COUNT")]
+    pub cluster_connections: Option<u32>,
+    /// Heartbeat of the cluster nodes, in milliseconds (short, so nodes know each other soon).
+    #[arg(long, default_value_t = 200)]
+    pub cluster_heartbeat_ms: u64,
     /// Fan-out subscriber counts, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub fanout_sizes: Option<Vec<u32>>,
@@ -125,16 +137,36 @@ pub(crate) struct Plan {
     pub presence_members: u32,
     /// Presence rounds per repeat.
     pub presence_rounds: u32,
+    /// Nodes of the cluster mode (0: a single node, no Redis).
+    pub cluster_nodes: u32,
+    /// Connections of the cluster-connections scenario.
+    pub cluster_connections: u32,
 }
 
 impl Args {
+    /// The CPU of a single spawned server and of the floor servers.
+    pub(crate) fn server_cpu(&self) -> usize {
+        self.server_cpus
+            .as_ref()
+            .and_then(|cpus| cpus.first().copied())
+            .unwrap_or(0)
+    }
+
     /// Resolves the sizes of the run.
     pub(crate) fn plan(&self) -> Plan {
         let q = self.quick;
         let pick =
             |v: Option<u32>, quick: u32, full: u32| v.unwrap_or(if q { quick } else { full });
+        let cluster_nodes = self.cluster.unwrap_or(0);
+        let default_scenarios = if cluster_nodes > 0 {
+            "cluster-fanout,cluster-connections"
+        } else {
+            "fanout,channels,storm,idle,presence"
+        };
         let scenarios = self
             .scenarios
+            .as_deref()
+            .unwrap_or(default_scenarios)
             .split(',')
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
@@ -151,10 +183,10 @@ impl Args {
             repeats: pick(self.repeats, 1, 3).max(1),
             scenarios,
             fanout_sizes: self.fanout_sizes.clone().unwrap_or_else(|| {
-                if q {
-                    vec![200]
-                } else {
-                    vec![1000, 5000, 10_000]
+                match (q, cluster_nodes > 0) {
+                    (true, _) => vec![200],
+                    (false, true) => vec![1000, 5000],
+                    (false, false) => vec![1000, 5000, 10_000],
                 }
             }),
             single_publishes: pick(self.single_publishes, 5, 20).max(1),
@@ -165,6 +197,8 @@ impl Args {
             idle_steps,
             presence_members: self.presence_members.max(2),
             presence_rounds: pick(self.presence_rounds, 20, 200).max(1),
+            cluster_nodes,
+            cluster_connections: pick(self.cluster_connections, 400, 50_000).max(1),
         }
     }
 }
@@ -192,6 +226,12 @@ impl Plan {
         }
         if self.runs("presence") {
             most = most.max(self.presence_members);
+        }
+        if self.runs("cluster-fanout") {
+            most = most.max(self.fanout_sizes.iter().copied().max().unwrap_or(0));
+        }
+        if self.runs("cluster-connections") {
+            most = most.max(self.cluster_connections);
         }
         most
     }

@@ -265,7 +265,7 @@ fn measure_floor(
 ) -> Result<Floor, String> {
     let plan = rig.plan.clone();
     let timeout = Duration::from_secs(60);
-    let (mut floor, addr) = spawn::spawn_floor(rig.pinned.then_some(rig.args.server_cpu))?;
+    let (mut floor, addr) = spawn::spawn_floor(rig.pinned.then_some(rig.args.server_cpu()))?;
     let mut target = rig.ws.clone();
     target.addr = addr;
     let connected = rig.connect(

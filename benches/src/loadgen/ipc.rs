@@ -48,8 +48,8 @@ pub(crate) struct WsTarget {
 /// A batch of clients to open and subscribe.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct ConnectSpec {
-    /// Where they connect.
-    pub target: WsTarget,
+    /// Where they connect: client `i` goes to `targets[i % len]` (several nodes of a cluster).
+    pub targets: Vec<WsTarget>,
     /// Global index of the first new client (names its channel and user id).
     pub first_index: u64,
     /// How many clients.
@@ -64,6 +64,13 @@ pub(crate) struct ConnectSpec {
     pub inflight: u32,
     /// Give up after this long.
     pub timeout_ms: u64,
+}
+
+impl ConnectSpec {
+    /// The server client `index` connects to.
+    pub(crate) fn target_of(&self, index: u64) -> &WsTarget {
+        &self.targets[(index % self.targets.len() as u64) as usize]
+    }
 }
 
 /// A command to a client worker.

@@ -4,6 +4,8 @@
 
 pub(crate) mod args;
 pub(crate) mod client;
+pub(crate) mod cluster;
+pub(crate) mod cluster_scenarios;
 pub(crate) mod fanout;
 pub(crate) mod floor;
 pub(crate) mod histogram;

@@ -86,8 +86,8 @@ impl Rig {
         };
         let cpus = sys::cpus_allowed();
         let pinned = !args.no_pin
-            && cpus > args.server_cpu.max(args.generator_cpu)
-            && args.server_cpu != args.generator_cpu
+            && cpus > args.server_cpu().max(args.generator_cpu)
+            && args.server_cpu() != args.generator_cpu
             && sys::pin_to_cpu(args.generator_cpu);
         let epoch_ns = sys::mono_ns();
         let (ws, http, server_pid, server) = match &args.spawn_server {
@@ -96,7 +96,8 @@ impl Rig {
                     bin,
                     &creds,
                     plan.presence_members,
-                    pinned.then_some(args.server_cpu),
+                    pinned.then_some(args.server_cpu()),
+                    &[],
                 )?;
                 let ws = spawn::ws_target(&format!("ws://{}", server.addr), &creds.key)?;
                 let http = (server.addr, server.addr.to_string(), String::new());
@@ -148,8 +149,8 @@ impl Rig {
         if let Some(old) = self.server.take() {
             old.stop();
         }
-        let cpu = self.pinned.then_some(self.args.server_cpu);
-        let server = ServerProc::spawn(&bin, &self.creds, self.plan.presence_members, cpu)?;
+        let cpu = self.pinned.then_some(self.args.server_cpu());
+        let server = ServerProc::spawn(&bin, &self.creds, self.plan.presence_members, cpu, &[])?;
         self.ws = spawn::ws_target(&format!("ws://{}", server.addr), &self.creds.key)?;
         self.publisher = Publisher::new(
             server.addr,
@@ -160,6 +161,14 @@ impl Rig {
         self.server_pid = Some(server.pid);
         self.server = Some(server);
         Ok(())
+    }
+
+    /// Stops the spawned single server (a later [`Rig::fresh_server`] starts a new one).
+    pub(crate) fn stop_server(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop();
+            self.server_pid = None;
+        }
     }
 
     /// An error if the spawned server has died.
@@ -231,12 +240,39 @@ impl Rig {
         verify: bool,
         timeout: Duration,
     ) -> Result<Connected, String> {
+        self.connect_spread(
+            std::slice::from_ref(target),
+            first,
+            n,
+            channel,
+            presence,
+            verify,
+            timeout,
+        )
+    }
+
+    /// Like [`Rig::connect`], client `i` going to `targets[i % targets.len()]`: clients
+    /// spread evenly over the nodes of a cluster.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn connect_spread(
+        &mut self,
+        targets: &[WsTarget],
+        first: u64,
+        n: u32,
+        channel: ChannelSpec,
+        presence: bool,
+        verify: bool,
+        timeout: Duration,
+    ) -> Result<Connected, String> {
+        if targets.is_empty() {
+            return Err("no server to connect to".into());
+        }
         self.used = true;
         let shares = self.shares(first, n);
         let per_worker_inflight = (self.args.inflight / shares.len() as u32).max(1);
         for &(w, first_index, count) in &shares {
             let spec = ConnectSpec {
-                target: target.clone(),
+                targets: targets.to_vec(),
                 first_index,
                 count,
                 channel: channel.clone(),

@@ -206,7 +206,7 @@ pub(crate) fn storm(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
     let mut floor_cpus = Vec::new();
     if !rig.args.no_floors {
         for _ in 0..rig.plan.repeats {
-            let (floor, addr) = spawn::spawn_floor(rig.pinned.then_some(rig.args.server_cpu))?;
+            let (floor, addr) = spawn::spawn_floor(rig.pinned.then_some(rig.args.server_cpu()))?;
             let mut target = rig.ws.clone();
             target.addr = addr;
             let cpu0 = super::sys::process_cpu_ns(floor.pid()).map(|c| c.0);

@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,18 +26,22 @@ pub(crate) struct ServerProc {
     pub addr: SocketAddr,
     config: PathBuf,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    /// Set once a cluster node logs that its Redis bus is connected.
+    bus_connected: Arc<AtomicBool>,
 }
 
 impl ServerProc {
-    /// Starts `bin --host 127.0.0.1 --port 0 --config FILE`, pinned to `cpu` when given.
+    /// Starts `bin --host 127.0.0.1 --port 0 --config FILE` and `extra` arguments, pinned to
+    /// `cpu` when given.
     pub(crate) fn spawn(
         bin: &Path,
         creds: &Credentials,
         presence_members: u32,
         cpu: Option<usize>,
+        extra: &[String],
     ) -> Result<Self, String> {
         static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
         let config = std::env::temp_dir().join(format!(
             "ferrocast-loadgen-{}-{serial}.toml",
             std::process::id()
@@ -62,6 +67,7 @@ impl ServerProc {
         command
             .args(["--host", "127.0.0.1", "--port", "0", "--config"])
             .arg(&config)
+            .args(extra)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -72,9 +78,14 @@ impl ServerProc {
         let pid = child.id();
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let tail = Arc::clone(&stderr_tail);
+        let bus_connected = Arc::new(AtomicBool::new(false));
+        let connected = Arc::clone(&bus_connected);
         let stderr = child.stderr.take().expect("stderr was piped");
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("cluster bus: connected") {
+                    connected.store(true, Ordering::Release);
+                }
                 let mut tail = tail.lock().expect("not poisoned");
                 if tail.len() == 20 {
                     tail.pop_front();
@@ -97,6 +108,7 @@ impl ServerProc {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             config,
             stderr_tail,
+            bus_connected,
         };
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(addr) => {
@@ -111,6 +123,22 @@ impl ServerProc {
                 server.stderr_tail()
             )),
         }
+    }
+
+    /// Waits until the node has logged that its cluster bus is connected.
+    pub(crate) fn wait_bus_connected(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.bus_connected.load(Ordering::Acquire) {
+            if !self.alive() || std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "node on {} did not connect to Redis within {timeout:?}; stderr: {}",
+                    self.addr,
+                    self.stderr_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
     }
 
     /// Whether it is still running.
@@ -155,7 +183,8 @@ impl Drop for ServerProc {
     }
 }
 
-fn taskset_available() -> bool {
+/// Whether `taskset` can pin a child to a CPU.
+pub(crate) fn taskset_available() -> bool {
     Command::new("taskset")
         .arg("--version")
         .stdout(Stdio::null())

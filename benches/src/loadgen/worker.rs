@@ -359,12 +359,8 @@ impl Worker {
             .seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(index);
-        let mut ws = WsConn::connect(
-            spec.target.addr,
-            &spec.target.host,
-            &spec.target.path,
-            self.seed,
-        )?;
+        let target = spec.target_of(index);
+        let mut ws = WsConn::connect(target.addr, &target.host, &target.path, self.seed)?;
         let slot = self.free.pop().unwrap_or_else(|| {
             self.clients.push(None);
             self.clients.len() - 1

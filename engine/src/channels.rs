@@ -9,6 +9,9 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub(crate) struct Channel {
     subscribers: BTreeSet<ConnId>,
+    /// Subscribers not yet told they joined (a cluster node's presence joins waiting for
+    /// their bus echo): counted, but no recipients of the channel's frames until released.
+    held: BTreeSet<ConnId>,
     /// Rebuilt lazily after a change, so a publish to an unchanged channel allocates nothing.
     recipients: Option<Arc<[ConnId]>>,
     /// The members of a presence channel; stays empty for every other kind.
@@ -25,10 +28,35 @@ impl Channel {
         added
     }
 
+    /// Adds a subscriber held back from the channel's frames until [`Channel::release`];
+    /// `false` if it was already there.
+    pub(crate) fn add_held(&mut self, conn: ConnId) -> bool {
+        let added = self.add(conn);
+        if added {
+            self.held.insert(conn);
+        }
+        added
+    }
+
+    /// Whether `conn` is a subscriber still held back.
+    pub(crate) fn is_held(&self, conn: ConnId) -> bool {
+        self.held.contains(&conn)
+    }
+
+    /// Makes a held subscriber a recipient; `false` if it was not held.
+    pub(crate) fn release(&mut self, conn: ConnId) -> bool {
+        let released = self.held.remove(&conn);
+        if released {
+            self.recipients = None;
+        }
+        released
+    }
+
     /// Removes a subscriber; `false` if it was not there.
     pub(crate) fn remove(&mut self, conn: ConnId) -> bool {
         let removed = self.subscribers.remove(&conn);
         if removed {
+            self.held.remove(&conn);
             self.recipients = None;
         }
         removed
@@ -44,10 +72,17 @@ impl Channel {
         self.subscribers.is_empty()
     }
 
-    /// Every subscriber, shared so a broadcast costs one reference count.
+    /// Every subscriber but the held ones, shared so a broadcast costs one reference count.
     pub(crate) fn recipients(&mut self) -> Arc<[ConnId]> {
+        let held = &self.held;
         self.recipients
-            .get_or_insert_with(|| self.subscribers.iter().copied().collect())
+            .get_or_insert_with(|| {
+                self.subscribers
+                    .iter()
+                    .copied()
+                    .filter(|c| !held.contains(c))
+                    .collect()
+            })
             .clone()
     }
 }

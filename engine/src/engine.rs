@@ -2,6 +2,7 @@
 
 mod client_events;
 mod cluster;
+mod cluster_presence;
 mod cluster_webhooks;
 mod connect;
 mod http_api;

@@ -16,7 +16,9 @@
 //! - every publish and client event reached every eligible subscriber exactly once: the
 //!   subscribers of the origin node always (local fan-out goes on during an outage), those of
 //!   other nodes when the cluster was whole from the publish until it was delivered;
-//!   eligible means subscribed when it was sent and continuously since;
+//!   eligible means subscribed when it was sent and continuously since (a presence
+//!   subscription counts from its `subscription_succeeded`, which a cluster node sends when
+//!   the join's bus echo is back);
 //! - every presence observer's view, and `GET /channels/{ch}/users` on every live node, equal
 //!   the model's roster: the distinct users of the channel's live subscribers cluster-wide,
 //!   so no ghost is left by a dead node's members once `node_timeout` has passed;
@@ -183,6 +185,8 @@ pub fn run(seed: u64, ops: &[ClusterOp]) -> Result<(), String> {
 struct Subscription {
     serial: u64,
     user: Option<String>,
+    /// Told `subscription_succeeded` (at once but for presence, whose answer may wait).
+    acknowledged: bool,
 }
 
 /// One live connection as the model sees it.
@@ -431,8 +435,14 @@ impl ClusterHarness {
                 (data, Some(user.to_owned()))
             }
         };
-        live.channels
-            .insert(name.to_owned(), Subscription { serial, user });
+        live.channels.insert(
+            name.to_owned(),
+            Subscription {
+                serial,
+                acknowledged: user.is_none(),
+                user,
+            },
+        );
         sim.send_json(
             live.conn,
             json!({ "event": "pusher:subscribe", "data": data }),
@@ -453,7 +463,12 @@ impl ClusterHarness {
     fn subscribers(&self, channel: &str) -> Vec<(u64, u64)> {
         self.conns
             .iter()
-            .filter_map(|(handle, c)| c.channels.get(channel).map(|s| (*handle, s.serial)))
+            .filter_map(|(handle, c)| {
+                c.channels
+                    .get(channel)
+                    .filter(|s| s.acknowledged)
+                    .map(|s| (*handle, s.serial))
+            })
             .collect()
     }
 
@@ -560,6 +575,9 @@ impl ClusterHarness {
                     .collect::<Result<BTreeSet<String>, _>>()?;
                 if live.views.insert(channel.clone(), view).is_some() {
                     return Err(format!("subscription_succeeded twice on {channel}"));
+                }
+                if let Some(subscription) = live.channels.get_mut(&channel) {
+                    subscription.acknowledged = true;
                 }
             }
             "pusher_internal:member_added" | "pusher_internal:member_removed" => {

@@ -17,6 +17,32 @@
 //! announcements: they lag the truth by one bus delay (the time from one node's change to
 //! its delivery at the queried node), never more while the bus is up.
 //!
+//! # Presence joins
+//!
+//! **Once a client is told it joined a presence channel, every later
+//! `subscription_succeeded` of that channel, on any node, lists it** (until it leaves). With
+//! the bus up, a node answers a presence subscription only when the message carrying the
+//! join (its delta) comes back from the bus, with the cluster roster as applied up to that
+//! message. The join then has its place in the one global order, and every join acknowledged
+//! before, anywhere, was ordered before it (its node waited for its echo too), so it is in
+//! that roster. Until its answer the subscriber is counted (subscriber counts, occupancy) but
+//! *held*: nothing of the channel reaches it, so its story is that roster and the member
+//! events ordered after it. A second tab of a member waits the same way (its delta carries
+//! the changed subscriber count), so it too sees every join acknowledged before it.
+//!
+//! - The member limit is decided in bus order: a join is refused at once when the roster
+//!   this node sees is full, and a join that passed that check but reaches a roster already
+//!   full on the bus (two nodes admitting the last place at once) is void on every node:
+//!   nobody is told of it, and its node answers `pusher:subscription_error` at the echo.
+//! - A subscriber that unsubscribes or closes before its echo is never answered; its join
+//!   and leave are ordered as any other, so members hear both, balanced.
+//! - A lost echo is noticed at our next message's echo (the heartbeat at the latest) and
+//!   repaired by a snapshot; the joins it carried are answered when that snapshot comes
+//!   back. A [`crate::Input::BusDown`] answers every waiting join at once (local mode), and
+//!   a join still unanswered after `node_timeout` (echoes lost again and again) is answered
+//!   with the roster as it stands, so no client waits for good.
+//! - In local mode joins are answered at once, with the roster this node knows.
+//!
 //! While the node's own link is down (before the first [`crate::Input::BusUp`] and after a
 //! [`crate::Input::BusDown`]) it runs in *local mode*: its changes apply at once, nothing is
 //! published, and the other nodes' contributions are frozen (no node is declared dead from

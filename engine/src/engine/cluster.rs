@@ -4,6 +4,7 @@
 //! Every hook here is a no-op for a single-node engine (`cluster` is `None`), so a server
 //! without a cluster behaves exactly as it did before clustering existed.
 
+use super::cluster_presence::AwaitingEcho;
 use super::cluster_webhooks::ClusterHooks;
 use super::{Due, Engine};
 use crate::channels::{member_added_data, member_removed_data, Roster};
@@ -40,6 +41,8 @@ pub(super) struct ClusterState {
     pending: BTreeMap<AppId, Vec<Change>>,
     stats: BusStats,
     heartbeat: Option<TimerKey>,
+    /// Presence joins not yet acknowledged, waiting for their echo (see `cluster_presence`).
+    pub(super) awaiting: Vec<AwaitingEcho>,
 }
 
 impl ClusterState {
@@ -109,6 +112,7 @@ impl Engine {
             pending: BTreeMap::new(),
             stats: BusStats::default(),
             heartbeat: None,
+            awaiting: Vec::new(),
         }));
         engine
     }
@@ -186,6 +190,10 @@ impl Engine {
             }
         }
         let cluster = self.cluster.as_mut().expect("checked above");
+        let delta_of = matches!(body, Body::Delta(_))
+            .then(|| app.clone())
+            .flatten();
+        let seq = cluster.next_seq;
         let message = BusMessage {
             node: cluster.node,
             seq: cluster.next_seq,
@@ -196,6 +204,9 @@ impl Engine {
         cluster.stats.published += 1;
         let bytes = message::encode(&cluster.config.prefix, &message);
         self.outputs.push_back(Output::Bus(bytes));
+        if let Some(app) = delta_of {
+            self.awaiting_published(&app, seq);
+        }
     }
 
     /// One HTTP publish request, carried to the other nodes as one message.
@@ -285,6 +296,7 @@ impl Engine {
             self.replace_contribution(&app, node, live, cause);
         }
         self.resolve_unechoed_leaves();
+        self.answer_all_awaiting();
     }
 
     /// [`crate::Input::Bus`]: one message from the bus (ours included).
@@ -321,17 +333,21 @@ impl Engine {
             // Our own changes apply when they come back, so a lost echo would leave our view
             // of ourselves wrong for good; peers that saw no gap would never ask us to repair
             // it. A snapshot of ours, applied when it comes back, does.
-            let gap = message.seq != cluster.echoed + 1;
+            let lost = cluster.echoed + 1..message.seq;
             cluster.echoed = message.seq;
-            if gap && !matches!(message.body, Body::Snapshot { .. }) {
+            if !lost.is_empty() && !matches!(message.body, Body::Snapshot { .. }) {
                 cluster.stats.gaps += 1;
                 self.publish_snapshot(false);
+                // The joins the lost messages carried are answered when the repair is back.
+                let repair = self.cluster.as_ref().map_or(0, |c| c.next_seq - 1);
+                self.awaiting_lost(repair);
             }
         } else {
             let snapshot = matches!(message.body, Body::Snapshot { .. });
             self.heard_from(message.node, message.seq, snapshot);
         }
         let node = message.node;
+        let seq = message.seq;
         match (message.body, message.app) {
             (Body::Publish(events), Some(app)) if !own => {
                 for event in events {
@@ -357,7 +373,10 @@ impl Engine {
                     seq: message.seq,
                 });
                 for change in changes {
-                    self.apply_change(&app, node, change, cause);
+                    // A join into a full roster is void on every node (same order, same view).
+                    if !self.void_join(&app, &change) {
+                        self.apply_change(&app, node, change, cause);
+                    }
                 }
             }
             (Body::LeaveDue { key, token }, Some(app)) => {
@@ -374,6 +393,9 @@ impl Engine {
             }
             (Body::TerminateUser(user), Some(app)) if !own => self.terminate_local(&app, &user),
             _ => {}
+        }
+        if own {
+            self.answer_echoed(seq);
         }
     }
 
@@ -621,6 +643,7 @@ impl Engine {
         for of in unanswered {
             self.bus_publish(None, Body::SnapshotRequest { of });
         }
+        self.answer_overdue(timeout);
         let apps: Vec<AppId> = self.apps.keys().cloned().collect();
         for node in dead {
             for app in &apps {
@@ -709,7 +732,18 @@ impl Engine {
             || self.view_of(app).is_some_and(|(v, _)| v.user_online(user))
     }
 
-    fn view_of(&self, app: &AppId) -> Option<(&AppView, NodeId)> {
+    /// Whether `user` is a member of `channel` in the cluster view as applied in bus order.
+    pub(super) fn cluster_view_has_member(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        user: &UserId,
+    ) -> bool {
+        self.view_of(app)
+            .is_some_and(|(view, _)| view.has_member(channel, user))
+    }
+
+    pub(super) fn view_of(&self, app: &AppId) -> Option<(&AppView, NodeId)> {
         let cluster = self.cluster.as_ref()?;
         Some((cluster.views.get(app)?, cluster.node))
     }

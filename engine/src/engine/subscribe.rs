@@ -58,20 +58,7 @@ impl Engine {
         };
         match self.authorize(conn, &request) {
             Ok((channel, member)) => self.join(conn, channel, member),
-            Err(refusal) => {
-                let data = RawJson::stringified(&serde_json::json!({
-                    "type": refusal.kind,
-                    "error": refusal.message,
-                    "status": refusal.status,
-                }));
-                let frame = pusher::message(
-                    "pusher:subscription_error",
-                    Some(&request.channel),
-                    &data,
-                    None,
-                );
-                self.send(conn, frame);
-            }
+            Err(refusal) => self.send_refusal(conn, &request.channel, &refusal),
         }
     }
 
@@ -143,37 +130,36 @@ impl Engine {
     fn join(&mut self, conn: ConnId, channel: ChannelName, member: Option<Member>) {
         let app = self.conns[&conn].app.clone();
         let clustered = self.clustered();
-        // A cluster node answers with the roster as applied in bus order, plus the joiner.
+        // A cluster node with its bus up answers a presence join at its echo (see
+        // `cluster_presence`); otherwise at once, a cluster node with the roster as applied
+        // in bus order, plus the joiner.
+        let hold = member.is_some() && self.holds_presence_joins();
         let cluster_roster = member
             .as_ref()
+            .filter(|_| !hold)
             .and_then(|m| self.cluster_roster_data(&app, &channel, (&m.user, m.info.as_deref())));
         let entry = self.app_mut(&app).channels.entry(&channel);
+        if entry.is_held(conn) {
+            // Subscribing again while the first join awaits its echo: that echo answers.
+            return;
+        }
         let was_empty = entry.is_empty();
-        let newly_joined = entry.add(conn);
+        let newly_joined = if hold {
+            entry.add_held(conn)
+        } else {
+            entry.add(conn)
+        };
         let first_socket_of_user = newly_joined
             && member
                 .as_ref()
                 .is_some_and(|m| entry.roster.join(&m.user, m.info.clone()));
-        let data = if channel.kind() == ChannelKind::Presence {
-            cluster_roster.unwrap_or_else(|| entry.roster.subscription_data())
-        } else {
-            RawJson::string("{}")
-        };
-        let succeeded = pusher::message(
-            "pusher_internal:subscription_succeeded",
-            Some(channel.as_str()),
-            &data,
-            None,
-        );
-        self.send(conn, succeeded);
-        if matches!(
-            channel.kind(),
-            ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence
-        ) {
-            self.authorized_by_subscription(conn);
-        }
-        if channel.is_cache() {
-            self.replay_cache(&app, conn, &channel);
+        if !(hold && newly_joined) {
+            let data = if channel.kind() == ChannelKind::Presence {
+                cluster_roster.unwrap_or_else(|| entry.roster.subscription_data())
+            } else {
+                RawJson::string("{}")
+            };
+            self.acknowledge_subscription(conn, &app, &channel, &data);
         }
         if !newly_joined {
             return;
@@ -182,6 +168,10 @@ impl Engine {
         let connection = self.conns.get_mut(&conn).expect("caller checked");
         connection.channels.insert(channel.clone(), user.clone());
         if clustered {
+            if hold {
+                let user = user.clone().expect("only presence joins are held");
+                self.await_echo(&app, &channel, conn, user, info.clone().flatten());
+            }
             // Cluster-wide presence and occupancy follow from the bus, not from here.
             if let Some(user) = user.filter(|_| first_socket_of_user) {
                 let change = Change::Member {
@@ -220,6 +210,51 @@ impl Engine {
             });
         }
         self.subscription_count_changed(&app, &channel);
+    }
+
+    /// `pusher_internal:subscription_succeeded` with `data`, and what a subscription entails:
+    /// a private or presence one lifts the sign-in deadline, a cache channel replays its event.
+    pub(super) fn acknowledge_subscription(
+        &mut self,
+        conn: ConnId,
+        app: &AppId,
+        channel: &ChannelName,
+        data: &RawJson,
+    ) {
+        let succeeded = pusher::message(
+            "pusher_internal:subscription_succeeded",
+            Some(channel.as_str()),
+            data,
+            None,
+        );
+        self.send(conn, succeeded);
+        if matches!(
+            channel.kind(),
+            ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence
+        ) {
+            self.authorized_by_subscription(conn);
+        }
+        if channel.is_cache() {
+            self.replay_cache(app, conn, channel);
+        }
+    }
+
+    /// Refuses a presence subscription because the cluster roster is full.
+    pub(super) fn refuse_full(&mut self, conn: ConnId, channel: &ChannelName, max: usize) {
+        let refusal = Refusal::forbidden(format!(
+            "presence channel {channel} is full ({max} members)"
+        ));
+        self.send_refusal(conn, channel.as_str(), &refusal);
+    }
+
+    fn send_refusal(&mut self, conn: ConnId, channel: &str, refusal: &Refusal) {
+        let data = RawJson::stringified(&serde_json::json!({
+            "type": refusal.kind,
+            "error": refusal.message,
+            "status": refusal.status,
+        }));
+        let frame = pusher::message("pusher:subscription_error", Some(channel), &data, None);
+        self.send(conn, frame);
     }
 
     /// Pusher counts a connection as authorized once it has signed in *or* subscribed to a
@@ -265,6 +300,12 @@ impl Engine {
             return;
         }
         if clustered {
+            self.forget_awaiting(conn, channel);
+            let entry = self
+                .app_mut(app)
+                .channels
+                .get_mut(channel)
+                .expect("checked above");
             // Cluster-wide presence and occupancy follow from the bus, not from here.
             if let Some(user) = member.filter(|user| entry.roster.leave(user)) {
                 let change = Change::Member {

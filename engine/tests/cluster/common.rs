@@ -47,39 +47,66 @@ pub(crate) fn subscribe(sim: &mut Simulator, conn: ConnId, channel: &str) -> Vec
     sim.take_events(conn)
 }
 
-/// Opens a connection on `sim` and joins `channel` as `user`; returns it and its roster ids.
+/// Opens a connection on node `node` and joins `channel` as `user`; returns it and the
+/// roster ids it was given once the join was acknowledged.
 pub(crate) fn join_presence(
-    sim: &mut Simulator,
+    cluster: &mut ClusterSim,
+    node: usize,
     channel: &str,
     user: &str,
 ) -> (ConnId, Vec<String>) {
-    let conn = open(sim);
-    let ids = subscribe_presence(sim, conn, channel, user);
+    let conn = open(cluster.node(node));
+    let ids = subscribe_presence(cluster, node, conn, channel, user);
     (conn, ids)
 }
 
-/// Joins `channel` as `user` on an open connection; returns the roster ids it was given.
+/// Joins `channel` as `user` on an open connection of node `node`; returns the roster ids
+/// it was given once acknowledged (a cluster node answers at the join's bus echo).
 pub(crate) fn subscribe_presence(
-    sim: &mut Simulator,
+    cluster: &mut ClusterSim,
+    node: usize,
     conn: ConnId,
     channel: &str,
     user: &str,
 ) -> Vec<String> {
+    send_presence_subscribe(cluster.node(node), conn, channel, user);
+    await_roster(cluster, node, conn)
+}
+
+/// Sends `conn`'s subscription to `channel` as `user`, without waiting for the answer.
+pub(crate) fn send_presence_subscribe(
+    sim: &mut Simulator,
+    conn: ConnId,
+    channel: &str,
+    user: &str,
+) {
     let channel_data = json!({ "user_id": user, "user_info": { "name": user } }).to_string();
     let auth = sim.presence_auth(conn, channel, &channel_data);
     sim.send_json(
         conn,
         json!({"event": "pusher:subscribe", "data": {"channel": channel, "auth": auth, "channel_data": channel_data}}),
     );
-    let replies = sim.take(conn);
-    let succeeded = replies
-        .iter()
-        .find(|m| m.event == "pusher_internal:subscription_succeeded")
-        .unwrap_or_else(|| panic!("no subscription_succeeded in {replies:?}"));
-    let ids = succeeded.data["presence"]["ids"].as_array().expect("ids");
-    ids.iter()
-        .map(|v| v.as_str().expect("string id").to_owned())
-        .collect()
+}
+
+/// Lets the bus run (1 ms at a time, at most 1 s) until `conn` on node `node` is told
+/// `subscription_succeeded`; returns the roster ids it was given.
+pub(crate) fn await_roster(cluster: &mut ClusterSim, node: usize, conn: ConnId) -> Vec<String> {
+    let mut replies = Vec::new();
+    for _ in 0..1_000 {
+        replies.extend(cluster.node(node).take(conn));
+        if let Some(succeeded) = replies
+            .iter()
+            .find(|m| m.event == "pusher_internal:subscription_succeeded")
+        {
+            let ids = succeeded.data["presence"]["ids"].as_array().expect("ids");
+            return ids
+                .iter()
+                .map(|v| v.as_str().expect("string id").to_owned())
+                .collect();
+        }
+        cluster.run_for(ms(1));
+    }
+    panic!("no subscription_succeeded within 1 s: {replies:?}");
 }
 
 /// The member events `conn` received, as `+user` / `-user`.

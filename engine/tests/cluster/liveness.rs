@@ -6,8 +6,8 @@ use serde_json::json;
 #[test]
 fn a_dead_nodes_members_and_counts_are_dropped_once() {
     let mut cluster = cluster(3);
-    let (watcher, _) = join_presence(cluster.node(0), "presence-room", "w");
-    let (_doomed, _) = join_presence(cluster.node(2), "presence-room", "ghost");
+    let (watcher, _) = join_presence(&mut cluster, 0, "presence-room", "w");
+    let (_doomed, _) = join_presence(&mut cluster, 2, "presence-room", "ghost");
     let sub = open(cluster.node(2));
     subscribe(cluster.node(2), sub, "news");
     settle(&mut cluster);
@@ -36,39 +36,42 @@ fn a_dead_nodes_members_and_counts_are_dropped_once() {
 #[test]
 fn a_restarted_node_gets_the_clusters_state() {
     let mut cluster = cluster(3);
-    join_presence(cluster.node(0), "presence-room", "alice");
+    join_presence(&mut cluster, 0, "presence-room", "alice");
     settle(&mut cluster);
     cluster.kill(2);
     cluster.run_for(ms(6_100));
     cluster.restart(2);
     settle(&mut cluster);
-    let (_, ids) = join_presence(cluster.node(2), "presence-room", "carol");
+    let (_, ids) = join_presence(&mut cluster, 2, "presence-room", "carol");
     assert_eq!(ids, ["alice", "carol"]);
 }
 
 #[test]
 fn a_lost_message_is_repaired_by_a_snapshot() {
     let mut cluster = cluster(2);
-    let (watcher, _) = join_presence(cluster.node(0), "presence-room", "w");
+    let (watcher, _) = join_presence(&mut cluster, 0, "presence-room", "w");
     settle(&mut cluster);
     member_events(cluster.node(0), watcher);
     cluster.set_loss(100);
-    let (_u, _) = join_presence(cluster.node(1), "presence-room", "u");
+    let u = open(cluster.node(1));
+    send_presence_subscribe(cluster.node(1), u, "presence-room", "u");
     cluster.run_for(ms(20));
     cluster.set_loss(0);
     // The next message from node 1 (its heartbeat) shows the gap; node 0 asks for a snapshot.
     cluster.run_for(ms(1_500));
     assert_eq!(member_events(cluster.node(0), watcher), ["+u"]);
+    // The joiner whose echo was lost is answered by the repair, with the whole roster.
+    assert_eq!(await_roster(&mut cluster, 1, u), ["u", "w"]);
     assert!(cluster.node(0).engine().bus_stats().gaps >= 1);
 }
 
 #[test]
 fn while_the_bus_is_down_each_node_serves_its_own_and_heals_with_the_differences() {
     let mut cluster = cluster(2);
-    let (a_watch, _) = join_presence(cluster.node(0), "presence-room", "wa");
-    let (b_watch, _) = join_presence(cluster.node(1), "presence-room", "wb");
-    let (stays, _) = join_presence(cluster.node(1), "presence-room", "stays");
-    let (leaves, _) = join_presence(cluster.node(1), "presence-room", "leaves");
+    let (a_watch, _) = join_presence(&mut cluster, 0, "presence-room", "wa");
+    let (b_watch, _) = join_presence(&mut cluster, 1, "presence-room", "wb");
+    let (stays, _) = join_presence(&mut cluster, 1, "presence-room", "stays");
+    let (leaves, _) = join_presence(&mut cluster, 1, "presence-room", "leaves");
     settle(&mut cluster);
     member_events(cluster.node(0), a_watch);
     member_events(cluster.node(1), b_watch);
@@ -76,7 +79,7 @@ fn while_the_bus_is_down_each_node_serves_its_own_and_heals_with_the_differences
     cluster.partition(0);
     cluster.partition(1);
     // Local presence and local fan-out go on.
-    let (_comes, _) = join_presence(cluster.node(1), "presence-room", "comes");
+    let (_comes, _) = join_presence(&mut cluster, 1, "presence-room", "comes");
     cluster.node(1).disconnect(leaves);
     let local = open(cluster.node(0));
     subscribe(cluster.node(0), local, "news");
@@ -113,16 +116,22 @@ fn while_the_bus_is_down_each_node_serves_its_own_and_heals_with_the_differences
 fn a_lost_echo_of_its_own_change_is_repaired_even_when_no_peer_saw_a_gap() {
     // A node alone on the bus: nobody else can notice that its own message went missing.
     let mut cluster = cluster(1);
-    let (watcher, _) = join_presence(cluster.node(0), "presence-room", "w");
+    let (watcher, _) = join_presence(&mut cluster, 0, "presence-room", "w");
     settle(&mut cluster);
     member_events(cluster.node(0), watcher);
     cluster.set_loss(100);
-    let (_u, _) = join_presence(cluster.node(0), "presence-room", "u");
+    let u = open(cluster.node(0));
+    send_presence_subscribe(cluster.node(0), u, "presence-room", "u");
     cluster.run_for(ms(20));
+    assert!(
+        cluster.node(0).take_events(u).is_empty(),
+        "answered before its echo"
+    );
     cluster.set_loss(0);
     // Its next heartbeat's echo shows the gap in its own sequence.
     cluster.run_for(ms(1_500));
     assert_eq!(member_events(cluster.node(0), watcher), ["+u"]);
+    assert_eq!(await_roster(&mut cluster, 0, u), ["u", "w"]);
     let users = get(cluster.node(0), "/channels/presence-room/users", &[]);
     assert_eq!(users, json!({"users": [{"id": "u"}, {"id": "w"}]}));
 }
@@ -134,10 +143,10 @@ fn a_lost_snapshot_request_is_asked_again_until_answered() {
     let mut config = ferrocast_engine::Config::default();
     config.apps[0].client_events = true;
     let mut cluster = ferrocast_engine::cluster::sim::ClusterSim::new(config, 3, 28);
-    join_presence(cluster.node(0), "presence-room", "w");
+    join_presence(&mut cluster, 0, "presence-room", "w");
     settle(&mut cluster);
     cluster.set_loss(30);
-    join_presence(cluster.node(1), "presence-room", "u");
+    join_presence(&mut cluster, 1, "presence-room", "u");
     cluster.run_for(ms(1_100));
     cluster.set_loss(0);
     cluster.run_for(ms(3_000));

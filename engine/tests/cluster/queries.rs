@@ -12,9 +12,9 @@ fn channel_queries_count_every_nodes_subscribers() {
             subscribe(cluster.node(node), conn, "news");
         }
     }
-    let (_alice, _) = join_presence(cluster.node(0), "presence-room", "alice");
-    let (_bob, _) = join_presence(cluster.node(1), "presence-room", "bob");
-    let (_bob2, _) = join_presence(cluster.node(2), "presence-room", "bob");
+    let (_alice, _) = join_presence(&mut cluster, 0, "presence-room", "alice");
+    let (_bob, _) = join_presence(&mut cluster, 1, "presence-room", "bob");
+    let (_bob2, _) = join_presence(&mut cluster, 2, "presence-room", "bob");
     settle(&mut cluster);
 
     for node in 0..3 {

@@ -124,7 +124,7 @@ fn member_events_are_sent_once_per_user_however_its_tabs_are_spread() {
         for node in 0..3 {
             tabs.push((
                 node,
-                join_presence(cluster.node(node), "presence-room", "u").0,
+                join_presence(&mut cluster, node, "presence-room", "u").0,
             ));
             cluster.run_for(ms(7));
         }
@@ -152,8 +152,8 @@ fn member_events_are_sent_once_per_user_however_its_tabs_are_spread() {
 fn a_user_leaving_on_one_node_and_back_on_another_within_the_delay_is_not_reported() {
     for seed in SEEDS {
         let mut cluster = hooked_cluster(3, seed);
-        let (_observer, _) = join_presence(cluster.node(2), "presence-room", "observer");
-        let (tab, _) = join_presence(cluster.node(0), "presence-room", "u");
+        let (_observer, _) = join_presence(&mut cluster, 2, "presence-room", "observer");
+        let (tab, _) = join_presence(&mut cluster, 0, "presence-room", "u");
         wait_out_leave_delay(&mut cluster);
         hooks(&mut cluster);
 
@@ -161,14 +161,14 @@ fn a_user_leaving_on_one_node_and_back_on_another_within_the_delay_is_not_report
         // comes back through node 1 two seconds later.
         cluster.node(0).disconnect(tab);
         cluster.run_for(ms(2_000));
-        let (back, _) = join_presence(cluster.node(1), "presence-room", "u");
+        let (back, _) = join_presence(&mut cluster, 1, "presence-room", "u");
         wait_out_leave_delay(&mut cluster);
         assert_eq!(hooks(&mut cluster), [], "seed {seed}");
 
         // Gone for longer than the delay: removed once, and a later return added once.
         cluster.node(1).disconnect(back);
         wait_out_leave_delay(&mut cluster);
-        join_presence(cluster.node(2), "presence-room", "u");
+        join_presence(&mut cluster, 2, "presence-room", "u");
         wait_out_leave_delay(&mut cluster);
         assert_eq!(
             names(&hooks(&mut cluster)),
@@ -209,12 +209,12 @@ fn a_return_racing_the_end_of_the_delay_is_decided_the_same_way_everywhere() {
     for seed in SEEDS {
         for offset_ms in [2_980, 2_995, 3_000, 3_005, 3_020] {
             let mut cluster = hooked_cluster(3, seed);
-            let (tab, _) = join_presence(cluster.node(0), "presence-room", "u");
+            let (tab, _) = join_presence(&mut cluster, 0, "presence-room", "u");
             wait_out_leave_delay(&mut cluster);
             hooks(&mut cluster);
             cluster.node(0).disconnect(tab);
             cluster.run_for(ms(offset_ms));
-            join_presence(cluster.node(1), "presence-room", "u");
+            join_presence(&mut cluster, 1, "presence-room", "u");
             wait_out_leave_delay(&mut cluster);
             let story = names(&hooks(&mut cluster));
             let members: Vec<&String> = story.iter().filter(|e| e.starts_with("member_")).collect();
@@ -328,8 +328,8 @@ fn subscription_counts_are_the_clusters_in_webhooks_and_events() {
 fn a_dead_nodes_members_and_channels_are_reported_gone_once_by_the_lowest_live_node() {
     for seed in SEEDS {
         let mut cluster = hooked_cluster(3, seed);
-        let (_watcher, _) = join_presence(cluster.node(1), "presence-room", "w");
-        join_presence(cluster.node(2), "presence-room", "ghost");
+        let (_watcher, _) = join_presence(&mut cluster, 1, "presence-room", "w");
+        join_presence(&mut cluster, 2, "presence-room", "ghost");
         let sub = open(cluster.node(2));
         subscribe(cluster.node(2), sub, "news");
         wait_out_leave_delay(&mut cluster);
@@ -357,8 +357,8 @@ fn a_dead_nodes_members_and_channels_are_reported_gone_once_by_the_lowest_live_n
 fn a_leave_pending_at_a_node_that_dies_is_reported_once_by_its_heir() {
     for seed in SEEDS {
         let mut cluster = hooked_cluster(3, seed);
-        join_presence(cluster.node(1), "presence-room", "w");
-        let (tab, _) = join_presence(cluster.node(0), "presence-room", "u");
+        join_presence(&mut cluster, 1, "presence-room", "w");
+        let (tab, _) = join_presence(&mut cluster, 0, "presence-room", "u");
         wait_out_leave_delay(&mut cluster);
         hooks(&mut cluster);
 
@@ -380,8 +380,8 @@ fn a_leave_pending_at_a_node_that_dies_is_reported_once_by_its_heir() {
 fn in_an_outage_a_node_reports_its_own_changes_and_not_again_after_the_heal() {
     for seed in SEEDS {
         let mut cluster = hooked_cluster(3, seed);
-        join_presence(cluster.node(1), "presence-room", "w");
-        let (tab, _) = join_presence(cluster.node(0), "presence-room", "leaver");
+        join_presence(&mut cluster, 1, "presence-room", "w");
+        let (tab, _) = join_presence(&mut cluster, 0, "presence-room", "leaver");
         let only_here = open(cluster.node(0));
         subscribe(cluster.node(0), only_here, "news");
         wait_out_leave_delay(&mut cluster);
@@ -390,9 +390,9 @@ fn in_an_outage_a_node_reports_its_own_changes_and_not_again_after_the_heal() {
         cluster.partition(0);
         cluster.node(0).disconnect(tab);
         cluster.node(0).disconnect(only_here);
-        join_presence(cluster.node(0), "presence-room", "newcomer");
+        join_presence(&mut cluster, 0, "presence-room", "newcomer");
         // The connected side changes too, and reports it itself.
-        join_presence(cluster.node(1), "presence-room", "elsewhere");
+        join_presence(&mut cluster, 1, "presence-room", "elsewhere");
         wait_out_leave_delay(&mut cluster);
         let mut during = hooks(&mut cluster);
         during.sort();
@@ -432,7 +432,7 @@ fn in_an_outage_a_node_reports_its_own_changes_and_not_again_after_the_heal() {
 fn a_node_joining_late_reports_nothing_it_learns_from_snapshots() {
     // The lowest node restarts, so a "lowest live node reports" rule would show here.
     let mut cluster = hooked_cluster(3, 9);
-    join_presence(cluster.node(2), "presence-room", "alice");
+    join_presence(&mut cluster, 2, "presence-room", "alice");
     let sub = open(cluster.node(1));
     subscribe(cluster.node(1), sub, "news");
     wait_out_leave_delay(&mut cluster);

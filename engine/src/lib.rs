@@ -53,13 +53,22 @@
 //! # Several feeders, one owner
 //!
 //! The engine has one owner, which alone calls `handle_input` and `poll_output`. Every other
-//! source of inputs (socket workers, the signal handler feeding [`Input::Shutdown`], and next
-//! a cluster bus or an admin endpoint) hands its inputs to that owner through one queue. The
+//! source of inputs (socket workers, the signal handler feeding [`Input::Shutdown`], the
+//! cluster bus, and next an admin endpoint) hands its inputs to that owner through one queue. The
 //! engine needs to know nothing about who fed what: each output names its addressee by an id
 //! the feeder chose ([`ConnId`] for frames and closes, [`ReqId`] for HTTP answers), so a
 //! feeder that makes its ids distinguishable from the others' (the server puts the feeder's
 //! index in their top byte) gets back exactly the outputs addressed to it. Recipient lists of
 //! [`Output::Broadcast`] are in ascending order, so those of one feeder are one range.
+//!
+//! # A cluster
+//!
+//! [`Engine::new_node`] makes the engine one node of a cluster. What crosses the bus is the
+//! engine's decision: it emits `Output::Bus` (bytes to publish once to every node) and takes
+//! `Input::Bus` for every message heard, its own echoes included, plus `Input::BusUp` and
+//! `Input::BusDown` as the link comes and goes. The [`cluster`] module says what is exact,
+//! what lags by one bus delay, and what happens on a node's death or an outage; with the `sim`
+//! feature, `cluster::sim::ClusterSim` runs several engines over a simulated bus.
 //!
 //! # The wire
 //!

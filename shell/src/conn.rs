@@ -347,16 +347,11 @@ impl Conn {
             WsEvent::Binary => Input::Binary { conn },
             WsEvent::Ping(payload) => {
                 // Answering a ping is the transport's job; the engine only hears of the activity.
-                // The pong goes through the bounded queue, so a ping flood cannot grow it.
-                let overflowed = self.send(&Frame::pong(&payload), cx.limits);
-                if overflowed {
-                    tracing::debug!(conn = conn.0, "output queue full at a pong: slow consumer");
-                }
+                // Only the latest ping is answered (one pending pong), so a flood of pings from
+                // a client that reads never fills its queue nor gets it closed as slow.
+                self.out.set_pong(Frame::pong(&payload));
                 if self.engine_knows {
                     cx.inputs.push(Input::Activity { conn });
-                    if overflowed {
-                        cx.inputs.push(Input::SlowConsumer { conn });
-                    }
                 }
                 return;
             }

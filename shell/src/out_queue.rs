@@ -4,6 +4,11 @@
 //! the encoded frame and ten thousand reference counts, not ten thousand copies. A flush
 //! writes as many queued chunks as one `writev` takes, so a burst of small frames leaves in
 //! one system call (write coalescing).
+//!
+//! Pongs are not queued one per ping: a pong may answer the latest ping only (RFC 6455
+//! §5.5.3), so the queue holds at most one pending pong, replaced by each new ping, and slips
+//! it in ahead of the queued frames (after a chunk already begun). A ping flood thus costs one
+//! small frame, never the output budget of a client that reads.
 
 use ferrocast_engine::Frame;
 use std::collections::VecDeque;
@@ -47,12 +52,14 @@ pub(crate) struct OutQueue {
     /// Bytes of the front chunk already written.
     offset: usize,
     bytes: usize,
+    /// The pong answering the latest ping, not yet in `chunks`.
+    pending_pong: Option<Frame>,
 }
 
 impl OutQueue {
     /// Whether nothing is waiting.
     pub(crate) fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.chunks.is_empty() && self.pending_pong.is_none()
     }
 
     /// Bytes waiting to be written.
@@ -85,6 +92,16 @@ impl OutQueue {
         self.chunks.push_back(Chunk::Frame(frame));
     }
 
+    /// Holds `pong` to be written ahead of the queued frames, replacing a pong not yet begun.
+    ///
+    /// It is outside the byte and frame limits: it is one control frame of at most 127 bytes.
+    pub(crate) fn set_pong(&mut self, pong: Frame) {
+        self.bytes += pong.wire_bytes().len();
+        if let Some(stale) = self.pending_pong.replace(pong) {
+            self.bytes -= stale.wire_bytes().len();
+        }
+    }
+
     /// Queues owned bytes regardless of limits.
     pub(crate) fn push_bytes(&mut self, bytes: Vec<u8>) {
         if !bytes.is_empty() {
@@ -96,6 +113,15 @@ impl OutQueue {
     /// Writes until the queue is empty (`Ok(true)`) or the socket would block (`Ok(false)`).
     pub(crate) fn write_to(&mut self, w: &mut impl Write) -> io::Result<bool> {
         loop {
+            if let Some(pong) = self.pending_pong.take() {
+                // Ahead of the frames still waiting, but after a chunk already begun and after
+                // the handshake answer (owned bytes), which must precede any frame.
+                let begun = usize::from(self.offset > 0);
+                let at = (begun..self.chunks.len())
+                    .find(|&i| matches!(self.chunks[i], Chunk::Frame(_)))
+                    .unwrap_or(self.chunks.len());
+                self.chunks.insert(at, Chunk::Frame(pong));
+            }
             if self.chunks.is_empty() {
                 // A burst may have grown the ring; an idle connection should not keep it.
                 if self.chunks.capacity() > RETAINED_CHUNKS {
@@ -123,6 +149,7 @@ impl OutQueue {
     /// Drops everything queued (the socket is going away).
     pub(crate) fn clear(&mut self) {
         self.chunks.clear();
+        self.pending_pong = None;
         self.offset = 0;
         self.bytes = 0;
     }
@@ -209,6 +236,63 @@ mod tests {
         }
         assert_eq!(queue.offer(&Frame::text(b"x"), 1000, 3), Offer::Full);
         assert_eq!(queue.len(), 3);
+    }
+
+    #[test]
+    fn a_ping_flood_leaves_one_pong_written_first() {
+        let mut queue = OutQueue::default();
+        queue.push_frame(Frame::text(b"event"));
+        for i in 0..10_000u32 {
+            queue.set_pong(Frame::pong(&i.to_be_bytes()));
+        }
+        assert_eq!(queue.len(), 1);
+        let mut sink: Vec<u8> = Vec::new();
+        assert!(queue.write_to(&mut sink).unwrap());
+        let expected = [
+            Frame::pong(&9_999u32.to_be_bytes()).wire_bytes().to_vec(),
+            Frame::text(b"event").wire_bytes().to_vec(),
+        ]
+        .concat();
+        assert_eq!(sink, expected);
+        assert_eq!(queue.bytes(), 0);
+    }
+
+    #[test]
+    fn a_pong_waits_for_the_frame_being_written() {
+        let mut queue = OutQueue::default();
+        queue.push_frame(Frame::text(b"first"));
+        queue.push_frame(Frame::text(b"second"));
+        let mut w = Trickle {
+            out: Vec::new(),
+            per_call: 2,
+            calls: 1,
+        };
+        assert!(!queue.write_to(&mut w).unwrap());
+        queue.set_pong(Frame::pong(b"p"));
+        w.calls = usize::MAX;
+        assert!(queue.write_to(&mut w).unwrap());
+        let expected = [
+            Frame::text(b"first").wire_bytes().to_vec(),
+            Frame::pong(b"p").wire_bytes().to_vec(),
+            Frame::text(b"second").wire_bytes().to_vec(),
+        ]
+        .concat();
+        assert_eq!(w.out, expected);
+    }
+
+    #[test]
+    fn a_pong_follows_the_handshake_answer() {
+        let mut queue = OutQueue::default();
+        queue.push_bytes(b"HTTP/1.1 101\r\n\r\n".to_vec());
+        queue.set_pong(Frame::pong(b"p"));
+        let mut sink: Vec<u8> = Vec::new();
+        assert!(queue.write_to(&mut sink).unwrap());
+        let expected = [
+            b"HTTP/1.1 101\r\n\r\n".to_vec(),
+            Frame::pong(b"p").wire_bytes().to_vec(),
+        ]
+        .concat();
+        assert_eq!(sink, expected);
     }
 
     #[test]

@@ -223,6 +223,54 @@ fn slow_reader_is_eventually_closed(workers: usize) {
     assert_eq!(next_json(&mut publisher)["event"], "pusher:pong");
 }
 
+/// A burst of 10,000 pings from a client that reads is answered (the latest ping at least)
+/// and the connection stays open: pongs do not pile up in the output queue, so the client is
+/// not closed as a slow consumer, and a later publish still reaches it.
+fn a_ping_burst_from_a_reader_keeps_the_connection(workers: usize) {
+    const PINGS: u32 = 10_000;
+    let server = Server::start(workers);
+    let mut ws = server.ws(APP);
+    next_json(&mut ws);
+    let msg = json!({"event": "pusher:subscribe", "data": {"channel": "burst"}});
+    ws.send(Message::Text(msg.to_string().into()))
+        .expect("subscribe");
+    assert_eq!(
+        next_json(&mut ws)["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    // Masked pings (mask key 0, so the payload reads as is) in one write: the server decodes
+    // thousands of them in one turn.
+    let mut burst = Vec::with_capacity(PINGS as usize * 10);
+    for i in 0..PINGS {
+        burst.extend_from_slice(&[0x89, 0x84, 0, 0, 0, 0]);
+        burst.extend_from_slice(&i.to_be_bytes());
+    }
+    ws.get_mut().write_all(&burst).expect("write the pings");
+    support::publish(&server, "burst", "after-the-pings", "{}");
+    let (mut pongs, mut latest_answered, mut published) = (0usize, false, false);
+    let start = Instant::now();
+    while !(latest_answered && published) {
+        assert!(
+            start.elapsed() < support::WAIT,
+            "{pongs} pongs, event: {published}"
+        );
+        match ws.read().expect("the connection stays open") {
+            Message::Pong(payload) => {
+                pongs += 1;
+                latest_answered = payload[..] == (PINGS - 1).to_be_bytes();
+            }
+            Message::Text(text) => {
+                let event: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+                assert_eq!(event["event"], "after-the-pings", "{event}");
+                published = true;
+            }
+            Message::Close(frame) => panic!("closed after {pongs} pongs: {frame:?}"),
+            _ => {}
+        }
+    }
+    assert!(pongs <= PINGS as usize, "{pongs} pongs");
+}
+
 /// One HTTP publish fans out to every subscriber's socket.
 fn a_publish_reaches_every_subscriber(workers: usize) {
     let server = Server::start(workers);
@@ -335,4 +383,5 @@ per_workers!(
     slow_reader_is_eventually_closed,
     slow_reader_hears_4100_before_its_close,
     a_publish_reaches_every_subscriber,
+    a_ping_burst_from_a_reader_keeps_the_connection,
 );

@@ -4,6 +4,7 @@
 //! Every module is private: what is exported below is what the binary, the integration tests,
 //! the fuzz targets and the loom models use, so anything else unused shows as dead code.
 
+mod accept_log;
 mod bus;
 mod cli;
 mod cluster;

@@ -13,6 +13,7 @@
 //! other feeders push into it, the push wakes the worker, and the worker feeds what it finds
 //! there to its engine each turn.
 
+use crate::accept_log::AcceptLog;
 use crate::conn::{Conn, ConnLimits, Cx, Flow};
 use crate::door::{Feeder, Requests};
 use crate::engine_thread::{self, EngineCore};
@@ -132,6 +133,8 @@ pub(crate) struct Worker {
     backlog: Vec<usize>,
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     accept_retry: Option<Instant>,
+    /// Keeps a run of failed accepts to one line when it starts and one when it ends.
+    accept_log: AcceptLog,
     shutdown_deadline: Option<Instant>,
 }
 
@@ -158,6 +161,7 @@ impl Worker {
             backlog: Vec::new(),
             deadlines: BinaryHeap::new(),
             accept_retry: None,
+            accept_log: AcceptLog::default(),
             shutdown_deadline: None,
         }
     }
@@ -433,14 +437,32 @@ impl Worker {
                         acceptor.outgoing[target].push(ToWorker::Socket(stream));
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Caught up with the backlog: only now has accepting recovered (a socket
+                    // accepted in between while others still fail does not end the episode).
+                    self.accepting_again(now);
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed; retrying shortly");
+                    if self.accept_log.failed(now) {
+                        tracing::warn!(error = %e, "accept failed; retrying every {ACCEPT_RETRY:?} (logged again when it works)");
+                    }
                     self.accept_retry = Some(now + ACCEPT_RETRY);
                     return;
                 }
             }
+        }
+    }
+
+    /// Ends an episode of failed accepts, if one was going on, with one line saying how long.
+    fn accepting_again(&mut self, now: Instant) {
+        if let Some(episode) = self.accept_log.working(now) {
+            tracing::info!(
+                "accept failed {} times over {:?}; accepting again",
+                episode.failures,
+                episode.lasted
+            );
         }
     }
 

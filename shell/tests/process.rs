@@ -88,3 +88,46 @@ per_workers!(
     env_credentials_replace_the_default_app,
     sigterm_tells_websockets_4200_closes_them_with_4200_and_exits_0,
 );
+
+/// At the descriptor limit `accept` fails on every retry: the acceptor warns once for the
+/// whole episode, not ten times a second, and says how it went once accepting works again.
+#[test]
+fn accept_failures_at_the_descriptor_limit_are_logged_once_per_episode() {
+    use std::time::{Duration, Instant};
+    let server = Server::start(1);
+    let pid = server.pid().to_string();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the server's descriptors")
+        .count();
+    // Room for two more sockets, so that the rest of the clients below wait in the backlog.
+    let limit = (open + 2).to_string();
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, &format!("--nofile={limit}:{limit}")])
+        .status()
+        .expect("prlimit (util-linux) is needed to lower the server's descriptor limit");
+    assert!(status.success(), "prlimit failed: {status}");
+    let clients: Vec<_> = (0..6).map(|_| server.tcp()).collect();
+    let warnings = || server.stderr().matches("accept failed;").count();
+    let start = Instant::now();
+    while warnings() == 0 {
+        assert!(
+            start.elapsed() < support::WAIT,
+            "no accept failure:\n{}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Ten retries' worth of failures.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(warnings(), 1, "{}", server.stderr());
+    drop(clients);
+    while !server.stderr().contains("; accepting again") {
+        assert!(
+            start.elapsed() < 3 * support::WAIT,
+            "no recovery:\n{}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(warnings(), 1, "{}", server.stderr());
+}

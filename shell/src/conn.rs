@@ -200,14 +200,40 @@ impl Conn {
         }
     }
 
-    /// Drops the connection when its deadline has passed.
+    /// Drops the connection when its deadline has passed; a client that began a request
+    /// (sent at least its request line) is told so with 408 first.
     pub(crate) fn on_deadline(&mut self, cx: &mut Cx<'_>) -> Flow {
         match self.deadline {
             Some(at) if at <= cx.now => {
+                if self.request_begun() {
+                    tracing::debug!(conn = self.id.0, "request incomplete at its deadline: 408");
+                    self.refuse(
+                        Refusal {
+                            status: 408,
+                            reason: "request not completed in time".into(),
+                            headers: Vec::new(),
+                        },
+                        cx,
+                    );
+                    return Flow::Idle;
+                }
                 tracing::debug!(conn = self.id.0, "deadline passed, dropping");
                 self.lost(cx)
             }
             _ => Flow::Idle,
+        }
+    }
+
+    /// Whether an HTTP request is partly read: its request line at least, not yet answered.
+    fn request_begun(&self) -> bool {
+        match &self.phase {
+            Phase::Http {
+                buf,
+                head,
+                in_flight: None,
+                ..
+            } => head.is_some() || buf.contains(&b'\n'),
+            _ => false,
         }
     }
 

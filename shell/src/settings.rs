@@ -63,8 +63,8 @@ pub struct ServerSettings {
     #[arg(long, env = "FERROCAST_MAX_REQUEST_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_request_body_bytes: usize,
 
-    /// Seconds a connection has to send a complete request or handshake; also the idle time
-    /// allowed between keep-alive requests.
+    /// Seconds a connection has to send a complete request or handshake (one begun but not
+    /// finished is answered 408); also the idle time allowed between keep-alive requests.
     #[arg(long, env = "FERROCAST_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
     pub request_timeout_secs: u64,
 

@@ -12,7 +12,7 @@
 #[macro_use]
 mod support;
 
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read};
 use support::{read_response, send_raw, Server};
 
 fn two_requests_on_one_keep_alive_socket_are_both_answered(workers: usize) {
@@ -159,13 +159,38 @@ fn bad_websocket_version_gets_426(workers: usize) {
 fn a_silent_connection_is_dropped_after_the_request_timeout(workers: usize) {
     let server = Server::start_with(workers, None, &["--request-timeout-secs", "1"], &[]);
     let mut stream = server.tcp();
-    send_raw(&mut stream, b"GET / HTTP/1.1\r\n");
     let start = std::time::Instant::now();
     let mut buf = [0u8; 64];
     let n = stream.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "expected EOF, got {:?}", &buf[..n]);
     assert!(start.elapsed() < std::time::Duration::from_secs(5));
-    let _ = stream.write_all(b"\r\n");
+}
+
+/// A request still incomplete at the request timeout is answered 408 with a JSON error before
+/// the close, whether it stopped in its headers or in its body.
+fn an_incomplete_request_gets_408_at_the_request_timeout(workers: usize) {
+    let server = Server::start_with(workers, None, &["--request-timeout-secs", "1"], &[]);
+    let partial: [&[u8]; 2] = [
+        b"GET / HTTP/1.1\r\n",
+        b"POST /apps/app-id/events HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n{\"na",
+    ];
+    for bytes in partial {
+        let mut stream = server.tcp();
+        send_raw(&mut stream, bytes);
+        let start = std::time::Instant::now();
+        let mut reader = BufReader::new(stream);
+        let response = read_response(&mut reader);
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(response.status(), 408, "{}", String::from_utf8_lossy(bytes));
+        assert_eq!(response.header("connection"), Some("close"));
+        assert_eq!(
+            response.body,
+            br#"{"error":"request not completed in time"}"#
+        );
+        let mut rest = Vec::new();
+        let _ = reader.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "{rest:?}");
+    }
 }
 
 per_workers!(
@@ -177,4 +202,5 @@ per_workers!(
     cors_preflight_is_answered_by_the_shell,
     bad_websocket_version_gets_426,
     a_silent_connection_is_dropped_after_the_request_timeout,
+    an_incomplete_request_gets_408_at_the_request_timeout,
 );

@@ -34,6 +34,8 @@ pub struct ConnLimits {
     pub max_output_bytes: usize,
     /// Most frames waiting in the output queue.
     pub max_output_frames: usize,
+    /// `SO_SNDBUF` of each accepted socket; 0 leaves the kernel's auto-tuning.
+    pub socket_send_buffer_bytes: usize,
     /// Time allowed to deliver a complete request (also the keep-alive idle time).
     pub request_timeout: Duration,
     /// Time allowed to flush and close after the close decision.

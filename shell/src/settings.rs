@@ -51,6 +51,13 @@ pub struct ServerSettings {
     #[arg(long, env = "FERROCAST_MAX_OUTPUT_FRAMES", default_value_t = 4096)]
     pub max_output_frames: usize,
 
+    /// Kernel send buffer of each client socket (`SO_SNDBUF`; Linux doubles it for its own
+    /// bookkeeping and caps it at `net.core.wmem_max`): what a slow reader may hold in the
+    /// kernel on top of `max_output_bytes`. 0 leaves the kernel's auto-tuning, which grows it
+    /// up to `net.ipv4.tcp_wmem`'s maximum (4 MiB by default).
+    #[arg(long, env = "FERROCAST_SOCKET_SEND_BUFFER_BYTES", default_value_t = 256 * 1024)]
+    pub socket_send_buffer_bytes: usize,
+
     /// Most bytes of an HTTP request line plus headers (more is answered 431).
     #[arg(long, env = "FERROCAST_MAX_REQUEST_HEAD_BYTES", default_value_t = 8 * 1024)]
     pub max_request_head_bytes: usize,
@@ -396,6 +403,7 @@ impl Settings {
             max_message_bytes: self.engine.max_message_bytes(),
             max_output_bytes: s.max_output_bytes,
             max_output_frames: s.max_output_frames,
+            socket_send_buffer_bytes: s.socket_send_buffer_bytes,
             request_timeout: Duration::from_secs(s.request_timeout_secs),
             close_linger: Duration::from_millis(s.close_linger_ms),
         }

@@ -429,6 +429,16 @@ impl Worker {
                 Ok((stream, _)) => {
                     // Small frames must not wait for Nagle's algorithm.
                     let _ = stream.set_nodelay(true);
+                    let send_buffer = self.limits.socket_send_buffer_bytes;
+                    if send_buffer > 0 {
+                        // Without it the kernel grows the buffer to megabytes for a slow
+                        // reader, past what `max_output_bytes` says a connection may hold.
+                        if let Err(e) =
+                            socket2::SockRef::from(&stream).set_send_buffer_size(send_buffer)
+                        {
+                            tracing::debug!(error = %e, "cannot set SO_SNDBUF");
+                        }
+                    }
                     let target = acceptor.next;
                     acceptor.next = (target + 1) % acceptor.peers.len();
                     if target == self.index {

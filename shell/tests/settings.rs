@@ -62,6 +62,12 @@ const SETTINGS: &[Setting] = &[
         "77",
     ),
     setting(
+        "server.socket_send_buffer_bytes",
+        "--socket-send-buffer-bytes",
+        "FERROCAST_SOCKET_SEND_BUFFER_BYTES",
+        "65536",
+    ),
+    setting(
         "server.max_request_head_bytes",
         "--max-request-head-bytes",
         "FERROCAST_MAX_REQUEST_HEAD_BYTES",

@@ -271,6 +271,35 @@ fn a_ping_burst_from_a_reader_keeps_the_connection(workers: usize) {
     assert!(pongs <= PINGS as usize, "{pongs} pongs");
 }
 
+/// Each accepted socket gets the configured kernel send buffer (Linux reports `SO_SNDBUF`
+/// doubled, as `tb` in `ss -m`), so a slow reader cannot hold megabytes in the kernel.
+fn accepted_sockets_get_the_configured_send_buffer(workers: usize) {
+    const SEND_BUFFER: u64 = 100_000;
+    let server = Server::start_with(
+        workers,
+        None,
+        &["--socket-send-buffer-bytes", &SEND_BUFFER.to_string()],
+        &[],
+    );
+    let mut ws = server.ws(APP);
+    next_json(&mut ws);
+    let filter = format!("( sport = :{} )", server.addr.port());
+    let output = std::process::Command::new("ss")
+        .args(["-tmnH", "state", "established", &filter])
+        .output()
+        .expect("ss (iproute2) is needed to read the server socket's send buffer");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let sizes: Vec<u64> = text
+        .split("tb")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect();
+    assert_eq!(sizes, [2 * SEND_BUFFER], "{text}");
+}
+
 /// One HTTP publish fans out to every subscriber's socket.
 fn a_publish_reaches_every_subscriber(workers: usize) {
     let server = Server::start(workers);
@@ -384,4 +413,5 @@ per_workers!(
     slow_reader_hears_4100_before_its_close,
     a_publish_reaches_every_subscriber,
     a_ping_burst_from_a_reader_keeps_the_connection,
+    accepted_sockets_get_the_configured_send_buffer,
 );

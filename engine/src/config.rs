@@ -74,7 +74,8 @@ pub struct AppConfig {
     pub max_event_name_len: usize,
     /// Most user ids in a sign-in watchlist.
     pub max_watchlist_len: usize,
-    /// Most bytes of an event's `data` published through the HTTP API; more is answered 413.
+    /// Most bytes of an event's `data`: an HTTP publish over it is answered 413, a client event
+    /// over it gets `pusher:error` and is not relayed.
     pub max_event_payload_bytes: usize,
     /// Most channels one HTTP publish may name.
     pub max_event_channels: usize,

@@ -171,7 +171,7 @@ pub fn ws_frame(data: &[u8]) {
         match event {
             WsEvent::Text(text) => assert!(text.len() <= max_message, "text over the cap"),
             WsEvent::Ping(payload) => assert!(payload.len() <= 125, "ping payload over 125"),
-            WsEvent::Close(_) | WsEvent::ProtocolError(_) => {
+            WsEvent::Close(_) | WsEvent::ProtocolError(_) | WsEvent::InvalidUtf8(_) => {
                 assert_eq!(i + 1, whole.len(), "events after the end: {whole:?}");
                 assert!(decoder.is_finished());
             }

@@ -398,6 +398,10 @@ impl Conn {
                 tracing::debug!(conn = conn.0, reason, "WebSocket protocol error");
                 return self.transport_close(1002, reason, cx);
             }
+            WsEvent::InvalidUtf8(reason) => {
+                tracing::debug!(conn = conn.0, reason, "WebSocket text is not UTF-8");
+                return self.transport_close(1007, reason, cx);
+            }
         };
         if self.engine_knows {
             cx.inputs.push(input);

@@ -94,6 +94,17 @@ fn unmasked_frame_closes_1002(workers: usize) {
     assert_eq!(close_code(&mut ws), 1002);
 }
 
+fn text_that_is_not_utf8_closes_1007(workers: usize) {
+    let server = Server::start(workers);
+    let mut ws = server.ws(APP);
+    next_json(&mut ws);
+    // A masked (all-zero mask) text frame whose two payload bytes can never be UTF-8.
+    ws.get_mut()
+        .write_all(b"\x81\x82\x00\x00\x00\x00\xFF\xFE")
+        .expect("write");
+    assert_eq!(close_code(&mut ws), 1007);
+}
+
 fn client_close_is_echoed(workers: usize) {
     let server = Server::start(workers);
     let mut ws = server.ws(APP);
@@ -407,6 +418,7 @@ per_workers!(
     websocket_ping_gets_a_pong,
     pusher_ping_event_gets_a_pusher_pong,
     unmasked_frame_closes_1002,
+    text_that_is_not_utf8_closes_1007,
     client_close_is_echoed,
     frames_sent_right_behind_the_handshake_are_not_lost,
     slow_reader_is_eventually_closed,

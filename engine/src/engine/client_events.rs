@@ -54,6 +54,16 @@ impl Engine {
                 format!("client event {event:?} data is a string no JSON parser accepts"),
             );
         };
+        // The same bound as an HTTP publish: the whole-message limit alone let a raised
+        // `max_message_bytes` carry client events bigger than any server event may be.
+        let data_len = data_len(&data);
+        let max_data = app.config.max_event_payload_bytes;
+        if data_len > max_data {
+            return refuse(
+                self,
+                format!("client event {event:?} data is {data_len} bytes; the limit is {max_data}"),
+            );
+        }
         let connection = self.conns.get_mut(&conn).expect("checked above");
         if !connection.client_events.try_take(now) {
             let message =
@@ -88,6 +98,12 @@ impl Engine {
             hooks.handle_client_event(&channel, &event, &data, sender, cx);
         });
     }
+}
+
+/// The size of `data` as receivers see it, measured as the HTTP API measures `data`: the
+/// text of a string, the JSON of anything else.
+fn data_len(data: &RawJson) -> usize {
+    serde_json::from_str::<String>(&data.0).map_or(data.0.len(), |text| text.len())
 }
 
 /// Client event data is relayed as a JSON string, like every server → client payload.

@@ -148,13 +148,15 @@ impl Engine {
                 names.len()
             )));
         }
-        let channels = names
-            .iter()
-            .map(|name| {
-                ChannelName::parse(name, config.max_channel_name_len)
-                    .map_err(|e| HttpError::bad_request(format!("invalid channel {name:?}: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut channels = Vec::with_capacity(names.len());
+        for name in &names {
+            let channel = ChannelName::parse(name, config.max_channel_name_len)
+                .map_err(|e| HttpError::bad_request(format!("invalid channel {name:?}: {e}")))?;
+            // A channel named twice gets the event once (the list is at most 100 long).
+            if !channels.contains(&channel) {
+                channels.push(channel);
+            }
+        }
         let except_socket = match request.socket_id.as_deref() {
             None => None,
             Some(text) => Some(

@@ -42,27 +42,30 @@ impl Engine {
         if !verify_client_auth(&app.key, &app.secret, signed.as_bytes(), &request.auth) {
             return Err("invalid sign-in signature".into());
         }
-        let value: Value = serde_json::from_str(&request.user_data)
-            .map_err(|e| format!("user_data is not valid JSON: {e}"))?;
-        let id = value
+        let fields = pusher::raw_fields(&request.user_data)
+            .map_err(|e| format!("user_data is not a JSON object: {e}"))?;
+        let user_id = |raw: &RawValue| {
+            user_id_of(raw).and_then(|id| UserId::new(&id).ok_or_else(|| "is empty".to_owned()))
+        };
+        let id = fields
             .get("id")
-            .and_then(user_id_of)
-            .and_then(|id| UserId::new(&id))
-            .ok_or("user_data needs a non-empty id")?;
-        let mut watchlist = match value.get("watchlist") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(ids)) if ids.len() <= app.max_watchlist_len => ids
-                .iter()
-                .map(|v| user_id_of(v).and_then(|id| UserId::new(&id)))
-                .collect::<Option<Vec<_>>>()
-                .ok_or("watchlist entries must be non-empty user ids")?,
-            Some(Value::Array(_)) => {
-                return Err(format!(
-                    "watchlist has more than {} user ids",
-                    app.max_watchlist_len
-                ))
+            .ok_or_else(|| "user_data needs an id".to_owned())
+            .and_then(|raw| user_id(raw).map_err(|why| format!("user_data id {why}")))?;
+        let mut watchlist = match fields.get("watchlist").map(|raw| raw.get()) {
+            None | Some("null") => Vec::new(),
+            Some(text) => {
+                let ids: Vec<&RawValue> = serde_json::from_str(text)
+                    .map_err(|_| "watchlist must be an array of user ids".to_owned())?;
+                if ids.len() > app.max_watchlist_len {
+                    return Err(format!(
+                        "watchlist has more than {} user ids",
+                        app.max_watchlist_len
+                    ));
+                }
+                ids.into_iter()
+                    .map(|raw| user_id(raw).map_err(|why| format!("a watchlist user id {why}")))
+                    .collect::<Result<Vec<_>, _>>()?
             }
-            Some(_) => return Err("watchlist must be an array of user ids".into()),
         };
         // A user named twice is watched once: reported once, announced once.
         let mut seen = BTreeSet::new();

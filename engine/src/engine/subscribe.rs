@@ -350,12 +350,17 @@ impl Engine {
 fn parse_member(channel_data: &str, max_info_bytes: usize) -> Result<Member, Refusal> {
     let value: serde_json::Value = serde_json::from_str(channel_data)
         .map_err(|e| Refusal::bad_request(format!("channel_data is not valid JSON: {e}")))?;
-    let user = value
+    let fields = pusher::raw_fields(channel_data)
+        .map_err(|e| Refusal::bad_request(format!("channel_data is not a JSON object: {e}")))?;
+    let user = fields
         .get("user_id")
-        .and_then(user_id_of)
-        .and_then(|id| UserId::new(&id))
-        .ok_or_else(|| {
-            Refusal::bad_request("channel_data needs a non-empty user_id (string or number)")
+        .ok_or_else(|| "is missing".to_owned())
+        .and_then(|raw| user_id_of(raw))
+        .and_then(|id| UserId::new(&id).ok_or_else(|| "is empty".to_owned()))
+        .map_err(|why| {
+            Refusal::bad_request(format!(
+                "channel_data user_id {why} (a non-empty string or number is required)"
+            ))
         })?;
     let info = match value.get("user_info") {
         None => None,

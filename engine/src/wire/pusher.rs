@@ -6,6 +6,7 @@ use super::websocket::Frame;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// Builds the text frame of one server → client message: `{"event","channel"?,"data", "user_id"?}`.
 ///
@@ -153,13 +154,35 @@ fn parse_owned<'a, T: Deserialize<'a>>(text: &str) -> Result<T, serde_json::Erro
     T::deserialize(value).map_err(|e| serde::de::Error::custom(e.to_string()))
 }
 
-/// A user id from presence `channel_data` or sign-in `user_data`: strings kept, numbers stringified.
-pub(crate) fn user_id_of(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+/// The longest user id Pusher accepts, in characters.
+pub(crate) const MAX_USER_ID_CHARS: usize = 128;
+
+/// The raw JSON of each top-level field of the object `json`, so numbers can be read as written.
+pub(crate) fn raw_fields(json: &str) -> Result<BTreeMap<String, &RawValue>, serde_json::Error> {
+    serde_json::from_str(json)
+}
+
+/// A user id from presence `channel_data` or sign-in `user_data`: a non-empty string of at most
+/// [`MAX_USER_ID_CHARS`] characters, or a number kept exactly as written (going through `f64`
+/// would merge distinct ids above 2^53). The error says why the id is refused.
+pub(crate) fn user_id_of(raw: &RawValue) -> Result<String, String> {
+    let text = raw.get().trim();
+    let id = if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        // Valid JSON starting so is a number.
+        text.to_owned()
+    } else {
+        match serde_json::from_str::<String>(text) {
+            Ok(id) if !id.is_empty() => id,
+            _ => return Err("must be a non-empty string or a number".into()),
+        }
+    };
+    let chars = id.chars().count();
+    if chars > MAX_USER_ID_CHARS {
+        return Err(format!(
+            "is {chars} characters; the limit is {MAX_USER_ID_CHARS}"
+        ));
     }
+    Ok(id)
 }
 
 #[cfg(test)]
@@ -216,11 +239,37 @@ mod tests {
         assert!(parse_data::<Subscribe>(None).is_err());
     }
 
+    fn raw(json: &str) -> Box<RawValue> {
+        RawValue::from_string(json.to_owned()).unwrap()
+    }
+
     #[test]
     fn user_ids_are_stringified() {
-        assert_eq!(user_id_of(&serde_json::json!(42)), Some("42".into()));
-        assert_eq!(user_id_of(&serde_json::json!("u")), Some("u".into()));
-        assert_eq!(user_id_of(&serde_json::json!("")), None);
-        assert_eq!(user_id_of(&serde_json::json!(null)), None);
+        assert_eq!(user_id_of(&raw("42")), Ok("42".into()));
+        assert_eq!(user_id_of(&raw(r#""u""#)), Ok("u".into()));
+        assert!(user_id_of(&raw(r#""""#)).is_err());
+        assert!(user_id_of(&raw("null")).is_err());
+        assert!(user_id_of(&raw("[1]")).is_err());
+    }
+
+    #[test]
+    fn numeric_user_ids_keep_every_digit() {
+        assert_eq!(
+            user_id_of(&raw("18446744073709551617")),
+            Ok("18446744073709551617".into())
+        );
+        let fields = raw_fields(r#"{"user_id": 18446744073709551616 }"#).unwrap();
+        assert_eq!(
+            user_id_of(fields["user_id"]),
+            Ok("18446744073709551616".into())
+        );
+    }
+
+    #[test]
+    fn user_ids_are_at_most_128_characters() {
+        let at_limit = "é".repeat(MAX_USER_ID_CHARS);
+        assert_eq!(user_id_of(&raw(&format!("{at_limit:?}"))), Ok(at_limit));
+        let over = "u".repeat(MAX_USER_ID_CHARS + 1);
+        assert!(user_id_of(&raw(&format!("{over:?}"))).is_err());
     }
 }

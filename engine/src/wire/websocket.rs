@@ -8,7 +8,9 @@
 //! reassembled, and the payload of one control frame (≤ 125 bytes). Payload bytes are unmasked
 //! straight from the read buffer into the message, so a connection never holds a copy of a
 //! whole frame. It enforces the rules a server must: masked client frames, no reserved bits or
-//! opcodes, unfragmented control frames of at most 125 bytes, and a cap on message size.
+//! opcodes, unfragmented control frames of at most 125 bytes, a cap on message size, and UTF-8
+//! in text messages and close reasons (checked as the bytes arrive, so a fragmented message
+//! fails at the first fragment that can no longer be valid).
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,6 +25,8 @@ const MASKED: u8 = 0x80;
 const MAX_HEADER: usize = 14;
 /// Control frames carry at most this many payload bytes (RFC 6455 §5.5).
 const MAX_CONTROL_PAYLOAD: u64 = 125;
+/// The largest 64-bit payload length: the most significant bit must be 0 (RFC 6455 §5.2).
+const MAX_PAYLOAD_LEN: u64 = i64::MAX as u64;
 
 /// The kind of a WebSocket frame, from the low four bits of its first byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,6 +179,8 @@ pub enum WsEvent {
     Oversized,
     /// The client broke RFC 6455 framing; the connection must close with 1002.
     ProtocolError(&'static str),
+    /// A text message or a close reason is not UTF-8; the connection must close with 1007.
+    InvalidUtf8(&'static str),
 }
 
 /// A parsed frame header.
@@ -262,6 +268,8 @@ pub struct Decoder {
     /// Whether the message in progress went over the cap and is being skipped.
     discarding: bool,
     text: Vec<u8>,
+    /// How many leading bytes of `text` are known to be complete, valid UTF-8.
+    text_valid: usize,
     control: Vec<u8>,
     /// Set after a close frame or a protocol error: nothing more will be decoded.
     finished: bool,
@@ -278,6 +286,7 @@ impl Decoder {
             message_len: 0,
             discarding: false,
             text: Vec::new(),
+            text_valid: 0,
             control: Vec::new(),
             finished: false,
         }
@@ -307,10 +316,35 @@ impl Decoder {
     }
 
     fn fail(&mut self, reason: &'static str, out: &mut Vec<WsEvent>) {
+        self.fail_with(WsEvent::ProtocolError(reason), out);
+    }
+
+    /// Ends decoding with `event`, which tells the shell how to close.
+    fn fail_with(&mut self, event: WsEvent, out: &mut Vec<WsEvent>) {
         self.finished = true;
         self.text = Vec::new();
         self.control = Vec::new();
-        out.push(WsEvent::ProtocolError(reason));
+        out.push(event);
+    }
+
+    /// Checks the text bytes not yet validated. An incomplete sequence at the end is allowed
+    /// (the next fragment may complete it) unless `complete`; anything else that is not UTF-8
+    /// fails the connection at once. Returns whether decoding goes on.
+    fn check_text(&mut self, complete: bool, out: &mut Vec<WsEvent>) -> bool {
+        match std::str::from_utf8(&self.text[self.text_valid..]) {
+            Ok(_) => {
+                self.text_valid = self.text.len();
+                true
+            }
+            Err(e) if e.error_len().is_none() && !complete => {
+                self.text_valid += e.valid_up_to();
+                true
+            }
+            Err(_) => {
+                self.fail_with(WsEvent::InvalidUtf8("text message is not UTF-8"), out);
+                false
+            }
+        }
     }
 
     /// Consumes header bytes; returns the unconsumed rest of `input`.
@@ -331,6 +365,9 @@ impl Decoder {
 
     fn start_frame(&mut self, header: Header, out: &mut Vec<WsEvent>) {
         let len = header.len;
+        if len > MAX_PAYLOAD_LEN {
+            return self.fail("64-bit payload length with its top bit set", out);
+        }
         if header.reserved_bits {
             return self.fail("reserved bits set without an extension", out);
         }
@@ -365,6 +402,7 @@ impl Decoder {
                     MessageKind::Binary
                 });
                 self.message_len = 0;
+                self.text_valid = 0;
                 self.discarding = false;
                 self.data_sink(len, out)
             }
@@ -430,6 +468,9 @@ impl Decoder {
         }
         frame.done += n as u64;
         frame.remaining -= n as u64;
+        if frame.sink == Sink::Message && !self.check_text(false, out) {
+            return &[];
+        }
         if frame.remaining == 0 {
             self.frame = None;
             self.finish_frame(frame, out);
@@ -437,6 +478,14 @@ impl Decoder {
             self.frame = Some(frame);
         }
         rest
+    }
+
+    /// Delivers the reassembled text message, unless it ends inside a UTF-8 sequence.
+    fn finish_text(&mut self, out: &mut Vec<WsEvent>) {
+        if self.check_text(true, out) {
+            self.text_valid = 0;
+            out.push(WsEvent::Text(std::mem::take(&mut self.text)));
+        }
     }
 
     fn finish_frame(&mut self, frame: InFrame, out: &mut Vec<WsEvent>) {
@@ -449,6 +498,9 @@ impl Decoder {
                     1 => return self.fail("close frame with a one-byte payload", out),
                     _ => Some(u16::from_be_bytes([self.control[0], self.control[1]])),
                 };
+                if std::str::from_utf8(self.control.get(2..).unwrap_or_default()).is_err() {
+                    return self.fail_with(WsEvent::InvalidUtf8("close reason is not UTF-8"), out);
+                }
                 self.finished = true;
                 self.control = Vec::new();
                 self.text = Vec::new();
@@ -465,9 +517,7 @@ impl Decoder {
                     return;
                 }
                 match kind {
-                    Some(MessageKind::Text) => {
-                        out.push(WsEvent::Text(std::mem::take(&mut self.text)))
-                    }
+                    Some(MessageKind::Text) => self.finish_text(out),
                     Some(MessageKind::Binary) => out.push(WsEvent::Binary),
                     None => {}
                 }
@@ -649,7 +699,7 @@ mod tests {
     #[test]
     fn huge_declared_length_is_oversized_without_allocation() {
         let mut wire = vec![0x81, 0x80 | 127];
-        wire.extend_from_slice(&u64::MAX.to_be_bytes());
+        wire.extend_from_slice(&(i64::MAX as u64).to_be_bytes());
         wire.extend_from_slice(&MASK);
         wire.extend_from_slice(&[0u8; 64]);
         let mut decoder = Decoder::new(1000);
@@ -741,6 +791,75 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_64_bit_length_with_its_top_bit_set_is_a_protocol_error() {
+        let mut wire = vec![0x81, 0x80 | 127];
+        wire.extend_from_slice(&(1u64 << 63).to_be_bytes());
+        wire.extend_from_slice(&MASK);
+        assert_eq!(
+            decode_all(1000, &wire),
+            vec![WsEvent::ProtocolError(
+                "64-bit payload length with its top bit set"
+            )]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_text_message_fails_with_invalid_utf8() {
+        let not_utf8 = WsEvent::InvalidUtf8("text message is not UTF-8");
+        // A lone continuation byte, an overlong encoding, a surrogate, and a truncated end.
+        for payload in [&b"ok\x80"[..], b"\xC0\xAF", b"\xED\xA0\x80", b"caf\xC3"] {
+            let mut wire = frame(0x81, payload);
+            wire.extend(frame(0x81, b"after"));
+            assert_eq!(
+                decode_all(1024, &wire),
+                vec![not_utf8.clone()],
+                "{payload:?}"
+            );
+        }
+        // Valid multi-byte text still passes, fed byte by byte.
+        let mut decoder = Decoder::new(1024);
+        let mut out = Vec::new();
+        for b in frame(0x81, "κόσμε €𝄞".as_bytes()) {
+            decoder.decode(&[b], &mut out);
+        }
+        assert_eq!(out, vec![WsEvent::Text("κόσμε €𝄞".as_bytes().to_vec())]);
+    }
+
+    #[test]
+    fn a_fragmented_message_fails_at_the_first_fragment_that_cannot_be_utf8() {
+        // The first fragment is bad; the message never finishes, yet the failure comes now.
+        let events = decode_all(1024, &frame(0x01, b"ab\xFFcd"));
+        assert_eq!(
+            events,
+            vec![WsEvent::InvalidUtf8("text message is not UTF-8")]
+        );
+        // A sequence split across fragments is fine.
+        let euro = "€".as_bytes();
+        let mut wire = frame(0x01, &euro[..1]);
+        wire.extend(frame(0x00, &euro[1..2]));
+        wire.extend(frame(0x80, &euro[2..]));
+        assert_eq!(decode_all(1024, &wire), vec![WsEvent::Text(euro.to_vec())]);
+        // A split sequence that the next fragment breaks fails at that fragment.
+        let mut wire = frame(0x01, &euro[..2]);
+        wire.extend(frame(0x00, b"x"));
+        assert_eq!(
+            decode_all(1024, &wire),
+            vec![WsEvent::InvalidUtf8("text message is not UTF-8")]
+        );
+    }
+
+    #[test]
+    fn a_close_reason_that_is_not_utf8_fails_with_invalid_utf8() {
+        let events = decode_all(1024, &frame(0x88, &[0x03, 0xE8, 0xFF, 0xFE]));
+        assert_eq!(
+            events,
+            vec![WsEvent::InvalidUtf8("close reason is not UTF-8")]
+        );
+        let events = decode_all(1024, &frame(0x88, &[0x03, 0xE8, 0xC3, 0xA9]));
+        assert_eq!(events, vec![WsEvent::Close(Some(1000))]);
     }
 
     #[test]

@@ -374,3 +374,29 @@ fn a_lone_subscriber_sending_a_client_event_gets_nothing_back() {
 
     assert!(sim.take(alice).is_empty());
 }
+
+#[test]
+fn client_event_data_is_bounded_by_the_event_payload_limit_not_only_the_message_limit() {
+    // Messages may be large, so only the event payload limit (10 KB by default) can refuse.
+    let mut sim = sim_with_app(|app| app.max_message_bytes = 64 * 1024);
+    let (alice, bob) = private_pair(&mut sim, "private-chat");
+
+    let over = "x".repeat(10 * 1024 + 1);
+    trigger(&mut sim, alice, "private-chat", "client-big", json!(over));
+    let message = assert_error(&sim.take(alice), None);
+    assert!(message.contains("10240"), "{message}");
+    assert!(sim.take(bob).is_empty());
+    assert_alive(&mut sim, alice);
+
+    let at_limit = "x".repeat(10 * 1024);
+    trigger(
+        &mut sim,
+        alice,
+        "private-chat",
+        "client-big",
+        json!(at_limit),
+    );
+    let got = sim.take(bob);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data, json!(at_limit));
+}

@@ -60,6 +60,24 @@ fn socket_id_excludes_that_connection_across_many_channels() {
 }
 
 #[test]
+fn a_channel_named_twice_gets_the_event_once_in_first_occurrence_order() {
+    let mut sim = sim();
+    let conn = open(&mut sim);
+    subscribe(&mut sim, conn, "one");
+    subscribe(&mut sim, conn, "two");
+
+    let body = json!({"name": "e", "channels": ["two", "one", "two", "one"], "data": "d"});
+    assert_eq!(post(&mut sim, "/apps/app-id/events", body).0, 200);
+
+    let got: Vec<_> = sim
+        .take(conn)
+        .into_iter()
+        .map(|m| m.channel.unwrap())
+        .collect();
+    assert_eq!(got, ["two", "one"]);
+}
+
+#[test]
 fn info_reports_user_and_subscription_counts() {
     let mut sim = sim();
     join_presence(&mut sim, "presence-room", "u1");

@@ -139,6 +139,43 @@ fn numeric_user_ids_are_strings_everywhere() {
 }
 
 #[test]
+fn integer_user_ids_above_2_pow_53_keep_every_digit() {
+    let mut sim = sim();
+    let first = open(&mut sim);
+    let replies = subscribe_presence(&mut sim, first, ROOM, r#"{"user_id":18446744073709551616}"#);
+    assert_eq!(
+        replies[0].data["presence"]["ids"],
+        json!(["18446744073709551616"])
+    );
+    let second = open(&mut sim);
+    let replies = subscribe_presence(
+        &mut sim,
+        second,
+        ROOM,
+        r#"{"user_id":18446744073709551617}"#,
+    );
+
+    assert_eq!(replies[0].data["presence"]["count"], 2);
+    assert_eq!(
+        sim.take(first)[0].data["user_id"],
+        json!("18446744073709551617")
+    );
+}
+
+#[test]
+fn user_ids_over_128_characters_are_refused() {
+    let mut sim = sim();
+    let conn = open(&mut sim);
+    for len in [129, 4_900] {
+        let replies = subscribe_presence(&mut sim, conn, ROOM, &member(&"u".repeat(len), "n"));
+        assert_subscription_error(&replies, ROOM, "BadRequest", 400);
+    }
+    assert_eq!(sim.engine().state_counts().channels, 0);
+    let replies = subscribe_presence(&mut sim, conn, ROOM, &member(&"é".repeat(128), "n"));
+    assert_eq!(replies[0].event, "pusher_internal:subscription_succeeded");
+}
+
+#[test]
 fn user_info_is_optional() {
     let mut sim = sim();
     let conn = open(&mut sim);

@@ -164,6 +164,36 @@ fn numeric_user_ids_are_stringified() {
 }
 
 #[test]
+fn integer_ids_above_2_pow_53_keep_every_digit() {
+    let mut sim = sim();
+    let conn = signed_in(
+        &mut sim,
+        r#"{"id":18446744073709551617,"watchlist":[18446744073709551616]}"#,
+    );
+
+    let own = subscribe(&mut sim, conn, "#server-to-user-18446744073709551617");
+    assert_eq!(own[0].event, "pusher_internal:subscription_succeeded");
+    signed_in(&mut sim, r#"{"id":18446744073709551616}"#);
+    assert_eq!(
+        watchlist_events(&mut sim, conn),
+        [json!([{"name": "online", "user_ids": ["18446744073709551616"]}])]
+    );
+}
+
+#[test]
+fn ids_over_128_characters_are_refused() {
+    let mut sim = sim();
+    let conn = open(&mut sim);
+    for len in [129, 4_900] {
+        let user_data = json!({ "id": "u".repeat(len) }).to_string();
+        assert_error(&signin(&mut sim, conn, &user_data), None);
+        let watching = json!({ "id": "w", "watchlist": ["u".repeat(len)] }).to_string();
+        assert_error(&signin(&mut sim, conn, &watching), None);
+    }
+    signed_in(&mut sim, &json!({ "id": "u".repeat(128) }).to_string());
+}
+
+#[test]
 fn send_to_user_reaches_every_signed_in_socket_of_the_user() {
     let mut sim = sim();
     let phone = signed_in(&mut sim, r#"{"id":"u1"}"#);

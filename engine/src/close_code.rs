@@ -49,7 +49,8 @@ impl CloseCode {
     pub const UNSUPPORTED_PROTOCOL: CloseCode = CloseCode(4007);
     /// 4008: the `protocol` query parameter is empty.
     pub const NO_PROTOCOL_VERSION: CloseCode = CloseCode(4008);
-    /// 4009: the connection is not authorized (sign-in failed or missing, or terminated).
+    /// 4009: the connection is not authorized (sign-in failed or missing, terminated, or an
+    /// origin the app does not allow).
     pub const UNAUTHORIZED: CloseCode = CloseCode(4009);
     /// 4100: over capacity; also a slow consumer closed for reading too slowly.
     pub const OVER_CAPACITY: CloseCode = CloseCode(4100);

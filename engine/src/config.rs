@@ -91,6 +91,11 @@ pub struct AppConfig {
     pub subscription_count_events: bool,
     /// Where to POST webhooks, and which events each endpoint wants.
     pub webhooks: Vec<WebhookConfig>,
+    /// Origins whose pages may connect (`*`, `scheme://host[:port]`, `scheme://*.domain`);
+    /// empty allows any. A handshake from another origin is refused with 4009.
+    pub allowed_origins: Vec<String>,
+    /// Whether a handshake without an `Origin` header (a server-side client) is refused too.
+    pub require_origin: bool,
 }
 
 /// One webhook endpoint of an app.
@@ -154,6 +159,8 @@ impl Default for AppConfig {
             cache_ttl_secs: 30 * 60,
             subscription_count_events: false,
             webhooks: Vec::new(),
+            allowed_origins: Vec::new(),
+            require_origin: false,
         }
     }
 }
@@ -263,6 +270,14 @@ impl Config {
                     return fail(format!("apps[{i}]: unknown webhook event type {bad:?}; known: {WEBHOOK_EVENT_TYPES:?}"));
                 }
             }
+            for pattern in &app.allowed_origins {
+                if let Err(why) = crate::origin::OriginPattern::parse(pattern) {
+                    return fail(format!(
+                        "apps[{i}] (id {:?}): allowed_origins entry {pattern:?}: {why}",
+                        app.id
+                    ));
+                }
+            }
             for (j, other) in self.apps.iter().enumerate().skip(i + 1) {
                 if other.id == app.id || other.key == app.key {
                     return fail(format!("apps[{i}] and apps[{j}] share an id or a key"));
@@ -281,7 +296,7 @@ mod tests {
     #[test]
     fn every_validation_rule_refuses_its_own_bad_value() {
         type Edit = fn(&mut Config);
-        let edits: [(&str, Edit); 23] = [
+        let edits: [(&str, Edit); 25] = [
             ("no apps", |c| c.apps.clear()),
             ("activity 0", |c| c.activity_timeout_secs = 0),
             ("pong 0", |c| c.pong_timeout_secs = 0),
@@ -308,6 +323,12 @@ mod tests {
                     event_types: vec![],
                 }]
             }),
+            ("origin without scheme", |c| {
+                c.apps[0].allowed_origins = vec!["https://ok.test".into(), "ok.test".into()]
+            }),
+            ("origin with a path", |c| {
+                c.apps[0].allowed_origins = vec!["https://ok.test/".into()]
+            }),
             ("duplicate id", |c| {
                 let mut other = c.apps[0].clone();
                 other.key = "other-key".into();
@@ -331,6 +352,11 @@ mod tests {
             url: "https://hooks.test/".into(),
             event_types: vec![],
         }];
+        second.allowed_origins = vec![
+            "*".into(),
+            "https://a.test".into(),
+            "http://*.a.test:8080".into(),
+        ];
         two_apps.apps.push(second);
         assert_eq!(two_apps.validate(), Ok(()));
         for (what, edit) in edits {
@@ -409,6 +435,21 @@ mod tests {
             .unwrap_err()
             .0
             .contains("unknown webhook event"));
+        let origins = Config::from_toml(
+            "[[apps]]\nid = \"shop\"\nkey = \"k\"\nsecret = \"s\"\nallowed_origins = [\"https://*.shop.test\"]\nrequire_origin = true",
+        )
+        .unwrap();
+        assert_eq!(origins.apps[0].allowed_origins, ["https://*.shop.test"]);
+        assert!(origins.apps[0].require_origin);
+        let bad_origin = Config::from_toml(
+            "[[apps]]\nid = \"shop\"\nkey = \"k\"\nsecret = \"s\"\nallowed_origins = [\"https://shop.test/\"]",
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            bad_origin.contains("\"shop\"") && bad_origin.contains("https://shop.test/"),
+            "the error names the app and the pattern: {bad_origin}"
+        );
         let dup = "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n[[apps]]\nid = \"2\"\nkey = \"k\"\nsecret = \"t\"";
         assert!(Config::from_toml(dup).unwrap_err().0.contains("share"));
     }

@@ -18,6 +18,7 @@ use crate::close_code::CloseCode;
 use crate::config::{AppConfig, Config};
 use crate::ids::{AppId, AppKey, ChannelName, ConnId, SocketId, UserId};
 use crate::interface::{ApiMisuse, Input, Moment, Output};
+use crate::origin::OriginPolicy;
 use crate::rng::SplitMix64;
 use crate::timers::{TimerKey, Timers};
 use crate::token_bucket::TokenBucket;
@@ -51,6 +52,8 @@ pub struct Engine {
 struct App {
     config: AppConfig,
     key: AppKey,
+    /// `allowed_origins` and `require_origin`, parsed once.
+    origins: OriginPolicy,
     channels: ChannelRegistry,
     connections: usize,
     /// Signed-in users and their connections.
@@ -76,6 +79,7 @@ impl App {
         );
         App {
             key: AppKey::new(&config.key),
+            origins: OriginPolicy::new(&config.allowed_origins, config.require_origin),
             config,
             channels: ChannelRegistry::default(),
             connections: 0,

@@ -91,6 +91,7 @@ pub mod http_auth;
 pub mod http_response;
 pub mod ids;
 mod interface;
+pub mod origin;
 pub mod rng;
 pub mod signature;
 mod timers;

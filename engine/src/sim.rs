@@ -143,6 +143,12 @@ impl Simulator {
 
     /// Opens a connection with an explicit path and query.
     pub fn connect_to(&mut self, path: &str, query: &str) -> ConnId {
+        self.connect_from(path, query, None)
+    }
+
+    /// Opens a connection with an explicit path and query, sending `origin` as a browser
+    /// would (`None`: no `Origin` header, as from a server-side client).
+    pub fn connect_from(&mut self, path: &str, query: &str, origin: Option<&str>) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         let app_key = path.rsplit('/').next().unwrap_or_default().to_owned();
@@ -156,7 +162,7 @@ impl Simulator {
         let request = WsRequest {
             path: path.into(),
             query: query.into(),
-            origin: None,
+            origin: origin.map(str::to_owned),
             peer: None,
         };
         self.input(Input::Opened { conn, request })

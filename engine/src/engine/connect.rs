@@ -65,6 +65,11 @@ impl Engine {
         if !app.config.enabled {
             return Err((CloseCode::APP_DISABLED, "app is disabled".into()));
         }
+        // 4009 "connection unauthorized": a page the app does not trust must not reconnect
+        // in a loop, which a 41xx/42xx code would ask pusher-js to do.
+        app.origins
+            .check(request.origin.as_deref())
+            .map_err(|why| (CloseCode::UNAUTHORIZED, why))?;
         // In a cluster the other nodes' counts are as last announced: simultaneous admissions
         // on several nodes can overshoot by what each admits within one bus delay.
         let connections = app.connections + self.cluster_connections_elsewhere(id);

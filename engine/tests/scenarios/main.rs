@@ -12,6 +12,7 @@ mod connection;
 mod determinism;
 mod http_api;
 mod liveness;
+mod origins;
 mod presence;
 mod shutdown;
 mod signin;

@@ -283,22 +283,31 @@ impl Harness {
         }
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
-        let (key, query, app, protocol_ok) = match target {
-            ConnectPick::AppA => ("key-a", "protocol=7&client=js", Some(0), true),
-            ConnectPick::AppB => ("key-b", "protocol=7&client=js", Some(1), true),
-            ConnectPick::UnknownKey => ("key-x", "protocol=7", None, true),
-            ConnectPick::UnsupportedProtocol => ("key-a", "protocol=8", Some(0), false),
-            ConnectPick::NoProtocol => ("key-a", "client=js", Some(0), true),
+        const FOREIGN: Option<&str> = Some("https://evil.example.net");
+        let (key, query, origin, app, protocol_ok) = match target {
+            ConnectPick::AppA => ("key-a", "protocol=7&client=js", FOREIGN, Some(0), true),
+            ConnectPick::AppB => (
+                "key-b",
+                "protocol=7&client=js",
+                Some(APP_B_ORIGIN),
+                Some(1),
+                true,
+            ),
+            ConnectPick::AppBServerSide => ("key-b", "protocol=7", None, Some(1), true),
+            ConnectPick::AppBForeignOrigin => ("key-b", "protocol=7", FOREIGN, Some(1), true),
+            ConnectPick::UnknownKey => ("key-x", "protocol=7", FOREIGN, None, true),
+            ConnectPick::UnsupportedProtocol => ("key-a", "protocol=8", None, Some(0), false),
+            ConnectPick::NoProtocol => ("key-a", "client=js", None, Some(0), true),
         };
         let request = WsRequest {
             path: format!("/app/{key}"),
             query: query.into(),
-            origin: None,
+            origin: origin.map(str::to_owned),
             peer: None,
         };
         self.open.insert(conn);
         let actual = self.feed(Input::Opened { conn, request })?;
-        let expected = self.model.connect(conn, app, protocol_ok);
+        let expected = self.model.connect(conn, app, protocol_ok, origin);
         if let Some((_, established)) = actual
             .iter()
             .find(|(_, m)| wire::event_of(m) == "pusher:connection_established")

@@ -199,6 +199,7 @@ impl Model {
         conn: ConnId,
         app: Option<usize>,
         protocol_ok: bool,
+        origin: Option<&str>,
     ) -> Vec<Delivery> {
         let config = ops::config();
         let refusal = if !protocol_ok {
@@ -206,6 +207,15 @@ impl Model {
         } else {
             match app {
                 None => Some(4001),
+                // The harness sends only exact origins: a listed one, a foreign one or none.
+                Some(i)
+                    if origin.is_some_and(|o| {
+                        let listed = &config.apps[i].allowed_origins;
+                        !listed.is_empty() && !listed.iter().any(|l| l == o)
+                    }) =>
+                {
+                    Some(4009)
+                }
                 Some(i) => {
                     let live = self.conns.values().filter(|c| c.app == i).count();
                     let full = config.apps[i]

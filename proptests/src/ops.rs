@@ -17,6 +17,8 @@ pub const SIGNIN_TIMEOUT_SECS: u64 = 7;
 pub const CLIENT_EVENT_BURST: u32 = 10;
 /// Members a presence channel of app A holds.
 pub const APP_A_MAX_MEMBERS: usize = 3;
+/// The one origin whose pages may connect to app B (server-side clients with none may too).
+pub const APP_B_ORIGIN: &str = "https://b.example.com";
 /// Connections app B accepts at once.
 pub const APP_B_MAX_CONNECTIONS: usize = 3;
 /// Largest message either app accepts.
@@ -29,7 +31,8 @@ pub const MAX_LIVE: usize = 10;
 /// User ids; the last one travels as a JSON number and must come back as the string `"42"`.
 pub const USERS: [&str; 4] = ["u0", "u1", "u2", "42"];
 
-/// The two apps: A is permissive, B requires sign-in and forbids client events.
+/// The two apps: A is permissive, B requires sign-in, forbids client events and lists the
+/// origins its pages may connect from.
 pub fn config() -> &'static Config {
     static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
     CONFIG.get_or_init(build_config)
@@ -64,6 +67,7 @@ fn build_config() -> Config {
                 user_auth_required: true,
                 user_auth_timeout_secs: SIGNIN_TIMEOUT_SECS,
                 max_connections: Some(APP_B_MAX_CONNECTIONS as u32),
+                allowed_origins: vec![APP_B_ORIGIN.into()],
                 ..base
             },
         ],
@@ -189,8 +193,12 @@ pub enum Op {
 pub enum ConnectPick {
     /// App A, protocol 7.
     AppA,
-    /// App B (sign-in required, connection quota), protocol 7.
+    /// App B (sign-in required, connection quota), protocol 7, from a page of its origin.
     AppB,
+    /// App B from a server-side client: no `Origin`, admitted.
+    AppBServerSide,
+    /// App B from another site's page: 4009.
+    AppBForeignOrigin,
     /// An unknown key: 4001.
     UnknownKey,
     /// App A with `protocol=8`: 4007.

@@ -10,6 +10,8 @@ pub fn connect_pick() -> impl Strategy<Value = ConnectPick> {
     prop_oneof![
         8 => Just(ConnectPick::AppA),
         3 => Just(ConnectPick::AppB),
+        1 => Just(ConnectPick::AppBServerSide),
+        1 => Just(ConnectPick::AppBForeignOrigin),
         1 => Just(ConnectPick::UnknownKey),
         1 => Just(ConnectPick::UnsupportedProtocol),
         1 => Just(ConnectPick::NoProtocol),

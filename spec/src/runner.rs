@@ -76,8 +76,14 @@ pub struct WebhookPost {
 
 /// Where vectors are replayed: the engine's simulator or a live server.
 pub trait Transport {
-    /// Opens a WebSocket connection for `client`.
-    fn connect(&mut self, client: &str, path: &str, query: &str) -> Result<(), String>;
+    /// Opens a WebSocket connection for `client`, with an `Origin` header when given.
+    fn connect(
+        &mut self,
+        client: &str,
+        path: &str,
+        query: &str,
+        origin: Option<&str>,
+    ) -> Result<(), String>;
     /// Sends a frame from `client`.
     fn send(&mut self, client: &str, frame: Outgoing) -> Result<(), String>;
     /// `client` closes its socket.
@@ -148,6 +154,7 @@ impl Interpreter<'_> {
                 path,
                 key,
                 query,
+                origin,
                 established,
             } => {
                 let key = match key {
@@ -163,7 +170,12 @@ impl Interpreter<'_> {
                     None => PUSHER_JS_QUERY.to_owned(),
                 };
                 self.ctx.socket_ids.remove(client);
-                self.transport.connect(client, &path, &query)?;
+                let origin = origin
+                    .as_deref()
+                    .map(|o| self.ctx.substitute(o))
+                    .transpose()?;
+                self.transport
+                    .connect(client, &path, &query, origin.as_deref())?;
                 if *established {
                     self.established(client)?;
                 }

@@ -120,6 +120,8 @@ pub enum Step {
         key: Option<String>,
         /// Query string; defaults to what pusher-js sends.
         query: Option<String>,
+        /// The `Origin` header to send, as a browser page would; none by default.
+        origin: Option<String>,
         /// Whether to consume and check the welcome message.
         established: bool,
     },
@@ -355,6 +357,7 @@ fn parse_step(value: &Value) -> Result<Step, String> {
             path: f.string("path")?,
             key: f.string("key")?,
             query: f.string("query")?,
+            origin: f.string("origin")?,
             established: f.bool("established")?.unwrap_or(true),
         },
         "send" => Step::Send {

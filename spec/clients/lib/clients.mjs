@@ -108,11 +108,12 @@ export async function roundTrip(pusher, timeout = WAIT_MS) {
 
 /** A raw WebSocket speaking the Pusher protocol by hand; every text frame is logged parsed. */
 export class RawClient {
-  constructor(url) {
+  /** `options` go to `ws` (e.g. `{ origin }` to send an Origin header as a browser page would). */
+  constructor(url, options = {}) {
     this.url = url;
     this.log = newLog();
     this.closeLog = newLog();
-    this.ws = new WebSocket(url);
+    this.ws = new WebSocket(url, options);
     this.ws.on('message', (data, isBinary) => {
       const text = data.toString();
       let parsed;
@@ -275,9 +276,9 @@ export async function setup(t, config, appCreds = config?.apps?.[0] ?? DEFAULT_A
       return pusher;
     },
 
-    /** A raw WebSocket to `url` (the app's endpoint by default). */
-    raw(url = this.url()) {
-      const raw = new RawClient(url);
+    /** A raw WebSocket to `url` (the app's endpoint by default), with `ws` options. */
+    raw(url = this.url(), options = {}) {
+      const raw = new RawClient(url, options);
       raws.push(raw);
       return raw;
     },

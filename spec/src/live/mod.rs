@@ -236,7 +236,13 @@ impl LiveTransport<'_> {
 }
 
 impl Transport for LiveTransport<'_> {
-    fn connect(&mut self, client: &str, path: &str, query: &str) -> Result<(), String> {
+    fn connect(
+        &mut self,
+        client: &str,
+        path: &str,
+        query: &str,
+        origin: Option<&str>,
+    ) -> Result<(), String> {
         if self.clients.get(client).is_some_and(|c| !c.is_closed()) {
             return Err(format!("client {client:?} is already connected"));
         }
@@ -247,6 +253,7 @@ impl Transport for LiveTransport<'_> {
             &self.host,
             path,
             query,
+            origin,
             self.options.timeout,
         )?;
         self.clients.insert(client.to_owned(), ws);

@@ -5,6 +5,8 @@ use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::http::header::{HeaderValue, ORIGIN};
 use tungstenite::protocol::WebSocket;
 use tungstenite::{Error, Message};
 
@@ -22,12 +24,14 @@ const FIRST_FLOOD: usize = 4096;
 const FLOOD_ROUNDS: usize = 8;
 
 impl WsClient {
-    /// Connects to `ws://{host}{path}?{query}` at `addr` within `timeout`.
+    /// Connects to `ws://{host}{path}?{query}` at `addr` within `timeout`, sending `origin`
+    /// as the `Origin` header when given.
     pub fn connect(
         addr: SocketAddr,
         host: &str,
         path: &str,
         query: &str,
+        origin: Option<&str>,
         timeout: Duration,
     ) -> Result<Self, String> {
         let stream = TcpStream::connect_timeout(&addr, timeout)
@@ -42,7 +46,16 @@ impl WsClient {
         } else {
             format!("ws://{host}{path}?{query}")
         };
-        let (ws, _response) = tungstenite::client(url.as_str(), stream).map_err(|e| match e {
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| format!("bad WebSocket URL {url}: {e}"))?;
+        if let Some(origin) = origin {
+            let value = HeaderValue::from_str(origin)
+                .map_err(|_| format!("{origin:?} cannot be an Origin header"))?;
+            request.headers_mut().insert(ORIGIN, value);
+        }
+        let (ws, _response) = tungstenite::client(request, stream).map_err(|e| match e {
             tungstenite::HandshakeError::Failure(Error::Http(response)) => format!(
                 "WebSocket handshake to {url} refused with HTTP {}",
                 response.status()

@@ -325,29 +325,44 @@ pub(crate) fn send_raw(stream: &mut TcpStream, bytes: &[u8]) {
     stream.write_all(bytes).expect("write");
 }
 
+/// Seconds since the Unix epoch, for `auth_timestamp`.
+pub(crate) fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A complete signed `POST /apps/{app_id}/events` request (keep-alive), signed with `key` and
+/// `secret` at `auth_timestamp` `timestamp`.
+pub(crate) fn signed_events_request(
+    app_id: &str,
+    (key, secret): (&str, &str),
+    body: &str,
+    timestamp: u64,
+) -> String {
+    let path = format!("/apps/{app_id}/events");
+    let query = ferrocast_engine::http_auth::signed_query(
+        key,
+        secret,
+        "POST",
+        &path,
+        &[],
+        body.as_bytes(),
+        timestamp,
+    );
+    format!(
+        "POST {path}?{query} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 /// Publishes `name` on `channel` through the HTTP API on a connection of its own.
 pub(crate) fn publish(server: &Server, channel: &str, name: &str, data: &str) {
     let body = json!({"name": name, "channel": channel, "data": data}).to_string();
-    let unix_secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let path = "/apps/app-id/events";
-    let query = ferrocast_engine::http_auth::signed_query(
-        "app-key",
-        "app-secret",
-        "POST",
-        path,
-        &[],
-        body.as_bytes(),
-        unix_secs,
-    );
+    let request = signed_events_request("app-id", ("app-key", "app-secret"), &body, unix_secs());
     let stream = server.tcp();
     let mut writer = stream.try_clone().unwrap();
-    let request = format!(
-        "POST {path}?{query} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
     writer.write_all(request.as_bytes()).expect("write");
     let response = read_response(&mut BufReader::new(stream));
     assert_eq!(
@@ -356,4 +371,26 @@ pub(crate) fn publish(server: &Server, channel: &str, name: &str, data: &str) {
         "{}",
         String::from_utf8_lossy(&response.body)
     );
+}
+
+/// Subscribes `ws` (already past `connection_established`) to the public `channel`.
+pub(crate) fn subscribe_public(ws: &mut WebSocket<TcpStream>, channel: &str) {
+    let msg = json!({"event": "pusher:subscribe", "data": {"channel": channel}});
+    ws.send(Message::Text(msg.to_string().into()))
+        .expect("subscribe");
+    let reply = next_json(ws);
+    assert_eq!(
+        reply["event"], "pusher_internal:subscription_succeeded",
+        "{reply}"
+    );
+}
+
+/// The resident memory of process `pid` in KiB (`VmRSS` of `/proc/{pid}/status`).
+pub(crate) fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc status")
 }

@@ -53,6 +53,20 @@ fn unknown_app_key_in_config_is_a_clear_error() {
 }
 
 #[test]
+fn a_bad_allowed_origin_is_a_config_error_naming_the_app() {
+    let path = write_config(
+        "[[apps]]\nid = \"shop\"\nkey = \"k\"\nsecret = \"s\"\nallowed_origins = [\"https://ok.test\", \"shop.test\"]\n",
+    );
+    let (status, stderr) = run_to_exit(&["--config", path.to_str().unwrap()], &[]);
+    let _ = std::fs::remove_file(&path);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("\"shop\"") && stderr.contains("shop.test"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn bad_env_value_is_a_clear_error() {
     let (status, stderr) = run_to_exit(&[], &[("FERROCAST_PORT", "not-a-port")]);
     assert!(!status.success());

@@ -2,7 +2,8 @@
 //! here, so that every setting is declared once; this file adds only what is not a setting.
 
 use crate::settings::{
-    ClusterOverrides, EngineOverrides, FirstAppOverrides, Overrides, ServerSettings,
+    ClusterOverrides, EngineOverrides, FirstAppOverrides, Overrides, RateLimitSettings,
+    ServerSettings,
 };
 use clap::{CommandFactory, FromArgMatches, Parser};
 use std::ffi::OsString;
@@ -40,6 +41,10 @@ pub struct Cli {
     #[command(flatten)]
     cluster: ClusterOverrides,
 
+    /// The `[rate_limit]` settings as given here.
+    #[command(flatten)]
+    rate_limit: RateLimitSettings,
+
     /// The settings given as flags or environment variables, for `Settings::load`.
     #[arg(skip)]
     pub overrides: Overrides,
@@ -64,6 +69,7 @@ impl Cli {
             &cli.engine,
             &cli.first_app,
             &cli.cluster,
+            &cli.rate_limit,
             &matches,
         );
         Ok(cli)

@@ -11,6 +11,7 @@
 use crate::door::Requests;
 use crate::http::{self, HeadLimits, Parsed, Refusal, RequestHead, ResponseOptions};
 use crate::out_queue::{Offer, OutQueue};
+use crate::rate_limit::{ClientGate, Limiter, Verdict};
 use ferrocast_engine::wire::websocket::{Decoder, WsEvent};
 use ferrocast_engine::{ConnId, Frame, HttpRequest, Input, WsRequest};
 use mio::net::TcpStream;
@@ -52,6 +53,8 @@ pub(crate) struct Cx<'a> {
     pub requests: &'a mut Requests,
     /// The limits in force.
     pub limits: &'a ConnLimits,
+    /// Who clients are behind proxies, and the per-address rate limits.
+    pub gate: &'a ClientGate,
 }
 
 /// What the event loop must do with a connection after an operation.
@@ -79,7 +82,7 @@ enum Phase {
     /// Reading HTTP requests (the same port serves the API and WebSocket upgrades).
     Http {
         buf: Vec<u8>,
-        head: Option<RequestHead>,
+        head: Option<Box<RequestHead>>,
         sent_continue: bool,
         in_flight: Option<InFlight>,
     },
@@ -441,11 +444,31 @@ impl Conn {
                     Parsed::Partial => return,
                     Parsed::Refused(refusal) => return self.refuse(refusal, cx),
                     Parsed::Head(parsed) => {
+                        let client = self.peer.map(|peer| {
+                            cx.gate
+                                .proxies
+                                .resolve(
+                                    peer,
+                                    parsed.forwarded_for.as_deref(),
+                                    parsed.forwarded_proto.as_deref(),
+                                )
+                                .ip
+                        });
+                        let limits = &cx.gate.limits;
                         if let Some(upgrade) = &parsed.upgrade {
+                            if let Some(refusal) = over_limit(&limits.ws_connects, client, cx.now) {
+                                return self.refuse(refusal, cx);
+                            }
                             let accept = upgrade.accept.clone();
-                            return self.upgrade(parsed, &accept, cx);
+                            return self.upgrade(parsed, &accept, client, cx);
                         }
-                        *head = Some(parsed);
+                        if parsed.method != "OPTIONS" {
+                            if let Some(refusal) = over_limit(&limits.api_requests, client, cx.now)
+                            {
+                                return self.refuse(refusal, cx);
+                            }
+                        }
+                        *head = Some(Box::new(parsed));
                     }
                 }
             }
@@ -521,7 +544,13 @@ impl Conn {
         self.start_closing(cx.now, cx.limits);
     }
 
-    fn upgrade(&mut self, head: RequestHead, accept: &str, cx: &mut Cx<'_>) {
+    fn upgrade(
+        &mut self,
+        head: RequestHead,
+        accept: &str,
+        client: Option<IpAddr>,
+        cx: &mut Cx<'_>,
+    ) {
         let Phase::Http { buf, .. } = &mut self.phase else {
             return;
         };
@@ -537,11 +566,29 @@ impl Conn {
                 path: head.path,
                 query: head.query,
                 origin: head.origin,
-                peer: self.peer,
+                peer: client,
             },
         });
         if !early.is_empty() {
             self.decode(&early, cx);
+        }
+    }
+}
+
+/// The 429 answer when `client` is over `limit` (an unknown address is never limited).
+fn over_limit(limit: &Option<Limiter>, client: Option<IpAddr>, now: Instant) -> Option<Refusal> {
+    let (limit, client) = (limit.as_ref()?, client?);
+    match limit.check(client, now) {
+        Verdict::Allowed => None,
+        Verdict::Limited { retry_after_secs } => {
+            tracing::debug!(%client, retry_after_secs, "rate limited");
+            Some(Refusal {
+                status: 429,
+                reason: format!(
+                    "too many requests from this address: retry after {retry_after_secs} s"
+                ),
+                headers: vec![("Retry-After", retry_after_secs.to_string())],
+            })
         }
     }
 }

@@ -40,6 +40,10 @@ pub struct RequestHead {
     pub origin: Option<String>,
     /// `Access-Control-Request-Headers`, echoed by a preflight answer.
     pub cors_request_headers: Option<String>,
+    /// Every `X-Forwarded-For` header, joined with commas.
+    pub forwarded_for: Option<String>,
+    /// The `X-Forwarded-Proto` header.
+    pub forwarded_proto: Option<String>,
     /// The WebSocket handshake, when this is a valid upgrade request.
     pub upgrade: Option<Upgrade>,
 }
@@ -134,6 +138,15 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Parsed {
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
     };
+    let all_of = |name: &str| {
+        let values: Vec<String> = request
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
+            .collect();
+        (!values.is_empty()).then(|| values.join(","))
+    };
     let has_token = |name: &str, token: &str| {
         request
             .headers
@@ -188,6 +201,8 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Parsed {
         expect_continue: has_token("expect", "100-continue"),
         origin: header("origin"),
         cors_request_headers: header("access-control-request-headers"),
+        forwarded_for: all_of("x-forwarded-for"),
+        forwarded_proto: header("x-forwarded-proto"),
         upgrade,
     })
 }

@@ -11,9 +11,11 @@ mod cluster;
 mod conn;
 mod door;
 mod engine_thread;
+mod forwarded;
 mod http;
 mod out_queue;
 mod queue;
+mod rate_limit;
 mod route;
 mod server;
 mod settings;
@@ -33,12 +35,14 @@ pub use bus::{
     BusStatsSnapshot, RedisLink,
 };
 pub use cli::Cli;
+pub use forwarded::{ClientAddress, TrustedProxies};
 /// The HTTP request parser, for the `http_request` fuzz target and its corpus replay.
 pub use http::{parse_head, parse_request, HeadLimits, Parsed, Refusal, RequestHead, Upgrade};
 /// The bounded hand-off queue, for the loom models.
 pub use queue::{bounded as bounded_queue, ProducerWake, Received, Receiver, Sender, Unsent};
+pub use rate_limit::Window;
 pub use server::Server;
-pub use settings::{Overrides, ServerSettings, Settings};
+pub use settings::{Overrides, RateLimitSettings, ServerSettings, Settings};
 /// The shutdown request, for the loom models.
 pub use supervisor::{Stop, StopLevel};
 pub use wake::Wake;

@@ -19,7 +19,9 @@
 
 use crate::cluster::{random_node_id, ClusterLink};
 use crate::engine_thread::{random_seed, EngineCore, EngineThread};
+use crate::forwarded::TrustedProxies;
 use crate::queue::{self, Sender};
+use crate::rate_limit::ClientGate;
 use crate::route::Router;
 use crate::settings::Settings;
 use crate::slots::MAX_WORKERS;
@@ -108,6 +110,17 @@ impl Server {
         self.webhook_workers = Some(workers);
     }
 
+    /// Who clients are behind the trusted proxies, and the rate limits they are held to.
+    fn client_gate(&self) -> io::Result<ClientGate> {
+        let server = &self.settings.server;
+        let proxies = TrustedProxies::new(&server.trusted_proxies, server.trust_hops)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Ok(ClientGate {
+            proxies,
+            limits: self.settings.rate_limit.limits(),
+        })
+    }
+
     /// Serves until shut down by a signal; an error when a thread failed or panicked.
     pub fn run(&mut self) -> io::Result<()> {
         let (Some(listener), Some(webhooks)) = (self.listener.take(), self.webhooks.take()) else {
@@ -166,6 +179,7 @@ impl Server {
         } else {
             inline = Some((Box::new(core), door));
         }
+        let gate = Arc::new(self.client_gate()?);
         let mut listener = Some(listener);
         let parts = polls.into_iter().zip(from_engine).zip(&wakers);
         for (index, ((poll, to_worker), waker)) in parts.enumerate() {
@@ -182,6 +196,7 @@ impl Server {
                 to_worker,
                 engine,
                 limits: self.settings.conn_limits(),
+                gate: gate.clone(),
                 stop: stop.clone(),
             };
             threads.push(supervisor::spawn(

@@ -8,12 +8,15 @@
 
 use crate::bus::{redact_url, BusConfig, BusConfigError};
 use crate::conn::ConnLimits;
+use crate::forwarded::TrustedProxies;
 use crate::http::HeadLimits;
+use crate::rate_limit::{Limiter, RateLimits, Window};
 use crate::slots::MAX_WORKERS;
 use crate::webhook_delivery::RetryPolicy;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Command, FromArgMatches};
 use ferrocast_engine::Config;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
@@ -103,6 +106,58 @@ pub struct ServerSettings {
         default_value_t = 300
     )]
     pub webhook_retry_window_secs: u64,
+
+    /// Proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed, as addresses or
+    /// networks (`10.0.0.0/8`), comma-separated as a flag [default: none].
+    #[arg(
+        long,
+        env = "FERROCAST_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "NETS"
+    )]
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+
+    /// How many trusted proxies may stand in a row between a client and this server: the
+    /// client is found that many `X-Forwarded-For` entries from the right, at most.
+    #[arg(long, env = "FERROCAST_TRUST_HOPS", default_value_t = 1)]
+    pub trust_hops: usize,
+}
+
+/// The `[rate_limit]` table: per-client-address limits, each also a flag and an environment
+/// variable. A limit is `{ max = N, window_secs = S }` in the file and `N/S` as a flag.
+#[derive(Clone, Debug, PartialEq, Eq, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Whether the rate limits apply at all.
+    #[arg(
+        long = "rate-limit",
+        env = "FERROCAST_RATE_LIMIT",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub enabled: bool,
+
+    /// WebSocket connection attempts per client address and window, refused with HTTP 429
+    /// before the upgrade (0/S: unlimited).
+    #[arg(
+        long = "rate-limit-ws-connects",
+        env = "FERROCAST_RATE_LIMIT_WS_CONNECTS",
+        default_value = "600/60",
+        value_name = "MAX/SECS"
+    )]
+    pub ws_connects: Window,
+
+    /// HTTP API requests per client address and window, refused with HTTP 429 (0/S, the
+    /// default: unlimited, since a backend publishes from few addresses).
+    #[arg(
+        long = "rate-limit-api-requests",
+        env = "FERROCAST_RATE_LIMIT_API_REQUESTS",
+        default_value = "0/60",
+        value_name = "MAX/SECS"
+    )]
+    pub api_requests: Window,
 }
 
 /// The engine's top-level settings that also have a flag and an environment variable.
@@ -176,14 +231,39 @@ pub struct FirstAppOverrides {
 impl Default for ServerSettings {
     /// The built-in defaults: the declared `default_value`s, with no environment read.
     fn default() -> Self {
-        let command = ServerSettings::augment_args(Command::new("defaults")).mut_args(|arg| {
-            let no_env: Option<&str> = None;
-            arg.env(no_env)
-        });
-        let matches = command
-            .try_get_matches_from(["defaults"])
-            .expect("every server setting has a valid built-in default");
-        ServerSettings::from_arg_matches(&matches).expect("the defaults fill every field")
+        declared_defaults()
+    }
+}
+
+impl Default for RateLimitSettings {
+    /// The built-in defaults: the declared `default_value`s, with no environment read.
+    fn default() -> Self {
+        declared_defaults()
+    }
+}
+
+/// A settings struct filled from its declared `default_value`s alone.
+fn declared_defaults<T: Args + FromArgMatches>() -> T {
+    let command = T::augment_args(Command::new("defaults")).mut_args(|arg| {
+        let no_env: Option<&str> = None;
+        arg.env(no_env)
+    });
+    let matches = command
+        .try_get_matches_from(["defaults"])
+        .expect("every setting has a valid built-in default");
+    T::from_arg_matches(&matches).expect("the defaults fill every field")
+}
+
+impl RateLimitSettings {
+    /// The limiters these settings ask for (none when disabled).
+    pub(crate) fn limits(&self) -> RateLimits {
+        if !self.enabled {
+            return RateLimits::default();
+        }
+        RateLimits {
+            ws_connects: Limiter::new(self.ws_connects),
+            api_requests: Limiter::new(self.api_requests),
+        }
     }
 }
 
@@ -222,6 +302,7 @@ impl ServerSettings {
         if self.host.is_empty() {
             return Err("server.host is empty".into());
         }
+        TrustedProxies::new(&self.trusted_proxies, self.trust_hops)?;
         if let Some(filter) = &self.log_level {
             EnvFilter::try_new(filter)
                 .map_err(|e| format!("server.log_level {filter:?} is not a log filter: {e}"))?;
@@ -250,6 +331,8 @@ pub struct Overrides {
     first_app: toml::Table,
     /// Keys of `[cluster]`.
     cluster: toml::Table,
+    /// Keys of `[rate_limit]`.
+    rate_limit: toml::Table,
 }
 
 impl Overrides {
@@ -260,21 +343,26 @@ impl Overrides {
         engine: &EngineOverrides,
         first_app: &FirstAppOverrides,
         cluster: &ClusterOverrides,
+        rate_limit: &RateLimitSettings,
         matches: &ArgMatches,
     ) -> Overrides {
-        let mut server = table_of(server);
         // A flag's id is its field's name, which is also its TOML key.
-        server.retain(|key, _| {
-            matches!(
-                matches.value_source(key),
-                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-            )
-        });
+        let given = |table: toml::Table| {
+            let mut table = table;
+            table.retain(|key, _| {
+                matches!(
+                    matches.value_source(key),
+                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                )
+            });
+            table
+        };
         Overrides {
-            server,
+            server: given(table_of(server)),
             engine: table_of(engine),
             first_app: table_of(first_app),
             cluster: table_of(cluster),
+            rate_limit: given(table_of(rate_limit)),
         }
     }
 
@@ -317,24 +405,26 @@ pub struct Settings {
     pub server: ServerSettings,
     /// The engine's settings.
     pub engine: Config,
+    /// The per-client-address limits.
+    pub rate_limit: RateLimitSettings,
 }
 
 impl Settings {
     /// Parses a configuration file's text (empty for none) under `overrides`, and validates it.
     pub fn load(text: &str, overrides: &Overrides) -> Result<Settings, String> {
         let mut table: toml::Table = text.parse().map_err(|e| format!("invalid TOML: {e}"))?;
-        let in_file = match table.remove("server") {
-            None => toml::Table::new(),
-            Some(toml::Value::Table(in_file)) => in_file,
-            Some(_) => return Err("`server` must be a table".into()),
-        };
-        let server = layered_server(in_file, &overrides.server)?;
+        let server: ServerSettings = layered(&mut table, "server", &overrides.server)?;
         server.validate()?;
+        let rate_limit = layered(&mut table, "rate_limit", &overrides.rate_limit)?;
         overrides.apply_to_engine(&mut table);
         // The engine parses and validates its part itself, unknown keys included.
         let rest = toml::to_string(&table).map_err(|e| format!("invalid TOML: {e}"))?;
         let engine = Config::from_toml(&rest).map_err(|e| e.to_string())?;
-        let settings = Settings { server, engine };
+        let settings = Settings {
+            server,
+            engine,
+            rate_limit,
+        };
         settings.validate_cluster()?;
         Ok(settings)
     }
@@ -384,7 +474,10 @@ impl Settings {
         // apps: the order of the README's example.
         let parts = [
             engine,
-            toml::Table::from_iter([("server".to_owned(), table_of(&self.server).into())]),
+            toml::Table::from_iter([
+                ("server".to_owned(), table_of(&self.server).into()),
+                ("rate_limit".to_owned(), table_of(&self.rate_limit).into()),
+            ]),
             toml::Table::from_iter([("apps".to_owned(), apps)]),
         ];
         let texts: Result<Vec<String>, _> = parts.iter().map(toml::to_string).collect();
@@ -410,14 +503,24 @@ impl Settings {
     }
 }
 
-/// The `[server]` settings: the defaults, then the file's keys, then the overrides' keys.
-fn layered_server(in_file: toml::Table, overrides: &toml::Table) -> Result<ServerSettings, String> {
+/// The shell's table `name` (taken out of the file's `table`): the defaults, then the file's
+/// keys, then the overrides' keys.
+fn layered<T: Default + Serialize + DeserializeOwned>(
+    table: &mut toml::Table,
+    name: &str,
+    overrides: &toml::Table,
+) -> Result<T, String> {
+    let in_file = match table.remove(name) {
+        None => toml::Table::new(),
+        Some(toml::Value::Table(in_file)) => in_file,
+        Some(_) => return Err(format!("`{name}` must be a table")),
+    };
     let parse = |table: toml::Table| {
         toml::Value::Table(table)
-            .try_into::<ServerSettings>()
-            .map_err(|e| format!("in [server]: {}", e.message()))
+            .try_into::<T>()
+            .map_err(|e| format!("in [{name}]: {}", e.message()))
     };
-    let mut merged = table_of(&ServerSettings::default());
+    let mut merged = table_of(&T::default());
     merged.extend(in_file);
     // The file is checked on its own, so that a flag cannot hide a mistake in it.
     parse(merged.clone())?;

@@ -18,6 +18,7 @@ use crate::conn::{Conn, ConnLimits, Cx, Flow};
 use crate::door::{Feeder, Requests};
 use crate::engine_thread::{self, EngineCore};
 use crate::queue::{Receiver, Sender, Unsent};
+use crate::rate_limit::ClientGate;
 use crate::route::ToWorker;
 use crate::slots::Slots;
 use crate::supervisor::{Stop, StopLevel};
@@ -103,6 +104,8 @@ pub(crate) struct WorkerParts {
     pub engine: EngineLink,
     /// The transport limits.
     pub limits: ConnLimits,
+    /// Client addresses and rate limits, shared by every worker.
+    pub gate: Arc<ClientGate>,
     /// Shutdown requests.
     pub stop: Arc<Stop>,
 }
@@ -123,6 +126,7 @@ pub(crate) struct Worker {
     stop: Arc<Stop>,
     conns: Slots<Entry>,
     limits: ConnLimits,
+    gate: Arc<ClientGate>,
     scratch: Vec<u8>,
     /// Inputs for the engine, in the order they happened.
     inputs: Vec<Input>,
@@ -154,6 +158,7 @@ impl Worker {
             stop: parts.stop,
             conns: Slots::for_worker(parts.index),
             limits: parts.limits,
+            gate: parts.gate,
             scratch: vec![0; SCRATCH_BYTES],
             inputs: Vec::new(),
             stalled: false,
@@ -540,6 +545,7 @@ impl Worker {
             inputs: &mut self.inputs,
             requests: &mut self.requests,
             limits: &self.limits,
+            gate: &self.gate,
         };
         f(&mut entry.conn, &mut cx)
     }
@@ -553,6 +559,7 @@ impl Worker {
             inputs: &mut self.inputs,
             requests: &mut self.requests,
             limits: &self.limits,
+            gate: &self.gate,
         };
         let flow = entry.conn.on_readable(&mut self.scratch, &mut cx);
         self.after(index, flow);

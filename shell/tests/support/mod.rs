@@ -266,6 +266,7 @@ pub(crate) fn socket_id(established: &serde_json::Value) -> String {
 }
 
 /// One HTTP response read from a raw socket: status line, headers (lower-cased names), body.
+#[derive(Debug)]
 pub(crate) struct HttpResponse {
     pub status_line: String,
     pub headers: Vec<(String, String)>,

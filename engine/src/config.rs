@@ -21,6 +21,14 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
     /// How this node takes part in a cluster (used only by [`crate::Engine::new_node`]).
     pub cluster: crate::cluster::ClusterConfig,
+    /// Connections this node holds at most, whatever their app (0: unlimited); more get 4100.
+    /// The shell sets it from its `[server] max_connections`.
+    #[serde(skip)]
+    pub max_node_connections: u32,
+    /// Connections one client address may hold on this node at once (0: unlimited); more get
+    /// 4100. The shell sets it from its `[rate_limit] max_connections_per_ip`.
+    #[serde(skip)]
+    pub max_connections_per_address: u32,
 }
 
 impl Default for Config {
@@ -33,6 +41,8 @@ impl Default for Config {
             webhook_leave_delay_secs: 3,
             apps: vec![AppConfig::default()],
             cluster: crate::cluster::ClusterConfig::default(),
+            max_node_connections: 0,
+            max_connections_per_address: 0,
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::timers::{TimerKey, Timers};
 use crate::token_bucket::TokenBucket;
 use crate::wire::pusher::{self, Malformed, RawJson};
 use crate::wire::websocket::Frame;
+use core::net::IpAddr;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,8 @@ pub struct Engine {
     app_by_key: BTreeMap<AppKey, AppId>,
     conns: BTreeMap<ConnId, Connection>,
     socket_ids: BTreeMap<SocketId, ConnId>,
+    /// Open connections per client address (only while some are open).
+    per_address: BTreeMap<IpAddr, u32>,
     timers: Timers<Due>,
     outputs: VecDeque<Output>,
     rng: SplitMix64,
@@ -97,6 +100,8 @@ impl App {
 struct Connection {
     app: AppId,
     socket_id: SocketId,
+    /// The client's address, as counted against `max_connections_per_address`.
+    peer: Option<IpAddr>,
     /// Joined channels; for presence channels, the member's user id.
     channels: BTreeMap<ChannelName, Option<UserId>>,
     user: Option<SignedInUser>,
@@ -156,6 +161,8 @@ pub struct StateCounts {
     pub cached_events: usize,
     /// Webhook bookkeeping entries (pending events, occupied channels, delayed leaves).
     pub webhook_entries: usize,
+    /// Client addresses with connections open.
+    pub peer_addresses: usize,
 }
 
 impl Engine {
@@ -176,6 +183,7 @@ impl Engine {
             app_by_key,
             conns: BTreeMap::new(),
             socket_ids: BTreeMap::new(),
+            per_address: BTreeMap::new(),
             timers: Timers::default(),
             outputs: VecDeque::new(),
             rng: SplitMix64::new(seed),
@@ -283,6 +291,7 @@ impl Engine {
         StateCounts {
             connections: self.conns.len(),
             socket_ids: self.socket_ids.len(),
+            peer_addresses: self.per_address.len(),
             channels: self.apps.values().map(|a| a.channels.len()).sum(),
             timers: self.timers.len(),
             users: self.apps.values().map(|a| a.users.len()).sum(),
@@ -393,6 +402,14 @@ impl Engine {
             return;
         };
         self.socket_ids.remove(&connection.socket_id);
+        if let Some(peer) = connection.peer {
+            if let Some(count) = self.per_address.get_mut(&peer) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_address.remove(&peer);
+                }
+            }
+        }
         self.timers.cancel(connection.liveness_timer);
         if let Some(timer) = connection.signin_timer {
             self.timers.cancel(timer);

@@ -149,9 +149,24 @@ impl Simulator {
     /// Opens a connection with an explicit path and query, sending `origin` as a browser
     /// would (`None`: no `Origin` header, as from a server-side client).
     pub fn connect_from(&mut self, path: &str, query: &str, origin: Option<&str>) -> ConnId {
+        self.connect_with(WsRequest {
+            path: path.into(),
+            query: query.into(),
+            origin: origin.map(str::to_owned),
+            peer: None,
+        })
+    }
+
+    /// Opens a connection with a whole handshake request (its peer address included).
+    pub fn connect_with(&mut self, request: WsRequest) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
-        let app_key = path.rsplit('/').next().unwrap_or_default().to_owned();
+        let app_key = request
+            .path
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         self.clients.insert(
             conn,
             FakeClient {
@@ -159,12 +174,6 @@ impl Simulator {
                 ..FakeClient::default()
             },
         );
-        let request = WsRequest {
-            path: path.into(),
-            query: query.into(),
-            origin: origin.map(str::to_owned),
-            peer: None,
-        };
         self.input(Input::Opened { conn, request })
             .expect("fresh connection ids are never misuse");
         conn

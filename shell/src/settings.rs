@@ -107,6 +107,10 @@ pub struct ServerSettings {
     )]
     pub webhook_retry_window_secs: u64,
 
+    /// Connections this node holds at most (0: unlimited); more are refused with 4100.
+    #[arg(long, env = "FERROCAST_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: u32,
+
     /// Proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed, as addresses or
     /// networks (`10.0.0.0/8`), comma-separated as a flag [default: none].
     #[arg(
@@ -158,6 +162,15 @@ pub struct RateLimitSettings {
         value_name = "MAX/SECS"
     )]
     pub api_requests: Window,
+
+    /// Connections one client address may hold open on this node (0, the default: unlimited);
+    /// more are refused with 4100.
+    #[arg(
+        long = "max-connections-per-ip",
+        env = "FERROCAST_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 0
+    )]
+    pub max_connections_per_ip: u32,
 }
 
 /// The engine's top-level settings that also have a flag and an environment variable.
@@ -415,11 +428,19 @@ impl Settings {
         let mut table: toml::Table = text.parse().map_err(|e| format!("invalid TOML: {e}"))?;
         let server: ServerSettings = layered(&mut table, "server", &overrides.server)?;
         server.validate()?;
-        let rate_limit = layered(&mut table, "rate_limit", &overrides.rate_limit)?;
+        let rate_limit: RateLimitSettings =
+            layered(&mut table, "rate_limit", &overrides.rate_limit)?;
         overrides.apply_to_engine(&mut table);
         // The engine parses and validates its part itself, unknown keys included.
         let rest = toml::to_string(&table).map_err(|e| format!("invalid TOML: {e}"))?;
-        let engine = Config::from_toml(&rest).map_err(|e| e.to_string())?;
+        let mut engine = Config::from_toml(&rest).map_err(|e| e.to_string())?;
+        // Refusing a connection for capacity is a protocol answer (4100): the engine's.
+        engine.max_node_connections = server.max_connections;
+        engine.max_connections_per_address = if rate_limit.enabled {
+            rate_limit.max_connections_per_ip
+        } else {
+            0
+        };
         let settings = Settings {
             server,
             engine,

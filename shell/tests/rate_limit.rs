@@ -125,3 +125,45 @@ fn a_connection_flood_from_one_address_leaves_others_unaffected() {
     let established = support::next_json(&mut ws);
     assert_eq!(established["event"], "pusher:connection_established");
 }
+
+#[test]
+fn connections_past_the_per_address_and_node_caps_are_closed_with_4100() {
+    let server = Server::start_with(2, None, &["--max-connections-per-ip", "2"], &[]);
+    let mut held: Vec<_> = (0..2)
+        .map(|_| {
+            let mut ws = server.ws("/app/app-key?protocol=7");
+            assert_eq!(
+                support::next_json(&mut ws)["event"],
+                "pusher:connection_established"
+            );
+            ws
+        })
+        .collect();
+    let mut third = server.ws("/app/app-key?protocol=7");
+    let error = support::next_json(&mut third);
+    assert_eq!(error["event"], "pusher:error");
+    assert_eq!(error["data"]["code"], 4100);
+    assert_eq!(support::close_code(&mut third), 4100);
+    // A closed connection frees its place.
+    held.pop().unwrap().close(None).unwrap();
+    let mut retry = None;
+    for _ in 0..50 {
+        let mut ws = server.ws("/app/app-key?protocol=7");
+        if support::next_json(&mut ws)["event"] == "pusher:connection_established" {
+            retry = Some(ws);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(retry.is_some(), "the freed place was never given back");
+
+    let node = Server::start_with(1, None, &["--max-connections", "1"], &[]);
+    let mut only = node.ws("/app/app-key?protocol=7");
+    assert_eq!(
+        support::next_json(&mut only)["event"],
+        "pusher:connection_established"
+    );
+    let mut over = node.ws("/app/app-key?protocol=7");
+    assert_eq!(support::next_json(&mut over)["data"]["code"], 4100);
+    assert_eq!(support::close_code(&mut over), 4100);
+}

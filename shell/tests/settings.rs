@@ -173,6 +173,18 @@ const SETTINGS: &[Setting] = &[
         "10.9.0.0/16",
     ),
     setting(
+        "server.max_connections",
+        "--max-connections",
+        "FERROCAST_MAX_CONNECTIONS",
+        "5000",
+    ),
+    setting(
+        "rate_limit.max_connections_per_ip",
+        "--max-connections-per-ip",
+        "FERROCAST_MAX_CONNECTIONS_PER_IP",
+        "8",
+    ),
+    setting(
         "server.trust_hops",
         "--trust-hops",
         "FERROCAST_TRUST_HOPS",

@@ -67,6 +67,9 @@ impl ServerProc {
         command
             .args(["--host", "127.0.0.1", "--port", "0", "--config"])
             .arg(&config)
+            // Every generated client comes from 127.0.0.1: storms of thousands of connections
+            // are the point here, not what a per-address limit would refuse.
+            .args(["--rate-limit", "false"])
             .args(extra)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

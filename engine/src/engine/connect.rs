@@ -7,6 +7,7 @@ use crate::ids::{AppId, ConnId, SocketId};
 use crate::interface::{ApiMisuse, Output, WsRequest};
 use crate::token_bucket::TokenBucket;
 use crate::wire::pusher::{self, RawJson};
+use core::net::IpAddr;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ impl Engine {
             self.admit(request)
         };
         match admitted {
-            Ok(app) => self.establish(conn, app),
+            Ok(app) => self.establish(conn, app, request.peer),
             Err((code, message)) => {
                 // The connection never existed for the engine; still say why before closing.
                 self.send_error(conn, Some(code), &message);
@@ -55,6 +56,7 @@ impl Engine {
                 )
             })?;
         check_protocol(&request.query)?;
+        self.check_capacity(request.peer)?;
         let id = self.app_by_key.get(key).ok_or_else(|| {
             (
                 CloseCode::APP_NOT_FOUND,
@@ -86,7 +88,28 @@ impl Engine {
         Ok(id.clone())
     }
 
-    fn establish(&mut self, conn: ConnId, app: AppId) {
+    /// 4100 when this node, or this client address on it, holds as many connections as it
+    /// may: the client backs off and reconnects, maybe to another node.
+    fn check_capacity(&self, peer: Option<IpAddr>) -> Result<(), (CloseCode, String)> {
+        let node_max = self.config.max_node_connections as usize;
+        if node_max > 0 && self.conns.len() >= node_max {
+            return Err((
+                CloseCode::OVER_CAPACITY,
+                "server is over capacity: reconnect later".into(),
+            ));
+        }
+        let address_max = self.config.max_connections_per_address;
+        let held = peer.and_then(|peer| self.per_address.get(&peer).copied());
+        if address_max > 0 && held.is_some_and(|held| held >= address_max) {
+            return Err((
+                CloseCode::OVER_CAPACITY,
+                "too many connections from this address".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn establish(&mut self, conn: ConnId, app: AppId, peer: Option<IpAddr>) {
         let now = self.moment().now;
         let socket_id = self.fresh_socket_id();
         let app_config = &self.apps[&app].config;
@@ -111,11 +134,15 @@ impl Engine {
         };
         self.cluster_record(&app, Change::Connections(connections));
         self.socket_ids.insert(socket_id, conn);
+        if let Some(peer) = peer {
+            *self.per_address.entry(peer).or_default() += 1;
+        }
         self.conns.insert(
             conn,
             Connection {
                 app,
                 socket_id,
+                peer,
                 channels: BTreeMap::new(),
                 user: None,
                 last_activity: now,

@@ -6,6 +6,7 @@
 mod common;
 
 mod bad_input;
+mod capacity;
 mod cleanup;
 mod client_events;
 mod connection;

@@ -16,7 +16,7 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `bin --host 127.0.0.1 --port 0 --config {config} {extra…}` and waits (bounded)
+    /// Starts `bin --host 127.0.0.1 --port 0 --config {config} --rate-limit false {extra…}` and waits (bounded)
     /// for its `ferrocast listening on HOST:PORT` line.
     pub fn start(
         bin: &Path,
@@ -29,6 +29,9 @@ impl ServerProcess {
         let mut child = Command::new(bin)
             .args(["--host", "127.0.0.1", "--port", "0", "--config"])
             .arg(config)
+            // Hundreds of vectors connect from 127.0.0.1 within a minute; the per-address
+            // limits have tests of their own (shell/tests/rate_limit.rs).
+            .args(["--rate-limit", "false"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

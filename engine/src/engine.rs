@@ -474,6 +474,7 @@ mod tests {
             query: String::new(),
             origin: None,
             peer: None,
+            secure: false,
         };
         let conn = ConnId(1);
         engine

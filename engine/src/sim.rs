@@ -141,8 +141,13 @@ impl Simulator {
         self.connect_to(&format!("/app/{key}"), "protocol=7&client=js&version=8.4.0")
     }
 
-    /// Opens a connection with an explicit path and query.
+    /// Opens a plain (`ws://`) connection with an explicit path and query.
     pub fn connect_to(&mut self, path: &str, query: &str) -> ConnId {
+        self.connect_over(path, query, false)
+    }
+
+    /// Opens a connection with an explicit path and query, over TLS when `secure`.
+    pub fn connect_over(&mut self, path: &str, query: &str, secure: bool) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         let app_key = path.rsplit('/').next().unwrap_or_default().to_owned();
@@ -158,6 +163,7 @@ impl Simulator {
             query: query.into(),
             origin: None,
             peer: None,
+            secure,
         };
         self.input(Input::Opened { conn, request })
             .expect("fresh connection ids are never misuse");

@@ -295,6 +295,7 @@ impl Harness {
             query: query.into(),
             origin: None,
             peer: None,
+            secure: false,
         };
         self.open.insert(conn);
         let actual = self.feed(Input::Opened { conn, request })?;

@@ -142,13 +142,19 @@ impl EngineTransport {
 }
 
 impl Transport for EngineTransport {
-    fn connect(&mut self, client: &str, path: &str, query: &str) -> Result<(), String> {
+    fn connect(
+        &mut self,
+        client: &str,
+        path: &str,
+        query: &str,
+        secure: bool,
+    ) -> Result<(), String> {
         if let Some(old) = self.clients.get(client) {
             if self.sim.closed(*old).is_none() {
                 return Err(format!("client {client:?} is already connected"));
             }
         }
-        let conn = self.sim.connect_to(path, query);
+        let conn = self.sim.connect_over(path, query, secure);
         self.clients.insert(client.to_owned(), conn);
         self.inboxes.insert(client.to_owned(), VecDeque::new());
         self.hung_up.remove(client);

@@ -76,8 +76,14 @@ pub struct WebhookPost {
 
 /// Where vectors are replayed: the engine's simulator or a live server.
 pub trait Transport {
-    /// Opens a WebSocket connection for `client`.
-    fn connect(&mut self, client: &str, path: &str, query: &str) -> Result<(), String>;
+    /// Opens a WebSocket connection for `client`, over TLS when `secure`.
+    fn connect(
+        &mut self,
+        client: &str,
+        path: &str,
+        query: &str,
+        secure: bool,
+    ) -> Result<(), String>;
     /// Sends a frame from `client`.
     fn send(&mut self, client: &str, frame: Outgoing) -> Result<(), String>;
     /// `client` closes its socket.
@@ -149,6 +155,7 @@ impl Interpreter<'_> {
                 key,
                 query,
                 established,
+                secure,
             } => {
                 let key = match key {
                     Some(k) => self.ctx.substitute(k)?,
@@ -163,7 +170,7 @@ impl Interpreter<'_> {
                     None => PUSHER_JS_QUERY.to_owned(),
                 };
                 self.ctx.socket_ids.remove(client);
-                self.transport.connect(client, &path, &query)?;
+                self.transport.connect(client, &path, &query, *secure)?;
                 if *established {
                     self.established(client)?;
                 }

@@ -122,6 +122,8 @@ pub enum Step {
         query: Option<String>,
         /// Whether to consume and check the welcome message.
         established: bool,
+        /// Whether the connection is made over TLS (`wss://`); plain by default.
+        secure: bool,
     },
     /// Send a frame.
     Send {
@@ -356,6 +358,7 @@ fn parse_step(value: &Value) -> Result<Step, String> {
             key: f.string("key")?,
             query: f.string("query")?,
             established: f.bool("established")?.unwrap_or(true),
+            secure: f.bool("secure")?.unwrap_or(false),
         },
         "send" => Step::Send {
             client: f.required_string("send")?,

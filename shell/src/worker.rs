@@ -21,6 +21,8 @@ use crate::queue::{Receiver, Sender, Unsent};
 use crate::route::ToWorker;
 use crate::slots::Slots;
 use crate::supervisor::{Stop, StopLevel};
+use crate::tls::TlsIdentity;
+use crate::transport::Transport;
 use ferrocast_engine::{ConnId, Frame, Input, Output};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -105,6 +107,8 @@ pub(crate) struct WorkerParts {
     pub limits: ConnLimits,
     /// Shutdown requests.
     pub stop: Arc<Stop>,
+    /// The certificate new connections handshake with, when the port speaks TLS.
+    pub tls: Option<Arc<TlsIdentity>>,
 }
 
 /// One I/O worker.
@@ -121,6 +125,7 @@ pub(crate) struct Worker {
     /// HTTP requests handed to the engine, by request id.
     requests: Requests,
     stop: Arc<Stop>,
+    tls: Option<Arc<TlsIdentity>>,
     conns: Slots<Entry>,
     limits: ConnLimits,
     scratch: Vec<u8>,
@@ -152,6 +157,7 @@ impl Worker {
             feeder,
             requests: Requests::new(feeder),
             stop: parts.stop,
+            tls: parts.tls,
             conns: Slots::for_worker(parts.index),
             limits: parts.limits,
             scratch: vec![0; SCRATCH_BYTES],
@@ -499,8 +505,19 @@ impl Worker {
 
     /// Starts serving a socket.
     fn adopt(&mut self, stream: TcpStream, now: Instant) {
+        let transport = match &self.tls {
+            None => Transport::Plain,
+            // Read per socket: a certificate reloaded since serves from the next handshake on.
+            Some(identity) => match Transport::tls(identity.current()) {
+                Ok(tls) => tls,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a TLS session");
+                    return;
+                }
+            },
+        };
         let id = self.conns.next_id();
-        let conn = Conn::new(id, stream, now, &self.limits);
+        let conn = Conn::new(id, stream, transport, now, &self.limits);
         let index = self.conns.insert(Entry {
             conn,
             scheduled: None,

@@ -234,7 +234,7 @@ fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
 }
 
 /// Reads the next text message as JSON, skipping control frames.
-pub(crate) fn next_json(ws: &mut WebSocket<TcpStream>) -> serde_json::Value {
+pub(crate) fn next_json<S: Read + Write>(ws: &mut WebSocket<S>) -> serde_json::Value {
     for _ in 0..100 {
         match ws.read().expect("read") {
             Message::Text(text) => return serde_json::from_str(text.as_str()).expect("JSON"),
@@ -327,6 +327,22 @@ pub(crate) fn send_raw(stream: &mut TcpStream, bytes: &[u8]) {
 
 /// Publishes `name` on `channel` through the HTTP API on a connection of its own.
 pub(crate) fn publish(server: &Server, channel: &str, name: &str, data: &str) {
+    let stream = server.tcp();
+    let mut writer = stream.try_clone().unwrap();
+    writer
+        .write_all(publish_request(channel, name, data, "keep-alive").as_bytes())
+        .expect("write");
+    let response = read_response(&mut BufReader::new(stream));
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+}
+
+/// A signed HTTP API request publishing `name` on `channel`, with this `Connection` header.
+pub(crate) fn publish_request(channel: &str, name: &str, data: &str, connection: &str) -> String {
     let body = json!({"name": name, "channel": channel, "data": data}).to_string();
     let unix_secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -342,18 +358,9 @@ pub(crate) fn publish(server: &Server, channel: &str, name: &str, data: &str) {
         body.as_bytes(),
         unix_secs,
     );
-    let stream = server.tcp();
-    let mut writer = stream.try_clone().unwrap();
-    let request = format!(
-        "POST {path}?{query} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+    format!(
+        "POST {path}?{query} HTTP/1.1\r\nHost: t\r\nConnection: {connection}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    );
-    writer.write_all(request.as_bytes()).expect("write");
-    let response = read_response(&mut BufReader::new(stream));
-    assert_eq!(
-        response.status(),
-        200,
-        "{}",
-        String::from_utf8_lossy(&response.body)
-    );
+    )
 }

@@ -16,7 +16,9 @@ import sys
 
 
 def version(text):
-    return tuple(int(part) for part in text.split(".")) if text else (0,)
+    """`1.88`, `1.88.0` as comparable tuples (zero-padded, so the two are equal)."""
+    parts = [int(part) for part in text.split(".")] if text else [0]
+    return tuple(parts + [0] * (3 - len(parts)))
 
 
 def main():

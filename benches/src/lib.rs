@@ -53,6 +53,7 @@ impl Bench {
             query: "protocol=7".into(),
             origin: None,
             peer: None,
+            secure: false,
         };
         self.feed(Input::Opened { conn, request });
         (

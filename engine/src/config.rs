@@ -59,6 +59,8 @@ pub struct AppConfig {
     pub secret: String,
     /// A disabled app refuses connections with 4003.
     pub enabled: bool,
+    /// Whether only TLS (`wss://`) connections are accepted; others are refused with 4000.
+    pub require_tls: bool,
     /// Most simultaneous connections; more are refused with 4004. `None` means unlimited.
     pub max_connections: Option<u32>,
     /// Whether clients may send `client-` events.
@@ -149,6 +151,7 @@ impl Default for AppConfig {
             key: "app-key".into(),
             secret: "app-secret".into(),
             enabled: true,
+            require_tls: false,
             max_connections: None,
             client_events: true,
             client_event_rate_per_sec: 10,

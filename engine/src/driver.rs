@@ -12,7 +12,7 @@
 //! use std::time::Duration;
 //!
 //! let mut driver = Driver::new(Config::default(), 7);
-//! let request = WsRequest { path: "/app/app-key".into(), query: "protocol=7".into(), origin: None, peer: None };
+//! let request = WsRequest { path: "/app/app-key".into(), query: "protocol=7".into(), origin: None, peer: None, secure: false };
 //! let mut sent = 0;
 //! driver.feed(Input::Opened { conn: ConnId(1), request }, |_| sent += 1).unwrap();
 //! assert_eq!(sent, 1); // pusher:connection_established

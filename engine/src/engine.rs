@@ -495,6 +495,7 @@ mod tests {
             query: String::new(),
             origin: None,
             peer: None,
+            secure: false,
         };
         let conn = ConnId(1);
         engine

@@ -36,6 +36,9 @@ pub struct WsRequest {
     pub origin: Option<String>,
     /// The peer address, for logging and per-address limits.
     pub peer: Option<IpAddr>,
+    /// Whether the connection came over TLS (`wss://`): apps with `require_tls` refuse the
+    /// others with 4000.
+    pub secure: bool,
 }
 
 /// One HTTP request to the API (the shell has parsed the framing, nothing else).

@@ -28,7 +28,7 @@
 //! let wall_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
 //! let at = |secs: u64| Moment::new(start + Duration::from_secs(secs), wall_ms + secs * 1000);
 //!
-//! let request = WsRequest { path: "/app/app-key".into(), query: "protocol=7".into(), origin: None, peer: None };
+//! let request = WsRequest { path: "/app/app-key".into(), query: "protocol=7".into(), origin: None, peer: None, secure: false };
 //! engine.handle_input(at(0), Input::Opened { conn: ConnId(1), request }).unwrap();
 //! let next_wakeup = loop {
 //!     match engine.poll_output() {

@@ -141,7 +141,7 @@ impl Simulator {
         self.connect_to(&format!("/app/{key}"), "protocol=7&client=js&version=8.4.0")
     }
 
-    /// Opens a connection with an explicit path and query.
+    /// Opens a plain (`ws://`) connection with an explicit path and query.
     pub fn connect_to(&mut self, path: &str, query: &str) -> ConnId {
         self.connect_from(path, query, None)
     }
@@ -154,6 +154,18 @@ impl Simulator {
             query: query.into(),
             origin: origin.map(str::to_owned),
             peer: None,
+            secure: false,
+        })
+    }
+
+    /// Opens a connection with an explicit path and query, over TLS when `secure`.
+    pub fn connect_over(&mut self, path: &str, query: &str, secure: bool) -> ConnId {
+        self.connect_with(WsRequest {
+            path: path.into(),
+            query: query.into(),
+            origin: None,
+            peer: None,
+            secure,
         })
     }
 

@@ -49,6 +49,7 @@ pub fn config(data: &[u8]) {
         query: "protocol=7".into(),
         origin: None,
         peer: None,
+        secure: false,
     };
     let mut closed = false;
     let opened = Input::Opened {

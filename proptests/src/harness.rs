@@ -304,6 +304,7 @@ impl Harness {
             query: query.into(),
             origin: origin.map(str::to_owned),
             peer: None,
+            secure: false,
         };
         self.open.insert(conn);
         let actual = self.feed(Input::Opened { conn, request })?;

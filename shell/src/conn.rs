@@ -6,16 +6,18 @@
 //! protocol decision and knows nothing of the event loop around it (registration, wakes and
 //! routing are the worker's). Its life: reading an HTTP request → (answer → next request)* →
 //! or upgraded to a WebSocket → closing (flush, half-close, drain until the peer hangs up or a
-//! deadline).
+//! deadline). Its bytes travel over a [`Transport`]: the socket itself, or TLS over it.
 
 use crate::door::Requests;
+use crate::forwarded::ClientAddress;
 use crate::http::{self, HeadLimits, Parsed, Refusal, RequestHead, ResponseOptions};
 use crate::out_queue::{Offer, OutQueue};
 use crate::rate_limit::{ClientGate, Limiter, Verdict};
+use crate::transport::Transport;
 use ferrocast_engine::wire::websocket::{Decoder, WsEvent};
 use ferrocast_engine::{ConnId, Frame, HttpRequest, Input, WsRequest};
 use mio::net::TcpStream;
-use std::io::{self, Read};
+use std::io;
 use std::net::{IpAddr, Shutdown};
 use std::time::{Duration, Instant};
 
@@ -37,7 +39,8 @@ pub struct ConnLimits {
     pub max_output_frames: usize,
     /// `SO_SNDBUF` of each accepted socket; 0 leaves the kernel's auto-tuning.
     pub socket_send_buffer_bytes: usize,
-    /// Time allowed to deliver a complete request (also the keep-alive idle time).
+    /// Time allowed to deliver a complete request, the TLS handshake included (also the
+    /// keep-alive idle time).
     pub request_timeout: Duration,
     /// Time allowed to flush and close after the close decision.
     pub close_linger: Duration,
@@ -96,6 +99,7 @@ enum Phase {
 pub(crate) struct Conn {
     id: ConnId,
     stream: TcpStream,
+    transport: Transport,
     peer: Option<IpAddr>,
     phase: Phase,
     out: OutQueue,
@@ -111,12 +115,20 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// A freshly accepted socket, given until `now + request_timeout` to send a request.
-    pub(crate) fn new(id: ConnId, stream: TcpStream, now: Instant, limits: &ConnLimits) -> Self {
+    /// A freshly accepted socket, given until `now + request_timeout` to complete its TLS
+    /// handshake, if any, and send a request.
+    pub(crate) fn new(
+        id: ConnId,
+        stream: TcpStream,
+        transport: Transport,
+        now: Instant,
+        limits: &ConnLimits,
+    ) -> Self {
         let peer = stream.peer_addr().ok().map(|a| a.ip());
         Conn {
             id,
             stream,
+            transport,
             peer,
             phase: Phase::Http {
                 buf: Vec::new(),
@@ -149,7 +161,7 @@ impl Conn {
 
     /// Whether bytes are waiting for the socket to become writable.
     pub(crate) fn wants_write(&self) -> bool {
-        !self.out.is_empty()
+        !self.out.is_empty() || self.transport.wants_write()
     }
 
     /// Bytes waiting in the output queue.
@@ -165,10 +177,10 @@ impl Conn {
             if self.read_paused(cx.limits) {
                 return Flow::Idle;
             }
-            match self.stream.read(scratch) {
+            match self.transport.read(&mut self.stream, scratch) {
                 Ok(0) => {
                     // A half-closing HTTP client still deserves the answer already queued.
-                    let _ = self.out.write_to(&mut self.stream);
+                    let _ = self.transport.write(&mut self.out, &mut self.stream);
                     return self.lost(cx);
                 }
                 Ok(n) => self.on_bytes(&scratch[..n], cx),
@@ -183,9 +195,19 @@ impl Conn {
         Flow::ReadAgain
     }
 
-    /// Writes what is queued; half-closes a closing connection once everything is out.
+    /// Writes what is queued; half-closes a closing connection once everything is out (over
+    /// TLS, after a close_notify).
     pub(crate) fn flush(&mut self, cx: &mut Cx<'_>) -> Flow {
-        match self.out.write_to(&mut self.stream) {
+        let written = self
+            .transport
+            .write(&mut self.out, &mut self.stream)
+            .and_then(|all| match &self.phase {
+                Phase::Closing { shut_write: false } if all => {
+                    self.transport.finish(&mut self.stream)
+                }
+                _ => Ok(all),
+            });
+        match written {
             Ok(true) => {
                 if let Phase::Closing { shut_write } = &mut self.phase {
                     if !*shut_write {
@@ -445,14 +467,11 @@ impl Conn {
                     Parsed::Refused(refusal) => return self.refuse(refusal, cx),
                     Parsed::Head(parsed) => {
                         let client = self.peer.map(|peer| {
-                            cx.gate
-                                .proxies
-                                .resolve(
-                                    peer,
-                                    parsed.forwarded_for.as_deref(),
-                                    parsed.forwarded_proto.as_deref(),
-                                )
-                                .ip
+                            cx.gate.proxies.resolve(
+                                peer,
+                                parsed.forwarded_for.as_deref(),
+                                parsed.forwarded_proto.as_deref(),
+                            )
                         });
                         let limits = &cx.gate.limits;
                         if let Some(upgrade) = &parsed.upgrade {
@@ -548,7 +567,7 @@ impl Conn {
         &mut self,
         head: RequestHead,
         accept: &str,
-        client: Option<IpAddr>,
+        client: Option<ClientAddress>,
         cx: &mut Cx<'_>,
     ) {
         let Phase::Http { buf, .. } = &mut self.phase else {
@@ -566,7 +585,9 @@ impl Conn {
                 path: head.path,
                 query: head.query,
                 origin: head.origin,
-                peer: client,
+                peer: client.map(|c| c.ip),
+                // Secure when this server terminated TLS, or a trusted proxy did.
+                secure: self.transport.is_secure() || client.is_some_and(|c| c.forwarded_https),
             },
         });
         if !early.is_empty() {
@@ -576,8 +597,12 @@ impl Conn {
 }
 
 /// The 429 answer when `client` is over `limit` (an unknown address is never limited).
-fn over_limit(limit: &Option<Limiter>, client: Option<IpAddr>, now: Instant) -> Option<Refusal> {
-    let (limit, client) = (limit.as_ref()?, client?);
+fn over_limit(
+    limit: &Option<Limiter>,
+    client: Option<ClientAddress>,
+    now: Instant,
+) -> Option<Refusal> {
+    let (limit, client) = (limit.as_ref()?, client?.ip);
     match limit.check(client, now) {
         Verdict::Allowed => None,
         Verdict::Limited { retry_after_secs } => {

@@ -21,6 +21,8 @@ mod server;
 mod settings;
 mod slots;
 mod supervisor;
+mod tls;
+mod transport;
 mod wake;
 mod webhook;
 mod webhook_delivery;
@@ -45,6 +47,7 @@ pub use server::Server;
 pub use settings::{Overrides, RateLimitSettings, ServerSettings, Settings};
 /// The shutdown request, for the loom models.
 pub use supervisor::{Stop, StopLevel};
+pub use tls::TlsFiles;
 pub use wake::Wake;
 pub use webhook::WebhookSink;
 pub use webhook_delivery::{

@@ -47,10 +47,8 @@ fn main() -> ExitCode {
     let mut server = match Server::bind(&settings, Box::new(webhooks)) {
         Ok(server) => server,
         Err(e) => {
-            eprintln!(
-                "ferrocast: cannot listen on {}:{}: {e}",
-                settings.server.host, settings.server.port
-            );
+            // Says whether the TLS files or the listening socket failed.
+            eprintln!("ferrocast: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -64,6 +62,7 @@ fn main() -> ExitCode {
         %addr,
         apps = settings.engine.apps.len(),
         workers = server.workers(),
+        tls = server.is_tls(),
         "listening"
     );
     // Tests and scripts wait for this exact line on stdout.

@@ -15,7 +15,8 @@
 //! The supervisor watches every thread the server starts: the engine thread, the workers, the
 //! webhook delivery threads and the signal thread. With a Redis URL the engine is a cluster
 //! node with a random id, and the bus link is one more feeder (see [`crate::cluster`]);
-//! without one the server is a single node and needs no Redis.
+//! without one the server is a single node and needs no Redis. With `[server.tls]` the port
+//! speaks TLS only, and SIGHUP re-reads the certificate (see [`crate::tls`]).
 
 use crate::cluster::{random_node_id, ClusterLink};
 use crate::engine_thread::{random_seed, EngineCore, EngineThread};
@@ -26,6 +27,7 @@ use crate::route::Router;
 use crate::settings::Settings;
 use crate::slots::MAX_WORKERS;
 use crate::supervisor::{self, Crew, Notice, Role, Stop, StopLevel, Watched};
+use crate::tls::TlsIdentity;
 use crate::wake::Wake;
 use crate::webhook::WebhookSink;
 use crate::webhook_delivery::{self, WebhookWorkers};
@@ -47,6 +49,7 @@ const TO_WORKER_CAPACITY: usize = 64 * 1024;
 pub struct Server {
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
+    tls: Option<Arc<TlsIdentity>>,
     settings: Settings,
     webhooks: Option<Box<dyn WebhookSink + Send>>,
     webhook_workers: Option<WebhookWorkers>,
@@ -56,20 +59,32 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listening socket; nothing is served until [`Server::run`].
+    /// Loads the TLS certificate, if one is configured, and binds the listening socket;
+    /// nothing is served until [`Server::run`]. The error says which of the two failed.
     pub fn bind(settings: &Settings, webhooks: Box<dyn WebhookSink + Send>) -> io::Result<Server> {
+        let tls = match settings.server.tls.files() {
+            None => None,
+            Some(files) => {
+                Some(Arc::new(TlsIdentity::load(files).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidInput, e)
+                })?))
+            }
+        };
         let host = settings.server.host.as_str();
-        let addr = (host, settings.server.port)
-            .to_socket_addrs()?
+        let port = settings.server.port;
+        let cannot_listen =
+            |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {host}:{port}: {e}"));
+        let addr = (host, port)
+            .to_socket_addrs()
+            .map_err(cannot_listen)?
             .next()
-            .ok_or_else(|| {
-                io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"))
-            })?;
-        let listener = listen(addr)?;
+            .ok_or_else(|| cannot_listen(io::Error::new(io::ErrorKind::NotFound, "no address")))?;
+        let listener = listen(addr).map_err(cannot_listen)?;
         let local_addr = listener.local_addr()?;
         Ok(Server {
             listener: Some(listener),
             local_addr,
+            tls,
             settings: settings.clone(),
             webhooks: Some(webhooks),
             webhook_workers: None,
@@ -96,10 +111,19 @@ impl Server {
         self.to_worker_capacity = to_worker.max(1);
     }
 
-    /// Shuts down gracefully on SIGINT or SIGTERM (a second signal stops at once).
+    /// Whether the port speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Shuts down gracefully on SIGINT or SIGTERM (a second signal stops at once); SIGHUP
+    /// re-reads the TLS certificate and key (and, without TLS, is logged and ignored rather
+    /// than left to its default action, which would end the process).
     pub fn handle_signals(&mut self) -> io::Result<()> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        self.signals = Some(signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?);
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        self.signals = Some(signal_hook::iterator::Signals::new([
+            SIGINT, SIGTERM, SIGHUP,
+        ])?);
         Ok(())
     }
 
@@ -198,6 +222,7 @@ impl Server {
                 limits: self.settings.conn_limits(),
                 gate: gate.clone(),
                 stop: stop.clone(),
+                tls: self.tls.clone(),
             };
             threads.push(supervisor::spawn(
                 format!("io-{index}"),
@@ -227,6 +252,7 @@ impl Server {
         drop(notices_tx);
 
         let mut crew = Threads {
+            tls: self.tls.clone(),
             stop,
             wakers,
             to_engine,
@@ -273,8 +299,12 @@ impl Server {
         let handle = signals.handle();
         let reports = notices.clone();
         let thread = supervisor::spawn("signals".into(), Role::Signals, reports, move || {
-            for _ in signals.forever() {
-                if notices.send(Notice::Signal).is_err() {
+            for signal in signals.forever() {
+                let notice = match signal {
+                    signal_hook::consts::SIGHUP => Notice::Reload,
+                    _ => Notice::Signal,
+                };
+                if notices.send(notice).is_err() {
                     break;
                 }
             }
@@ -286,6 +316,8 @@ impl Server {
 
 /// The supervisor's levers on the running threads; it is a feeder too (of `Shutdown`).
 struct Threads {
+    /// The certificate SIGHUP reloads, when the port speaks TLS.
+    tls: Option<Arc<TlsIdentity>>,
     stop: Arc<Stop>,
     wakers: Vec<Arc<Waker>>,
     to_engine: Sender<Input>,
@@ -314,6 +346,13 @@ impl Crew for Threads {
     fn close_webhooks(&mut self) {
         if let Some(queue) = &self.webhook_queue {
             queue.close();
+        }
+    }
+
+    fn reload(&mut self) {
+        match &self.tls {
+            Some(identity) => identity.reload(),
+            None => tracing::info!("SIGHUP: no TLS certificate to reload; nothing changed"),
         }
     }
 }

@@ -4,7 +4,9 @@
 //! Each setting is declared once, as a field below: its doc comment is its `--help` text, its
 //! name is its TOML key and (in kebab case) its flag, its `env` is its environment variable and
 //! its `default_value` its built-in default. The layers are merged key by key, lowest first:
-//! built-in defaults, the file, environment variables, flags (clap ranks the last two).
+//! built-in defaults, the file, environment variables, flags (clap ranks the last two). A
+//! sub-table such as `[server.tls]` is a flattened struct whose flags have the ids
+//! `tls.cert_file`, …: its dotted TOML path.
 
 use crate::bus::{redact_url, BusConfig, BusConfigError};
 use crate::conn::ConnLimits;
@@ -12,12 +14,14 @@ use crate::forwarded::TrustedProxies;
 use crate::http::HeadLimits;
 use crate::rate_limit::{Limiter, RateLimits, Window};
 use crate::slots::MAX_WORKERS;
+use crate::tls::TlsFiles;
 use crate::webhook_delivery::RetryPolicy;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Command, FromArgMatches};
 use ferrocast_engine::Config;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
@@ -126,6 +130,68 @@ pub struct ServerSettings {
     /// client is found that many `X-Forwarded-For` entries from the right, at most.
     #[arg(long, env = "FERROCAST_TRUST_HOPS", default_value_t = 1)]
     pub trust_hops: usize,
+
+    /// TLS on the listening port (`[server.tls]`).
+    #[command(flatten)]
+    #[serde(default, skip_serializing_if = "TlsSettings::is_off")]
+    pub tls: TlsSettings,
+}
+
+/// The `[server.tls]` table: with both files set, the port serves `wss://` and `https://`
+/// only. SIGHUP re-reads both files.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM file with the TLS certificate chain, leaf first; with `--tls-key`, the port speaks
+    /// TLS only [default: none, plain TCP].
+    #[arg(
+        id = "tls.cert_file",
+        long = "tls-cert",
+        env = "FERROCAST_TLS_CERT",
+        value_name = "PEM"
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        id = "tls.key_file",
+        long = "tls-key",
+        env = "FERROCAST_TLS_KEY",
+        value_name = "PEM"
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// Whether TLS is off (no file set).
+    fn is_off(&self) -> bool {
+        self.cert_file.is_none() && self.key_file.is_none()
+    }
+
+    /// The files to serve TLS with; `None` for plain TCP.
+    pub fn files(&self) -> Option<TlsFiles> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(cert_file), Some(key_file)) => Some(TlsFiles {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => Err("server.tls.cert_file is set but not server.tls.key_file: \
+                                    TLS needs both"
+                .into()),
+            (None, Some(_)) => Err("server.tls.key_file is set but not server.tls.cert_file: \
+                                    TLS needs both"
+                .into()),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The `[rate_limit]` table: per-client-address limits, each also a flag and an environment
@@ -320,7 +386,7 @@ impl ServerSettings {
             EnvFilter::try_new(filter)
                 .map_err(|e| format!("server.log_level {filter:?} is not a log filter: {e}"))?;
         }
-        Ok(())
+        self.tls.validate()
     }
 }
 
@@ -359,23 +425,22 @@ impl Overrides {
         rate_limit: &RateLimitSettings,
         matches: &ArgMatches,
     ) -> Overrides {
-        // A flag's id is its field's name, which is also its TOML key.
-        let given = |table: toml::Table| {
-            let mut table = table;
-            table.retain(|key, _| {
-                matches!(
-                    matches.value_source(key),
-                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-                )
-            });
-            table
-        };
+        let mut server = table_of(server);
+        retain_given(&mut server, "", matches);
+        // Flat: a limit's `{ max, window_secs }` is one flag, not a sub-table of flags.
+        let mut rate_limit = table_of(rate_limit);
+        rate_limit.retain(|key, _| {
+            matches!(
+                matches.value_source(key),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        });
         Overrides {
-            server: given(table_of(server)),
+            server,
             engine: table_of(engine),
             first_app: table_of(first_app),
             cluster: table_of(cluster),
-            rate_limit: given(table_of(rate_limit)),
+            rate_limit,
         }
     }
 
@@ -403,6 +468,34 @@ impl Overrides {
             first.extend(self.first_app.clone());
         }
         // Anything else is malformed, and the engine says so when it parses the file.
+    }
+}
+
+/// Keeps the keys of `table` (at `path`) whose flag was given or whose environment variable
+/// was set. A flag's id is its TOML path: the field's name, dotted under its sub-table.
+fn retain_given(table: &mut toml::Table, path: &str, matches: &ArgMatches) {
+    table.retain(|key, value| {
+        let id = format!("{path}{key}");
+        if let toml::Value::Table(inner) = value {
+            retain_given(inner, &format!("{id}."), matches);
+            return !inner.is_empty();
+        }
+        matches!(
+            matches.value_source(&id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    });
+}
+
+/// Puts `layer`'s keys over `base`'s, merging sub-tables key by key.
+fn merge(base: &mut toml::Table, layer: toml::Table) {
+    for (key, value) in layer {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(below)), toml::Value::Table(above)) => merge(below, above),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }
 
@@ -542,10 +635,10 @@ fn layered<T: Default + Serialize + DeserializeOwned>(
             .map_err(|e| format!("in [{name}]: {}", e.message()))
     };
     let mut merged = table_of(&T::default());
-    merged.extend(in_file);
+    merge(&mut merged, in_file);
     // The file is checked on its own, so that a flag cannot hide a mistake in it.
     parse(merged.clone())?;
-    merged.extend(overrides.clone());
+    merge(&mut merged, overrides.clone());
     parse(merged)
 }
 
@@ -580,9 +673,22 @@ mod tests {
             .collect();
         let all_given = ServerSettings {
             log_level: Some("info".into()),
+            tls: TlsSettings {
+                cert_file: Some("c.pem".into()),
+                key_file: Some("k.pem".into()),
+            },
             ..ServerSettings::default()
         };
-        let keys: Vec<String> = table_of(&all_given).keys().cloned().collect();
+        let mut keys = Vec::new();
+        for (key, value) in table_of(&all_given) {
+            match value {
+                toml::Value::Table(inner) => {
+                    keys.extend(inner.keys().map(|inner| format!("{key}.{inner}")))
+                }
+                _ => keys.push(key),
+            }
+        }
+        keys.sort();
         let mut sorted_ids = flag_ids.clone();
         sorted_ids.sort();
         assert_eq!(sorted_ids, keys);
@@ -657,6 +763,46 @@ mod tests {
         assert!(Settings::load("", &flags(&["--app-key", ""])).is_err());
         let err = Settings::load("", &flags(&["--max-output-bytes", "0"])).unwrap_err();
         assert_eq!(err, "server.max_output_bytes must be at least 1");
+    }
+
+    #[test]
+    fn tls_files_come_from_the_file_flags_or_environment_and_merge_key_by_key() {
+        let file = "[server.tls]\ncert_file = \"/file/cert.pem\"\nkey_file = \"/file/key.pem\"\n";
+        let settings = Settings::load(file, &Overrides::default()).unwrap();
+        let files = settings.server.tls.files().unwrap();
+        assert_eq!(files.cert_file, PathBuf::from("/file/cert.pem"));
+
+        let settings = Settings::load(file, &flags(&["--tls-cert", "/flag/cert.pem"])).unwrap();
+        let files = settings.server.tls.files().unwrap();
+        assert_eq!(files.cert_file, PathBuf::from("/flag/cert.pem"));
+        assert_eq!(files.key_file, PathBuf::from("/file/key.pem"));
+
+        let dump = settings.to_redacted_toml().unwrap();
+        assert!(dump.contains("[server.tls]"), "{dump}");
+        assert!(dump.contains("/flag/cert.pem"), "{dump}");
+        assert_eq!(
+            Settings::load(&dump, &Overrides::default()).unwrap().server,
+            settings.server
+        );
+
+        let plain = Settings::load("", &Overrides::default()).unwrap();
+        assert_eq!(plain.server.tls.files(), None);
+        assert!(!plain.to_redacted_toml().unwrap().contains("[server.tls]"));
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let err = Settings::load("", &flags(&["--tls-cert", "c.pem"])).unwrap_err();
+        assert!(err.contains("server.tls.key_file"), "{err}");
+        let err = Settings::load(
+            "[server.tls]\nkey_file = \"k.pem\"\n",
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.contains("server.tls.cert_file"), "{err}");
+        let err =
+            Settings::load("[server.tls]\ncert = \"c.pem\"\n", &Overrides::default()).unwrap_err();
+        assert!(err.contains("cert"), "{err}");
     }
 
     #[test]

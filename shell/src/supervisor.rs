@@ -1,6 +1,6 @@
-//! Keeping the threads honest: each reports how it ended, signals become stop requests, and a
-//! thread that fails or panics brings the process down with an error instead of leaving it
-//! half alive.
+//! Keeping the threads honest: each reports how it ended, signals become stop requests (or,
+//! SIGHUP, a reload of the TLS certificate), and a thread that fails or panics brings the
+//! process down with an error instead of leaving it half alive.
 
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicU8, Ordering};
@@ -79,6 +79,8 @@ impl fmt::Display for Role {
 pub(crate) enum Notice {
     /// SIGINT or SIGTERM arrived.
     Signal,
+    /// SIGHUP arrived: re-read the files that can change under a running server.
+    Reload,
     /// A thread ended: `Ok` when it finished its work, `Err` with why otherwise.
     Exited {
         /// The thread.
@@ -134,6 +136,8 @@ pub(crate) trait Crew {
     /// The engine has stopped, so no webhook will be queued any more: let the webhook
     /// threads attempt what is queued and end.
     fn close_webhooks(&mut self);
+    /// Re-reads the TLS certificate and key for the handshakes to come.
+    fn reload(&mut self);
 }
 
 /// The threads the supervisor waits for, besides the signal thread.
@@ -164,6 +168,7 @@ pub(crate) fn watch(
             return Err(io::Error::other("every thread vanished without a word"));
         };
         match notice {
+            Notice::Reload => crew.reload(),
             Notice::Signal => {
                 if stopping {
                     tracing::info!("second signal: stopping now");
@@ -228,6 +233,8 @@ fn wait_for_webhooks(notices: &mpsc::Receiver<Notice>, watched: &Watched) -> io:
                 tracing::info!("second signal: not waiting for webhook deliveries");
                 return Ok(());
             }
+            // No connection is accepted any more: nothing to reload for.
+            Ok(Notice::Reload) => {}
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 tracing::warn!(running, "webhook deliveries still running at exit");
                 return Ok(());
@@ -261,6 +268,9 @@ mod tests {
         }
         fn close_webhooks(&mut self) {
             self.0.push("close webhooks".into());
+        }
+        fn reload(&mut self) {
+            self.0.push("reload".into());
         }
     }
 
@@ -312,6 +322,18 @@ mod tests {
         let mut log = Log::default();
         watch(&rx, &watched(2, true, 0), &mut log).unwrap();
         assert_eq!(log.0, ["stop Graceful", "stop Now", "close engine"]);
+    }
+
+    #[test]
+    fn a_reload_neither_stops_nor_counts_as_a_stop_signal() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(Notice::Reload).unwrap();
+        tx.send(Notice::Signal).unwrap();
+        tx.send(Notice::Reload).unwrap();
+        tx.send(exited(Role::Worker(0))).unwrap();
+        let mut log = Log::default();
+        watch(&rx, &watched(1, false, 0), &mut log).unwrap();
+        assert_eq!(log.0, ["reload", "stop Graceful", "reload"]);
     }
 
     #[test]

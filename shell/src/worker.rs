@@ -22,6 +22,8 @@ use crate::rate_limit::ClientGate;
 use crate::route::ToWorker;
 use crate::slots::Slots;
 use crate::supervisor::{Stop, StopLevel};
+use crate::tls::TlsIdentity;
+use crate::transport::Transport;
 use ferrocast_engine::{ConnId, Frame, Input, Output};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -108,6 +110,8 @@ pub(crate) struct WorkerParts {
     pub gate: Arc<ClientGate>,
     /// Shutdown requests.
     pub stop: Arc<Stop>,
+    /// The certificate new connections handshake with, when the port speaks TLS.
+    pub tls: Option<Arc<TlsIdentity>>,
 }
 
 /// One I/O worker.
@@ -124,6 +128,7 @@ pub(crate) struct Worker {
     /// HTTP requests handed to the engine, by request id.
     requests: Requests,
     stop: Arc<Stop>,
+    tls: Option<Arc<TlsIdentity>>,
     conns: Slots<Entry>,
     limits: ConnLimits,
     gate: Arc<ClientGate>,
@@ -156,6 +161,7 @@ impl Worker {
             feeder,
             requests: Requests::new(feeder),
             stop: parts.stop,
+            tls: parts.tls,
             conns: Slots::for_worker(parts.index),
             limits: parts.limits,
             gate: parts.gate,
@@ -504,8 +510,19 @@ impl Worker {
 
     /// Starts serving a socket.
     fn adopt(&mut self, stream: TcpStream, now: Instant) {
+        let transport = match &self.tls {
+            None => Transport::Plain,
+            // Read per socket: a certificate reloaded since serves from the next handshake on.
+            Some(identity) => match Transport::tls(identity.current()) {
+                Ok(tls) => tls,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a TLS session");
+                    return;
+                }
+            },
+        };
         let id = self.conns.next_id();
-        let conn = Conn::new(id, stream, now, &self.limits);
+        let conn = Conn::new(id, stream, transport, now, &self.limits);
         let index = self.conns.insert(Entry {
             conn,
             scheduled: None,

@@ -214,9 +214,20 @@ const SETTINGS: &[Setting] = &[
     setting("apps.0.key", "--app-key", "FERROCAST_APP_KEY", "key-9"),
 ];
 
-/// The flags and variables tested outside [`SETTINGS`].
-const OTHER_FLAGS: [&str; 3] = ["--config", "--app-secret", "--print-config"];
-const OTHER_ENVS: [&str; 2] = ["FERROCAST_CONFIG", "FERROCAST_APP_SECRET"];
+/// The flags and variables tested outside [`SETTINGS`] (the TLS files come in pairs).
+const OTHER_FLAGS: [&str; 5] = [
+    "--config",
+    "--app-secret",
+    "--print-config",
+    "--tls-cert",
+    "--tls-key",
+];
+const OTHER_ENVS: [&str; 4] = [
+    "FERROCAST_CONFIG",
+    "FERROCAST_APP_SECRET",
+    "FERROCAST_TLS_CERT",
+    "FERROCAST_TLS_KEY",
+];
 
 /// What a `--print-config` run produced.
 struct Printed {
@@ -321,6 +332,30 @@ fn every_flag_changes_its_setting() {
             s.toml_path
         );
     }
+}
+
+#[test]
+fn the_tls_files_are_set_in_pairs_by_flags_environment_or_both() {
+    let (cert, key) = ("/etc/ferrocast/cert.pem", "/etc/ferrocast/key.pem");
+    let runs = [
+        print_config(&["--tls-cert", cert, "--tls-key", key], &[]),
+        print_config(
+            &[],
+            &[("FERROCAST_TLS_CERT", cert), ("FERROCAST_TLS_KEY", key)],
+        ),
+        print_config(&["--tls-key", key], &[("FERROCAST_TLS_CERT", cert)]),
+    ];
+    for printed in runs {
+        let config = printed.config();
+        assert_eq!(
+            lookup(&config, "server.tls.cert_file").as_deref(),
+            Some(cert)
+        );
+        assert_eq!(lookup(&config, "server.tls.key_file").as_deref(), Some(key));
+    }
+    let alone = print_config(&["--tls-cert", cert], &[]);
+    assert!(!alone.status.success());
+    assert!(alone.stderr.contains("TLS needs both"), "{}", alone.stderr);
 }
 
 #[test]

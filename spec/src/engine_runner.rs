@@ -9,7 +9,7 @@ use crate::template::{App, Context};
 use crate::vector::Vector;
 use crate::Outcome;
 use ferrocast_engine::sim::Simulator;
-use ferrocast_engine::{Config, ConnId, Input};
+use ferrocast_engine::{Config, ConnId, Input, WsRequest};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
@@ -148,13 +148,20 @@ impl Transport for EngineTransport {
         path: &str,
         query: &str,
         origin: Option<&str>,
+        secure: bool,
     ) -> Result<(), String> {
         if let Some(old) = self.clients.get(client) {
             if self.sim.closed(*old).is_none() {
                 return Err(format!("client {client:?} is already connected"));
             }
         }
-        let conn = self.sim.connect_from(path, query, origin);
+        let conn = self.sim.connect_with(WsRequest {
+            path: path.into(),
+            query: query.into(),
+            origin: origin.map(str::to_owned),
+            peer: None,
+            secure,
+        });
         self.clients.insert(client.to_owned(), conn);
         self.inboxes.insert(client.to_owned(), VecDeque::new());
         self.hung_up.remove(client);

@@ -76,13 +76,15 @@ pub struct WebhookPost {
 
 /// Where vectors are replayed: the engine's simulator or a live server.
 pub trait Transport {
-    /// Opens a WebSocket connection for `client`, with an `Origin` header when given.
+    /// Opens a WebSocket connection for `client`, with an `Origin` header when given, over
+    /// TLS when `secure`.
     fn connect(
         &mut self,
         client: &str,
         path: &str,
         query: &str,
         origin: Option<&str>,
+        secure: bool,
     ) -> Result<(), String>;
     /// Sends a frame from `client`.
     fn send(&mut self, client: &str, frame: Outgoing) -> Result<(), String>;
@@ -156,6 +158,7 @@ impl Interpreter<'_> {
                 query,
                 origin,
                 established,
+                secure,
             } => {
                 let key = match key {
                     Some(k) => self.ctx.substitute(k)?,
@@ -175,7 +178,7 @@ impl Interpreter<'_> {
                     .map(|o| self.ctx.substitute(o))
                     .transpose()?;
                 self.transport
-                    .connect(client, &path, &query, origin.as_deref())?;
+                    .connect(client, &path, &query, origin.as_deref(), *secure)?;
                 if *established {
                     self.established(client)?;
                 }

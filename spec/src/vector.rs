@@ -124,6 +124,8 @@ pub enum Step {
         origin: Option<String>,
         /// Whether to consume and check the welcome message.
         established: bool,
+        /// Whether the connection is made over TLS (`wss://`); plain by default.
+        secure: bool,
     },
     /// Send a frame.
     Send {
@@ -359,6 +361,7 @@ fn parse_step(value: &Value) -> Result<Step, String> {
             query: f.string("query")?,
             origin: f.string("origin")?,
             established: f.bool("established")?.unwrap_or(true),
+            secure: f.bool("secure")?.unwrap_or(false),
         },
         "send" => Step::Send {
             client: f.required_string("send")?,

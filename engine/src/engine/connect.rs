@@ -72,6 +72,12 @@ impl Engine {
         app.origins
             .check(request.origin.as_deref())
             .map_err(|why| (CloseCode::UNAUTHORIZED, why))?;
+        if app.config.require_tls && !request.secure {
+            return Err((
+                CloseCode::TLS_REQUIRED,
+                "app only accepts TLS connections: reconnect with wss://".into(),
+            ));
+        }
         // In a cluster the other nodes' counts are as last announced: simultaneous admissions
         // on several nodes can overshoot by what each admits within one bus delay.
         let connections = app.connections + self.cluster_connections_elsewhere(id);

@@ -51,6 +51,7 @@ fn a_single_node_engine_publishes_nothing_and_ignores_the_bus() {
         query: "protocol=7".into(),
         origin: None,
         peer: None,
+        secure: false,
     };
     engine
         .handle_input(

@@ -255,6 +255,7 @@ fn reopening_an_open_connection_id_is_api_misuse() {
         query: String::new(),
         origin: None,
         peer: None,
+        secure: false,
     };
 
     let again = sim.input(Input::Opened { conn, request });

@@ -12,6 +12,7 @@ fn from_address(sim: &mut Simulator, peer: &str) -> ConnId {
         query: "protocol=7&client=js&version=8.4.0".into(),
         origin: None,
         peer: Some(peer.parse::<IpAddr>().unwrap()),
+        secure: false,
     })
 }
 

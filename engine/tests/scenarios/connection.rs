@@ -188,6 +188,29 @@ fn disabled_app_gets_4003_error_then_close() {
 }
 
 #[test]
+fn an_app_requiring_tls_refuses_plain_connections_with_4000_and_serves_tls_ones() {
+    let mut sim = sim_with_app(|app| app.require_tls = true);
+
+    assert_eq!(
+        refused(&mut sim, "/app/app-key", "protocol=7"),
+        (4000, Some(4000))
+    );
+    assert_no_state(&sim);
+    let secure = sim.connect_over("/app/app-key", "protocol=7", true);
+    assert_eq!(sim.take_events(secure), ["pusher:connection_established"]);
+    assert_eq!(sim.closed(secure), None);
+}
+
+#[test]
+fn plain_connections_are_served_when_tls_is_not_required() {
+    let mut sim = sim();
+
+    let plain = sim.connect_over("/app/app-key", "protocol=7", false);
+
+    assert_eq!(sim.take_events(plain), ["pusher:connection_established"]);
+}
+
+#[test]
 fn connections_over_the_quota_get_4004_and_a_close_frees_a_place() {
     let mut sim = sim_with_app(|app| app.max_connections = Some(2));
     let first = open(&mut sim);
@@ -235,6 +258,7 @@ fn refusal_is_an_error_frame_then_a_close_with_the_same_code() {
         query: "protocol=7".into(),
         origin: None,
         peer: None,
+        secure: false,
     };
 
     engine

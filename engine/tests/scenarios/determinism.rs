@@ -37,6 +37,7 @@ impl Run {
             query: "protocol=7".into(),
             origin: None,
             peer: None,
+            secure: false,
         };
         self.feed(Input::Opened { conn, request });
         conn

@@ -15,6 +15,7 @@ fn open_raw(engine: &mut Engine, at: Moment) {
         query: String::new(),
         origin: None,
         peer: None,
+        secure: false,
     };
     engine
         .handle_input(

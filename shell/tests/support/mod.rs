@@ -234,7 +234,7 @@ fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
 }
 
 /// Reads the next text message as JSON, skipping control frames.
-pub(crate) fn next_json(ws: &mut WebSocket<TcpStream>) -> serde_json::Value {
+pub(crate) fn next_json<S: Read + Write>(ws: &mut WebSocket<S>) -> serde_json::Value {
     for _ in 0..100 {
         match ws.read().expect("read") {
             Message::Text(text) => return serde_json::from_str(text.as_str()).expect("JSON"),
@@ -360,11 +360,11 @@ pub(crate) fn signed_events_request(
 
 /// Publishes `name` on `channel` through the HTTP API on a connection of its own.
 pub(crate) fn publish(server: &Server, channel: &str, name: &str, data: &str) {
-    let body = json!({"name": name, "channel": channel, "data": data}).to_string();
-    let request = signed_events_request("app-id", ("app-key", "app-secret"), &body, unix_secs());
     let stream = server.tcp();
     let mut writer = stream.try_clone().unwrap();
-    writer.write_all(request.as_bytes()).expect("write");
+    writer
+        .write_all(publish_request(channel, name, data, "keep-alive").as_bytes())
+        .expect("write");
     let response = read_response(&mut BufReader::new(stream));
     assert_eq!(
         response.status(),
@@ -372,6 +372,16 @@ pub(crate) fn publish(server: &Server, channel: &str, name: &str, data: &str) {
         "{}",
         String::from_utf8_lossy(&response.body)
     );
+}
+
+/// A signed HTTP API request publishing `name` on `channel`, with this `Connection` header.
+pub(crate) fn publish_request(channel: &str, name: &str, data: &str, connection: &str) -> String {
+    let body = json!({"name": name, "channel": channel, "data": data}).to_string();
+    signed_events_request("app-id", ("app-key", "app-secret"), &body, unix_secs()).replacen(
+        "Host: t\r\n",
+        &format!("Host: t\r\nConnection: {connection}\r\n"),
+        1,
+    )
 }
 
 /// Subscribes `ws` (already past `connection_established`) to the public `channel`.

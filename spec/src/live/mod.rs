@@ -63,6 +63,13 @@ pub fn skip_reason(vector: &Vector, options: &Options) -> Option<String> {
     if vector.has_tag("engine_only") {
         return Some("drives an engine input no socket can produce".into());
     }
+    let over_tls = vector
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Connect { secure: true, .. }));
+    if over_tls {
+        return Some("connects over TLS (wss://), which this runner does not".into());
+    }
     if vector.has_tag("needs_fake_clock") {
         return Some("needs the fake clock".into());
     }
@@ -242,7 +249,12 @@ impl Transport for LiveTransport<'_> {
         path: &str,
         query: &str,
         origin: Option<&str>,
+        secure: bool,
     ) -> Result<(), String> {
+        if secure {
+            // `skip_reason` keeps such vectors away; reaching here is a runner bug.
+            return Err("the live runner connects over ws:// only".into());
+        }
         if self.clients.get(client).is_some_and(|c| !c.is_closed()) {
             return Err(format!("client {client:?} is already connected"));
         }

@@ -167,3 +167,50 @@ fn connections_past_the_per_address_and_node_caps_are_closed_with_4100() {
     assert_eq!(support::next_json(&mut over)["data"]["code"], 4100);
     assert_eq!(support::close_code(&mut over), 4100);
 }
+
+/// Reads the first WebSocket frame's payload after a 101 (server frames are unmasked).
+fn first_frame_after_upgrade(server: &Server, from: &str, request: &str) -> String {
+    use std::io::Read;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: SocketAddr = format!("{from}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    writer.write_all(request.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    assert_eq!(read_response(&mut reader).status(), 101);
+    let mut header = [0u8; 2];
+    reader.read_exact(&mut header).unwrap();
+    let len = match header[1] & 0x7f {
+        126 => {
+            let mut extended = [0u8; 2];
+            reader.read_exact(&mut extended).unwrap();
+            usize::from(u16::from_be_bytes(extended))
+        }
+        n => usize::from(n),
+    };
+    let mut payload = vec![0; len];
+    reader.read_exact(&mut payload).unwrap();
+    String::from_utf8_lossy(&payload).into_owned()
+}
+
+#[test]
+fn x_forwarded_proto_https_from_a_trusted_proxy_satisfies_require_tls() {
+    let config = "[[apps]]\nid = \"app-id\"\nkey = \"app-key\"\nsecret = \"app-secret\"\nrequire_tls = true\n";
+    let server = Server::start_with(1, Some(config), &["--trusted-proxies", "127.0.0.3"], &[]);
+    let https = handshake("X-Forwarded-For: 198.51.100.1\r\nX-Forwarded-Proto: https\r\n");
+    let through_proxy = first_frame_after_upgrade(&server, "127.0.0.3", &https);
+    assert!(
+        through_proxy.contains("pusher:connection_established"),
+        "{through_proxy}"
+    );
+    // The same header from a peer that is not a trusted proxy proves nothing.
+    let spoofed = first_frame_after_upgrade(&server, "127.0.0.4", &https);
+    assert!(spoofed.contains("4000"), "{spoofed}");
+    // And a trusted proxy that says the client came over plain HTTP is believed too.
+    let plain = handshake("X-Forwarded-For: 198.51.100.1\r\nX-Forwarded-Proto: http\r\n");
+    let plain = first_frame_after_upgrade(&server, "127.0.0.3", &plain);
+    assert!(plain.contains("4000"), "{plain}");
+}

@@ -21,14 +21,20 @@ fn handshake(extra_headers: &str) -> String {
     )
 }
 
-/// Sends `request` on a fresh connection from `from` (a loopback address) and reads the answer.
-fn exchange(server: &Server, from: &str, request: &str) -> HttpResponse {
+/// A connection to `server` from the loopback address `from`.
+fn connect_from(server: &Server, from: &str) -> TcpStream {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     let local: SocketAddr = format!("{from}:0").parse().unwrap();
     socket.bind(&local.into()).unwrap();
     socket.connect(&server.addr.into()).unwrap();
     let stream: TcpStream = socket.into();
     stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+}
+
+/// Sends `request` on a fresh connection from `from` (a loopback address) and reads the answer.
+fn exchange(server: &Server, from: &str, request: &str) -> HttpResponse {
+    let stream = connect_from(server, from);
     let mut writer = stream.try_clone().unwrap();
     writer.write_all(request.as_bytes()).unwrap();
     read_response(&mut BufReader::new(stream))
@@ -171,12 +177,7 @@ fn connections_past_the_per_address_and_node_caps_are_closed_with_4100() {
 /// Reads the first WebSocket frame's payload after a 101 (server frames are unmasked).
 fn first_frame_after_upgrade(server: &Server, from: &str, request: &str) -> String {
     use std::io::Read;
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let local: SocketAddr = format!("{from}:0").parse().unwrap();
-    socket.bind(&local.into()).unwrap();
-    socket.connect(&server.addr.into()).unwrap();
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let stream = connect_from(server, from);
     let mut writer = stream.try_clone().unwrap();
     writer.write_all(request.as_bytes()).unwrap();
     let mut reader = BufReader::new(stream);

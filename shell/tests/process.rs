@@ -109,6 +109,13 @@ per_workers!(
 fn accept_failures_at_the_descriptor_limit_are_logged_once_per_episode() {
     use std::time::{Duration, Instant};
     let server = Server::start(1);
+    // The "listening" line comes before the event loop opens its own descriptors (epoll, the
+    // waker): a served connection shows they are all open before they are counted.
+    let mut ready = server.ws("/app/app-key?protocol=7");
+    assert_eq!(
+        next_json(&mut ready)["event"],
+        "pusher:connection_established"
+    );
     let pid = server.pid().to_string();
     let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("the server's descriptors")
@@ -134,7 +141,7 @@ fn accept_failures_at_the_descriptor_limit_are_logged_once_per_episode() {
     // Ten retries' worth of failures.
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(warnings(), 1, "{}", server.stderr());
-    drop(clients);
+    drop((ready, clients));
     while !server.stderr().contains("; accepting again") {
         assert!(
             start.elapsed() < 3 * support::WAIT,

@@ -4,8 +4,8 @@
 #   (unit, simulator scenarios for one node and for a cluster, conformance vectors, property
 #   tests, the Redis bus against a real redis-server), the loom models, the fuzz smoke run, the
 #   end-to-end suites in which pusher-js and the `pusher` SDKs talk to the real `ferrocast`
-#   binary (three nodes over Redis included), and the black-box conformance runner against one
-#   server and against a three-node cluster.
+#   binary (three nodes over Redis included), the black-box conformance runner against one
+#   server and against a three-node cluster, and Autobahn|Testsuite against the echo build.
 # Installs what it needs itself (npm packages from the committed lock file, a Python venv,
 # cargo-fuzz, Debian's redis-server and openssl packages when they are missing). Every layer
 # runs even when an earlier one failed (except the end-to-end layers, which need a fresh
@@ -112,6 +112,13 @@ python_sdk() {
   "$dir/.venv/bin/python" "$dir/trigger_test.py"
 }
 
+# Autobahn|Testsuite (cases 1–10, Python 2.7, installed by the script) against the shell with
+# an echo protocol in place of Pusher's: a build of its own, with the `echo` feature.
+autobahn() {
+  cargo build --release -q -p ferrocast --features echo --bin ferrocast-echo &&
+  "$ROOT/spec/autobahn/run.sh" "$ROOT/target/release/ferrocast-echo" "$ROOT/target/autobahn"
+}
+
 CONFORMANCE="$ROOT/target/release/ferrocast-conformance"
 # The conformance vectors with every vector's clients spread over three nodes sharing one
 # redis-server. It mostly waits (servers starting, quiet windows), so it runs in the
@@ -131,6 +138,7 @@ if [[ "$BUILT" == 1 ]] &&
   step "end-to-end (Python SDK)" python_sdk || true
   # The conformance vectors over real sockets, one fresh server per vector configuration.
   step "conformance (black-box)" "$CONFORMANCE" --server-bin "$FERROCAST_BIN" || true
+  step "Autobahn|Testsuite (echo build)" autobahn || true
   printf '\n==> conformance (black-box, 3-node cluster): %s --cluster 3 (ran in the background)\n' "$CONFORMANCE"
   if wait "$CLUSTER_PID"; then
     cat "$CLUSTER_LOG"
@@ -147,6 +155,7 @@ else
   skip "end-to-end (Python SDK)" "a release build failed"
   skip "conformance (black-box)" "a release build failed"
   skip "conformance (black-box, 3-node cluster)" "a release build failed"
+  skip "Autobahn|Testsuite (echo build)" "a release build failed"
   FAILED=1
 fi
 

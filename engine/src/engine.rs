@@ -219,7 +219,7 @@ impl Engine {
         match input {
             Input::Opened { conn, request } => self.open(conn, &request),
             Input::Text { conn, text } => self.on_text(conn, &text),
-            Input::Binary { conn } => self.with_activity(conn, |engine| {
+            Input::Binary { conn, .. } => self.with_activity(conn, |engine| {
                 engine.send_error(
                     conn,
                     None,

@@ -26,7 +26,7 @@ impl Moment {
 }
 
 /// The WebSocket upgrade request a connection opened with.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WsRequest {
     /// Request path without the query, e.g. `/app/app-key`.
     pub path: String,
@@ -42,7 +42,7 @@ pub struct WsRequest {
 }
 
 /// One HTTP request to the API (the shell has parsed the framing, nothing else).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HttpRequest {
     /// `GET`, `POST`, …
     pub method: String,
@@ -71,10 +71,13 @@ pub enum Input {
         /// The message.
         text: Vec<u8>,
     },
-    /// One complete binary message, which the protocol does not use.
+    /// One complete binary message, which the Pusher protocol does not use.
     Binary {
         /// The sender.
         conn: ConnId,
+        /// The message, when the shell keeps binary payloads (only the echo server does:
+        /// a Pusher shell hands over an empty vector).
+        data: Vec<u8>,
     },
     /// The client sent a WebSocket ping or pong control frame. The shell answers pings
     /// itself (a transport matter); the engine counts the frame as a sign of life, which

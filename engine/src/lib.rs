@@ -86,6 +86,7 @@ mod channels;
 pub mod close_code;
 pub mod cluster;
 pub mod config;
+pub mod echo;
 mod engine;
 pub mod http_auth;
 pub mod http_response;

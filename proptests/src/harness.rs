@@ -145,7 +145,10 @@ impl Harness {
                         JunkPick::SubscribeWithoutData => br#"{"event":"pusher:subscribe"}"#,
                         JunkPick::Binary => {
                             return self.input_step(
-                                Input::Binary { conn },
+                                Input::Binary {
+                                    conn,
+                                    data: Vec::new(),
+                                },
                                 expected,
                                 &BTreeSet::new(),
                             )

@@ -44,6 +44,9 @@ pub struct ConnLimits {
     pub request_timeout: Duration,
     /// Time allowed to flush and close after the close decision.
     pub close_linger: Duration,
+    /// Whether binary messages' bytes are handed to the engine (only the echo server's
+    /// engine uses them; the Pusher engine refuses binary messages unread).
+    pub keep_binary: bool,
 }
 
 /// Shared state lent to a connection while it works.
@@ -397,12 +400,12 @@ impl Conn {
         let conn = self.id;
         let input = match event {
             WsEvent::Text(text) => Input::Text { conn, text },
-            WsEvent::Binary => Input::Binary { conn },
+            WsEvent::Binary(data) => Input::Binary { conn, data },
             WsEvent::Ping(payload) => {
                 // Answering a ping is the transport's job; the engine only hears of the activity.
-                // Only the latest ping is answered (one pending pong), so a flood of pings from
-                // a client that reads never fills its queue nor gets it closed as slow.
-                self.out.set_pong(Frame::pong(&payload));
+                // Only the latest few pings are answered, so a flood of pings from a client
+                // that reads never fills its queue nor gets it closed as slow.
+                self.out.add_pong(Frame::pong(&payload));
                 if self.engine_knows {
                     cx.inputs.push(Input::Activity { conn });
                 }
@@ -576,7 +579,12 @@ impl Conn {
         // Frames the client sent right behind its handshake are decoded after `Opened`.
         let early = buf.split_off(head.head_len);
         self.out.push_bytes(http::switching_protocols(accept));
-        self.phase = Phase::WebSocket(Box::new(Decoder::new(cx.limits.max_message_bytes)));
+        let decoder = Decoder::new(cx.limits.max_message_bytes);
+        self.phase = Phase::WebSocket(Box::new(if cx.limits.keep_binary {
+            decoder.keeping_binary()
+        } else {
+            decoder
+        }));
         self.deadline = None;
         self.engine_knows = true;
         cx.inputs.push(Input::Opened {

@@ -19,7 +19,8 @@
 //! speaks TLS only, and SIGHUP re-reads the certificate (see [`crate::tls`]).
 
 use crate::cluster::{random_node_id, ClusterLink};
-use crate::engine_thread::{random_seed, EngineCore, EngineThread};
+use crate::conn::ConnLimits;
+use crate::engine_thread::{random_seed, EngineCore, EngineThread, Protocol};
 use crate::forwarded::TrustedProxies;
 use crate::queue::{self, Sender};
 use crate::rate_limit::ClientGate;
@@ -56,6 +57,9 @@ pub struct Server {
     signals: Option<signal_hook::iterator::Signals>,
     to_engine_capacity: usize,
     to_worker_capacity: usize,
+    /// Serve the echo protocol instead of Pusher's (the `echo` feature's test binary).
+    #[cfg(feature = "echo")]
+    echo: bool,
 }
 
 impl Server {
@@ -91,6 +95,8 @@ impl Server {
             signals: None,
             to_engine_capacity: TO_ENGINE_CAPACITY,
             to_worker_capacity: TO_WORKER_CAPACITY,
+            #[cfg(feature = "echo")]
+            echo: false,
         })
     }
 
@@ -109,6 +115,28 @@ impl Server {
     pub fn set_queue_capacities(&mut self, to_engine: usize, to_worker: usize) {
         self.to_engine_capacity = to_engine.max(1);
         self.to_worker_capacity = to_worker.max(1);
+    }
+
+    /// Serves the echo protocol instead of Pusher's: every message goes back to its sender,
+    /// through the same sockets, handshake, codec and output queues. Outside WebSocket test
+    /// suites need it; it is compiled only with the `echo` feature.
+    #[cfg(feature = "echo")]
+    pub fn serve_echo(&mut self) {
+        self.echo = true;
+    }
+
+    /// The protocol to run, and the connection limits that go with it.
+    fn protocol(&self, engine: Engine) -> (Protocol, ConnLimits) {
+        let limits = self.settings.conn_limits();
+        #[cfg(feature = "echo")]
+        if self.echo {
+            let limits = ConnLimits {
+                keep_binary: true,
+                ..limits
+            };
+            return (Protocol::Echo(Default::default()), limits);
+        }
+        (Protocol::Pusher(engine), limits)
     }
 
     /// Whether the port speaks TLS.
@@ -185,7 +213,8 @@ impl Server {
             Some(link) => Engine::new_node(config, random_seed(), link.node()),
             None => Engine::new(config, random_seed()),
         };
-        let mut core = EngineCore::new(engine, Router::new(to_workers.clone()), webhooks);
+        let (protocol, limits) = self.protocol(engine);
+        let mut core = EngineCore::new(protocol, Router::new(to_workers.clone()), webhooks);
         if let Some(link) = &cluster {
             core = core.with_bus(link.sender());
         }
@@ -219,7 +248,7 @@ impl Server {
                     .map(|l| Acceptor::new(l, to_workers.clone())),
                 to_worker,
                 engine,
-                limits: self.settings.conn_limits(),
+                limits,
                 gate: gate.clone(),
                 stop: stop.clone(),
                 tls: self.tls.clone(),

@@ -613,6 +613,7 @@ impl Settings {
             socket_send_buffer_bytes: s.socket_send_buffer_bytes,
             request_timeout: Duration::from_secs(s.request_timeout_secs),
             close_linger: Duration::from_millis(s.close_linger_ms),
+            keep_binary: false,
         }
     }
 }

@@ -93,6 +93,11 @@ impl Frame {
         Self::encode(Opcode::Text, payload)
     }
 
+    /// A binary frame carrying `payload` (only the echo server sends these).
+    pub fn binary(payload: &[u8]) -> Self {
+        Self::encode(Opcode::Binary, payload)
+    }
+
     /// A pong control frame echoing a ping's payload (at most 125 bytes are kept).
     pub fn pong(payload: &[u8]) -> Self {
         Self::encode(Opcode::Pong, &payload[..payload.len().min(125)])
@@ -167,8 +172,9 @@ impl fmt::Debug for Frame {
 pub enum WsEvent {
     /// A complete text message (UTF-8 is the engine's business).
     Text(Vec<u8>),
-    /// A complete binary message; its bytes are not kept since the protocol has no use for them.
-    Binary,
+    /// A complete binary message: its bytes when the decoder keeps them (see
+    /// [`Decoder::keeping_binary`]), else empty, since the Pusher protocol has no use for them.
+    Binary(Vec<u8>),
     /// A ping with the payload the pong must echo.
     Ping(Vec<u8>),
     /// A pong.
@@ -230,6 +236,8 @@ fn parse_header(bytes: &[u8]) -> Option<(Header, usize)> {
 enum Sink {
     /// Append to the message under reassembly.
     Message,
+    /// Append to the binary message under reassembly (no UTF-8 check).
+    Binary,
     /// Collect into the control frame buffer.
     Control,
     /// Skip: part of an oversized or binary message.
@@ -267,6 +275,9 @@ pub struct Decoder {
     message_len: u64,
     /// Whether the message in progress went over the cap and is being skipped.
     discarding: bool,
+    /// Whether binary messages are reassembled and handed over, or only counted.
+    keep_binary: bool,
+    /// The payload of the message in progress (text, or binary when kept).
     text: Vec<u8>,
     /// How many leading bytes of `text` are known to be complete, valid UTF-8.
     text_valid: usize,
@@ -285,11 +296,18 @@ impl Decoder {
             message: None,
             message_len: 0,
             discarding: false,
+            keep_binary: false,
             text: Vec::new(),
             text_valid: 0,
             control: Vec::new(),
             finished: false,
         }
+    }
+
+    /// The same decoder, handing over binary messages' bytes too (for an echo server).
+    pub fn keeping_binary(mut self) -> Self {
+        self.keep_binary = true;
+        self
     }
 
     /// Whether the decoder has seen a close frame or a protocol error and ignores further bytes.
@@ -439,7 +457,11 @@ impl Decoder {
                 self.text.reserve(len as usize);
                 Sink::Message
             }
-            // Binary payloads are counted against the cap but never kept.
+            Some(MessageKind::Binary) if self.keep_binary => {
+                self.text.reserve(len as usize);
+                Sink::Binary
+            }
+            // Otherwise binary payloads are counted against the cap but never kept.
             _ => Sink::Discard,
         }
     }
@@ -453,7 +475,7 @@ impl Decoder {
         let n = frame.remaining.min(input.len() as u64) as usize;
         let (chunk, rest) = input.split_at(n);
         let target = match frame.sink {
-            Sink::Message => Some(&mut self.text),
+            Sink::Message | Sink::Binary => Some(&mut self.text),
             Sink::Control => Some(&mut self.control),
             Sink::Discard => None,
         };
@@ -518,7 +540,9 @@ impl Decoder {
                 }
                 match kind {
                     Some(MessageKind::Text) => self.finish_text(out),
-                    Some(MessageKind::Binary) => out.push(WsEvent::Binary),
+                    Some(MessageKind::Binary) => {
+                        out.push(WsEvent::Binary(std::mem::take(&mut self.text)))
+                    }
                     None => {}
                 }
             }
@@ -693,7 +717,36 @@ mod tests {
         wire.extend(frame(0x80, &[b'c'; 600]));
         wire.extend(frame(0x82, b"bin"));
         let events = decode_all(1000, &wire);
-        assert_eq!(events, vec![WsEvent::Oversized, WsEvent::Binary]);
+        assert_eq!(
+            events,
+            vec![WsEvent::Oversized, WsEvent::Binary(Vec::new())]
+        );
+    }
+
+    #[test]
+    fn binary_bytes_are_kept_only_when_asked_for_and_never_utf8_checked() {
+        let mut wire = frame(0x02, b"\xff\x00");
+        wire.extend(frame(0x89, b"p"));
+        wire.extend(frame(0x80, b"\xfe"));
+        wire.extend(frame(0x81, b"text after"));
+        let mut kept = Vec::new();
+        Decoder::new(1024).keeping_binary().decode(&wire, &mut kept);
+        assert_eq!(
+            kept,
+            vec![
+                WsEvent::Ping(b"p".to_vec()),
+                WsEvent::Binary(b"\xff\x00\xfe".to_vec()),
+                WsEvent::Text(b"text after".to_vec()),
+            ]
+        );
+        let counted = decode_all(1024, &wire);
+        assert_eq!(counted[1], WsEvent::Binary(Vec::new()));
+        // The cap holds for kept binary messages too.
+        let mut big = Vec::new();
+        Decoder::new(4)
+            .keeping_binary()
+            .decode(&frame(0x82, b"12345"), &mut big);
+        assert_eq!(big, vec![WsEvent::Oversized]);
     }
 
     #[test]

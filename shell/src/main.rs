@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     }
     if settings.engine.uses_default_credentials() {
         tracing::warn!(
-            "WARNING: an app uses the default example credentials (app-key / app-secret); \
+            "an app uses the default example credentials (app-key / app-secret); \
              set real ones with --config or FERROCAST_APP_KEY / FERROCAST_APP_SECRET"
         );
     }

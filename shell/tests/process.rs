@@ -8,7 +8,8 @@ use support::{close_code, next_json, run_to_exit, write_config, Server};
 fn default_credentials_are_warned_about(workers: usize) {
     let server = Server::start(workers);
     let start = std::time::Instant::now();
-    while !server.stderr().contains("WARNING") {
+    let warning = "WARN ferrocast: an app uses the default example credentials";
+    while !server.stderr().contains(warning) {
         assert!(
             start.elapsed() < support::WAIT,
             "no warning in:\n{}",
@@ -16,6 +17,7 @@ fn default_credentials_are_warned_about(workers: usize) {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    assert!(!server.stderr().contains("WARNING"), "said twice");
 }
 
 fn env_credentials_replace_the_default_app(workers: usize) {
@@ -30,7 +32,7 @@ fn env_credentials_replace_the_default_app(workers: usize) {
     );
     let mut ws = server.ws("/app/env-key?protocol=7");
     assert_eq!(next_json(&mut ws)["event"], "pusher:connection_established");
-    assert!(!server.stderr().contains("WARNING"));
+    assert!(!server.stderr().contains("default example credentials"));
 }
 
 #[test]
@@ -71,6 +73,10 @@ fn bad_env_value_is_a_clear_error() {
     let (status, stderr) = run_to_exit(&[], &[("FERROCAST_PORT", "not-a-port")]);
     assert!(!status.success());
     assert!(stderr.contains("not-a-port"), "{stderr}");
+    assert!(
+        stderr.contains("FERROCAST_PORT (the setting of --port)"),
+        "{stderr}"
+    );
 }
 
 #[test]

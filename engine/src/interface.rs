@@ -1,7 +1,7 @@
 //! What goes into the engine and what comes out of it.
 
 use crate::close_code::CloseCode;
-use crate::ids::{ConnId, ReqId};
+use crate::ids::{AppId, ConnId, ReqId, SocketId};
 use crate::wire::websocket::Frame;
 use core::net::IpAddr;
 use std::fmt;
@@ -134,6 +134,20 @@ pub struct WebhookDelivery {
     pub headers: Vec<(String, String)>,
 }
 
+/// A line for the server's log, about a refusal or a close the engine decided: the engine has
+/// no logger, so the shell logs it (at `debug`: these are clients' mistakes, not the server's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// The app concerned, when known.
+    pub app: Option<AppId>,
+    /// The connection's socket id, when it has one.
+    pub socket_id: Option<SocketId>,
+    /// The client's address, when known.
+    pub peer: Option<IpAddr>,
+    /// What happened, for people.
+    pub message: String,
+}
+
 /// Something the shell must do, drained from [`crate::Engine::poll_output`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
@@ -178,6 +192,8 @@ pub enum Output {
     Webhook(WebhookDelivery),
     /// Publish this message once on the cluster bus (cluster nodes only).
     Bus(Vec<u8>),
+    /// Log this (refused connections, subscriptions and requests, and why connections closed).
+    Notice(Notice),
     /// Nothing more to do now: feed [`Input::Tick`] at this instant (earlier is harmless).
     /// `None`: no timer is pending, so wait for the next input.
     Timeout(Option<Instant>),

@@ -297,8 +297,6 @@ impl Conn {
     /// The engine closed the connection: queue the close frame (after the last words of a
     /// slow connection, beyond its budget) and start closing.
     pub(crate) fn close(&mut self, code: u16, reason: &str, now: Instant, limits: &ConnLimits) {
-        // Refusals (4001, 4005, 4009…) and every other close the engine decides: why, for whom.
-        tracing::debug!(conn = self.id.0, peer = ?self.peer, code, reason, "closing connection");
         self.engine_knows = false;
         if matches!(self.phase, Phase::WebSocket(_)) {
             if let Some(last_words) = self.last_words.take() {
@@ -341,9 +339,6 @@ impl Conn {
             omit_body: flight.head_only,
             headers: if status == 426 { &upgrade } else { &[] },
         };
-        if status >= 400 {
-            tracing::debug!(conn = self.id.0, status, body = %String::from_utf8_lossy(body), "HTTP request refused");
-        }
         self.out.push_bytes(http::response(status, body, &options));
         if flight.keep_alive {
             self.deadline = Some(now + limits.request_timeout);

@@ -103,7 +103,30 @@ fn sigterm_tells_websockets_4200_closes_them_with_4200_and_exits_0(workers: usiz
     assert!(server.wait_exit().success(), "{}", server.stderr());
 }
 
+/// Refusals decided by the engine reach the log at `debug`, with the reason and the peer.
+fn refused_connections_and_requests_are_logged_at_debug(workers: usize) {
+    let server = Server::start(workers);
+    let mut ws = server.ws("/app/no-such-key?protocol=7");
+    assert_eq!(next_json(&mut ws)["data"]["code"], 4001);
+    let mut stream = server.tcp();
+    support::send_raw(
+        &mut stream,
+        b"GET /apps/app-id/channels HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    let wanted = [
+        "connection to /app/no-such-key refused with 4001",
+        "peer=127.0.0.1",
+        "HTTP GET /apps/app-id/channels answered 401",
+    ];
+    let start = std::time::Instant::now();
+    while !wanted.iter().all(|line| server.stderr().contains(line)) {
+        assert!(start.elapsed() < support::WAIT, "{}", server.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 per_workers!(
+    refused_connections_and_requests_are_logged_at_debug,
     default_credentials_are_warned_about,
     env_credentials_replace_the_default_app,
     sigterm_tells_websockets_4200_closes_them_with_4200_and_exits_0,

@@ -50,7 +50,16 @@ impl Engine {
     pub(super) fn on_http(&mut self, req: ReqId, request: &HttpRequest) {
         let (status, body) = match self.answer_http(request) {
             Ok(body) => (200, body.to_string().into_bytes()),
-            Err(error) => (error.status, http_response::error_body(&error.message)),
+            Err(error) => {
+                self.notice(
+                    None,
+                    format!(
+                        "HTTP {} {} answered {}: {}",
+                        request.method, request.path, error.status, error.message
+                    ),
+                );
+                (error.status, http_response::error_body(&error.message))
+            }
         };
         self.outputs
             .push_back(Output::HttpResponse { req, status, body });

@@ -13,6 +13,7 @@ mod connection;
 mod determinism;
 mod http_api;
 mod liveness;
+mod notices;
 mod origins;
 mod presence;
 mod shutdown;

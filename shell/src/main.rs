@@ -2,7 +2,7 @@
 
 use ferrocast::Cli;
 
-use ferrocast::{Server, Settings};
+use ferrocast::{LogFormat, Server, Settings};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -28,7 +28,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Err(message) = init_logging(settings.server.log_level.as_deref()) {
+    if let Err(message) = init_logging(
+        settings.server.log_level.as_deref(),
+        settings.server.log_format,
+    ) {
         eprintln!("ferrocast: {message}");
         return ExitCode::from(2);
     }
@@ -89,18 +92,21 @@ fn load_settings(cli: &Cli) -> Result<Settings, String> {
     })
 }
 
-fn init_logging(level: Option<&str>) -> Result<(), String> {
+fn init_logging(level: Option<&str>, format: LogFormat) -> Result<(), String> {
     let filter = match level {
         Some(level) => {
             EnvFilter::try_new(level).map_err(|e| format!("bad log level {level:?}: {e}"))?
         }
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    // Colour codes only for a terminal: logs piped to files and tests stay greppable.
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        // Colour codes only for a terminal: logs piped to files and tests stay greppable.
+        LogFormat::Human => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // The event's fields at the top level, beside timestamp, level and target.
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     Ok(())
 }

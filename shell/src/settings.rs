@@ -50,6 +50,12 @@ pub struct ServerSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
 
+    /// Log lines for people (`human`) or machines (`json`: one object per line, with the
+    /// timestamp, level, target, message and fields such as `app` and `socket_id`).
+    #[arg(long, env = "FERROCAST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    #[serde(default)]
+    pub log_format: LogFormat,
+
     /// Most bytes queued for one connection before it is closed as a slow consumer.
     #[arg(long, env = "FERROCAST_MAX_OUTPUT_BYTES", default_value_t = 1024 * 1024)]
     pub max_output_bytes: usize,
@@ -135,6 +141,17 @@ pub struct ServerSettings {
     #[command(flatten)]
     #[serde(default, skip_serializing_if = "TlsSettings::is_off")]
     pub tls: TlsSettings,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Text for people, coloured on a terminal.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The `[server.tls]` table: with both files set, the port serves `wss://` and `https://`

@@ -1,4 +1,11 @@
-//! The binary as a process: configuration errors, default credentials, signals.
+//! The binary as a process: configuration errors, default credentials, signals, logs.
+// These tests read the log lines as JSON, which the shell itself never does (shell/clippy.toml
+// bans it there).
+#![allow(
+    clippy::disallowed_macros,
+    clippy::disallowed_methods,
+    clippy::disallowed_types
+)]
 
 #[macro_use]
 mod support;
@@ -123,6 +130,44 @@ fn refused_connections_and_requests_are_logged_at_debug(workers: usize) {
         assert!(start.elapsed() < support::WAIT, "{}", server.stderr());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// `--log-format json`: every line is one JSON object with the standard keys, and a refused
+/// subscription carries its app and socket id as fields.
+#[test]
+fn json_logs_are_one_object_per_line_with_app_and_socket_id() {
+    let server = Server::start_with(1, None, &["--log-format", "json"], &[]);
+    let mut ws = server.ws("/app/app-key?protocol=7");
+    let socket_id = support::socket_id(&next_json(&mut ws));
+    let subscribe =
+        r#"{"event":"pusher:subscribe","data":{"channel":"private-x","auth":"app-key:bad"}}"#;
+    ws.send(tungstenite::Message::text(subscribe)).unwrap();
+    assert_eq!(next_json(&mut ws)["event"], "pusher:subscription_error");
+    let start = std::time::Instant::now();
+    let refusal = loop {
+        let lines: Vec<serde_json::Value> = server
+            .stderr()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect();
+        for line in &lines {
+            for key in ["timestamp", "level", "target", "message"] {
+                assert!(line.get(key).is_some(), "no {key} in {line}");
+            }
+        }
+        if let Some(line) = lines.iter().find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("private-x"))
+        }) {
+            break line.clone();
+        }
+        assert!(start.elapsed() < support::WAIT, "{}", server.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(refusal["level"], "DEBUG", "{refusal}");
+    assert_eq!(refusal["app"], "app-id", "{refusal}");
+    assert_eq!(refusal["socket_id"], socket_id.as_str(), "{refusal}");
 }
 
 per_workers!(

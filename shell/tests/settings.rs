@@ -64,6 +64,12 @@ const SETTINGS: &[Setting] = &[
         "warn",
     ),
     setting(
+        "server.log_format",
+        "--log-format",
+        "FERROCAST_LOG_FORMAT",
+        "json",
+    ),
+    setting(
         "server.max_output_bytes",
         "--max-output-bytes",
         "FERROCAST_MAX_OUTPUT_BYTES",

@@ -260,6 +260,10 @@ impl Engine {
                 for conn in open {
                     self.close_with_error(conn, SHUTDOWN_CODE, SHUTDOWN_MESSAGE);
                 }
+                let apps: Vec<AppId> = self.apps.keys().cloned().collect();
+                for app in &apps {
+                    self.with_webhooks(app, |hooks, cx| hooks.release_for_shutdown(cx));
+                }
                 Ok(())
             }
             Input::Bus(bytes) => {

@@ -31,7 +31,7 @@ use crate::supervisor::{self, Crew, Notice, Role, Stop, StopLevel, Watched};
 use crate::tls::TlsIdentity;
 use crate::wake::Wake;
 use crate::webhook::WebhookSink;
-use crate::webhook_delivery::{self, WebhookWorkers};
+use crate::webhook_delivery::{self, DeliveryStats, WebhookWorkers};
 use crate::worker::{Acceptor, EngineLink, Worker, WorkerParts, WAKER};
 use ferrocast_engine::{Engine, Input, WebhookDelivery};
 use mio::net::TcpListener;
@@ -261,10 +261,12 @@ impl Server {
             )?);
         }
         let mut webhook_queue = None;
+        let mut webhook_stats = None;
         let mut webhook_threads = Vec::new();
         if let Some(workers) = self.webhook_workers.take() {
-            let (queue, workers) = workers.into_parts();
+            let (queue, workers, stats) = workers.into_parts();
             webhook_queue = Some(queue);
+            webhook_stats = Some(stats);
             for (index, worker) in workers.into_iter().enumerate() {
                 webhook_threads.push(supervisor::spawn(
                     webhook_delivery::thread_name(index),
@@ -286,6 +288,7 @@ impl Server {
             wakers,
             to_engine,
             webhook_queue,
+            webhook_stats,
         };
         let watched = Watched {
             workers: count,
@@ -351,6 +354,7 @@ struct Threads {
     wakers: Vec<Arc<Waker>>,
     to_engine: Sender<Input>,
     webhook_queue: Option<Sender<WebhookDelivery>>,
+    webhook_stats: Option<Arc<DeliveryStats>>,
 }
 
 impl Crew for Threads {
@@ -376,6 +380,12 @@ impl Crew for Threads {
         if let Some(queue) = &self.webhook_queue {
             queue.close();
         }
+    }
+
+    fn unsent_webhooks(&self) -> u64 {
+        self.webhook_stats
+            .as_ref()
+            .map_or(0, |stats| stats.unsent())
     }
 
     fn reload(&mut self) {

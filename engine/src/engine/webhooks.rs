@@ -304,6 +304,32 @@ impl Webhooks {
         }
     }
 
+    /// The server is shutting down, its connections closed: nobody can come back, so the
+    /// held-back `member_removed` and `channel_vacated` are due now, and the batch goes out at
+    /// once instead of after its window (the shell delivers it within its grace period).
+    pub(super) fn release_for_shutdown(&mut self, cx: &mut TimerCx<'_>) {
+        for ((channel, user), timer) in std::mem::take(&mut self.pending_member_removed) {
+            cx.timers.cancel(timer);
+            self.queue(
+                WebhookKind::MemberRemoved,
+                || WebhookEvent::MemberRemoved { channel, user },
+                cx,
+            );
+        }
+        for (channel, timer) in std::mem::take(&mut self.pending_vacate) {
+            cx.timers.cancel(timer);
+            self.reported_occupied.remove(&channel);
+            self.queue(
+                WebhookKind::ChannelVacated,
+                || WebhookEvent::ChannelVacated { channel },
+                cx,
+            );
+        }
+        if !self.pending.is_empty() {
+            self.handle_flush_due(cx);
+        }
+    }
+
     /// The next signed POST to hand to the shell.
     #[must_use]
     pub(super) fn poll_delivery(&mut self) -> Option<WebhookDelivery> {

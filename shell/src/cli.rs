@@ -26,6 +26,11 @@ pub struct Cli {
     #[arg(long)]
     pub print_config: bool,
 
+    /// Check the configuration, the TLS files included: print the effective settings
+    /// (secrets redacted) and exit 0, or say what is wrong and exit 1.
+    #[arg(long)]
+    pub check_config: bool,
+
     /// The `[server]` settings as given here (file values are merged in by `Settings::load`).
     #[command(flatten)]
     server: ServerSettings,

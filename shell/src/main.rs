@@ -9,6 +9,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::from_process();
+    if cli.check_config {
+        return check_config(&cli);
+    }
     let settings = match load_settings(&cli) {
         Ok(settings) => settings,
         Err(message) => {
@@ -74,6 +77,30 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ferrocast: event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--check-config`: everything `bind` would refuse except the port itself, then the
+/// effective settings.
+fn check_config(cli: &Cli) -> ExitCode {
+    let checked = load_settings(cli).and_then(|settings| {
+        if let Some(files) = settings.server.tls.files() {
+            files.load().map_err(|e| format!("TLS: {e}"))?;
+        }
+        settings
+            .to_redacted_toml()
+            .map_err(|e| format!("cannot print the configuration: {e}"))
+    });
+    match checked {
+        Ok(text) => {
+            print!("{text}");
+            eprintln!("ferrocast: the configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("ferrocast: {message}");
             ExitCode::FAILURE
         }
     }

@@ -51,6 +51,55 @@ fn unknown_config_key_is_a_clear_error() {
     assert!(stderr.contains("bogus_setting"), "{stderr}");
 }
 
+/// `--check-config`: 0 with the effective settings (secret redacted) on stdout, 1 with the
+/// reason for a bad value or for TLS files that cannot be read.
+#[test]
+fn check_config_prints_the_settings_or_says_what_is_wrong() {
+    let good = write_config(
+        "[server]\nport = 7001\n[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s3cr3t-value\"\n",
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferrocast"))
+        .args(["--check-config", "--config", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&good);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("port = 7001"), "{stdout}");
+    assert!(!stdout.contains("s3cr3t-value"), "{stdout}");
+
+    let bad = write_config("[server]\nport = \"x\"\n");
+    let (status, stderr) = run_to_exit(&["--check-config", "--config", bad.to_str().unwrap()], &[]);
+    let _ = std::fs::remove_file(&bad);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("line 2, column 1: port"), "{stderr}");
+
+    let missing_tls = [
+        "--check-config",
+        "--tls-cert",
+        "/nonexistent/c.pem",
+        "--tls-key",
+        "/nonexistent/k.pem",
+    ];
+    let (status, stderr) = run_to_exit(&missing_tls, &[]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/nonexistent/c.pem"), "{stderr}");
+}
+
+#[test]
+fn version_is_printed() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferrocast"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.trim(),
+        format!("ferrocast {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
 #[test]
 fn unknown_app_key_in_config_is_a_clear_error() {
     let path =

@@ -9,6 +9,7 @@ mod http_api;
 mod http_handlers;
 mod liveness;
 mod publish;
+mod reload;
 mod signin;
 mod subscribe;
 mod webhooks;
@@ -262,8 +263,12 @@ impl Engine {
                 }
                 let apps: Vec<AppId> = self.apps.keys().cloned().collect();
                 for app in &apps {
-                    self.with_webhooks(app, |hooks, cx| hooks.release_for_shutdown(cx));
+                    self.with_webhooks(app, |hooks, cx| hooks.release_held_back(cx));
                 }
+                Ok(())
+            }
+            Input::Reload(config) => {
+                self.reload(*config);
                 Ok(())
             }
             Input::Bus(bytes) => {

@@ -114,6 +114,10 @@ pub enum Input {
     /// a Close with 4200, "reconnect elsewhere at once"), and so is every connection opened
     /// from now on. The shell keeps running until the closes have gone out.
     Shutdown,
+    /// A new configuration (the file re-read on SIGHUP, say): its apps replace the served ones,
+    /// added, changed and removed in place; the other settings stay as the engine started.
+    /// An invalid one changes nothing (the engine says why in a [`Output::Notice`]).
+    Reload(Box<crate::Config>),
     /// One message from the cluster bus (every node's, our own echoes included).
     Bus(Vec<u8>),
     /// The link to the cluster bus works (again): the node joins the cluster.

@@ -59,6 +59,9 @@ fn main() -> ExitCode {
         }
     };
     server.supervise_webhook_workers(webhook_workers);
+    if let Some(path) = &cli.config {
+        server.reload_config_from(path.clone(), cli.overrides.clone());
+    }
     if let Err(e) = server.handle_signals() {
         eprintln!("ferrocast: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;

@@ -25,7 +25,7 @@ use crate::forwarded::TrustedProxies;
 use crate::queue::{self, Sender};
 use crate::rate_limit::ClientGate;
 use crate::route::Router;
-use crate::settings::Settings;
+use crate::settings::{Overrides, Settings};
 use crate::slots::MAX_WORKERS;
 use crate::supervisor::{self, Crew, Notice, Role, Stop, StopLevel, Watched};
 use crate::tls::TlsIdentity;
@@ -38,6 +38,7 @@ use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -57,6 +58,8 @@ pub struct Server {
     signals: Option<signal_hook::iterator::Signals>,
     to_engine_capacity: usize,
     to_worker_capacity: usize,
+    /// The file SIGHUP re-reads, with the flags and variables layered over it.
+    config_file: Option<(PathBuf, Overrides)>,
     /// Serve the echo protocol instead of Pusher's (the `echo` feature's test binary).
     #[cfg(feature = "echo")]
     echo: bool,
@@ -95,6 +98,7 @@ impl Server {
             signals: None,
             to_engine_capacity: TO_ENGINE_CAPACITY,
             to_worker_capacity: TO_WORKER_CAPACITY,
+            config_file: None,
             #[cfg(feature = "echo")]
             echo: false,
         })
@@ -153,6 +157,13 @@ impl Server {
             SIGINT, SIGTERM, SIGHUP,
         ])?);
         Ok(())
+    }
+
+    /// Makes SIGHUP re-read `path` (with `overrides` over it, as at startup) and hand its apps
+    /// to the engine: added, changed and removed apps take effect at once, an invalid file is
+    /// refused whole. `[server]` and `[rate_limit]` changes wait for a restart.
+    pub fn reload_config_from(&mut self, path: PathBuf, overrides: Overrides) {
+        self.config_file = Some((path, overrides));
     }
 
     /// Runs the webhook delivery threads under the supervisor: a failing one stops the
@@ -289,6 +300,8 @@ impl Server {
             to_engine,
             webhook_queue,
             webhook_stats,
+            config_file: self.config_file.take(),
+            started_with: self.settings.clone(),
         };
         let watched = Watched {
             workers: count,
@@ -355,6 +368,9 @@ struct Threads {
     to_engine: Sender<Input>,
     webhook_queue: Option<Sender<WebhookDelivery>>,
     webhook_stats: Option<Arc<DeliveryStats>>,
+    config_file: Option<(PathBuf, Overrides)>,
+    /// The settings the server started with, to say which changes a reload cannot apply.
+    started_with: Settings,
 }
 
 impl Crew for Threads {
@@ -389,9 +405,41 @@ impl Crew for Threads {
     }
 
     fn reload(&mut self) {
-        match &self.tls {
-            Some(identity) => identity.reload(),
-            None => tracing::info!("SIGHUP: no TLS certificate to reload; nothing changed"),
+        if let Some(identity) = &self.tls {
+            identity.reload();
+        }
+        let Some((path, overrides)) = &self.config_file else {
+            if self.tls.is_none() {
+                tracing::info!(
+                    "SIGHUP: no configuration file and no TLS certificate; nothing to reload"
+                );
+            }
+            return;
+        };
+        let loaded = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|text| Settings::load(&text, overrides));
+        let next = match loaded {
+            Ok(next) => next,
+            Err(message) => {
+                tracing::error!(%message, "SIGHUP: the configuration is refused; the old one stays");
+                return;
+            }
+        };
+        if next.server != self.started_with.server
+            || next.rate_limit != self.started_with.rate_limit
+        {
+            tracing::warn!(
+                "SIGHUP: [server] and [rate_limit] changes take effect at the next restart"
+            );
+        }
+        tracing::info!(path = %path.display(), "SIGHUP: configuration re-read; the engine applies its apps");
+        if self
+            .to_engine
+            .send(&mut vec![Input::Reload(Box::new(next.engine))])
+            .is_err()
+        {
+            tracing::debug!("the engine was gone before the reload");
         }
     }
 }

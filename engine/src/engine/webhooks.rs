@@ -304,10 +304,20 @@ impl Webhooks {
         }
     }
 
-    /// The server is shutting down, its connections closed: nobody can come back, so the
-    /// held-back `member_removed` and `channel_vacated` are due now, and the batch goes out at
-    /// once instead of after its window (the shell delivers it within its grace period).
-    pub(super) fn release_for_shutdown(&mut self, cx: &mut TimerCx<'_>) {
+    /// Takes `app`'s new endpoints and credentials, keeping what is pending (the batch being
+    /// gathered, the leaves held back, what the backend was told is occupied).
+    pub(super) fn reconfigure(&mut self, app: &AppConfig) {
+        let fresh = Webhooks::new(app, self.batch_window, self.leave_delay);
+        self.endpoints = fresh.endpoints;
+        self.wanted = fresh.wanted;
+        self.key = fresh.key;
+        self.secret = fresh.secret;
+    }
+
+    /// Nobody can come back (the server is shutting down, or the app was removed, its
+    /// connections closed): the held-back `member_removed` and `channel_vacated` are due now,
+    /// and the batch goes out at once instead of after its window.
+    pub(super) fn release_held_back(&mut self, cx: &mut TimerCx<'_>) {
         for ((channel, user), timer) in std::mem::take(&mut self.pending_member_removed) {
             cx.timers.cancel(timer);
             self.queue(

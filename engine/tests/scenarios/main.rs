@@ -16,6 +16,7 @@ mod liveness;
 mod notices;
 mod origins;
 mod presence;
+mod reload;
 mod shutdown;
 mod signin;
 mod subscriptions;

@@ -142,6 +142,24 @@ impl Server {
         self.child.id()
     }
 
+    /// Sends the process `signal` (`HUP`, `TERM`, …) with `kill`.
+    pub(crate) fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
+    /// Replaces the configuration file the server was started with (for SIGHUP reloads).
+    pub(crate) fn rewrite_config(&self, text: &str) {
+        let path = self
+            .config
+            .as_ref()
+            .expect("started with a configuration file");
+        std::fs::write(path, text).expect("rewrite the configuration");
+    }
+
     /// Waits (bounded) for the process to exit.
     pub(crate) fn wait_exit(&mut self) -> ExitStatus {
         let start = Instant::now();

@@ -34,6 +34,15 @@ impl Engine {
             return;
         }
         let mut outcome = Reloaded::default();
+        let mut settings_beside_apps = next.clone();
+        settings_beside_apps.apps.clone_from(&self.config.apps);
+        if settings_beside_apps != self.config {
+            self.notice(
+                None,
+                "reload: settings other than the apps changed; they take effect at the next restart"
+                    .into(),
+            );
+        }
         let wanted: Vec<(AppId, AppConfig)> = next
             .apps
             .iter()

@@ -151,3 +151,20 @@ fn the_same_configuration_again_changes_nothing() {
     assert_eq!(sim.take(reader), vec![]);
     assert_eq!(sim.closed(reader), None);
 }
+
+#[test]
+fn other_settings_are_said_to_wait_for_a_restart() {
+    let mut sim = sim();
+    let mut config = Config::default();
+    config.activity_timeout_secs += 1;
+    reload(&mut sim, config);
+    let notices: Vec<String> = sim.take_notices().into_iter().map(|n| n.message).collect();
+    assert!(
+        notices[0].contains("take effect at the next restart"),
+        "{notices:?}"
+    );
+    assert_eq!(
+        sim.engine().config().activity_timeout_secs,
+        Config::default().activity_timeout_secs
+    );
+}

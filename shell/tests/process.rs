@@ -261,9 +261,15 @@ fn accept_failures_at_the_descriptor_limit_are_logged_once_per_episode() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Ten retries' worth of failures.
+    // Ten retries' worth of failures, during which the acceptor must back off, not spin.
+    let cpu_before = support::cpu_time(server.pid());
     std::thread::sleep(Duration::from_millis(1000));
+    let cpu_spent = support::cpu_time(server.pid()) - cpu_before;
     assert_eq!(warnings(), 1, "{}", server.stderr());
+    assert!(
+        cpu_spent < Duration::from_millis(500),
+        "{cpu_spent:?} of CPU in one second at the descriptor limit: the acceptor spins"
+    );
     drop((ready, clients));
     while !server.stderr().contains("; accepting again") {
         assert!(

@@ -8,7 +8,7 @@
 // logged so far.
 
 import http from 'node:http';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -81,11 +81,47 @@ export async function launchChromium() {
   context.setDefaultTimeout(PAGE_WAIT_MS);
   return {
     context,
+    /**
+     * Closes Chromium, bounded: a browser that does not exit within CLOSE_MS is killed (its
+     * processes are the ones naming our user data directory), so it cannot hold up the run.
+     */
     async close() {
-      await context.close();
+      let timer;
+      const closed = await Promise.race([
+        context.close().then(() => true),
+        new Promise((resolve) => (timer = setTimeout(() => resolve(false), CLOSE_MS))),
+      ]);
+      clearTimeout(timer);
+      if (!closed) killProcessesNaming(`--user-data-dir=${userDataDir}`);
       rmSync(userDataDir, { recursive: true, force: true });
+      if (!closed) throw new Error(`Chromium did not close within ${CLOSE_MS} ms and was killed`);
     },
   };
+}
+
+/** How long Chromium may take to close. */
+const CLOSE_MS = 15_000;
+
+/**
+ * SIGKILLs every process whose command line has the argument `arg` (Linux /proc). Chromium's
+ * child processes rewrite their command line into one string, hence the split on spaces too.
+ */
+function killProcessesNaming(arg) {
+  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+    let cmdline;
+    try {
+      cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split(/[\0 ]/);
+    } catch {
+      continue; // gone already
+    }
+    if (cmdline.includes(arg)) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // exited meanwhile
+      }
+    }
+  }
 }
 
 function readBody(req) {

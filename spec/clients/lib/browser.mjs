@@ -152,7 +152,11 @@ ${scripts}
  * - `GET /js/{bundle}`: one of BUNDLES;
  * - `POST /auth`: pusher-js's channel authorization request (`socket_id`, `channel_name`, and
  *   the page's `params`: `user_id` and `user_name` make presence channel data), answered with
- *   `signer.authorizeChannel`; every request is kept in `authRequests`.
+ *   `signer.authorizeChannel`;
+ * - `POST /user-auth`: pusher-js's sign-in request (`socket_id`, `user_id`, `user_name`),
+ *   answered with `signer.authenticateUser`.
+ *
+ * Every auth request is kept in `authRequests`.
  */
 export async function startPageServer(signer) {
   const authRequests = [];
@@ -186,6 +190,13 @@ export async function startPageServer(signer) {
         }
         const auth = signer.authorizeChannel(socketId, channel, presence);
         return send(200, 'application/json', JSON.stringify(auth));
+      }
+      if (req.method === 'POST' && url.pathname === '/user-auth') {
+        const request = Object.fromEntries(new URLSearchParams(await readBody(req)));
+        authRequests.push(request);
+        const { socket_id: socketId, user_id: id, user_name: name } = request;
+        if (!id) return send(403, 'application/json', JSON.stringify({ error: 'no user' }));
+        return send(200, 'application/json', JSON.stringify(signer.authenticateUser(socketId, { id, user_info: { name } })));
       }
       // Chromium asks for one on every page; an answer keeps its 404 out of the page's console.
       if (url.pathname === '/favicon.ico') return send(204, 'image/x-icon', '');

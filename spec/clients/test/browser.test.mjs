@@ -1,6 +1,7 @@
 // pusher-js and Laravel Echo in real Chromium pages against the real binary: connecting, the
 // three channel kinds fed by the HTTP API, presence members across two pages, Echo's channel,
-// private, presence and whisper API, and an encrypted channel decrypted in the page.
+// private, presence and whisper API, an encrypted channel decrypted in the page, sign-in from a
+// page, and a page of a foreign origin refused.
 //
 // One Chromium runs for the whole file; each test gets its own server, page server and pages.
 // The server only lets in pages of the page server's origin (`allowed_origins`), so every
@@ -68,6 +69,11 @@ async function setup(t) {
         disableStats: true,
         channelAuthorization: {
           endpoint: '/auth',
+          transport: 'ajax',
+          params: user ? { user_id: user.id, user_name: user.name } : {},
+        },
+        userAuthentication: {
+          endpoint: '/user-auth',
           transport: 'ajax',
           params: user ? { user_id: user.id, user_name: user.name } : {},
         },
@@ -281,6 +287,30 @@ test('private-encrypted in Chromium: pusher-js and Echo decrypt what the SDK enc
   const wire = typeof frame.data === 'string' ? JSON.parse(frame.data) : frame.data;
   assert.deepEqual(Object.keys(wire).sort(), ['ciphertext', 'nonce']);
   assert.ok(!JSON.stringify(wire).includes('1234'));
+});
+
+test('sign-in from a page: the SDK reaches the user through sendToUser, and terminates the page', T, async (t) => {
+  const h = await setup(t);
+  const p = await h.open('pusher.js');
+  await p.evaluate((options) => {
+    const pusher = new Pusher('app-key', options);
+    window.pusher = pusher;
+    pusher.connection.bind('message', (m) => {
+      if (m.event === 'pusher:signin_success') note('signin_success');
+    });
+    pusher.connection.bind('error', (e) => note('error', { code: e.error?.data?.code ?? e.data?.code ?? null }));
+    pusher.user.bind('notice', (data) => note('notice', { data }));
+    pusher.signin();
+  }, h.pusherOptions({ id: 'dana', name: 'Dana' }));
+  await seen(p, { kind: 'signin_success' }, { what: 'pusher:signin_success' });
+  assert.ok(h.pages.authRequests.some((r) => r.user_id === 'dana' && !r.channel_name));
+
+  assert.equal((await h.sdk.sendToUser('dana', 'notice', { text: 'hello Dana' })).status, 200);
+  assert.deepEqual((await seen(p, { kind: 'notice' })).data, { text: 'hello Dana' });
+
+  // Terminating the user's connections closes the page's socket with 4009.
+  await h.sdk.terminateUserConnections('dana');
+  await seen(p, { kind: 'error', code: 4009 }, { what: 'the 4009 close of a terminated user' });
 });
 
 test('a page of another origin is refused with 4009 and pusher-js does not reconnect', T, async (t) => {

@@ -124,7 +124,7 @@ step "fuzz smoke" env FUZZ_SECONDS="${FUZZ_SECONDS:-20}" "$ROOT/fuzz/smoke.sh" |
 e2e() {
   npm ci --prefix "$CLIENTS" --no-audit --no-fund --loglevel=error &&
   # Each test starts its own server on an ephemeral port; files run two at a time.
-  node --test --test-reporter=spec --test-concurrency=2 "$CLIENTS"/test/*.test.mjs
+  node --test --test-reporter=spec --test-concurrency=2 --test-timeout=180000 "$CLIENTS"/test/*.test.mjs
 }
 
 # The official Python server SDK (`pusher` from PyPI) against the binary: a venv under

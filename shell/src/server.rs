@@ -22,6 +22,8 @@ use crate::cluster::{random_node_id, ClusterLink};
 use crate::conn::ConnLimits;
 use crate::engine_thread::{random_seed, EngineCore, EngineThread, Protocol};
 use crate::forwarded::TrustedProxies;
+use crate::metrics::{self, EngineBoard, Sources};
+use crate::metrics_server::MetricsListener;
 use crate::queue::{self, Sender};
 use crate::rate_limit::ClientGate;
 use crate::route::Router;
@@ -57,6 +59,9 @@ pub struct Server {
     signals: Option<signal_hook::iterator::Signals>,
     to_engine_capacity: usize,
     to_worker_capacity: usize,
+    /// The metrics listener, when `[metrics] enabled`.
+    metrics: Option<MetricsListener>,
+    metrics_addr: Option<SocketAddr>,
     /// Serve the echo protocol instead of Pusher's (the `echo` feature's test binary).
     #[cfg(feature = "echo")]
     echo: bool,
@@ -85,6 +90,10 @@ impl Server {
             .ok_or_else(|| cannot_listen(io::Error::new(io::ErrorKind::NotFound, "no address")))?;
         let listener = listen(addr).map_err(cannot_listen)?;
         let local_addr = listener.local_addr()?;
+        let metrics = match &settings.metrics {
+            m if m.enabled => Some(MetricsListener::bind(&m.host, m.port)?),
+            _ => None,
+        };
         Ok(Server {
             listener: Some(listener),
             local_addr,
@@ -95,6 +104,8 @@ impl Server {
             signals: None,
             to_engine_capacity: TO_ENGINE_CAPACITY,
             to_worker_capacity: TO_WORKER_CAPACITY,
+            metrics_addr: metrics.as_ref().map(MetricsListener::local_addr),
+            metrics,
             #[cfg(feature = "echo")]
             echo: false,
         })
@@ -103,6 +114,11 @@ impl Server {
     /// The address actually bound (the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address the metrics listener bound, when metrics are enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The number of I/O workers [`Server::run`] starts.
@@ -218,6 +234,11 @@ impl Server {
         if let Some(link) = &cluster {
             core = core.with_bus(link.sender());
         }
+        let board = Arc::new(EngineBoard::default());
+        if self.metrics.is_some() {
+            core = core.with_metrics(board.clone());
+        }
+        let stats = metrics::shell_stats(count);
         let mut inline = None;
         if engine_thread {
             threads.push(supervisor::spawn(
@@ -252,6 +273,7 @@ impl Server {
                 gate: gate.clone(),
                 stop: stop.clone(),
                 tls: self.tls.clone(),
+                stats: stats.clone(),
             };
             threads.push(supervisor::spawn(
                 format!("io-{index}"),
@@ -259,6 +281,17 @@ impl Server {
                 notices_tx.clone(),
                 move || Worker::new(parts).run(),
             )?);
+        }
+        if let Some(listener) = self.metrics.take() {
+            let sources = Sources {
+                board,
+                door: to_engine.clone(),
+                workers: stats,
+                webhooks: self.webhook_workers.as_ref().map(WebhookWorkers::observed),
+                bus: cluster.as_ref().map(|link| (link.stats(), link.sender())),
+            };
+            // Not supervised: it holds no state, and a scrape that fails is logged and lost.
+            listener.serve(sources)?;
         }
         let mut webhook_queue = None;
         let mut webhook_threads = Vec::new();

@@ -16,7 +16,8 @@ use tungstenite::Message;
 
 per_workers!(
     counts_follow_known_traffic,
-    rate_limited_requests_are_counted
+    rate_limited_requests_are_counted,
+    a_slow_consumer_is_counted_with_its_close_code
 );
 
 /// One request to `addr`; returns the status and the body.
@@ -178,6 +179,123 @@ fn rate_limited_requests_are_counted(workers: usize) {
         ),
         1.0
     );
+}
+
+fn a_slow_consumer_is_counted_with_its_close_code(workers: usize) {
+    let (server, metrics) = metrics_server(
+        workers,
+        &["--max-output-bytes", "65536", "--close-linger-ms", "20000"],
+    );
+    let mut slow = server.ws("/app/app-key?protocol=7");
+    next_json(&mut slow);
+    subscribe_public(&mut slow, "feed");
+    // ~2.4 MB on one keep-alive connection: more than the loopback buffers and the 64 KiB
+    // queue hold for a client that reads nothing.
+    let blob = "z".repeat(8000);
+    let stream = server.tcp();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    for _ in 0..300 {
+        let request = publish_request("feed", "blob", &blob, "keep-alive");
+        (&stream).write_all(request.as_bytes()).unwrap();
+        assert_eq!(read_response(&mut reader).status(), 200);
+    }
+    let closed = r#"ferrocast_connections_closed_total{app_id="app-id",code="4100"}"#;
+    let text = scrape_when(metrics, closed, 1.0);
+    assert_eq!(value(&text, closed), 1.0, "{text}");
+    assert_eq!(value(&text, "ferrocast_slow_consumer_closes_total"), 1.0);
+    assert_eq!(value(&text, r#"ferrocast_connected{app_id="app-id"}"#), 0.0);
+    drop(slow);
+}
+
+/// A webhook receiver that answers every POST with `status`, on a thread of its own.
+fn webhook_receiver(status: u16) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            stream.set_read_timeout(Some(WAIT)).unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            // The request, framed like a response: a first line, headers, a sized body.
+            let _ = read_response(&mut reader);
+            let answer =
+                format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = (&stream).write_all(answer.as_bytes());
+        }
+    });
+    addr
+}
+
+fn webhook_config(receiver: SocketAddr) -> String {
+    format!(
+        "webhook_batch_ms = 10\n[[apps]]\nid = \"app-id\"\nkey = \"app-key\"\n\
+         secret = \"app-secret\"\n[[apps.webhooks]]\nurl = \"http://{receiver}/hook\"\n"
+    )
+}
+
+#[test]
+fn webhook_deliveries_and_retries_are_counted() {
+    for (status, series) in [
+        (200, "ferrocast_webhook_delivered_total"),
+        (500, "ferrocast_webhook_retries_total"),
+    ] {
+        let config = webhook_config(webhook_receiver(status));
+        let args = ["--metrics", "true", "--metrics-port", "0"];
+        let server = Server::start_with(2, Some(&config), &args, &[]);
+        let metrics = server.metrics_addr();
+        let mut ws = server.ws("/app/app-key?protocol=7");
+        next_json(&mut ws);
+        // `channel_occupied`, one delivery.
+        subscribe_public(&mut ws, "news");
+        let text = scrape_when(metrics, series, 1.0);
+        assert_eq!(value(&text, series), 1.0, "{text}");
+        assert_eq!(value(&text, "ferrocast_webhook_queue_depth"), 0.0);
+        assert_eq!(
+            value(
+                &text,
+                r#"ferrocast_webhook_dropped_total{reason="queue_full"}"#
+            ),
+            0.0
+        );
+    }
+}
+
+#[test]
+fn two_cluster_nodes_count_each_other_and_their_bus_messages() {
+    let redis = support::redis_server::RedisServer::start();
+    let url = redis.url();
+    let args = [
+        "--metrics",
+        "true",
+        "--metrics-port",
+        "0",
+        "--redis-url",
+        url.as_str(),
+        "--cluster-heartbeat-ms",
+        "100",
+    ];
+    let nodes = [
+        Server::start_with(2, None, &args, &[]),
+        Server::start_with(1, None, &args, &[]),
+    ];
+    let metrics: Vec<SocketAddr> = nodes.iter().map(Server::metrics_addr).collect();
+    for addr in &metrics {
+        let text = scrape_when(*addr, "ferrocast_cluster_peers", 1.0);
+        assert_eq!(value(&text, "ferrocast_cluster_peers"), 1.0, "{text}");
+        assert!(
+            value(&text, "ferrocast_bus_published_total") >= 1.0,
+            "{text}"
+        );
+        assert!(
+            value(&text, "ferrocast_bus_received_total") >= 2.0,
+            "{text}"
+        );
+        assert_eq!(
+            value(&text, r#"ferrocast_bus_dropped_total{reason="malformed"}"#),
+            0.0
+        );
+        assert!(value(&text, "ferrocast_bus_outgoing_queue_messages") >= 0.0);
+    }
 }
 
 #[test]

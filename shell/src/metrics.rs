@@ -334,6 +334,15 @@ fn single<'a>(name: &'a str, help: &'a str, value: u64) -> Family<'a, 0> {
     Family::new(name, help).sample([], value)
 }
 
+/// Every channel kind, in label order.
+const KINDS: [ChannelKind; 5] = [
+    ChannelKind::Public,
+    ChannelKind::Private,
+    ChannelKind::PrivateEncrypted,
+    ChannelKind::Presence,
+    ChannelKind::ServerToUser,
+];
+
 /// The label value of a channel kind.
 fn kind_label(kind: ChannelKind) -> &'static str {
     match kind {
@@ -451,10 +460,12 @@ impl Scrape {
             "WebSocket connections the server closed, by close code",
         );
         for (id, app) in apps {
-            for (kind, counts) in &app.channels {
+            // Every kind, zero included: a series that vanished would read as "no data".
+            for kind in KINDS {
+                let counts = app.channels.get(&kind).copied().unwrap_or_default();
                 let labels = [
                     ("app_id", id.clone()),
-                    ("kind", kind_label(*kind).to_owned()),
+                    ("kind", kind_label(kind).to_owned()),
                 ];
                 channels = channels.sample(labels.clone(), counts.channels);
                 subscriptions = subscriptions.sample(labels, counts.subscriptions);

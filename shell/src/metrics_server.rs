@@ -97,15 +97,11 @@ fn serve_one(mut stream: TcpStream, sources: &Sources) -> io::Result<()> {
         }
         buf.extend_from_slice(&chunk[..n]);
     };
+    let mut head_only = false;
     let (status, content_type, body) = match head {
         Ok(head) if head.path == "/metrics" && matches!(head.method.as_str(), "GET" | "HEAD") => {
-            let body = sources.render();
-            let body = if head.method == "HEAD" {
-                Vec::new()
-            } else {
-                body.into_bytes()
-            };
-            (200, CONTENT_TYPE, body)
+            head_only = head.method == "HEAD";
+            (200, CONTENT_TYPE, sources.render().into_bytes())
         }
         Ok(head) if head.path == "/metrics" => (405, "text/plain", b"GET only\n".to_vec()),
         Ok(_) => (404, "text/plain", b"metrics are at /metrics\n".to_vec()),
@@ -118,6 +114,8 @@ fn serve_one(mut stream: TcpStream, sources: &Sources) -> io::Result<()> {
         body.len()
     );
     stream.write_all(head.as_bytes())?;
-    stream.write_all(&body)?;
+    if !head_only {
+        stream.write_all(&body)?;
+    }
     stream.flush()
 }

@@ -115,6 +115,11 @@ fn counts_follow_known_traffic(workers: usize) {
             r#"ferrocast_subscriptions{app_id="app-id",kind="public"}"#.into(),
             1.0,
         ),
+        // Every kind is reported, the empty ones as 0.
+        (
+            r#"ferrocast_subscriptions{app_id="app-id",kind="presence"}"#.into(),
+            0.0,
+        ),
         (
             r#"ferrocast_connections_refused_total{code="4001"}"#.into(),
             1.0,

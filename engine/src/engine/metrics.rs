@@ -238,4 +238,56 @@ mod tests {
             "the client closed, not the engine"
         );
     }
+
+    fn drain(engine: &mut Engine) {
+        while !matches!(engine.poll_output(), Output::Timeout(_)) {}
+    }
+
+    #[test]
+    fn presence_members_relayed_client_events_and_closes_by_code() {
+        let mut engine = Engine::new(Config::default(), 1);
+        let at = Moment::new(Instant::now(), 1_000);
+        for (conn, user) in [(1, "ann"), (2, "ben"), (3, "ann")] {
+            engine
+                .handle_input(at, opened(conn, "/app/app-key"))
+                .unwrap();
+            let socket_id = engine.socket_id(ConnId(conn)).unwrap();
+            let channel_data = format!(r#"{{"user_id":"{user}"}}"#);
+            let message = format!("{socket_id}:presence-room:{channel_data}");
+            let auth = crate::signature::client_auth("app-key", "app-secret", message.as_bytes());
+            let subscribe = serde_json::json!({
+                "event": "pusher:subscribe",
+                "data": {"channel": "presence-room", "auth": auth, "channel_data": channel_data},
+            });
+            engine
+                .handle_input(at, text(conn, &subscribe.to_string()))
+                .unwrap();
+            drain(&mut engine);
+        }
+        let event = r#"{"event":"client-wave","channel":"presence-room","data":{}}"#;
+        engine.handle_input(at, text(1, event)).unwrap();
+        engine
+            .handle_input(at, Input::SlowConsumer { conn: ConnId(2) })
+            .unwrap();
+        drain(&mut engine);
+
+        let app = &engine.metrics().apps["app-id"];
+        // Ann twice (two sockets, one member); Ben was closed.
+        assert_eq!(app.presence_members, 1);
+        assert_eq!(
+            app.channels[&ChannelKind::Presence],
+            ChannelCounts {
+                channels: 1,
+                subscriptions: 2
+            }
+        );
+        assert_eq!(app.counters.client_events_relayed, 1);
+        assert_eq!(app.counters.client_events_refused, 0);
+        assert_eq!(
+            app.counters.closes,
+            BTreeMap::from([(CloseCode::OVER_CAPACITY.get(), 1)])
+        );
+        assert_eq!(app.connections, 2);
+        assert_eq!(app.counters.disconnections, 1);
+    }
 }

@@ -9,7 +9,6 @@ use crate::http::{self, HeadLimits, Parsed};
 use crate::metrics::Sources;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// The media type of the OpenMetrics text format `prometheus-client` writes.
@@ -56,26 +55,24 @@ impl MetricsListener {
         self.local_addr
     }
 
-    /// Serves scrapes from `sources` on a thread of its own, until the process exits.
-    pub(crate) fn serve(self, sources: Sources) -> io::Result<JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || {
-                for stream in self.listener.incoming() {
-                    match stream {
-                        Ok(stream) => {
-                            if let Err(e) = serve_one(stream, &sources) {
-                                tracing::debug!(error = %e, "metrics request failed");
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "metrics accept failed");
-                            // Out of descriptors, say: do not spin.
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
+    /// Serves scrapes from `sources`, forever: the body of the supervised `metrics` thread,
+    /// which the process exit ends (it holds nothing that needs flushing).
+    pub(crate) fn serve(self, sources: Sources) -> io::Result<()> {
+        for stream in self.listener.incoming() {
+            match stream {
+                Ok(stream) => {
+                    if let Err(e) = serve_one(stream, &sources) {
+                        tracing::debug!(error = %e, "metrics request failed");
                     }
                 }
-            })
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    // Out of descriptors, say: do not spin.
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

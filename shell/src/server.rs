@@ -290,8 +290,14 @@ impl Server {
                 webhooks: self.webhook_workers.as_ref().map(WebhookWorkers::observed),
                 bus: cluster.as_ref().map(|link| (link.stats(), link.sender())),
             };
-            // Not supervised: it holds no state, and a scrape that fails is logged and lost.
-            listener.serve(sources)?;
+            // Supervised like every thread (a panic stops the server), but never joined: it
+            // serves until the process exits.
+            supervisor::spawn(
+                "metrics".into(),
+                Role::Metrics,
+                notices_tx.clone(),
+                move || listener.serve(sources),
+            )?;
         }
         let mut webhook_queue = None;
         let mut webhook_threads = Vec::new();

@@ -323,6 +323,16 @@ fn the_public_port_never_serves_metrics() {
 }
 
 #[test]
+fn a_metrics_port_in_use_is_a_startup_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let args = ["--port", "0", "--metrics", "true", "--metrics-port", &port];
+    let (status, stderr) = support::run_to_exit(&args, &[]);
+    assert!(!status.success());
+    assert!(stderr.contains("cannot listen for metrics"), "{stderr}");
+}
+
+#[test]
 fn metrics_are_off_unless_enabled() {
     let server = Server::start(1);
     let (status, _) = get(server.addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");

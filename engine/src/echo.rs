@@ -64,7 +64,7 @@ impl EchoEngine {
                     self.close(conn);
                 }
             }
-            Input::Tick | Input::Bus(_) | Input::BusUp | Input::BusDown => {}
+            Input::Tick | Input::Reload(_) | Input::Bus(_) | Input::BusUp | Input::BusDown => {}
         }
         Ok(())
     }

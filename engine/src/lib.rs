@@ -112,5 +112,7 @@ pub use engine::{AppCounters, AppMetrics, ChannelCounts, Engine, EngineMetrics, 
 pub use ids::{
     AppId, AppKey, ChannelKind, ChannelName, ConnId, EventName, ReqId, SocketId, UserId,
 };
-pub use interface::{ApiMisuse, HttpRequest, Input, Moment, Output, WebhookDelivery, WsRequest};
+pub use interface::{
+    ApiMisuse, HttpRequest, Input, Moment, Notice, Output, WebhookDelivery, WsRequest,
+};
 pub use wire::websocket::Frame;

@@ -340,11 +340,13 @@ impl Conn {
             tracing::debug!(conn = self.id.0, "response without a request in flight");
             return false;
         };
+        // A 426 must name the protocol to upgrade to (RFC 9110 §15.5.22).
+        let upgrade = [("Upgrade", "websocket".to_owned())];
         let options = ResponseOptions {
             keep_alive: flight.keep_alive,
             http10: flight.http10,
             omit_body: flight.head_only,
-            headers: &[],
+            headers: if status == 426 { &upgrade } else { &[] },
         };
         self.out.push_bytes(http::response(status, body, &options));
         if flight.keep_alive {

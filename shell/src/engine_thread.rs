@@ -145,6 +145,13 @@ impl EngineCore {
                     frame,
                 } => self.router.broadcast(conns, except, frame),
                 Output::Webhook(delivery) => self.webhooks.deliver(delivery),
+                Output::Notice(notice) => tracing::debug!(
+                    app = notice.app.as_ref().map(tracing::field::display),
+                    socket_id = notice.socket_id.map(tracing::field::display),
+                    peer = notice.peer.map(tracing::field::display),
+                    "{}",
+                    notice.message
+                ),
                 // Taken here, before routing: a bus message has no connection to go to.
                 Output::Bus(message) => match &self.bus {
                     Some(bus) => bus.send(message),

@@ -27,19 +27,20 @@ use crate::metrics_server::MetricsListener;
 use crate::queue::{self, Sender};
 use crate::rate_limit::ClientGate;
 use crate::route::Router;
-use crate::settings::Settings;
+use crate::settings::{Overrides, Settings};
 use crate::slots::MAX_WORKERS;
 use crate::supervisor::{self, Crew, Notice, Role, Stop, StopLevel, Watched};
 use crate::tls::TlsIdentity;
 use crate::wake::Wake;
 use crate::webhook::WebhookSink;
-use crate::webhook_delivery::{self, WebhookWorkers};
+use crate::webhook_delivery::{self, DeliveryStats, WebhookWorkers};
 use crate::worker::{Acceptor, EngineLink, Worker, WorkerParts, WAKER};
 use ferrocast_engine::{Engine, Input, WebhookDelivery};
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -62,6 +63,8 @@ pub struct Server {
     /// The metrics listener, when `[metrics] enabled`.
     metrics: Option<MetricsListener>,
     metrics_addr: Option<SocketAddr>,
+    /// The file SIGHUP re-reads, with the flags and variables layered over it.
+    config_file: Option<(PathBuf, Overrides)>,
     /// Serve the echo protocol instead of Pusher's (the `echo` feature's test binary).
     #[cfg(feature = "echo")]
     echo: bool,
@@ -106,6 +109,7 @@ impl Server {
             to_worker_capacity: TO_WORKER_CAPACITY,
             metrics_addr: metrics.as_ref().map(MetricsListener::local_addr),
             metrics,
+            config_file: None,
             #[cfg(feature = "echo")]
             echo: false,
         })
@@ -169,6 +173,13 @@ impl Server {
             SIGINT, SIGTERM, SIGHUP,
         ])?);
         Ok(())
+    }
+
+    /// Makes SIGHUP re-read `path` (with `overrides` over it, as at startup) and hand its apps
+    /// to the engine: added, changed and removed apps take effect at once, an invalid file is
+    /// refused whole. `[server]`, `[rate_limit]` and `[metrics]` changes wait for a restart.
+    pub fn reload_config_from(&mut self, path: PathBuf, overrides: Overrides) {
+        self.config_file = Some((path, overrides));
     }
 
     /// Runs the webhook delivery threads under the supervisor: a failing one stops the
@@ -300,10 +311,12 @@ impl Server {
             )?;
         }
         let mut webhook_queue = None;
+        let mut webhook_stats = None;
         let mut webhook_threads = Vec::new();
         if let Some(workers) = self.webhook_workers.take() {
-            let (queue, workers) = workers.into_parts();
+            let (queue, workers, stats) = workers.into_parts();
             webhook_queue = Some(queue);
+            webhook_stats = Some(stats);
             for (index, worker) in workers.into_iter().enumerate() {
                 webhook_threads.push(supervisor::spawn(
                     webhook_delivery::thread_name(index),
@@ -325,6 +338,9 @@ impl Server {
             wakers,
             to_engine,
             webhook_queue,
+            webhook_stats,
+            config_file: self.config_file.take(),
+            started_with: self.settings.clone(),
         };
         let watched = Watched {
             workers: count,
@@ -390,6 +406,10 @@ struct Threads {
     wakers: Vec<Arc<Waker>>,
     to_engine: Sender<Input>,
     webhook_queue: Option<Sender<WebhookDelivery>>,
+    webhook_stats: Option<Arc<DeliveryStats>>,
+    config_file: Option<(PathBuf, Overrides)>,
+    /// The settings the server started with, to say which changes a reload cannot apply.
+    started_with: Settings,
 }
 
 impl Crew for Threads {
@@ -417,10 +437,49 @@ impl Crew for Threads {
         }
     }
 
+    fn unsent_webhooks(&self) -> u64 {
+        self.webhook_stats
+            .as_ref()
+            .map_or(0, |stats| stats.unsent())
+    }
+
     fn reload(&mut self) {
-        match &self.tls {
-            Some(identity) => identity.reload(),
-            None => tracing::info!("SIGHUP: no TLS certificate to reload; nothing changed"),
+        if let Some(identity) = &self.tls {
+            identity.reload();
+        }
+        let Some((path, overrides)) = &self.config_file else {
+            if self.tls.is_none() {
+                tracing::info!(
+                    "SIGHUP: no configuration file and no TLS certificate; nothing to reload"
+                );
+            }
+            return;
+        };
+        let loaded = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|text| Settings::load(&text, overrides));
+        let next = match loaded {
+            Ok(next) => next,
+            Err(message) => {
+                tracing::error!(%message, "SIGHUP: the configuration is refused; the old one stays");
+                return;
+            }
+        };
+        if next.server != self.started_with.server
+            || next.rate_limit != self.started_with.rate_limit
+            || next.metrics != self.started_with.metrics
+        {
+            tracing::warn!(
+                "SIGHUP: [server], [rate_limit] and [metrics] changes take effect at the next restart"
+            );
+        }
+        tracing::info!(path = %path.display(), "SIGHUP: configuration re-read; the engine applies its apps");
+        if self
+            .to_engine
+            .send(&mut vec![Input::Reload(Box::new(next.engine))])
+            .is_err()
+        {
+            tracing::debug!("the engine was gone before the reload");
         }
     }
 }

@@ -17,6 +17,8 @@
 //! node with a random id, and the bus link is one more feeder (see [`crate::cluster`]);
 //! without one the server is a single node and needs no Redis. With `[server.tls]` the port
 //! speaks TLS only, and SIGHUP re-reads the certificate (see [`crate::tls`]).
+//! With `[metrics] enabled` one more thread serves `/metrics` on its own address, from the
+//! workers' counters and snapshots the engine publishes when asked (see [`crate::metrics`]).
 
 use crate::cluster::{random_node_id, ClusterLink};
 use crate::conn::ConnLimits;

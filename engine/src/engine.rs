@@ -372,7 +372,36 @@ impl Engine {
     }
 
     fn send(&mut self, conn: ConnId, frame: Frame) {
+        let frame = match self.conns.get(&conn) {
+            Some(c) => self.for_app(&c.app, frame),
+            None => frame,
+        };
         self.outputs.push_back(Output::Send { conn, frame });
+    }
+
+    /// `frame` as `app`'s clients get it: never compressed when the app turned compression
+    /// off, so the shell needs no knowledge of apps to honour that.
+    fn for_app(&self, app: &AppId, frame: Frame) -> Frame {
+        match self.apps.get(app) {
+            Some(a) if !a.config.compression => frame.uncompressed(),
+            _ => frame,
+        }
+    }
+
+    /// Sends `frame` to `app`'s connections `conns` (but `except`).
+    fn broadcast(
+        &mut self,
+        app: &AppId,
+        conns: std::sync::Arc<[ConnId]>,
+        except: Option<ConnId>,
+        frame: Frame,
+    ) {
+        let frame = self.for_app(app, frame);
+        self.outputs.push_back(Output::Broadcast {
+            conns,
+            except,
+            frame,
+        });
     }
 
     /// `pusher:error` without closing (`code` null: the message says what was wrong).

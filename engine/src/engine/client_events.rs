@@ -3,7 +3,6 @@
 use super::Engine;
 use crate::close_code::CloseCode;
 use crate::ids::{ChannelName, ConnId, EventName};
-use crate::interface::Output;
 use crate::wire::pusher::{self, RawJson};
 use serde_json::value::RawValue;
 
@@ -84,14 +83,11 @@ impl Engine {
             .channels
             .get_mut(&channel)
             .expect("a joined channel exists");
-        if entry.subscriber_count() > 1 {
-            self.outputs.push_back(Output::Broadcast {
-                conns: entry.recipients(),
-                except: Some(conn),
-                frame,
-            });
-        }
+        let recipients = (entry.subscriber_count() > 1).then(|| entry.recipients());
         let (app, socket_id) = (connection.app.clone(), connection.socket_id);
+        if let Some(conns) = recipients {
+            self.broadcast(&app, conns, Some(conn), frame);
+        }
         self.cluster_client_event(&app, &channel, &event, &data, user_id.as_ref(), socket_id);
         self.with_webhooks(&app, |hooks, cx| {
             let sender = (socket_id, user_id.as_ref());

@@ -558,11 +558,7 @@ impl Engine {
             return;
         }
         let frame = pusher::message(event, Some(channel.as_str()), data, None);
-        self.outputs.push_back(Output::Broadcast {
-            conns,
-            except: None,
-            frame,
-        });
+        self.broadcast(app, conns, None, frame);
     }
 
     fn relay_remote_client_event(
@@ -586,11 +582,8 @@ impl Engine {
             data,
             user.as_ref().map(|u| u.as_str()),
         );
-        self.outputs.push_back(Output::Broadcast {
-            conns: entry.recipients(),
-            except: None,
-            frame,
-        });
+        let conns = entry.recipients();
+        self.broadcast(app, conns, None, frame);
     }
 
     fn terminate_local(&mut self, app: &AppId, user: &UserId) {

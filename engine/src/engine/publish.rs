@@ -3,7 +3,6 @@
 use super::{Due, Engine};
 use crate::cluster::view::Change;
 use crate::ids::{AppId, ChannelKind, ChannelName, ConnId, EventName};
-use crate::interface::Output;
 use crate::timers::TimerKey;
 use crate::wire::pusher::{self, RawJson};
 use serde_json::json;
@@ -47,11 +46,8 @@ impl Engine {
             &RawJson::string(data),
             None,
         );
-        self.outputs.push_back(Output::Broadcast {
-            conns: entry.recipients(),
-            except,
-            frame,
-        });
+        let conns = entry.recipients();
+        self.broadcast(app, conns, except, frame);
     }
 
     fn remember(&mut self, app: &AppId, channel: &ChannelName, event: &EventName, data: &str) {
@@ -143,10 +139,7 @@ impl Engine {
             &data,
             None,
         );
-        self.outputs.push_back(Output::Broadcast {
-            conns: entry.recipients(),
-            except: None,
-            frame,
-        });
+        let conns = entry.recipients();
+        self.broadcast(app, conns, None, frame);
     }
 }

@@ -4,7 +4,6 @@ use super::{Engine, SignedInUser};
 use crate::close_code::CloseCode;
 use crate::cluster::view::Change;
 use crate::ids::{AppId, ConnId, UserId};
-use crate::interface::Output;
 use crate::signature::verify_client_auth;
 use crate::wire::pusher::{self, user_id_of, Malformed, RawJson, Signin};
 use serde_json::value::RawValue;
@@ -178,11 +177,7 @@ impl Engine {
             &watchlist_events(&online, &offline),
             None,
         );
-        self.outputs.push_back(Output::Broadcast {
-            conns,
-            except: None,
-            frame,
-        });
+        self.broadcast(app, conns, None, frame);
     }
 }
 

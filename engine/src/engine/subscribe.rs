@@ -4,7 +4,6 @@ use super::Engine;
 use crate::channels::member_removed_data;
 use crate::cluster::view::Change;
 use crate::ids::{AppId, ChannelKind, ChannelName, ConnId, UserId};
-use crate::interface::Output;
 use crate::signature::verify_client_auth;
 use crate::wire::pusher::{self, user_id_of, Malformed, RawJson, Subscribe, Unsubscribe};
 use serde_json::value::RawValue;
@@ -200,11 +199,7 @@ impl Engine {
                 None,
             );
             let conns = entry.recipients();
-            self.outputs.push_back(Output::Broadcast {
-                conns,
-                except: Some(conn),
-                frame,
-            });
+            self.broadcast(&app, conns, Some(conn), frame);
             self.with_webhooks(&app, |hooks, cx| {
                 hooks.handle_member_added(&channel, &user, cx)
             });
@@ -330,11 +325,7 @@ impl Engine {
                     None,
                 );
                 let conns = entry.recipients();
-                self.outputs.push_back(Output::Broadcast {
-                    conns,
-                    except: None,
-                    frame,
-                });
+                self.broadcast(app, conns, None, frame);
             }
             self.with_webhooks(app, |hooks, cx| hooks.handle_member_left(channel, user, cx));
         }

@@ -7,18 +7,21 @@
 //! between reads: at most one partial frame header (≤ 14 bytes), the message being
 //! reassembled, and the payload of one control frame (≤ 125 bytes). Payload bytes are unmasked
 //! straight from the read buffer into the message, so a connection never holds a copy of a
-//! whole frame. It enforces the rules a server must: masked client frames, no reserved bits or
+//! whole frame. It enforces the rules a server must: masked client frames, no reserved bits
+//! (but RSV1 marking a compressed message where permessage-deflate was negotiated) or
 //! opcodes, unfragmented control frames of at most 125 bytes, a cap on message size, and UTF-8
 //! in text messages and close reasons (checked as the bytes arrive, so a fragmented message
 //! fails at the first fragment that can no longer be valid).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The FIN bit: this frame ends its message.
 const FIN: u8 = 0x80;
-/// The three reserved bits, meaningful only with a negotiated extension (none is offered).
-const RSV: u8 = 0x70;
+/// RSV1: with permessage-deflate negotiated, set on the first frame of a compressed message.
+const RSV1: u8 = 0x40;
+/// RSV2 and RSV3, meaningful only with an extension this server never negotiates.
+const RSV23: u8 = 0x30;
 /// The MASK bit of the second header byte.
 const MASKED: u8 = 0x80;
 /// The longest frame header: 2 bytes, an 8-byte length and a 4-byte mask.
@@ -81,10 +84,45 @@ impl Opcode {
 }
 
 /// One complete, pre-encoded WebSocket frame; cloning shares the bytes.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// A data frame may also carry its permessage-deflate form (RFC 7692), computed once by the
+/// first writer that needs it ([`Frame::deflated`]) and shared by every later recipient:
+/// with `server_no_context_takeover` a compressed message depends on nothing but its payload.
+#[derive(Clone)]
 pub struct Frame {
-    bytes: Arc<[u8]>,
+    encoded: Arc<Encoded>,
+    /// Whether a deflate connection may get the compressed form (an app can turn it off).
+    compressible: bool,
+}
+
+/// The wire forms of one frame.
+struct Encoded {
+    bytes: Box<[u8]>,
     header_len: u8,
+    /// The compressed frame (RSV1 set), or `None` when compression did not pay.
+    deflated: OnceLock<Option<Box<[u8]>>>,
+}
+
+impl PartialEq for Frame {
+    fn eq(&self, other: &Self) -> bool {
+        self.encoded.bytes == other.encoded.bytes && self.compressible == other.compressible
+    }
+}
+
+impl Eq for Frame {}
+
+/// The header of an unmasked server frame: first byte and payload length.
+fn push_header(bytes: &mut Vec<u8>, first: u8, len: usize) {
+    bytes.push(first);
+    if len < 126 {
+        bytes.push(len as u8);
+    } else if len <= u16::MAX as usize {
+        bytes.push(126);
+        bytes.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        bytes.push(127);
+        bytes.extend_from_slice(&(len as u64).to_be_bytes());
+    }
 }
 
 impl Frame {
@@ -110,34 +148,74 @@ impl Frame {
     }
 
     fn encode(opcode: Opcode, payload: &[u8]) -> Self {
-        let len = payload.len();
-        let mut bytes = Vec::with_capacity(len + 10);
-        bytes.push(FIN | opcode.bits());
-        if len < 126 {
-            bytes.push(len as u8);
-        } else if len <= u16::MAX as usize {
-            bytes.push(126);
-            bytes.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            bytes.push(127);
-            bytes.extend_from_slice(&(len as u64).to_be_bytes());
-        }
+        let mut bytes = Vec::with_capacity(payload.len() + 10);
+        push_header(&mut bytes, FIN | opcode.bits(), payload.len());
         let header_len = bytes.len() as u8;
         bytes.extend_from_slice(payload);
         Frame {
-            bytes: bytes.into(),
-            header_len,
+            encoded: Arc::new(Encoded {
+                bytes: bytes.into(),
+                header_len,
+                deflated: OnceLock::new(),
+            }),
+            // Control frames must never be compressed (RFC 7692 §6.1).
+            compressible: !opcode.is_control(),
+        }
+    }
+
+    /// The same frame, never sent compressed (for an app with compression turned off).
+    pub fn uncompressed(mut self) -> Self {
+        self.compressible = false;
+        self
+    }
+
+    /// Whether a permessage-deflate connection may get this frame compressed.
+    pub fn is_compressible(&self) -> bool {
+        self.compressible
+    }
+
+    /// The bytes to write to a connection that negotiated permessage-deflate: the compressed
+    /// frame (RSV1 set) when `compress` made the payload smaller, else the plain frame.
+    ///
+    /// `compress` turns a payload into its compressed message bytes (raw deflate without the
+    /// trailing `00 00 FF FF`), or `None` when it is not worth it. It runs at most once per
+    /// frame, whichever thread asks first; every clone shares the result.
+    pub fn deflated(&self, compress: impl FnOnce(&[u8]) -> Option<Vec<u8>>) -> &[u8] {
+        if !self.compressible {
+            return self.wire_bytes();
+        }
+        let deflated = self.encoded.deflated.get_or_init(|| {
+            let payload = self.payload();
+            let compressed = compress(payload).filter(|c| c.len() < payload.len())?;
+            let mut bytes = Vec::with_capacity(compressed.len() + 10);
+            push_header(
+                &mut bytes,
+                FIN | RSV1 | self.opcode().bits(),
+                compressed.len(),
+            );
+            bytes.extend_from_slice(&compressed);
+            Some(bytes.into())
+        });
+        deflated.as_deref().unwrap_or(self.wire_bytes())
+    }
+
+    /// The bytes a deflate connection gets once [`Frame::deflated`] has run: the compressed
+    /// frame if there is one, else the plain frame.
+    pub fn deflated_wire_bytes(&self) -> &[u8] {
+        match self.encoded.deflated.get() {
+            Some(Some(bytes)) if self.compressible => bytes,
+            _ => self.wire_bytes(),
         }
     }
 
     /// The bytes to write to the socket.
     pub fn wire_bytes(&self) -> &[u8] {
-        &self.bytes
+        &self.encoded.bytes
     }
 
     /// The frame's payload (the JSON text for a text frame).
     pub fn payload(&self) -> &[u8] {
-        &self.bytes[self.header_len as usize..]
+        &self.encoded.bytes[self.encoded.header_len as usize..]
     }
 
     /// The payload as text (lossy for non-text frames).
@@ -147,7 +225,7 @@ impl Frame {
 
     /// The frame's opcode.
     pub fn opcode(&self) -> Opcode {
-        Opcode::of_first_byte(self.bytes[0])
+        Opcode::of_first_byte(self.encoded.bytes[0])
     }
 
     /// Whether this is a close frame.
@@ -167,6 +245,10 @@ impl fmt::Debug for Frame {
 pub enum WsEvent {
     /// A complete text message (UTF-8 is the engine's business).
     Text(Vec<u8>),
+    /// A complete text message sent compressed (permessage-deflate): the raw deflate data,
+    /// without the `00 00 FF FF` tail the sender removed. The shell inflates it and checks
+    /// UTF-8 and the size cap; the decoder only capped the compressed size.
+    Compressed(Vec<u8>),
     /// A complete binary message; its bytes are not kept since the protocol has no use for them.
     Binary,
     /// A ping with the payload the pong must echo.
@@ -187,7 +269,8 @@ pub enum WsEvent {
 #[derive(Clone, Copy, Debug)]
 struct Header {
     fin: bool,
-    reserved_bits: bool,
+    rsv1: bool,
+    rsv23: bool,
     opcode: Opcode,
     mask: Option<[u8; 4]>,
     len: u64,
@@ -217,7 +300,8 @@ fn parse_header(bytes: &[u8]) -> Option<(Header, usize)> {
     };
     let header = Header {
         fin: first & FIN != 0,
-        reserved_bits: first & RSV != 0,
+        rsv1: first & RSV1 != 0,
+        rsv23: first & RSV23 != 0,
         opcode: Opcode::of_first_byte(*first),
         mask,
         len,
@@ -267,6 +351,10 @@ pub struct Decoder {
     message_len: u64,
     /// Whether the message in progress went over the cap and is being skipped.
     discarding: bool,
+    /// Whether permessage-deflate was negotiated, so RSV1 may mark a compressed message.
+    deflate: bool,
+    /// Whether the message in progress is compressed (its first frame had RSV1).
+    compressed: bool,
     text: Vec<u8>,
     /// How many leading bytes of `text` are known to be complete, valid UTF-8.
     text_valid: usize,
@@ -285,11 +373,21 @@ impl Decoder {
             message: None,
             message_len: 0,
             discarding: false,
+            deflate: false,
+            compressed: false,
             text: Vec::new(),
             text_valid: 0,
             control: Vec::new(),
             finished: false,
         }
+    }
+
+    /// The same decoder on a connection that negotiated permessage-deflate (RFC 7692): a data
+    /// message whose first frame has RSV1 set is compressed and delivered as
+    /// [`WsEvent::Compressed`]. RSV1 anywhere else stays a protocol error.
+    pub fn with_permessage_deflate(mut self) -> Self {
+        self.deflate = true;
+        self
     }
 
     /// Whether the decoder has seen a close frame or a protocol error and ignores further bytes.
@@ -368,8 +466,19 @@ impl Decoder {
         if len > MAX_PAYLOAD_LEN {
             return self.fail("64-bit payload length with its top bit set", out);
         }
-        if header.reserved_bits {
+        if header.rsv23 {
             return self.fail("reserved bits set without an extension", out);
+        }
+        if header.rsv1 {
+            if !self.deflate {
+                return self.fail("RSV1 set without permessage-deflate", out);
+            }
+            // RFC 7692 §6.1: only the first frame of a data message says it is compressed.
+            match header.opcode {
+                Opcode::Text | Opcode::Binary => {}
+                Opcode::Continuation => return self.fail("RSV1 on a continuation frame", out),
+                _ => return self.fail("RSV1 on a control frame", out),
+            }
         }
         let Some(mask) = header.mask else {
             return self.fail("client frames must be masked", out);
@@ -404,6 +513,7 @@ impl Decoder {
                 self.message_len = 0;
                 self.text_valid = 0;
                 self.discarding = false;
+                self.compressed = header.rsv1;
                 self.data_sink(len, out)
             }
         };
@@ -468,7 +578,8 @@ impl Decoder {
         }
         frame.done += n as u64;
         frame.remaining -= n as u64;
-        if frame.sink == Sink::Message && !self.check_text(false, out) {
+        // Compressed bytes are not text yet: UTF-8 is checked after inflating.
+        if frame.sink == Sink::Message && !self.compressed && !self.check_text(false, out) {
             return &[];
         }
         if frame.remaining == 0 {
@@ -517,6 +628,9 @@ impl Decoder {
                     return;
                 }
                 match kind {
+                    Some(MessageKind::Text) if std::mem::take(&mut self.compressed) => {
+                        out.push(WsEvent::Compressed(std::mem::take(&mut self.text)));
+                    }
                     Some(MessageKind::Text) => self.finish_text(out),
                     Some(MessageKind::Binary) => out.push(WsEvent::Binary),
                     None => {}
@@ -868,5 +982,124 @@ mod tests {
             decode_all(10, &frame(0x81, b"")),
             vec![WsEvent::Text(Vec::new())]
         );
+    }
+
+    fn decode_deflate(max: usize, bytes: &[u8]) -> Vec<WsEvent> {
+        let mut decoder = Decoder::new(max).with_permessage_deflate();
+        let mut out = Vec::new();
+        decoder.decode(bytes, &mut out);
+        out
+    }
+
+    #[test]
+    fn rsv1_marks_a_compressed_message_only_where_deflate_was_negotiated() {
+        // Not valid UTF-8 as it stands: compressed bytes are handed over unchecked.
+        let compressed = [0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00];
+        let wire = frame(0xC1, &compressed);
+        assert_eq!(
+            decode_deflate(1024, &wire),
+            vec![WsEvent::Compressed(compressed.to_vec())]
+        );
+        assert_eq!(
+            decode_all(1024, &wire),
+            vec![WsEvent::ProtocolError(
+                "RSV1 set without permessage-deflate"
+            )]
+        );
+        // Fragmented: RSV1 on the first frame only; the fragments are joined.
+        let mut wire = frame(0x41, &compressed[..3]);
+        wire.extend(frame(0x89, b"p"));
+        wire.extend(frame(0x80, &compressed[3..]));
+        wire.extend(frame(0x81, b"plain"));
+        assert_eq!(
+            decode_deflate(1024, &wire),
+            vec![
+                WsEvent::Ping(b"p".to_vec()),
+                WsEvent::Compressed(compressed.to_vec()),
+                WsEvent::Text(b"plain".to_vec()),
+            ]
+        );
+        // A compressed binary message is skipped like any binary message.
+        assert_eq!(
+            decode_deflate(1024, &frame(0xC2, &compressed)),
+            vec![WsEvent::Binary]
+        );
+    }
+
+    #[test]
+    fn rsv1_on_control_or_continuation_frames_and_rsv2_rsv3_are_always_errors() {
+        let cases = [
+            (frame(0xC9, b"ping"), "RSV1 on a control frame"),
+            (frame(0xC8, &[0x03, 0xE8]), "RSV1 on a control frame"),
+            (
+                [frame(0x01, b"a"), frame(0xC0, b"b")].concat(),
+                "RSV1 on a continuation frame",
+            ),
+            (
+                frame(0xA1, b"rsv2"),
+                "reserved bits set without an extension",
+            ),
+            (
+                frame(0x91, b"rsv3"),
+                "reserved bits set without an extension",
+            ),
+            (
+                frame(0xE1, b"all"),
+                "reserved bits set without an extension",
+            ),
+        ];
+        for (wire, reason) in cases {
+            assert_eq!(
+                decode_deflate(1024, &wire).last(),
+                Some(&WsEvent::ProtocolError(reason)),
+                "{wire:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_compressed_message_over_the_cap_is_oversized() {
+        let mut wire = frame(0xC1, &[0xAA; 2000]);
+        wire.extend(frame(0xC1, &[1, 2, 3]));
+        assert_eq!(
+            decode_deflate(1000, &wire),
+            vec![WsEvent::Oversized, WsEvent::Compressed(vec![1, 2, 3])]
+        );
+    }
+
+    #[test]
+    fn a_frame_is_compressed_once_and_shared_by_its_clones() {
+        let frame = Frame::text(&[b'x'; 300]);
+        let copy = frame.clone();
+        let mut calls = 0;
+        let deflated = frame
+            .deflated(|payload| {
+                calls += 1;
+                assert_eq!(payload, &[b'x'; 300][..]);
+                Some(vec![7; 5])
+            })
+            .to_vec();
+        assert_eq!(deflated, [0xC1, 5, 7, 7, 7, 7, 7]);
+        // The clone finds the result; its closure never runs.
+        assert_eq!(copy.deflated(|_| unreachable!()), &deflated[..]);
+        assert_eq!(copy.deflated_wire_bytes(), &deflated[..]);
+        assert_eq!(calls, 1);
+        // The plain form is untouched.
+        assert_eq!(frame.wire_bytes()[0], 0x81);
+    }
+
+    #[test]
+    fn compression_that_does_not_pay_or_is_off_leaves_the_plain_frame() {
+        let frame = Frame::text(b"short");
+        assert_eq!(frame.deflated(|_| None), frame.wire_bytes());
+        let frame = Frame::text(b"short");
+        assert_eq!(frame.deflated(|p| Some(p.to_vec())), frame.wire_bytes());
+        let frame = Frame::text(&[b'x'; 300]).uncompressed();
+        assert!(!frame.is_compressible());
+        assert_eq!(frame.deflated(|_| Some(vec![1])), frame.wire_bytes());
+        let pong = Frame::pong(&[b'x'; 100]);
+        assert!(!pong.is_compressible());
+        assert_eq!(pong.deflated(|_| Some(vec![1])), pong.wire_bytes());
+        assert_eq!(Frame::text(b"a").deflated_wire_bytes(), b"\x81\x01a");
     }
 }

@@ -8,7 +8,9 @@
 //! or upgraded to a WebSocket → closing (flush, half-close, drain until the peer hangs up or a
 //! deadline). Its bytes travel over a [`Transport`]: the socket itself, or TLS over it.
 
+use crate::deflate::{self, InflateError};
 use crate::door::Requests;
+use crate::extensions;
 use crate::forwarded::ClientAddress;
 use crate::http::{self, HeadLimits, Parsed, Refusal, RequestHead, ResponseOptions};
 use crate::out_queue::{Offer, OutQueue};
@@ -44,6 +46,8 @@ pub struct ConnLimits {
     pub request_timeout: Duration,
     /// Time allowed to flush and close after the close decision.
     pub close_linger: Duration,
+    /// Whether permessage-deflate is negotiated with clients that offer it.
+    pub permessage_deflate: bool,
 }
 
 /// Shared state lent to a connection while it works.
@@ -111,6 +115,8 @@ pub(crate) struct Conn {
     /// budget: the engine answers `SlowConsumer` with `pusher:error` 4100 right before its
     /// Close, so this is the reason for the close, and goes out just before the close frame.
     last_words: Option<Frame>,
+    /// Whether permessage-deflate was negotiated at the upgrade.
+    deflate: bool,
     deadline: Option<Instant>,
 }
 
@@ -140,6 +146,7 @@ impl Conn {
             engine_knows: false,
             slow: false,
             last_words: None,
+            deflate: false,
             deadline: Some(now + limits.request_timeout),
         }
     }
@@ -279,10 +286,16 @@ impl Conn {
         if self.slow || !matches!(self.phase, Phase::WebSocket(_)) {
             return false;
         }
-        match self
-            .out
-            .offer(frame, limits.max_output_bytes, limits.max_output_frames)
-        {
+        if self.deflate {
+            // Compressed once per frame, by whichever worker gets here first.
+            frame.deflated(deflate::compress);
+        }
+        match self.out.offer(
+            frame,
+            self.deflate,
+            limits.max_output_bytes,
+            limits.max_output_frames,
+        ) {
             Offer::Queued => false,
             Offer::Full => {
                 self.slow = true;
@@ -297,7 +310,10 @@ impl Conn {
         self.engine_knows = false;
         if matches!(self.phase, Phase::WebSocket(_)) {
             if let Some(last_words) = self.last_words.take() {
-                self.out.push_frame(last_words);
+                if self.deflate {
+                    last_words.deflated(deflate::compress);
+                }
+                self.out.push_data(last_words, self.deflate);
             }
             self.out.push_frame(Frame::close(code, reason));
         }
@@ -397,6 +413,20 @@ impl Conn {
         let conn = self.id;
         let input = match event {
             WsEvent::Text(text) => Input::Text { conn, text },
+            WsEvent::Compressed(data) => match deflate::inflate(&data, cx.limits.max_message_bytes)
+            {
+                Ok(text) if std::str::from_utf8(&text).is_ok() => Input::Text { conn, text },
+                Ok(_) => {
+                    tracing::debug!(conn = conn.0, "inflated text is not UTF-8");
+                    return self.transport_close(1007, "text message is not UTF-8", cx);
+                }
+                // Treated exactly as an uncompressed message over the cap.
+                Err(InflateError::TooLarge) => Input::Oversized { conn },
+                Err(InflateError::Corrupt) => {
+                    tracing::debug!(conn = conn.0, "corrupt permessage-deflate data");
+                    return self.transport_close(1002, "invalid compressed message", cx);
+                }
+            },
             WsEvent::Binary => Input::Binary { conn },
             WsEvent::Ping(payload) => {
                 // Answering a ping is the transport's job; the engine only hears of the activity.
@@ -479,7 +509,8 @@ impl Conn {
                                 return self.refuse(refusal, cx);
                             }
                             let accept = upgrade.accept.clone();
-                            return self.upgrade(parsed, &accept, client, cx);
+                            let offered = upgrade.extensions.clone();
+                            return self.upgrade(parsed, &accept, offered.as_deref(), client, cx);
                         }
                         if parsed.method != "OPTIONS" {
                             if let Some(refusal) = over_limit(&limits.api_requests, client, cx.now)
@@ -567,6 +598,7 @@ impl Conn {
         &mut self,
         head: RequestHead,
         accept: &str,
+        extensions_offered: Option<&str>,
         client: Option<ClientAddress>,
         cx: &mut Cx<'_>,
     ) {
@@ -575,8 +607,19 @@ impl Conn {
         };
         // Frames the client sent right behind its handshake are decoded after `Opened`.
         let early = buf.split_off(head.head_len);
-        self.out.push_bytes(http::switching_protocols(accept));
-        self.phase = Phase::WebSocket(Box::new(Decoder::new(cx.limits.max_message_bytes)));
+        let extensions = if cx.limits.permessage_deflate {
+            extensions::negotiate(extensions_offered)
+        } else {
+            None
+        };
+        self.deflate = extensions.is_some();
+        self.out
+            .push_bytes(http::switching_protocols(accept, extensions.as_deref()));
+        let mut decoder = Decoder::new(cx.limits.max_message_bytes);
+        if self.deflate {
+            decoder = decoder.with_permessage_deflate();
+        }
+        self.phase = Phase::WebSocket(Box::new(decoder));
         self.deadline = None;
         self.engine_knows = true;
         cx.inputs.push(Input::Opened {

@@ -340,4 +340,21 @@ mod tests {
         assert!(queue.write_to(&mut sink).unwrap());
         assert_eq!(sink.len(), 10 * Frame::text(b"tick").wire_bytes().len());
     }
+
+    #[test]
+    fn a_deflate_connection_queues_and_counts_the_compressed_form() {
+        let frame = Frame::text(&[b'a'; 1000]);
+        let compressed = frame.deflated(|_| Some(vec![1, 2, 3])).to_vec();
+        assert_eq!(compressed, [0xC1, 3, 1, 2, 3]);
+        let mut queue = OutQueue::default();
+        assert_eq!(queue.offer(&frame, true, 1 << 20, 10), Offer::Queued);
+        assert_eq!(queue.bytes(), compressed.len());
+        assert_eq!(queue.offer(&frame, false, 1 << 20, 10), Offer::Queued);
+        queue.push_data(frame.clone(), true);
+        let mut sink: Vec<u8> = Vec::new();
+        assert!(queue.write_to(&mut sink).unwrap());
+        let expected = [&compressed[..], frame.wire_bytes(), &compressed[..]].concat();
+        assert_eq!(sink, expected);
+        assert_eq!(queue.bytes(), 0);
+    }
 }

@@ -278,6 +278,14 @@ fn two_recipients_get_the_same_compressed_bytes(workers: usize) {
     let mut second = Client::connect(&server, APP, Some(OFFER));
     first.subscribe("news");
     second.subscribe("news");
+    // With two workers the two recipients are on different threads: the compressed frame made
+    // by one worker is the one the other writes.
+    let start = std::time::Instant::now();
+    while server.accepted_by().len() < 2 {
+        assert!(start.elapsed() < support::WAIT, "{}", server.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(server.accepted_by()[..2], [0, 1 % workers]);
     let data = "all the news that fits, ".repeat(100);
     publish(&server, "news", "big", &data);
     let (a, b) = (first.next_text(), second.next_text());

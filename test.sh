@@ -3,13 +3,14 @@
 #   formatting, clippy, the rust-version check, the release build, the Rust workspace tests
 #   (unit, simulator scenarios for one node and for a cluster, conformance vectors, property
 #   tests, the Redis bus against a real redis-server), the loom models, the fuzz smoke run, the
-#   end-to-end suites in which pusher-js and the `pusher` SDKs talk to the real `ferrocast`
-#   binary (three nodes over Redis included), and the black-box conformance runner against one
-#   server and against a three-node cluster.
+#   end-to-end suites in which pusher-js (under Node and in Chromium), Laravel Echo and the
+#   `pusher` SDKs talk to the real `ferrocast` binary (three nodes over Redis included), the
+#   black-box conformance runner against one server and against a three-node cluster, and
+#   Autobahn|Testsuite against the echo build.
 # Installs what it needs itself (npm packages from the committed lock file, a Python venv,
-# cargo-fuzz, Debian's redis-server and openssl packages when they are missing). Every layer
-# runs even when an earlier one failed (except the end-to-end layers, which need a fresh
-# build); the script exits non-zero if any layer failed.
+# cargo-fuzz, Debian's redis-server, openssl and chromium packages when they are missing).
+# Every layer runs even when an earlier one failed (except the end-to-end layers, which need a
+# fresh build); the script exits non-zero if any layer failed.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -84,6 +85,29 @@ ensure_bus_tools() {
 }
 step "redis-server and openssl for the bus tests" ensure_bus_tools || true
 
+# The browser tests (spec/clients/test/browser.test.mjs) drive Debian's Chromium through
+# playwright-core, which downloads no browser of its own. Install the package when it is
+# missing, as for the bus tools; without it the browser tests fail, they never skip.
+ensure_chromium() {
+  if [[ -x /usr/bin/chromium ]]; then
+    /usr/bin/chromium --version 2>/dev/null
+    return 0
+  fi
+  local sudo=()
+  if [[ "$(id -u)" != 0 ]]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "missing /usr/bin/chromium; installing needs root (apt-get install -y chromium)" >&2
+      return 1
+    fi
+    sudo=(sudo -n)
+  fi
+  echo "no /usr/bin/chromium; running apt-get update && apt-get install -y chromium"
+  "${sudo[@]}" apt-get update &&
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium &&
+  [[ -x /usr/bin/chromium ]] && echo "installed: $(/usr/bin/chromium --version 2>/dev/null)"
+}
+step "Chromium for the browser tests" ensure_chromium || true
+
 step "cargo test" cargo test --workspace --all-features || true
 
 # Loom checks every interleaving of the shell's cross-thread hand-offs. It needs its own
@@ -100,7 +124,7 @@ step "fuzz smoke" env FUZZ_SECONDS="${FUZZ_SECONDS:-20}" "$ROOT/fuzz/smoke.sh" |
 e2e() {
   npm ci --prefix "$CLIENTS" --no-audit --no-fund --loglevel=error &&
   # Each test starts its own server on an ephemeral port; files run two at a time.
-  node --test --test-reporter=spec --test-concurrency=2 "$CLIENTS"/test/*.test.mjs
+  node --test --test-reporter=spec --test-concurrency=2 --test-timeout=180000 "$CLIENTS"/test/*.test.mjs
 }
 
 # The official Python server SDK (`pusher` from PyPI) against the binary: a venv under
@@ -110,6 +134,13 @@ python_sdk() {
   python3 -m venv "$dir/.venv" &&
   "$dir/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$dir/requirements.txt" &&
   "$dir/.venv/bin/python" "$dir/trigger_test.py"
+}
+
+# Autobahn|Testsuite (cases 1–10, Python 2.7, installed by the script) against the shell with
+# an echo protocol in place of Pusher's: a build of its own, with the `echo` feature.
+autobahn() {
+  cargo build --release -q -p ferrocast --features echo --bin ferrocast-echo &&
+  "$ROOT/spec/autobahn/run.sh" "$ROOT/target/release/ferrocast-echo" "$ROOT/target/autobahn"
 }
 
 CONFORMANCE="$ROOT/target/release/ferrocast-conformance"
@@ -127,10 +158,11 @@ if [[ "$BUILT" == 1 ]] &&
   CLUSTER_START=$SECONDS
   cluster_conformance "$CLUSTER_LOG" &
   CLUSTER_PID=$!
-  step "end-to-end (pusher-js, pusher SDK)" e2e || true
+  step "end-to-end (pusher-js, Laravel Echo, Chromium, pusher SDK)" e2e || true
   step "end-to-end (Python SDK)" python_sdk || true
   # The conformance vectors over real sockets, one fresh server per vector configuration.
   step "conformance (black-box)" "$CONFORMANCE" --server-bin "$FERROCAST_BIN" || true
+  step "Autobahn|Testsuite (echo build)" autobahn || true
   printf '\n==> conformance (black-box, 3-node cluster): %s --cluster 3 (ran in the background)\n' "$CONFORMANCE"
   if wait "$CLUSTER_PID"; then
     cat "$CLUSTER_LOG"
@@ -143,10 +175,11 @@ if [[ "$BUILT" == 1 ]] &&
   fi
   rm -f "$CLUSTER_LOG"
 else
-  skip "end-to-end (pusher-js, pusher SDK)" "a release build failed"
+  skip "end-to-end (pusher-js, Laravel Echo, Chromium, pusher SDK)" "a release build failed"
   skip "end-to-end (Python SDK)" "a release build failed"
   skip "conformance (black-box)" "a release build failed"
   skip "conformance (black-box, 3-node cluster)" "a release build failed"
+  skip "Autobahn|Testsuite (echo build)" "a release build failed"
   FAILED=1
 fi
 

@@ -26,6 +26,8 @@ pub enum Reconnect {
 impl CloseCode {
     /// 1000: normal closure.
     pub const NORMAL: CloseCode = CloseCode(1000);
+    /// 1001: the server is going away (an echo server shutting down).
+    pub const GOING_AWAY: CloseCode = CloseCode(1001);
     /// 1002: the peer broke the WebSocket protocol.
     pub const PROTOCOL_ERROR: CloseCode = CloseCode(1002);
     /// 1003: a kind of data the endpoint does not accept.

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Everything the engine needs to know about its deployment.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Optional prefix before `/app/{key}` (e.g. `/ws` → `/ws/app/{key}`).
@@ -48,7 +48,7 @@ impl Default for Config {
 }
 
 /// One app: its credentials, switches and limits.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AppConfig {
     /// The app id used in HTTP API paths.

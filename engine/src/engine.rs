@@ -9,6 +9,7 @@ mod http_api;
 mod http_handlers;
 mod liveness;
 mod publish;
+mod reload;
 mod signin;
 mod subscribe;
 mod webhooks;
@@ -17,7 +18,7 @@ use crate::channels::ChannelRegistry;
 use crate::close_code::CloseCode;
 use crate::config::{AppConfig, Config};
 use crate::ids::{AppId, AppKey, ChannelName, ConnId, SocketId, UserId};
-use crate::interface::{ApiMisuse, Input, Moment, Output};
+use crate::interface::{ApiMisuse, Input, Moment, Notice, Output};
 use crate::origin::OriginPolicy;
 use crate::rng::SplitMix64;
 use crate::timers::{TimerKey, Timers};
@@ -219,7 +220,7 @@ impl Engine {
         match input {
             Input::Opened { conn, request } => self.open(conn, &request),
             Input::Text { conn, text } => self.on_text(conn, &text),
-            Input::Binary { conn } => self.with_activity(conn, |engine| {
+            Input::Binary { conn, .. } => self.with_activity(conn, |engine| {
                 engine.send_error(
                     conn,
                     None,
@@ -260,6 +261,14 @@ impl Engine {
                 for conn in open {
                     self.close_with_error(conn, SHUTDOWN_CODE, SHUTDOWN_MESSAGE);
                 }
+                let apps: Vec<AppId> = self.apps.keys().cloned().collect();
+                for app in &apps {
+                    self.with_webhooks(app, |hooks, cx| hooks.release_held_back(cx));
+                }
+                Ok(())
+            }
+            Input::Reload(config) => {
+                self.reload(*config);
                 Ok(())
             }
             Input::Bus(bytes) => {
@@ -406,7 +415,20 @@ impl Engine {
 
     /// `pusher:error` without closing (`code` null: the message says what was wrong).
     fn send_error(&mut self, conn: ConnId, code: Option<CloseCode>, message: &str) {
+        let code_text = code.map_or("null".to_owned(), |c| c.get().to_string());
+        self.notice(Some(conn), format!("pusher:error {code_text}: {message}"));
         self.send(conn, error_frame(code, message));
+    }
+
+    /// Has the shell log `message`, with what is known of `conn`.
+    pub(super) fn notice(&mut self, conn: Option<ConnId>, message: String) {
+        let known = conn.and_then(|conn| self.conns.get(&conn));
+        self.outputs.push_back(Output::Notice(Notice {
+            app: known.map(|c| c.app.clone()),
+            socket_id: known.map(|c| c.socket_id),
+            peer: known.and_then(|c| c.peer),
+            message,
+        }));
     }
 
     /// `pusher:error` with `code`, then a Close with the same code.
@@ -417,6 +439,7 @@ impl Engine {
 
     /// Closes a known connection: forget its state, then tell the shell.
     fn close(&mut self, conn: ConnId, code: CloseCode, reason: &str) {
+        self.notice(Some(conn), format!("closing with {}: {reason}", code.get()));
         self.forget(conn);
         self.outputs.push_back(Output::Close {
             conn,

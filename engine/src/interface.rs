@@ -1,7 +1,7 @@
 //! What goes into the engine and what comes out of it.
 
 use crate::close_code::CloseCode;
-use crate::ids::{ConnId, ReqId};
+use crate::ids::{AppId, ConnId, ReqId, SocketId};
 use crate::wire::websocket::Frame;
 use core::net::IpAddr;
 use std::fmt;
@@ -26,7 +26,7 @@ impl Moment {
 }
 
 /// The WebSocket upgrade request a connection opened with.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WsRequest {
     /// Request path without the query, e.g. `/app/app-key`.
     pub path: String,
@@ -42,7 +42,7 @@ pub struct WsRequest {
 }
 
 /// One HTTP request to the API (the shell has parsed the framing, nothing else).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HttpRequest {
     /// `GET`, `POST`, …
     pub method: String,
@@ -71,10 +71,13 @@ pub enum Input {
         /// The message.
         text: Vec<u8>,
     },
-    /// One complete binary message, which the protocol does not use.
+    /// One complete binary message, which the Pusher protocol does not use.
     Binary {
         /// The sender.
         conn: ConnId,
+        /// The message, when the shell keeps binary payloads (only the echo server does:
+        /// a Pusher shell hands over an empty vector).
+        data: Vec<u8>,
     },
     /// The client sent a WebSocket ping or pong control frame. The shell answers pings
     /// itself (a transport matter); the engine counts the frame as a sign of life, which
@@ -111,6 +114,10 @@ pub enum Input {
     /// a Close with 4200, "reconnect elsewhere at once"), and so is every connection opened
     /// from now on. The shell keeps running until the closes have gone out.
     Shutdown,
+    /// A new configuration (the file re-read on SIGHUP, say): its apps replace the served ones,
+    /// added, changed and removed in place; the other settings stay as the engine started.
+    /// An invalid one changes nothing (the engine says why in a [`Output::Notice`]).
+    Reload(Box<crate::Config>),
     /// One message from the cluster bus (every node's, our own echoes included).
     Bus(Vec<u8>),
     /// The link to the cluster bus works (again): the node joins the cluster.
@@ -129,6 +136,20 @@ pub struct WebhookDelivery {
     pub body: Arc<[u8]>,
     /// `(name, value)` headers, `X-Pusher-Key` and `X-Pusher-Signature` among them.
     pub headers: Vec<(String, String)>,
+}
+
+/// A line for the server's log, about a refusal or a close the engine decided: the engine has
+/// no logger, so the shell logs it (at `debug`: these are clients' mistakes, not the server's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// The app concerned, when known.
+    pub app: Option<AppId>,
+    /// The connection's socket id, when it has one.
+    pub socket_id: Option<SocketId>,
+    /// The client's address, when known.
+    pub peer: Option<IpAddr>,
+    /// What happened, for people.
+    pub message: String,
 }
 
 /// Something the shell must do, drained from [`crate::Engine::poll_output`].
@@ -175,6 +196,8 @@ pub enum Output {
     Webhook(WebhookDelivery),
     /// Publish this message once on the cluster bus (cluster nodes only).
     Bus(Vec<u8>),
+    /// Log this (refused connections, subscriptions and requests, and why connections closed).
+    Notice(Notice),
     /// Nothing more to do now: feed [`Input::Tick`] at this instant (earlier is harmless).
     /// `None`: no timer is pending, so wait for the next input.
     Timeout(Option<Instant>),

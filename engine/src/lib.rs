@@ -86,6 +86,7 @@ mod channels;
 pub mod close_code;
 pub mod cluster;
 pub mod config;
+pub mod echo;
 mod engine;
 pub mod http_auth;
 pub mod http_response;
@@ -111,5 +112,7 @@ pub use engine::{Engine, StateCounts};
 pub use ids::{
     AppId, AppKey, ChannelKind, ChannelName, ConnId, EventName, ReqId, SocketId, UserId,
 };
-pub use interface::{ApiMisuse, HttpRequest, Input, Moment, Output, WebhookDelivery, WsRequest};
+pub use interface::{
+    ApiMisuse, HttpRequest, Input, Moment, Notice, Output, WebhookDelivery, WsRequest,
+};
 pub use wire::websocket::Frame;

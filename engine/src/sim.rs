@@ -18,7 +18,9 @@
 
 use crate::driver::Driver;
 use crate::ids::{ConnId, ReqId};
-use crate::interface::{ApiMisuse, HttpRequest, Input, Moment, Output, WebhookDelivery, WsRequest};
+use crate::interface::{
+    ApiMisuse, HttpRequest, Input, Moment, Notice, Output, WebhookDelivery, WsRequest,
+};
 use crate::wire::websocket::{Frame, Opcode};
 use crate::{http_auth, signature};
 use crate::{Config, Engine};
@@ -96,7 +98,12 @@ pub struct Simulator {
     drained: Vec<Output>,
     /// Messages the engine published on the cluster bus, for a cluster simulator to carry.
     bus_out: Vec<Vec<u8>>,
+    /// The latest [`MAX_NOTICES`] log lines the engine asked for, oldest first.
+    notices: VecDeque<Notice>,
 }
+
+/// Log lines a simulator keeps (a long run would otherwise grow without bound).
+const MAX_NOTICES: usize = 1024;
 
 impl Simulator {
     /// A simulator around a fresh engine built from `config` and `seed`.
@@ -119,6 +126,7 @@ impl Simulator {
             webhooks: Vec::new(),
             drained: Vec::new(),
             bus_out: Vec::new(),
+            notices: VecDeque::new(),
         }
     }
 
@@ -311,6 +319,11 @@ impl Simulator {
             .to_string()
     }
 
+    /// The engine's latest log lines (at most 1024), drained, oldest first.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        self.notices.drain(..).collect()
+    }
+
     /// Messages published on the cluster bus so far, drained, in publication order.
     pub fn take_bus(&mut self) -> Vec<Vec<u8>> {
         std::mem::take(&mut self.bus_out)
@@ -394,6 +407,12 @@ impl Simulator {
                 }
                 Output::Webhook(delivery) => self.webhooks.push(delivery),
                 Output::Bus(bytes) => self.bus_out.push(bytes),
+                Output::Notice(notice) => {
+                    if self.notices.len() == MAX_NOTICES {
+                        self.notices.pop_front();
+                    }
+                    self.notices.push_back(notice);
+                }
                 Output::Timeout(_) => unreachable!("the driver keeps the timeout"),
             }
         }

@@ -145,7 +145,10 @@ impl Harness {
                         JunkPick::SubscribeWithoutData => br#"{"event":"pusher:subscribe"}"#,
                         JunkPick::Binary => {
                             return self.input_step(
-                                Input::Binary { conn },
+                                Input::Binary {
+                                    conn,
+                                    data: Vec::new(),
+                                },
                                 expected,
                                 &BTreeSet::new(),
                             )
@@ -550,7 +553,7 @@ impl Harness {
                 Output::HttpResponse { req, status, body } => {
                     self.responses.push((req, status, body));
                 }
-                Output::Webhook(_) => {}
+                Output::Webhook(_) | Output::Notice(_) => {}
                 Output::Bus(_) => return Err("a single node published on a cluster bus".into()),
                 Output::Timeout(_) => return Err("the driver passed on a Timeout".into()),
             }

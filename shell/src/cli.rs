@@ -5,6 +5,7 @@ use crate::settings::{
     ClusterOverrides, EngineOverrides, FirstAppOverrides, Overrides, RateLimitSettings,
     ServerSettings,
 };
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, FromArgMatches, Parser};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -24,6 +25,11 @@ pub struct Cli {
     /// Print the effective configuration as TOML (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
+
+    /// Check the configuration, the TLS files included: print the effective settings
+    /// (secrets redacted) and exit 0, or say what is wrong and exit 1.
+    #[arg(long)]
+    pub check_config: bool,
 
     /// The `[server]` settings as given here (file values are merged in by `Settings::load`).
     #[command(flatten)]
@@ -62,7 +68,10 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let matches = Cli::command().try_get_matches_from(args)?;
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let matches = Cli::command()
+            .try_get_matches_from(&args)
+            .map_err(|e| name_the_variable(e, &args))?;
         let mut cli = Cli::from_arg_matches(&matches)?;
         cli.overrides = Overrides::given(
             &cli.server,
@@ -73,5 +82,58 @@ impl Cli {
             &matches,
         );
         Ok(cli)
+    }
+}
+
+/// A bad value that came from an environment variable is reported by that variable's name:
+/// clap names the flag, which the user never typed.
+fn name_the_variable(error: clap::Error, args: &[OsString]) -> clap::Error {
+    if !matches!(
+        error.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return error;
+    }
+    let Some(ContextValue::String(shown)) = error.get(ContextKind::InvalidArg) else {
+        return error;
+    };
+    let flag = shown.split_whitespace().next().unwrap_or_default();
+    let typed = args.iter().skip(1).any(|arg| {
+        arg.to_str().is_some_and(|arg| {
+            arg == flag
+                || arg
+                    .strip_prefix(flag)
+                    .is_some_and(|rest| rest.starts_with('='))
+        })
+    });
+    let command = Cli::command();
+    let variable = command
+        .get_arguments()
+        .find(|arg| {
+            arg.get_long()
+                .is_some_and(|long| flag == format!("--{long}"))
+        })
+        .and_then(|arg| arg.get_env())
+        .and_then(|env| env.to_str());
+    let (false, Some(variable)) = (typed, variable) else {
+        return error;
+    };
+    let rendered = error.render().to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    let message = first.strip_prefix("error: ").unwrap_or(first).replace(
+        &format!("'{shown}'"),
+        &format!("{variable} (the setting of {flag})"),
+    );
+    command.clone().error(error.kind(), message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_value_from_a_flag_names_the_flag() {
+        let error = Cli::try_parse_args(["ferrocast", "--port", "abc"]).unwrap_err();
+        assert!(error.to_string().contains("'--port <PORT>'"), "{error}");
     }
 }

@@ -48,6 +48,9 @@ pub struct ConnLimits {
     pub close_linger: Duration,
     /// Whether permessage-deflate is negotiated with clients that offer it.
     pub permessage_deflate: bool,
+    /// Whether binary messages' bytes are handed to the engine (only the echo server's
+    /// engine uses them; the Pusher engine refuses binary messages unread).
+    pub keep_binary: bool,
 }
 
 /// Shared state lent to a connection while it works.
@@ -344,11 +347,13 @@ impl Conn {
             tracing::debug!(conn = self.id.0, "response without a request in flight");
             return false;
         };
+        // A 426 must name the protocol to upgrade to (RFC 9110 §15.5.22).
+        let upgrade = [("Upgrade", "websocket".to_owned())];
         let options = ResponseOptions {
             keep_alive: flight.keep_alive,
             http10: flight.http10,
             omit_body: flight.head_only,
-            headers: &[],
+            headers: if status == 426 { &upgrade } else { &[] },
         };
         self.out.push_bytes(http::response(status, body, &options));
         if flight.keep_alive {
@@ -427,12 +432,22 @@ impl Conn {
                     return self.transport_close(1002, "invalid compressed message", cx);
                 }
             },
-            WsEvent::Binary => Input::Binary { conn },
+            WsEvent::Binary(data) => Input::Binary { conn, data },
+            WsEvent::CompressedBinary(data) => {
+                match deflate::inflate(&data, cx.limits.max_message_bytes) {
+                    Ok(data) => Input::Binary { conn, data },
+                    Err(InflateError::TooLarge) => Input::Oversized { conn },
+                    Err(InflateError::Corrupt) => {
+                        tracing::debug!(conn = conn.0, "corrupt permessage-deflate data");
+                        return self.transport_close(1002, "invalid compressed message", cx);
+                    }
+                }
+            }
             WsEvent::Ping(payload) => {
                 // Answering a ping is the transport's job; the engine only hears of the activity.
-                // Only the latest ping is answered (one pending pong), so a flood of pings from
-                // a client that reads never fills its queue nor gets it closed as slow.
-                self.out.set_pong(Frame::pong(&payload));
+                // Only the latest few pings are answered, so a flood of pings from a client
+                // that reads never fills its queue nor gets it closed as slow.
+                self.out.add_pong(Frame::pong(&payload));
                 if self.engine_knows {
                     cx.inputs.push(Input::Activity { conn });
                 }
@@ -618,6 +633,9 @@ impl Conn {
         let mut decoder = Decoder::new(cx.limits.max_message_bytes);
         if self.deflate {
             decoder = decoder.with_permessage_deflate();
+        }
+        if cx.limits.keep_binary {
+            decoder = decoder.keeping_binary();
         }
         self.phase = Phase::WebSocket(Box::new(decoder));
         self.deadline = None;

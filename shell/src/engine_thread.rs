@@ -12,13 +12,46 @@ use crate::bus::BusSender;
 use crate::queue::{Received, Receiver};
 use crate::route::Router;
 use crate::webhook::WebhookSink;
-use ferrocast_engine::{Engine, Input, Moment, Output};
+#[cfg(feature = "echo")]
+use ferrocast_engine::echo::EchoEngine;
+use ferrocast_engine::{ApiMisuse, Engine, Input, Moment, Output};
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+/// The protocol an engine core runs.
+// One per server, made once and never moved in a hot path: the size of the Pusher variant
+// costs nothing, where boxing it would cost a pointer chase per input.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Protocol {
+    /// Pusher Channels: every normal run.
+    Pusher(Engine),
+    /// Echo every message back, for outside WebSocket test suites (the `echo` feature's
+    /// test binary only).
+    #[cfg(feature = "echo")]
+    Echo(EchoEngine),
+}
+
+impl Protocol {
+    fn handle_input(&mut self, at: Moment, input: Input) -> Result<(), ApiMisuse> {
+        match self {
+            Protocol::Pusher(engine) => engine.handle_input(at, input),
+            #[cfg(feature = "echo")]
+            Protocol::Echo(engine) => engine.handle_input(at, input),
+        }
+    }
+
+    fn poll_output(&mut self) -> Output {
+        match self {
+            Protocol::Pusher(engine) => engine.poll_output(),
+            #[cfg(feature = "echo")]
+            Protocol::Echo(engine) => engine.poll_output(),
+        }
+    }
+}
+
 /// The engine with its router and its webhook sink, fed by whoever owns it.
 pub(crate) struct EngineCore {
-    engine: Engine,
+    engine: Protocol,
     /// Where connection outputs go.
     pub router: Router,
     webhooks: Box<dyn WebhookSink + Send>,
@@ -31,7 +64,7 @@ pub(crate) struct EngineCore {
 impl EngineCore {
     /// Puts the pieces together.
     pub(crate) fn new(
-        engine: Engine,
+        engine: Protocol,
         router: Router,
         webhooks: Box<dyn WebhookSink + Send>,
     ) -> Self {
@@ -77,6 +110,13 @@ impl EngineCore {
                     frame,
                 } => self.router.broadcast(conns, except, frame),
                 Output::Webhook(delivery) => self.webhooks.deliver(delivery),
+                Output::Notice(notice) => tracing::debug!(
+                    app = notice.app.as_ref().map(tracing::field::display),
+                    socket_id = notice.socket_id.map(tracing::field::display),
+                    peer = notice.peer.map(tracing::field::display),
+                    "{}",
+                    notice.message
+                ),
                 // Taken here, before routing: a bus message has no connection to go to.
                 Output::Bus(message) => match &self.bus {
                     Some(bus) => bus.send(message),

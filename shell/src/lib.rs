@@ -46,7 +46,7 @@ pub use http::{parse_head, parse_request, HeadLimits, Parsed, Refusal, RequestHe
 pub use queue::{bounded as bounded_queue, ProducerWake, Received, Receiver, Sender, Unsent};
 pub use rate_limit::Window;
 pub use server::Server;
-pub use settings::{Overrides, RateLimitSettings, ServerSettings, Settings};
+pub use settings::{LogFormat, Overrides, RateLimitSettings, ServerSettings, Settings};
 /// The shutdown request, for the loom models.
 pub use supervisor::{Stop, StopLevel};
 pub use tls::TlsFiles;

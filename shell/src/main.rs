@@ -2,13 +2,16 @@
 
 use ferrocast::Cli;
 
-use ferrocast::{Server, Settings};
+use ferrocast::{LogFormat, Server, Settings};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::from_process();
+    if cli.check_config {
+        return check_config(&cli);
+    }
     let settings = match load_settings(&cli) {
         Ok(settings) => settings,
         Err(message) => {
@@ -28,13 +31,16 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Err(message) = init_logging(settings.server.log_level.as_deref()) {
+    if let Err(message) = init_logging(
+        settings.server.log_level.as_deref(),
+        settings.server.log_format,
+    ) {
         eprintln!("ferrocast: {message}");
         return ExitCode::from(2);
     }
     if settings.engine.uses_default_credentials() {
         tracing::warn!(
-            "WARNING: an app uses the default example credentials (app-key / app-secret); \
+            "an app uses the default example credentials (app-key / app-secret); \
              set real ones with --config or FERROCAST_APP_KEY / FERROCAST_APP_SECRET"
         );
     }
@@ -53,6 +59,9 @@ fn main() -> ExitCode {
         }
     };
     server.supervise_webhook_workers(webhook_workers);
+    if let Some(path) = &cli.config {
+        server.reload_config_from(path.clone(), cli.overrides.clone());
+    }
     if let Err(e) = server.handle_signals() {
         eprintln!("ferrocast: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
@@ -76,6 +85,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--check-config`: everything `bind` would refuse except the port itself, then the
+/// effective settings.
+fn check_config(cli: &Cli) -> ExitCode {
+    let checked = load_settings(cli).and_then(|settings| {
+        if let Some(files) = settings.server.tls.files() {
+            files.load().map_err(|e| format!("TLS: {e}"))?;
+        }
+        settings
+            .to_redacted_toml()
+            .map_err(|e| format!("cannot print the configuration: {e}"))
+    });
+    match checked {
+        Ok(text) => {
+            print!("{text}");
+            eprintln!("ferrocast: the configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("ferrocast: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Reads the configuration file, if any, and layers the flags and environment over it.
 fn load_settings(cli: &Cli) -> Result<Settings, String> {
     let text = match &cli.config {
@@ -89,18 +122,21 @@ fn load_settings(cli: &Cli) -> Result<Settings, String> {
     })
 }
 
-fn init_logging(level: Option<&str>) -> Result<(), String> {
+fn init_logging(level: Option<&str>, format: LogFormat) -> Result<(), String> {
     let filter = match level {
         Some(level) => {
             EnvFilter::try_new(level).map_err(|e| format!("bad log level {level:?}: {e}"))?
         }
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    // Colour codes only for a terminal: logs piped to files and tests stay greppable.
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        // Colour codes only for a terminal: logs piped to files and tests stay greppable.
+        LogFormat::Human => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // The event's fields at the top level, beside timestamp, level and target.
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     Ok(())
 }

@@ -5,10 +5,11 @@
 //! writes as many queued chunks as one `writev` takes, so a burst of small frames leaves in
 //! one system call (write coalescing).
 //!
-//! Pongs are not queued one per ping: a pong may answer the latest ping only (RFC 6455
-//! §5.5.3), so the queue holds at most one pending pong, replaced by each new ping, and slips
-//! it in ahead of the queued frames (after a chunk already begun). A ping flood thus costs one
-//! small frame, never the output budget of a client that reads.
+//! Pongs are not queued like frames: they jump ahead of the queued frames (after a chunk
+//! already begun), and at most [`PENDING_PONGS`] wait at once. A client that pings a few times
+//! in a row gets a pong for each; a flood drops the oldest, as RFC 6455 §5.5.3 allows (a pong
+//! may answer the latest ping only). A ping flood thus costs a few small frames, never the
+//! output budget of a client that reads.
 
 use ferrocast_engine::Frame;
 use std::collections::VecDeque;
@@ -16,6 +17,8 @@ use std::io::{self, IoSlice, Write};
 
 /// Chunks handed to one `write_vectored` call (well under Linux's IOV_MAX of 1024).
 const MAX_SLICES: usize = 64;
+/// Pongs waiting at most; one more drops the oldest.
+pub(crate) const PENDING_PONGS: usize = 16;
 /// Ring capacity an empty queue may keep between bursts.
 const RETAINED_CHUNKS: usize = 16;
 
@@ -56,14 +59,14 @@ pub(crate) struct OutQueue {
     /// Bytes of the front chunk already written.
     offset: usize,
     bytes: usize,
-    /// The pong answering the latest ping, not yet in `chunks`.
-    pending_pong: Option<Frame>,
+    /// Pongs answering the latest pings, oldest first, not yet in `chunks`.
+    pending_pongs: VecDeque<Frame>,
 }
 
 impl OutQueue {
     /// Whether nothing is waiting.
     pub(crate) fn is_empty(&self) -> bool {
-        self.chunks.is_empty() && self.pending_pong.is_none()
+        self.chunks.is_empty() && self.pending_pongs.is_empty()
     }
 
     /// Bytes waiting to be written.
@@ -124,14 +127,19 @@ impl OutQueue {
         self.chunks.push_back(Chunk::Frame(frame));
     }
 
-    /// Holds `pong` to be written ahead of the queued frames, replacing a pong not yet begun.
+    /// Holds `pong` to be written ahead of the queued frames, dropping the oldest pong not
+    /// yet begun when [`PENDING_PONGS`] already wait.
     ///
-    /// It is outside the byte and frame limits: it is one control frame of at most 127 bytes.
-    pub(crate) fn set_pong(&mut self, pong: Frame) {
+    /// Pongs are outside the byte and frame limits: each is a control frame of at most 127
+    /// bytes, and there are few.
+    pub(crate) fn add_pong(&mut self, pong: Frame) {
         self.bytes += pong.wire_bytes().len();
-        if let Some(stale) = self.pending_pong.replace(pong) {
-            self.bytes -= stale.wire_bytes().len();
+        if self.pending_pongs.len() == PENDING_PONGS {
+            if let Some(stale) = self.pending_pongs.pop_front() {
+                self.bytes -= stale.wire_bytes().len();
+            }
         }
+        self.pending_pongs.push_back(pong);
     }
 
     /// Queues owned bytes regardless of limits.
@@ -145,14 +153,16 @@ impl OutQueue {
     /// Writes until the queue is empty (`Ok(true)`) or the socket would block (`Ok(false)`).
     pub(crate) fn write_to(&mut self, w: &mut impl Write) -> io::Result<bool> {
         loop {
-            if let Some(pong) = self.pending_pong.take() {
+            if !self.pending_pongs.is_empty() {
                 // Ahead of the frames still waiting, but after a chunk already begun and after
                 // the handshake answer (owned bytes), which must precede any frame.
                 let begun = usize::from(self.offset > 0);
                 let at = (begun..self.chunks.len())
                     .find(|&i| !matches!(self.chunks[i], Chunk::Owned(_)))
                     .unwrap_or(self.chunks.len());
-                self.chunks.insert(at, Chunk::Frame(pong));
+                for (i, pong) in self.pending_pongs.drain(..).enumerate() {
+                    self.chunks.insert(at + i, Chunk::Frame(pong));
+                }
             }
             if self.chunks.is_empty() {
                 // A burst may have grown the ring; an idle connection should not keep it.
@@ -181,7 +191,7 @@ impl OutQueue {
     /// Drops everything queued (the socket is going away).
     pub(crate) fn clear(&mut self) {
         self.chunks.clear();
-        self.pending_pong = None;
+        self.pending_pongs.clear();
         self.offset = 0;
         self.bytes = 0;
     }
@@ -274,22 +284,36 @@ mod tests {
     }
 
     #[test]
-    fn a_ping_flood_leaves_one_pong_written_first() {
+    fn a_ping_flood_leaves_the_latest_pongs_written_first() {
         let mut queue = OutQueue::default();
         queue.push_frame(Frame::text(b"event"));
         for i in 0..10_000u32 {
-            queue.set_pong(Frame::pong(&i.to_be_bytes()));
+            queue.add_pong(Frame::pong(&i.to_be_bytes()));
         }
         assert_eq!(queue.len(), 1);
         let mut sink: Vec<u8> = Vec::new();
         assert!(queue.write_to(&mut sink).unwrap());
-        let expected = [
-            Frame::pong(&9_999u32.to_be_bytes()).wire_bytes().to_vec(),
-            Frame::text(b"event").wire_bytes().to_vec(),
-        ]
-        .concat();
+        let latest = 10_000 - PENDING_PONGS as u32..10_000;
+        let mut expected: Vec<u8> = latest
+            .flat_map(|i| Frame::pong(&i.to_be_bytes()).wire_bytes().to_vec())
+            .collect();
+        expected.extend_from_slice(Frame::text(b"event").wire_bytes());
         assert_eq!(sink, expected);
         assert_eq!(queue.bytes(), 0);
+    }
+
+    #[test]
+    fn a_few_pings_in_a_row_get_a_pong_each_in_order() {
+        let mut queue = OutQueue::default();
+        for i in 0..10u8 {
+            queue.add_pong(Frame::pong(&[i]));
+        }
+        let mut sink: Vec<u8> = Vec::new();
+        assert!(queue.write_to(&mut sink).unwrap());
+        let expected: Vec<u8> = (0..10u8)
+            .flat_map(|i| Frame::pong(&[i]).wire_bytes().to_vec())
+            .collect();
+        assert_eq!(sink, expected);
     }
 
     #[test]
@@ -303,7 +327,7 @@ mod tests {
             calls: 1,
         };
         assert!(!queue.write_to(&mut w).unwrap());
-        queue.set_pong(Frame::pong(b"p"));
+        queue.add_pong(Frame::pong(b"p"));
         w.calls = usize::MAX;
         assert!(queue.write_to(&mut w).unwrap());
         let expected = [
@@ -319,7 +343,7 @@ mod tests {
     fn a_pong_follows_the_handshake_answer() {
         let mut queue = OutQueue::default();
         queue.push_bytes(b"HTTP/1.1 101\r\n\r\n".to_vec());
-        queue.set_pong(Frame::pong(b"p"));
+        queue.add_pong(Frame::pong(b"p"));
         let mut sink: Vec<u8> = Vec::new();
         assert!(queue.write_to(&mut sink).unwrap());
         let expected = [

@@ -55,7 +55,11 @@ impl Router {
         let feeder = match &output {
             Output::Send { conn, .. } | Output::Close { conn, .. } => Feeder::of_conn(*conn),
             Output::HttpResponse { req, .. } => Feeder::of_request(*req),
-            Output::Broadcast { .. } | Output::Webhook(_) | Output::Bus(_) | Output::Timeout(_) => {
+            Output::Broadcast { .. }
+            | Output::Webhook(_)
+            | Output::Bus(_)
+            | Output::Notice(_)
+            | Output::Timeout(_) => {
                 tracing::warn!("an output with no single addressee was routed");
                 return;
             }

@@ -19,24 +19,26 @@
 //! speaks TLS only, and SIGHUP re-reads the certificate (see [`crate::tls`]).
 
 use crate::cluster::{random_node_id, ClusterLink};
-use crate::engine_thread::{random_seed, EngineCore, EngineThread};
+use crate::conn::ConnLimits;
+use crate::engine_thread::{random_seed, EngineCore, EngineThread, Protocol};
 use crate::forwarded::TrustedProxies;
 use crate::queue::{self, Sender};
 use crate::rate_limit::ClientGate;
 use crate::route::Router;
-use crate::settings::Settings;
+use crate::settings::{Overrides, Settings};
 use crate::slots::MAX_WORKERS;
 use crate::supervisor::{self, Crew, Notice, Role, Stop, StopLevel, Watched};
 use crate::tls::TlsIdentity;
 use crate::wake::Wake;
 use crate::webhook::WebhookSink;
-use crate::webhook_delivery::{self, WebhookWorkers};
+use crate::webhook_delivery::{self, DeliveryStats, WebhookWorkers};
 use crate::worker::{Acceptor, EngineLink, Worker, WorkerParts, WAKER};
 use ferrocast_engine::{Engine, Input, WebhookDelivery};
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -56,6 +58,11 @@ pub struct Server {
     signals: Option<signal_hook::iterator::Signals>,
     to_engine_capacity: usize,
     to_worker_capacity: usize,
+    /// The file SIGHUP re-reads, with the flags and variables layered over it.
+    config_file: Option<(PathBuf, Overrides)>,
+    /// Serve the echo protocol instead of Pusher's (the `echo` feature's test binary).
+    #[cfg(feature = "echo")]
+    echo: bool,
 }
 
 impl Server {
@@ -91,6 +98,9 @@ impl Server {
             signals: None,
             to_engine_capacity: TO_ENGINE_CAPACITY,
             to_worker_capacity: TO_WORKER_CAPACITY,
+            config_file: None,
+            #[cfg(feature = "echo")]
+            echo: false,
         })
     }
 
@@ -111,6 +121,28 @@ impl Server {
         self.to_worker_capacity = to_worker.max(1);
     }
 
+    /// Serves the echo protocol instead of Pusher's: every message goes back to its sender,
+    /// through the same sockets, handshake, codec and output queues. Outside WebSocket test
+    /// suites need it; it is compiled only with the `echo` feature.
+    #[cfg(feature = "echo")]
+    pub fn serve_echo(&mut self) {
+        self.echo = true;
+    }
+
+    /// The protocol to run, and the connection limits that go with it.
+    fn protocol(&self, engine: Engine) -> (Protocol, ConnLimits) {
+        let limits = self.settings.conn_limits();
+        #[cfg(feature = "echo")]
+        if self.echo {
+            let limits = ConnLimits {
+                keep_binary: true,
+                ..limits
+            };
+            return (Protocol::Echo(Default::default()), limits);
+        }
+        (Protocol::Pusher(engine), limits)
+    }
+
     /// Whether the port speaks TLS.
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
@@ -125,6 +157,13 @@ impl Server {
             SIGINT, SIGTERM, SIGHUP,
         ])?);
         Ok(())
+    }
+
+    /// Makes SIGHUP re-read `path` (with `overrides` over it, as at startup) and hand its apps
+    /// to the engine: added, changed and removed apps take effect at once, an invalid file is
+    /// refused whole. `[server]` and `[rate_limit]` changes wait for a restart.
+    pub fn reload_config_from(&mut self, path: PathBuf, overrides: Overrides) {
+        self.config_file = Some((path, overrides));
     }
 
     /// Runs the webhook delivery threads under the supervisor: a failing one stops the
@@ -185,7 +224,8 @@ impl Server {
             Some(link) => Engine::new_node(config, random_seed(), link.node()),
             None => Engine::new(config, random_seed()),
         };
-        let mut core = EngineCore::new(engine, Router::new(to_workers.clone()), webhooks);
+        let (protocol, limits) = self.protocol(engine);
+        let mut core = EngineCore::new(protocol, Router::new(to_workers.clone()), webhooks);
         if let Some(link) = &cluster {
             core = core.with_bus(link.sender());
         }
@@ -219,7 +259,7 @@ impl Server {
                     .map(|l| Acceptor::new(l, to_workers.clone())),
                 to_worker,
                 engine,
-                limits: self.settings.conn_limits(),
+                limits,
                 gate: gate.clone(),
                 stop: stop.clone(),
                 tls: self.tls.clone(),
@@ -232,10 +272,12 @@ impl Server {
             )?);
         }
         let mut webhook_queue = None;
+        let mut webhook_stats = None;
         let mut webhook_threads = Vec::new();
         if let Some(workers) = self.webhook_workers.take() {
-            let (queue, workers) = workers.into_parts();
+            let (queue, workers, stats) = workers.into_parts();
             webhook_queue = Some(queue);
+            webhook_stats = Some(stats);
             for (index, worker) in workers.into_iter().enumerate() {
                 webhook_threads.push(supervisor::spawn(
                     webhook_delivery::thread_name(index),
@@ -257,6 +299,9 @@ impl Server {
             wakers,
             to_engine,
             webhook_queue,
+            webhook_stats,
+            config_file: self.config_file.take(),
+            started_with: self.settings.clone(),
         };
         let watched = Watched {
             workers: count,
@@ -322,6 +367,10 @@ struct Threads {
     wakers: Vec<Arc<Waker>>,
     to_engine: Sender<Input>,
     webhook_queue: Option<Sender<WebhookDelivery>>,
+    webhook_stats: Option<Arc<DeliveryStats>>,
+    config_file: Option<(PathBuf, Overrides)>,
+    /// The settings the server started with, to say which changes a reload cannot apply.
+    started_with: Settings,
 }
 
 impl Crew for Threads {
@@ -349,10 +398,48 @@ impl Crew for Threads {
         }
     }
 
+    fn unsent_webhooks(&self) -> u64 {
+        self.webhook_stats
+            .as_ref()
+            .map_or(0, |stats| stats.unsent())
+    }
+
     fn reload(&mut self) {
-        match &self.tls {
-            Some(identity) => identity.reload(),
-            None => tracing::info!("SIGHUP: no TLS certificate to reload; nothing changed"),
+        if let Some(identity) = &self.tls {
+            identity.reload();
+        }
+        let Some((path, overrides)) = &self.config_file else {
+            if self.tls.is_none() {
+                tracing::info!(
+                    "SIGHUP: no configuration file and no TLS certificate; nothing to reload"
+                );
+            }
+            return;
+        };
+        let loaded = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|text| Settings::load(&text, overrides));
+        let next = match loaded {
+            Ok(next) => next,
+            Err(message) => {
+                tracing::error!(%message, "SIGHUP: the configuration is refused; the old one stays");
+                return;
+            }
+        };
+        if next.server != self.started_with.server
+            || next.rate_limit != self.started_with.rate_limit
+        {
+            tracing::warn!(
+                "SIGHUP: [server] and [rate_limit] changes take effect at the next restart"
+            );
+        }
+        tracing::info!(path = %path.display(), "SIGHUP: configuration re-read; the engine applies its apps");
+        if self
+            .to_engine
+            .send(&mut vec![Input::Reload(Box::new(next.engine))])
+            .is_err()
+        {
+            tracing::debug!("the engine was gone before the reload");
         }
     }
 }

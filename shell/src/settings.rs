@@ -50,6 +50,12 @@ pub struct ServerSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
 
+    /// Log lines for people (`human`) or machines (`json`: one object per line, with the
+    /// timestamp, level, target, message and fields such as `app` and `socket_id`).
+    #[arg(long, env = "FERROCAST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    #[serde(default)]
+    pub log_format: LogFormat,
+
     /// Most bytes queued for one connection before it is closed as a slow consumer.
     #[arg(long, env = "FERROCAST_MAX_OUTPUT_BYTES", default_value_t = 1024 * 1024)]
     pub max_output_bytes: usize,
@@ -146,6 +152,17 @@ pub struct ServerSettings {
     #[command(flatten)]
     #[serde(default, skip_serializing_if = "TlsSettings::is_off")]
     pub tls: TlsSettings,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Text for people, coloured on a terminal.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The `[server.tls]` table: with both files set, the port serves `wss://` and `https://`
@@ -530,10 +547,10 @@ impl Settings {
     /// Parses a configuration file's text (empty for none) under `overrides`, and validates it.
     pub fn load(text: &str, overrides: &Overrides) -> Result<Settings, String> {
         let mut table: toml::Table = text.parse().map_err(|e| format!("invalid TOML: {e}"))?;
-        let server: ServerSettings = layered(&mut table, "server", &overrides.server)?;
+        let server: ServerSettings = layered(text, &mut table, "server", &overrides.server)?;
         server.validate()?;
         let rate_limit: RateLimitSettings =
-            layered(&mut table, "rate_limit", &overrides.rate_limit)?;
+            layered(text, &mut table, "rate_limit", &overrides.rate_limit)?;
         overrides.apply_to_engine(&mut table);
         // The engine parses and validates its part itself, unknown keys included.
         let rest = toml::to_string(&table).map_err(|e| format!("invalid TOML: {e}"))?;
@@ -625,6 +642,7 @@ impl Settings {
             request_timeout: Duration::from_secs(s.request_timeout_secs),
             close_linger: Duration::from_millis(s.close_linger_ms),
             permessage_deflate: s.compression,
+            keep_binary: false,
         }
     }
 }
@@ -632,6 +650,7 @@ impl Settings {
 /// The shell's table `name` (taken out of the file's `table`): the defaults, then the file's
 /// keys, then the overrides' keys.
 fn layered<T: Default + Serialize + DeserializeOwned>(
+    text: &str,
     table: &mut toml::Table,
     name: &str,
     overrides: &toml::Table,
@@ -646,12 +665,55 @@ fn layered<T: Default + Serialize + DeserializeOwned>(
             .try_into::<T>()
             .map_err(|e| format!("in [{name}]: {}", e.message()))
     };
-    let mut merged = table_of(&T::default());
-    merge(&mut merged, in_file);
+    let defaults = table_of(&T::default());
+    let mut merged = defaults.clone();
+    merge(&mut merged, in_file.clone());
     // The file is checked on its own, so that a flag cannot hide a mistake in it.
-    parse(merged.clone())?;
+    if let Err(message) = parse(merged.clone()) {
+        return Err(culprit::<T>(text, name, &defaults, in_file).unwrap_or(message));
+    }
     merge(&mut merged, overrides.clone());
     parse(merged)
+}
+
+/// The first key of the file's table `[name]` that is wrong on its own, said with its line
+/// and column in `text` (the table was taken out of the parsed file, which lost them).
+fn culprit<T: DeserializeOwned>(
+    text: &str,
+    name: &str,
+    defaults: &toml::Table,
+    in_file: toml::Table,
+) -> Option<String> {
+    in_file.into_iter().find_map(|(key, value)| {
+        let mut alone = defaults.clone();
+        merge(&mut alone, toml::Table::from_iter([(key.clone(), value)]));
+        let error = toml::Value::Table(alone).try_into::<T>().err()?;
+        let place = match locate(text, name, &key) {
+            Some((line, column)) => format!(" at line {line}, column {column}"),
+            None => String::new(),
+        };
+        Some(format!("in [{name}]{place}: {key}: {}", error.message()))
+    })
+}
+
+/// Where `key = …` is written under the header `[name]` of `text`, as a 1-based line and
+/// column; `None` when it is written some other way (a dotted key, an inline table).
+fn locate(text: &str, name: &str, key: &str) -> Option<(usize, usize)> {
+    let mut inside = false;
+    for (index, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if let Some(header) = trimmed.strip_prefix('[') {
+            inside = header.split(']').next().map(str::trim) == Some(name);
+        } else if inside {
+            let rest = trimmed
+                .strip_prefix(key)
+                .or_else(|| trimmed.strip_prefix(&format!("\"{key}\"")));
+            if rest.is_some_and(|rest| rest.trim_start().starts_with('=')) {
+                return Some((index + 1, line.len() - trimmed.len() + 1));
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -665,6 +727,22 @@ mod tests {
         Cli::try_parse_args(std::iter::once("ferrocast").chain(flags.iter().copied()))
             .expect("valid flags")
             .overrides
+    }
+
+    #[test]
+    fn a_bad_server_value_is_reported_with_its_key_line_and_column() {
+        let text = "path_prefix = \"/ws\"\n\n[server]\nworkers = 2\n  port = \"x\"\n";
+        let error = Settings::load(text, &Overrides::default()).unwrap_err();
+        assert!(
+            error.starts_with("in [server] at line 5, column 3: port: "),
+            "{error}"
+        );
+        let unknown = "[rate_limit]\nenabled = true\nbogus = 1\n";
+        let error = Settings::load(unknown, &Overrides::default()).unwrap_err();
+        assert!(
+            error.contains("at line 3, column 1: bogus: unknown field"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -138,6 +138,8 @@ pub(crate) trait Crew {
     fn close_webhooks(&mut self);
     /// Re-reads the TLS certificate and key for the handshakes to come.
     fn reload(&mut self);
+    /// Webhook deliveries queued and neither delivered nor given up yet.
+    fn unsent_webhooks(&self) -> u64;
 }
 
 /// The threads the supervisor waits for, besides the signal thread.
@@ -210,7 +212,7 @@ pub(crate) fn watch(
     // The engine has stopped (its last webhooks are queued).
     if watched.webhook_threads > 0 {
         crew.close_webhooks();
-        wait_for_webhooks(notices, watched)?;
+        wait_for_webhooks(notices, watched, crew)?;
     }
     tracing::info!("shut down");
     Ok(())
@@ -218,7 +220,11 @@ pub(crate) fn watch(
 
 /// Waits up to the linger for the webhook threads to finish the queue; one still busy after
 /// that (a slow receiver) is left to the process exit rather than holding shutdown up.
-fn wait_for_webhooks(notices: &mpsc::Receiver<Notice>, watched: &Watched) -> io::Result<()> {
+fn wait_for_webhooks(
+    notices: &mpsc::Receiver<Notice>,
+    watched: &Watched,
+    crew: &dyn Crew,
+) -> io::Result<()> {
     let deadline = Instant::now() + watched.webhook_linger;
     let mut running = watched.webhook_threads;
     while running > 0 {
@@ -230,13 +236,19 @@ fn wait_for_webhooks(notices: &mpsc::Receiver<Notice>, watched: &Watched) -> io:
                 _ => {}
             },
             Ok(Notice::Signal) => {
-                tracing::info!("second signal: not waiting for webhook deliveries");
+                let unsent = crew.unsent_webhooks();
+                tracing::warn!(unsent, "second signal: webhook deliveries left unsent");
                 return Ok(());
             }
             // No connection is accepted any more: nothing to reload for.
             Ok(Notice::Reload) => {}
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                tracing::warn!(running, "webhook deliveries still running at exit");
+                let unsent = crew.unsent_webhooks();
+                tracing::warn!(
+                    unsent,
+                    running,
+                    "shutting down with webhook deliveries unsent after the grace period"
+                );
                 return Ok(());
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -271,6 +283,9 @@ mod tests {
         }
         fn reload(&mut self) {
             self.0.push("reload".into());
+        }
+        fn unsent_webhooks(&self) -> u64 {
+            0
         }
     }
 

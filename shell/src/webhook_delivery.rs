@@ -43,6 +43,8 @@ impl Default for RetryPolicy {
 /// Counters of what happened to deliveries, shared with the workers.
 #[derive(Debug, Default)]
 pub struct DeliveryStats {
+    /// Taken into the queue.
+    pub accepted: AtomicU64,
     /// Answered with a 2xx status.
     pub delivered: AtomicU64,
     /// Failed attempts that were scheduled again.
@@ -51,6 +53,16 @@ pub struct DeliveryStats {
     pub dropped_queue_full: AtomicU64,
     /// Abandoned after the retry window.
     pub given_up: AtomicU64,
+}
+
+impl DeliveryStats {
+    /// Deliveries taken into the queue that were neither delivered nor given up: still
+    /// queued, being attempted, or waiting for a retry.
+    pub fn unsent(&self) -> u64 {
+        let accepted = self.accepted.load(Ordering::Relaxed);
+        let done = self.delivered.load(Ordering::Relaxed) + self.given_up.load(Ordering::Relaxed);
+        accepted.saturating_sub(done)
+    }
 }
 
 /// The sending side kept by the event loop; cheap to clone.
@@ -67,6 +79,7 @@ pub struct WebhookWorkers {
     /// Closed by the supervisor once the engine has stopped: the workers then finish.
     webhook_queue: queue::Sender<WebhookDelivery>,
     workers: Vec<Worker>,
+    stats: Arc<DeliveryStats>,
 }
 
 /// A queue of `capacity` deliveries and `workers` delivery threads' work behind it.
@@ -92,13 +105,14 @@ pub fn pool(
         .collect();
     let sender = WebhookSender {
         webhook_queue: webhook_queue.clone(),
-        stats,
+        stats: stats.clone(),
     };
     (
         sender,
         WebhookWorkers {
             webhook_queue,
             workers,
+            stats,
         },
     )
 }
@@ -119,7 +133,9 @@ impl WebhookSink for WebhookSender {
     /// Queues a delivery without blocking; a full queue counts it as dropped and says so.
     fn deliver(&mut self, delivery: WebhookDelivery) {
         let mut batch = vec![delivery];
-        if self.webhook_queue.try_send(&mut batch).is_err() {
+        if self.webhook_queue.try_send(&mut batch).is_ok() {
+            self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        } else {
             let dropped = self
                 .stats
                 .dropped_queue_full
@@ -147,9 +163,16 @@ impl WebhookWorkers {
             .collect()
     }
 
-    /// The queue's sender (to close it) and each thread's work, for the supervisor.
-    pub(crate) fn into_parts(self) -> (queue::Sender<WebhookDelivery>, Vec<Worker>) {
-        (self.webhook_queue, self.workers)
+    /// The queue's sender (to close it), each thread's work and the shared counters, for
+    /// the supervisor.
+    pub(crate) fn into_parts(
+        self,
+    ) -> (
+        queue::Sender<WebhookDelivery>,
+        Vec<Worker>,
+        Arc<DeliveryStats>,
+    ) {
+        (self.webhook_queue, self.workers, self.stats)
     }
 }
 

@@ -69,6 +69,40 @@ fn http_1_0_closes_after_the_answer(workers: usize) {
     assert!(text.contains("Connection: close\r\n"));
 }
 
+fn head_of_the_root_is_200_with_a_length_and_no_body(workers: usize) {
+    let server = Server::start(workers);
+    let mut stream = server.tcp();
+    send_raw(
+        &mut stream,
+        b"HEAD / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read to EOF");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(head.contains("Content-Length: "), "{text}");
+    assert_eq!(body, "");
+}
+
+fn a_plain_get_of_the_websocket_path_is_426_with_upgrade_websocket(workers: usize) {
+    let server = Server::start(workers);
+    let stream = server.tcp();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    send_raw(
+        &mut writer,
+        b"GET /app/app-key?protocol=7 HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    let response = read_response(&mut reader);
+    assert_eq!(response.status(), 426, "{}", response.status_line);
+    assert_eq!(response.header("upgrade"), Some("websocket"));
+    let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("WebSocket upgrade"));
+}
+
 fn a_20_kb_header_gets_431(workers: usize) {
     let server = Server::start(workers);
     let stream = server.tcp();
@@ -197,6 +231,8 @@ per_workers!(
     two_requests_on_one_keep_alive_socket_are_both_answered,
     pipelined_requests_are_answered_in_order,
     http_1_0_closes_after_the_answer,
+    head_of_the_root_is_200_with_a_length_and_no_body,
+    a_plain_get_of_the_websocket_path_is_426_with_upgrade_websocket,
     a_20_kb_header_gets_431,
     chunked_bodies_get_411_and_large_bodies_413,
     cors_preflight_is_answered_by_the_shell,

@@ -1,4 +1,11 @@
-//! The binary as a process: configuration errors, default credentials, signals.
+//! The binary as a process: configuration errors, default credentials, signals, logs.
+// These tests read the log lines as JSON, which the shell itself never does (shell/clippy.toml
+// bans it there).
+#![allow(
+    clippy::disallowed_macros,
+    clippy::disallowed_methods,
+    clippy::disallowed_types
+)]
 
 #[macro_use]
 mod support;
@@ -8,7 +15,8 @@ use support::{close_code, next_json, run_to_exit, write_config, Server};
 fn default_credentials_are_warned_about(workers: usize) {
     let server = Server::start(workers);
     let start = std::time::Instant::now();
-    while !server.stderr().contains("WARNING") {
+    let warning = "WARN ferrocast: an app uses the default example credentials";
+    while !server.stderr().contains(warning) {
         assert!(
             start.elapsed() < support::WAIT,
             "no warning in:\n{}",
@@ -16,6 +24,7 @@ fn default_credentials_are_warned_about(workers: usize) {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    assert!(!server.stderr().contains("WARNING"), "said twice");
 }
 
 fn env_credentials_replace_the_default_app(workers: usize) {
@@ -30,7 +39,7 @@ fn env_credentials_replace_the_default_app(workers: usize) {
     );
     let mut ws = server.ws("/app/env-key?protocol=7");
     assert_eq!(next_json(&mut ws)["event"], "pusher:connection_established");
-    assert!(!server.stderr().contains("WARNING"));
+    assert!(!server.stderr().contains("default example credentials"));
 }
 
 #[test]
@@ -40,6 +49,55 @@ fn unknown_config_key_is_a_clear_error() {
     let _ = std::fs::remove_file(&path);
     assert!(!status.success());
     assert!(stderr.contains("bogus_setting"), "{stderr}");
+}
+
+/// `--check-config`: 0 with the effective settings (secret redacted) on stdout, 1 with the
+/// reason for a bad value or for TLS files that cannot be read.
+#[test]
+fn check_config_prints_the_settings_or_says_what_is_wrong() {
+    let good = write_config(
+        "[server]\nport = 7001\n[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s3cr3t-value\"\n",
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferrocast"))
+        .args(["--check-config", "--config", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&good);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("port = 7001"), "{stdout}");
+    assert!(!stdout.contains("s3cr3t-value"), "{stdout}");
+
+    let bad = write_config("[server]\nport = \"x\"\n");
+    let (status, stderr) = run_to_exit(&["--check-config", "--config", bad.to_str().unwrap()], &[]);
+    let _ = std::fs::remove_file(&bad);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("line 2, column 1: port"), "{stderr}");
+
+    let missing_tls = [
+        "--check-config",
+        "--tls-cert",
+        "/nonexistent/c.pem",
+        "--tls-key",
+        "/nonexistent/k.pem",
+    ];
+    let (status, stderr) = run_to_exit(&missing_tls, &[]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/nonexistent/c.pem"), "{stderr}");
+}
+
+#[test]
+fn version_is_printed() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferrocast"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.trim(),
+        format!("ferrocast {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -71,6 +129,10 @@ fn bad_env_value_is_a_clear_error() {
     let (status, stderr) = run_to_exit(&[], &[("FERROCAST_PORT", "not-a-port")]);
     assert!(!status.success());
     assert!(stderr.contains("not-a-port"), "{stderr}");
+    assert!(
+        stderr.contains("FERROCAST_PORT (the setting of --port)"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -97,7 +159,68 @@ fn sigterm_tells_websockets_4200_closes_them_with_4200_and_exits_0(workers: usiz
     assert!(server.wait_exit().success(), "{}", server.stderr());
 }
 
+/// Refusals decided by the engine reach the log at `debug`, with the reason and the peer.
+fn refused_connections_and_requests_are_logged_at_debug(workers: usize) {
+    let server = Server::start(workers);
+    let mut ws = server.ws("/app/no-such-key?protocol=7");
+    assert_eq!(next_json(&mut ws)["data"]["code"], 4001);
+    let mut stream = server.tcp();
+    support::send_raw(
+        &mut stream,
+        b"GET /apps/app-id/channels HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    let wanted = [
+        "connection to /app/no-such-key refused with 4001",
+        "peer=127.0.0.1",
+        "HTTP GET /apps/app-id/channels answered 401",
+    ];
+    let start = std::time::Instant::now();
+    while !wanted.iter().all(|line| server.stderr().contains(line)) {
+        assert!(start.elapsed() < support::WAIT, "{}", server.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `--log-format json`: every line is one JSON object with the standard keys, and a refused
+/// subscription carries its app and socket id as fields.
+#[test]
+fn json_logs_are_one_object_per_line_with_app_and_socket_id() {
+    let server = Server::start_with(1, None, &["--log-format", "json"], &[]);
+    let mut ws = server.ws("/app/app-key?protocol=7");
+    let socket_id = support::socket_id(&next_json(&mut ws));
+    let subscribe =
+        r#"{"event":"pusher:subscribe","data":{"channel":"private-x","auth":"app-key:bad"}}"#;
+    ws.send(tungstenite::Message::text(subscribe)).unwrap();
+    assert_eq!(next_json(&mut ws)["event"], "pusher:subscription_error");
+    let start = std::time::Instant::now();
+    let refusal = loop {
+        let lines: Vec<serde_json::Value> = server
+            .stderr()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect();
+        for line in &lines {
+            for key in ["timestamp", "level", "target", "message"] {
+                assert!(line.get(key).is_some(), "no {key} in {line}");
+            }
+        }
+        if let Some(line) = lines.iter().find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("private-x"))
+        }) {
+            break line.clone();
+        }
+        assert!(start.elapsed() < support::WAIT, "{}", server.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(refusal["level"], "DEBUG", "{refusal}");
+    assert_eq!(refusal["app"], "app-id", "{refusal}");
+    assert_eq!(refusal["socket_id"], socket_id.as_str(), "{refusal}");
+}
+
 per_workers!(
+    refused_connections_and_requests_are_logged_at_debug,
     default_credentials_are_warned_about,
     env_credentials_replace_the_default_app,
     sigterm_tells_websockets_4200_closes_them_with_4200_and_exits_0,
@@ -109,6 +232,13 @@ per_workers!(
 fn accept_failures_at_the_descriptor_limit_are_logged_once_per_episode() {
     use std::time::{Duration, Instant};
     let server = Server::start(1);
+    // The "listening" line comes before the event loop opens its own descriptors (epoll, the
+    // waker): a served connection shows they are all open before they are counted.
+    let mut ready = server.ws("/app/app-key?protocol=7");
+    assert_eq!(
+        next_json(&mut ready)["event"],
+        "pusher:connection_established"
+    );
     let pid = server.pid().to_string();
     let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("the server's descriptors")
@@ -131,10 +261,16 @@ fn accept_failures_at_the_descriptor_limit_are_logged_once_per_episode() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Ten retries' worth of failures.
+    // Ten retries' worth of failures, during which the acceptor must back off, not spin.
+    let cpu_before = support::cpu_time(server.pid());
     std::thread::sleep(Duration::from_millis(1000));
+    let cpu_spent = support::cpu_time(server.pid()) - cpu_before;
     assert_eq!(warnings(), 1, "{}", server.stderr());
-    drop(clients);
+    assert!(
+        cpu_spent < Duration::from_millis(500),
+        "{cpu_spent:?} of CPU in one second at the descriptor limit: the acceptor spins"
+    );
+    drop((ready, clients));
     while !server.stderr().contains("; accepting again") {
         assert!(
             start.elapsed() < 3 * support::WAIT,

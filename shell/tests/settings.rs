@@ -64,6 +64,12 @@ const SETTINGS: &[Setting] = &[
         "warn",
     ),
     setting(
+        "server.log_format",
+        "--log-format",
+        "FERROCAST_LOG_FORMAT",
+        "json",
+    ),
+    setting(
         "server.max_output_bytes",
         "--max-output-bytes",
         "FERROCAST_MAX_OUTPUT_BYTES",
@@ -221,10 +227,12 @@ const SETTINGS: &[Setting] = &[
 ];
 
 /// The flags and variables tested outside [`SETTINGS`] (the TLS files come in pairs).
-const OTHER_FLAGS: [&str; 5] = [
+const OTHER_FLAGS: [&str; 7] = [
     "--config",
     "--app-secret",
     "--print-config",
+    "--check-config",
+    "--version",
     "--tls-cert",
     "--tls-key",
 ];
@@ -410,7 +418,6 @@ fn the_help_lists_exactly_the_tested_flags() {
     assert!(child.wait().unwrap().success());
     let mut listed = long_flags(&help);
     listed.remove("--help");
-    listed.remove("--version");
     assert_eq!(listed, tested_flags());
     let envs: BTreeSet<String> = words_with_prefix(&help, "FERROCAST_");
     assert_eq!(envs, tested_envs());

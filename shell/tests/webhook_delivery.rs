@@ -1,8 +1,12 @@
 //! Webhook delivery against a real HTTP receiver on loopback: retries after a refusal,
-//! drops counted when the queue is full, and giving up after the retry window.
+//! drops counted when the queue is full, giving up after the retry window, and what the
+//! binary sends and says about webhooks when it shuts down.
 #![cfg(not(loom))]
 // A test crate: helpers unwrap like the tests they serve, a panic is the failure report.
 #![allow(clippy::unwrap_used)]
+
+#[macro_use]
+mod support;
 
 use ferrocast::WebhookSink;
 use ferrocast::{webhook_pool, RetryPolicy, WebhookSender};
@@ -172,4 +176,72 @@ fn deliveries_are_given_up_after_the_retry_window() {
     assert!(sender.stats().retried.load(Ordering::Relaxed) >= 2);
     assert_eq!(sender.stats().delivered.load(Ordering::Relaxed), 0);
     stop(sender, workers);
+}
+
+/// A server whose app posts every webhook kind to `url`, holding leaves back for a minute.
+fn server_posting_to(url: &str, extra: &str) -> support::Server {
+    let config = format!(
+        "webhook_leave_delay_secs = 60\n[server]\nclose_linger_ms = 500\n{extra}\n\
+         [[apps]]\nid = \"app-id\"\nkey = \"app-key\"\nsecret = \"app-secret\"\n\
+         [[apps.webhooks]]\nurl = \"{url}\"\nevent_types = []\n"
+    );
+    support::Server::start_with(1, Some(&config), &[], &[])
+}
+
+fn sigterm(server: &support::Server) {
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
+fn event_names(seen: &Seen) -> String {
+    String::from_utf8_lossy(&seen.body).into_owned()
+}
+
+/// At shutdown the leave delay is not waited out: the channel_vacated of the connection the
+/// shutdown closed reaches the backend before the process exits.
+#[test]
+fn shutdown_delivers_the_leaves_it_causes_before_exiting() {
+    let (url, seen) = receiver(Vec::new(), Duration::ZERO);
+    let mut server = server_posting_to(&url, "");
+    let mut ws = server.ws("/app/app-key?protocol=7");
+    support::next_json(&mut ws);
+    support::subscribe_public(&mut ws, "news");
+    let occupied = seen.recv_timeout(support::WAIT).unwrap();
+    assert!(event_names(&occupied).contains("channel_occupied"));
+
+    sigterm(&server);
+
+    assert!(server.wait_exit().success(), "{}", server.stderr());
+    let vacated = seen.recv_timeout(Duration::from_secs(1)).unwrap();
+    assert!(
+        event_names(&vacated).contains("channel_vacated"),
+        "{}",
+        event_names(&vacated)
+    );
+    assert!(!server.stderr().contains("unsent"), "{}", server.stderr());
+}
+
+/// A backend too slow to take the last webhooks within the grace period: the server still
+/// exits, and says how many deliveries it left unsent.
+#[test]
+fn shutdown_says_how_many_webhooks_it_could_not_send() {
+    let (url, seen) = receiver(Vec::new(), Duration::from_secs(30));
+    let mut server = server_posting_to(&url, "webhook_workers = 1");
+    let mut ws = server.ws("/app/app-key?protocol=7");
+    support::next_json(&mut ws);
+    support::subscribe_public(&mut ws, "news");
+    // The occupied POST now hangs in the receiver; the vacated one waits behind it.
+    seen.recv_timeout(support::WAIT).unwrap();
+
+    sigterm(&server);
+
+    assert!(server.wait_exit().success(), "{}", server.stderr());
+    let stderr = server.stderr();
+    assert!(
+        stderr.contains("unsent=2") && stderr.contains("grace period"),
+        "{stderr}"
+    );
 }

@@ -172,7 +172,7 @@ impl Transport for EngineTransport {
         let conn = self.open_conn(client)?;
         let input = match frame {
             Outgoing::Text(text) => Input::Text { conn, text },
-            Outgoing::Binary(_) => Input::Binary { conn },
+            Outgoing::Binary(data) => Input::Binary { conn, data },
             Outgoing::Ping(payload) => {
                 return self.sim.ws_ping(conn, &payload).map_err(Self::misuse);
             }

@@ -4,7 +4,7 @@ use super::{Connection, Due, Engine};
 use crate::close_code::CloseCode;
 use crate::cluster::view::Change;
 use crate::ids::{AppId, ConnId, SocketId};
-use crate::interface::{ApiMisuse, Output, WsRequest};
+use crate::interface::{ApiMisuse, Notice, Output, WsRequest};
 use crate::token_bucket::TokenBucket;
 use crate::wire::pusher::{self, RawJson};
 use core::net::IpAddr;
@@ -28,12 +28,23 @@ impl Engine {
             Ok(app) => self.establish(conn, app, request.peer),
             Err((code, message)) => {
                 // The connection never existed for the engine; still say why before closing.
-                self.send_error(conn, Some(code), &message);
+                self.send(conn, super::error_frame(Some(code), &message));
+                let notice = Notice {
+                    app: None,
+                    socket_id: None,
+                    peer: request.peer,
+                    message: format!(
+                        "connection to {} refused with {}: {message}",
+                        request.path,
+                        code.get()
+                    ),
+                };
                 self.outputs.push_back(Output::Close {
                     conn,
                     code,
                     reason: message,
                 });
+                self.outputs.push_back(Output::Notice(notice));
             }
         }
         Ok(())

@@ -50,7 +50,16 @@ impl Engine {
     pub(super) fn on_http(&mut self, req: ReqId, request: &HttpRequest) {
         let (status, body) = match self.answer_http(request) {
             Ok(body) => (200, body.to_string().into_bytes()),
-            Err(error) => (error.status, http_response::error_body(&error.message)),
+            Err(error) => {
+                self.notice(
+                    None,
+                    format!(
+                        "HTTP {} {} answered {}: {}",
+                        request.method, request.path, error.status, error.message
+                    ),
+                );
+                (error.status, http_response::error_body(&error.message))
+            }
         };
         self.outputs
             .push_back(Output::HttpResponse { req, status, body });
@@ -58,9 +67,23 @@ impl Engine {
 
     fn answer_http(&mut self, request: &HttpRequest) -> Result<Value, HttpError> {
         let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
-        match (request.method.as_str(), segments.as_slice()) {
+        // HEAD asks what GET would answer; the shell leaves the body out.
+        let method = match request.method.as_str() {
+            "HEAD" => "GET",
+            other => other,
+        };
+        match (method, segments.as_slice()) {
             ("GET", [""]) | ("GET", ["up"]) => Ok(json!({ "ok": true })),
             ("GET", ["up", id]) => self.app_health(id),
+            ("GET", ["ready"]) if self.shutting_down => {
+                Err(HttpError::new(503, "shutting down: connect elsewhere"))
+            }
+            ("GET", ["ready"]) => Ok(json!({ "ok": true })),
+            ("GET", _) if self.is_websocket_path(&request.path) => Err(HttpError::new(
+                426,
+                "this is the WebSocket endpoint: connect with a WebSocket upgrade \
+                 (Connection: Upgrade, Upgrade: websocket)",
+            )),
             (_, ["apps", id, rest @ ..]) => {
                 let app = self.app_by_id(id)?;
                 self.serve_api(&app, route(&request.method, rest)?, request)
@@ -105,6 +128,13 @@ impl Engine {
             Route::ChannelUsers(channel) => self.http_channel_users(app, &channel),
             Route::TerminateUser(user) => self.http_terminate_user(app, &user),
         }
+    }
+
+    /// Whether `path` is where clients connect: `{path_prefix}/app/{key}`.
+    fn is_websocket_path(&self, path: &str) -> bool {
+        path.strip_prefix(self.config.path_prefix.as_str())
+            .and_then(|rest| rest.strip_prefix("/app/"))
+            .is_some_and(|key| !key.is_empty() && !key.contains('/'))
     }
 
     fn app_health(&self, id: &str) -> Result<Value, HttpError> {

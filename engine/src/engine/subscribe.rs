@@ -249,6 +249,13 @@ impl Engine {
             "status": refusal.status,
         }));
         let frame = pusher::message("pusher:subscription_error", Some(channel), &data, None);
+        self.notice(
+            Some(conn),
+            format!(
+                "subscription to {channel} refused ({}): {}",
+                refusal.status, refusal.message
+            ),
+        );
         self.send(conn, frame);
     }
 

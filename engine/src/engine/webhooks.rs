@@ -304,6 +304,42 @@ impl Webhooks {
         }
     }
 
+    /// Takes `app`'s new endpoints and credentials, keeping what is pending (the batch being
+    /// gathered, the leaves held back, what the backend was told is occupied).
+    pub(super) fn reconfigure(&mut self, app: &AppConfig) {
+        let fresh = Webhooks::new(app, self.batch_window, self.leave_delay);
+        self.endpoints = fresh.endpoints;
+        self.wanted = fresh.wanted;
+        self.key = fresh.key;
+        self.secret = fresh.secret;
+    }
+
+    /// Nobody can come back (the server is shutting down, or the app was removed, its
+    /// connections closed): the held-back `member_removed` and `channel_vacated` are due now,
+    /// and the batch goes out at once instead of after its window.
+    pub(super) fn release_held_back(&mut self, cx: &mut TimerCx<'_>) {
+        for ((channel, user), timer) in std::mem::take(&mut self.pending_member_removed) {
+            cx.timers.cancel(timer);
+            self.queue(
+                WebhookKind::MemberRemoved,
+                || WebhookEvent::MemberRemoved { channel, user },
+                cx,
+            );
+        }
+        for (channel, timer) in std::mem::take(&mut self.pending_vacate) {
+            cx.timers.cancel(timer);
+            self.reported_occupied.remove(&channel);
+            self.queue(
+                WebhookKind::ChannelVacated,
+                || WebhookEvent::ChannelVacated { channel },
+                cx,
+            );
+        }
+        if !self.pending.is_empty() {
+            self.handle_flush_due(cx);
+        }
+    }
+
     /// The next signed POST to hand to the shell.
     #[must_use]
     pub(super) fn poll_delivery(&mut self) -> Option<WebhookDelivery> {

@@ -19,7 +19,11 @@ fn binary_frames_get_a_pusher_error_and_the_connection_stays() {
     let mut sim = sim();
     let conn = open(&mut sim);
 
-    sim.input(Input::Binary { conn }).unwrap();
+    sim.input(Input::Binary {
+        conn,
+        data: Vec::new(),
+    })
+    .unwrap();
 
     let text = assert_error(&sim.take(conn), None);
     assert!(text.contains("binary"), "{text}");
@@ -221,7 +225,10 @@ fn inputs_for_unknown_connections_are_api_misuse() {
             conn: ghost,
             text: b"{}".to_vec(),
         },
-        Input::Binary { conn: ghost },
+        Input::Binary {
+            conn: ghost,
+            data: Vec::new(),
+        },
         Input::Activity { conn: ghost },
         Input::Oversized { conn: ghost },
         Input::SlowConsumer { conn: ghost },

@@ -239,7 +239,12 @@ fn random_churn_of_every_operation_leaves_nothing_behind() {
                 10 => sim.advance(secs(dice.roll(6) as u64)),
                 11 => sim.send_json(conn, json!({"event": "pusher:pong", "data": {}})),
                 12 => sim.send_text(conn, "{\"event\":1}"),
-                _ => sim.input(Input::Binary { conn }).unwrap(),
+                _ => sim
+                    .input(Input::Binary {
+                        conn,
+                        data: Vec::new(),
+                    })
+                    .unwrap(),
             }
         }
         for conn in conns {

@@ -285,6 +285,7 @@ fn refusal_is_an_error_frame_then_a_close_with_the_same_code() {
         }
         other => panic!("expected the close, got {other:?}"),
     }
+    assert!(matches!(engine.poll_output(), Output::Notice(_)));
     assert_eq!(engine.poll_output(), Output::Timeout(None));
     // The refused connection never existed for the engine.
     assert_eq!(

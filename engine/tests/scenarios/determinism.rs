@@ -122,7 +122,10 @@ impl Run {
                 json!({"event": "client-x", "channel": "private-chat", "data": "s"}),
             );
         }
-        self.feed(Input::Binary { conn: conns[2] });
+        self.feed(Input::Binary {
+            conn: conns[2],
+            data: Vec::new(),
+        });
         self.feed(Input::Text {
             conn: conns[2],
             text: b"{not json".to_vec(),

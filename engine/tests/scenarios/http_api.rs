@@ -562,6 +562,40 @@ fn health_and_unknown_routes() {
 }
 
 #[test]
+fn head_answers_like_get() {
+    let mut sim = sim();
+    assert_eq!(sim.http("HEAD", "/", "", b"").0, 200);
+    assert_eq!(sim.http("HEAD", "/up/app-id", "", b"").0, 200);
+    assert_eq!(sim.http("HEAD", "/ready", "", b"").0, 200);
+    assert_eq!(sim.http("HEAD", "/elsewhere", "", b"").0, 404);
+}
+
+#[test]
+fn a_plain_get_of_the_websocket_path_asks_for_an_upgrade() {
+    let mut sim = sim();
+    let (status, body) = sim.http("GET", "/app/app-key", "protocol=7", b"");
+    assert_eq!(status, 426);
+    let message = body["error"].as_str().unwrap();
+    assert!(message.contains("WebSocket upgrade"), "{message}");
+    // Any key: the upgrade would say whether it is known.
+    assert_eq!(sim.http("GET", "/app/unknown", "", b"").0, 426);
+    assert_eq!(sim.http("GET", "/app/", "", b"").0, 404);
+    assert_eq!(sim.http("GET", "/app/a/b", "", b"").0, 404);
+}
+
+#[test]
+fn ready_turns_503_once_shutting_down_while_up_stays_200() {
+    let mut sim = sim();
+    assert_eq!(
+        sim.http("GET", "/ready", "", b""),
+        (200, json!({"ok": true}))
+    );
+    sim.input(ferrocast_engine::Input::Shutdown).unwrap();
+    assert_eq!(sim.http("GET", "/ready", "", b"").0, 503);
+    assert_eq!(sim.http("GET", "/up", "", b"").0, 200);
+}
+
+#[test]
 fn limits_are_inclusive_at_their_exact_values() {
     let mut sim = sim();
     let at_limits = [

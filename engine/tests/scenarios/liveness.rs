@@ -179,7 +179,11 @@ fn every_frame_counts_as_activity() {
         ("text", |sim, conn| ping(sim, conn)),
         ("invalid json", |sim, conn| sim.send_text(conn, "{")),
         ("binary", |sim, conn| {
-            sim.input(Input::Binary { conn }).unwrap()
+            sim.input(Input::Binary {
+                conn,
+                data: Vec::new(),
+            })
+            .unwrap()
         }),
         ("ws ping", |sim, conn| sim.ws_ping(conn, b"").unwrap()),
         ("ws pong", |sim, conn| {

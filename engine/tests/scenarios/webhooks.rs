@@ -90,6 +90,55 @@ fn occupied_then_vacated_after_the_delay_in_one_signed_batch_each() {
 }
 
 #[test]
+fn shutdown_sends_the_held_back_leaves_and_the_batch_at_once() {
+    let mut sim = sim_with_hooks(&[("http://hooks.test/a", &[])]);
+    join_presence(&mut sim, "presence-room", "u1");
+    let b = open(&mut sim);
+    subscribe(&mut sim, b, "news");
+    assert_eq!(
+        names(&flushed(&mut sim)),
+        ["channel_occupied", "member_added", "channel_occupied"]
+    );
+    // Someone else arrives, still inside the batch window when the shutdown comes.
+    let c = open(&mut sim);
+    subscribe(&mut sim, c, "sport");
+
+    sim.input(ferrocast_engine::Input::Shutdown).unwrap();
+
+    // No time passes: the leave delay and the batch window are not waited out.
+    let events: Vec<Value> = sim
+        .take_webhooks()
+        .iter()
+        .flat_map(checked_events)
+        .map(|(_, e)| e)
+        .collect();
+    let mut seen: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["name"].as_str().unwrap(),
+                e["channel"].as_str().unwrap()
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "channel_occupied sport",
+            "channel_vacated news",
+            "channel_vacated presence-room",
+            "channel_vacated sport",
+            "member_removed presence-room",
+        ]
+    );
+    // Nothing more comes later.
+    sim.advance(secs(10));
+    assert!(sim.take_webhooks().is_empty());
+}
+
+#[test]
 fn a_page_reload_within_the_delay_sends_nothing() {
     let mut sim = sim_with_hooks(&[("http://hooks.test/a", &[])]);
     let a = join_presence(&mut sim, "presence-room", "u1");

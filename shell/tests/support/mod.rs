@@ -142,6 +142,24 @@ impl Server {
         self.child.id()
     }
 
+    /// Sends the process `signal` (`HUP`, `TERM`, …) with `kill`.
+    pub(crate) fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
+    /// Replaces the configuration file the server was started with (for SIGHUP reloads).
+    pub(crate) fn rewrite_config(&self, text: &str) {
+        let path = self
+            .config
+            .as_ref()
+            .expect("started with a configuration file");
+        std::fs::write(path, text).expect("rewrite the configuration");
+    }
+
     /// Waits (bounded) for the process to exit.
     pub(crate) fn wait_exit(&mut self) -> ExitStatus {
         let start = Instant::now();
@@ -404,4 +422,21 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc status")
+}
+
+/// CPU time (user and system) the process `pid` has used so far, from `/proc/{pid}/stat`.
+pub(crate) fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // The command name may hold spaces; the fields after its closing parenthesis do not.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("a command name")
+        .1
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // USER_HZ is 100 on every Linux this runs on.
+    Duration::from_millis(ticks * 10)
 }

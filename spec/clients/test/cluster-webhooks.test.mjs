@@ -62,10 +62,11 @@ describe('webhooks and limits of a three-node cluster', { timeout: 80_000 }, () 
     ({ nodes } = cluster);
   });
 
+  // Bounded, so that a teardown that cannot finish fails the file instead of hanging the run.
   after(async () => {
     await cluster?.stop();
     await hook?.close();
-  });
+  }, { timeout: 30_000 });
 
   let sentinels = 0;
   /** Waits until every live node's sentinel is delivered (see the top of the file). */

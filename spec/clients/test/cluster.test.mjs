@@ -36,9 +36,10 @@ describe('a cluster of three nodes over Redis', { timeout: 110_000 }, () => {
     ({ proxy, nodes } = cluster);
   });
 
+  // Bounded, so that a teardown that cannot finish fails the file instead of hanging the run.
   after(async () => {
     await cluster?.stop();
-  });
+  }, { timeout: 30_000 });
 
   /** Waits until `node` counts `count` subscriptions on `channel` cluster-wide. */
   const seesSubscriptions = (node, channel, count) =>

@@ -11,8 +11,12 @@ pub enum WsEvent {
     /// without the `00 00 FF FF` tail the sender removed. The shell inflates it and checks
     /// UTF-8 and the size cap; the decoder only capped the compressed size.
     Compressed(Vec<u8>),
-    /// A complete binary message; its bytes are not kept since the protocol has no use for them.
-    Binary,
+    /// A complete binary message: its bytes when the decoder keeps them (see
+    /// [`Decoder::keeping_binary`]), else empty, since the Pusher protocol has no use for them.
+    Binary(Vec<u8>),
+    /// A complete compressed binary message, when the decoder keeps binary messages: raw
+    /// deflate data as in [`WsEvent::Compressed`], with no UTF-8 to check once inflated.
+    CompressedBinary(Vec<u8>),
     /// A ping with the payload the pong must echo.
     Ping(Vec<u8>),
     /// A pong.
@@ -76,6 +80,8 @@ fn parse_header(bytes: &[u8]) -> Option<(Header, usize)> {
 enum Sink {
     /// Append to the message under reassembly.
     Message,
+    /// Append to the binary message under reassembly (no UTF-8 check).
+    Binary,
     /// Collect into the control frame buffer.
     Control,
     /// Skip: part of an oversized or binary message.
@@ -113,10 +119,13 @@ pub struct Decoder {
     message_len: u64,
     /// Whether the message in progress went over the cap and is being skipped.
     discarding: bool,
+    /// Whether binary messages are reassembled and handed over, or only counted.
+    keep_binary: bool,
     /// Whether permessage-deflate was negotiated, so RSV1 may mark a compressed message.
     deflate: bool,
     /// Whether the message in progress is compressed (its first frame had RSV1).
     compressed: bool,
+    /// The payload of the message in progress (text, or binary when kept).
     text: Vec<u8>,
     /// How many leading bytes of `text` are known to be complete, valid UTF-8.
     text_valid: usize,
@@ -135,6 +144,7 @@ impl Decoder {
             message: None,
             message_len: 0,
             discarding: false,
+            keep_binary: false,
             deflate: false,
             compressed: false,
             text: Vec::new(),
@@ -142,6 +152,12 @@ impl Decoder {
             control: Vec::new(),
             finished: false,
         }
+    }
+
+    /// The same decoder, handing over binary messages' bytes too (for an echo server).
+    pub fn keeping_binary(mut self) -> Self {
+        self.keep_binary = true;
+        self
     }
 
     /// The same decoder on a connection that negotiated permessage-deflate (RFC 7692): a data
@@ -311,7 +327,11 @@ impl Decoder {
                 self.text.reserve(len as usize);
                 Sink::Message
             }
-            // Binary payloads are counted against the cap but never kept.
+            Some(MessageKind::Binary) if self.keep_binary => {
+                self.text.reserve(len as usize);
+                Sink::Binary
+            }
+            // Otherwise binary payloads are counted against the cap but never kept.
             _ => Sink::Discard,
         }
     }
@@ -325,7 +345,7 @@ impl Decoder {
         let n = frame.remaining.min(input.len() as u64) as usize;
         let (chunk, rest) = input.split_at(n);
         let target = match frame.sink {
-            Sink::Message => Some(&mut self.text),
+            Sink::Message | Sink::Binary => Some(&mut self.text),
             Sink::Control => Some(&mut self.control),
             Sink::Discard => None,
         };
@@ -394,7 +414,16 @@ impl Decoder {
                         out.push(WsEvent::Compressed(std::mem::take(&mut self.text)));
                     }
                     Some(MessageKind::Text) => self.finish_text(out),
-                    Some(MessageKind::Binary) => out.push(WsEvent::Binary),
+                    Some(MessageKind::Binary) if std::mem::take(&mut self.compressed) => {
+                        out.push(if self.keep_binary {
+                            WsEvent::CompressedBinary(std::mem::take(&mut self.text))
+                        } else {
+                            WsEvent::Binary(Vec::new())
+                        })
+                    }
+                    Some(MessageKind::Binary) => {
+                        out.push(WsEvent::Binary(std::mem::take(&mut self.text)))
+                    }
                     None => {}
                 }
             }
@@ -517,7 +546,10 @@ mod tests {
         wire.extend(frame(0x80, &[b'c'; 600]));
         wire.extend(frame(0x82, b"bin"));
         let events = decode_all(1000, &wire);
-        assert_eq!(events, vec![WsEvent::Oversized, WsEvent::Binary]);
+        assert_eq!(
+            events,
+            vec![WsEvent::Oversized, WsEvent::Binary(Vec::new())]
+        );
     }
 
     #[test]
@@ -732,7 +764,7 @@ mod tests {
         // A compressed binary message is skipped like any binary message.
         assert_eq!(
             decode_deflate(1024, &frame(0xC2, &compressed)),
-            vec![WsEvent::Binary]
+            vec![WsEvent::Binary(Vec::new())]
         );
     }
 
@@ -775,5 +807,41 @@ mod tests {
             decode_deflate(1000, &wire),
             vec![WsEvent::Oversized, WsEvent::Compressed(vec![1, 2, 3])]
         );
+    }
+
+    #[test]
+    fn binary_bytes_are_kept_only_when_asked_for_and_never_utf8_checked() {
+        let mut wire = frame(0x02, b"\xff\x00");
+        wire.extend(frame(0x89, b"p"));
+        wire.extend(frame(0x80, b"\xfe"));
+        wire.extend(frame(0x81, b"text after"));
+        let mut kept = Vec::new();
+        Decoder::new(1024).keeping_binary().decode(&wire, &mut kept);
+        assert_eq!(
+            kept,
+            vec![
+                WsEvent::Ping(b"p".to_vec()),
+                WsEvent::Binary(b"\xff\x00\xfe".to_vec()),
+                WsEvent::Text(b"text after".to_vec()),
+            ]
+        );
+        let counted = decode_all(1024, &wire);
+        assert_eq!(counted[1], WsEvent::Binary(Vec::new()));
+        // The cap holds for kept binary messages too.
+        let mut big = Vec::new();
+        Decoder::new(4)
+            .keeping_binary()
+            .decode(&frame(0x82, b"12345"), &mut big);
+        assert_eq!(big, vec![WsEvent::Oversized]);
+    }
+
+    #[test]
+    fn a_kept_compressed_binary_message_is_handed_over_compressed() {
+        let mut out = Vec::new();
+        Decoder::new(1024)
+            .keeping_binary()
+            .with_permessage_deflate()
+            .decode(&frame(0xC2, &[0xFF, 0x00]), &mut out);
+        assert_eq!(out, vec![WsEvent::CompressedBinary(vec![0xFF, 0x00])]);
     }
 }

@@ -136,6 +136,11 @@ impl Frame {
         Self::encode(Opcode::Text, payload)
     }
 
+    /// A binary frame carrying `payload` (only the echo server sends these).
+    pub fn binary(payload: &[u8]) -> Self {
+        Self::encode(Opcode::Binary, payload)
+    }
+
     /// A pong control frame echoing a ping's payload (at most 125 bytes are kept).
     pub fn pong(payload: &[u8]) -> Self {
         Self::encode(Opcode::Pong, &payload[..payload.len().min(125)])

@@ -2,15 +2,16 @@
 # Runs every test layer of Ferrocast, from any working directory, on a clean clone:
 #   formatting, clippy, the rust-version check, the release build, the Rust workspace tests
 #   (unit, simulator scenarios for one node and for a cluster, conformance vectors, property
-#   tests, the Redis bus against a real redis-server), the loom models, the fuzz smoke run, the
-#   end-to-end suites in which pusher-js (under Node and in Chromium), Laravel Echo and the
-#   `pusher` SDKs talk to the real `ferrocast` binary (three nodes over Redis included), the
-#   black-box conformance runner against one server and against a three-node cluster, and
-#   Autobahn|Testsuite against the echo build.
+#   tests, the Redis bus against a real redis-server, the metrics listener scraped by a real
+#   Prometheus), the loom models, the fuzz smoke run, the end-to-end suites in which pusher-js
+#   (under Node and in Chromium), Laravel Echo and the `pusher` SDKs talk to the real
+#   `ferrocast` binary (three nodes over Redis included), the black-box conformance runner
+#   against one server and against a three-node cluster, and Autobahn|Testsuite against the
+#   echo build.
 # Installs what it needs itself (npm packages from the committed lock file, a Python venv,
-# cargo-fuzz, Debian's redis-server, openssl and chromium packages when they are missing).
-# Every layer runs even when an earlier one failed (except the end-to-end layers, which need a
-# fresh build); the script exits non-zero if any layer failed.
+# cargo-fuzz, Debian's redis-server, openssl, prometheus and chromium packages when they are
+# missing). Every layer runs even when an earlier one failed (except the end-to-end layers,
+# which need a fresh build); the script exits non-zero if any layer failed.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -58,15 +59,19 @@ step "release build" cargo build --release -p ferrocast --bin ferrocast && BUILT
 # The cluster bus tests start their own redis-server (a free loopback port, a temporary
 # directory, no persistence), so a Redis the package may start as a system service on 6379 is
 # never used and does not matter; the rediss:// test makes its certificates with openssl.
+# The metrics test starts a real prometheus the same way (a free loopback port, a temporary
+# storage directory), never the system service the package may start.
 # Install Debian's packages when they are missing (CI runs as root on a fresh machine); a
-# failure here fails the layer loudly, and the bus tests then fail too.
+# failure here fails the layer loudly, and the tests that need them then fail too.
 ensure_bus_tools() {
   local missing=()
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
   if [[ ${#missing[@]} == 0 ]]; then
     echo "redis-server: $(command -v redis-server), $(redis-server --version)"
     echo "openssl: $(openssl version)"
+    echo "prometheus: $(prometheus --version 2>&1 | head -n 1)"
     return 0
   fi
   local sudo=()
@@ -81,9 +86,10 @@ ensure_bus_tools() {
   "${sudo[@]}" apt-get update &&
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" &&
   command -v redis-server >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 &&
-  echo "installed: $(redis-server --version); $(openssl version)"
+  command -v prometheus >/dev/null 2>&1 &&
+  echo "installed: $(redis-server --version); $(openssl version); $(prometheus --version 2>&1 | head -n 1)"
 }
-step "redis-server and openssl for the bus tests" ensure_bus_tools || true
+step "redis-server, openssl and prometheus for the tests" ensure_bus_tools || true
 
 # The browser tests (spec/clients/test/browser.test.mjs) drive Debian's Chromium through
 # playwright-core, which downloads no browser of its own. Install the package when it is

@@ -8,6 +8,7 @@ mod connect;
 mod http_api;
 mod http_handlers;
 mod liveness;
+mod metrics;
 mod publish;
 mod reload;
 mod signin;
@@ -26,6 +27,7 @@ use crate::token_bucket::TokenBucket;
 use crate::wire::pusher::{self, Malformed, RawJson};
 use crate::wire::websocket::Frame;
 use core::net::IpAddr;
+pub use metrics::{AppCounters, AppMetrics, ChannelCounts, EngineMetrics};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -50,6 +52,8 @@ pub struct Engine {
     shutting_down: bool,
     /// Present when the engine is one node of a cluster.
     cluster: Option<Box<cluster::ClusterState>>,
+    /// Handshakes refused before they became a connection, by close code.
+    refused_connections: BTreeMap<u16, u64>,
 }
 
 /// Per-app live state beside its configuration.
@@ -72,6 +76,8 @@ struct App {
     http_event_bucket: Option<TokenBucket>,
     /// HTTP read allowance, created on first use when the app has a limit.
     http_read_bucket: Option<TokenBucket>,
+    /// What the app's clients and backend did, for [`Engine::metrics`].
+    counters: AppCounters,
 }
 
 impl App {
@@ -93,6 +99,7 @@ impl App {
             webhooks,
             http_event_bucket: None,
             http_read_bucket: None,
+            counters: AppCounters::default(),
         }
     }
 }
@@ -191,6 +198,7 @@ impl Engine {
             now: None,
             shutting_down: false,
             cluster: None,
+            refused_connections: BTreeMap::new(),
         }
     }
 
@@ -220,7 +228,8 @@ impl Engine {
         match input {
             Input::Opened { conn, request } => self.open(conn, &request),
             Input::Text { conn, text } => self.on_text(conn, &text),
-            Input::Binary { conn, .. } => self.with_activity(conn, |engine| {
+            Input::Binary { conn, data } => self.with_activity(conn, |engine| {
+                engine.count_received(conn, data.len());
                 engine.send_error(
                     conn,
                     None,
@@ -343,6 +352,7 @@ impl Engine {
 
     fn on_text(&mut self, conn: ConnId, text: &[u8]) -> Result<(), ApiMisuse> {
         self.with_activity(conn, |engine| {
+            engine.count_received(conn, text.len());
             let app = engine.app_of(conn);
             if text.len() > app.config.max_message_bytes {
                 engine.close(conn, CloseCode::MESSAGE_TOO_BIG, "message too large");
@@ -385,6 +395,11 @@ impl Engine {
             Some(c) => self.for_app(&c.app, frame),
             None => frame,
         };
+        // A refused handshake is no connection: its error frame counts for no app.
+        if let Some(counters) = self.counters_of(conn) {
+            counters.ws_messages_sent += 1;
+            counters.ws_bytes_sent += frame.wire_bytes().len() as u64;
+        }
         self.outputs.push_back(Output::Send { conn, frame });
     }
 
@@ -397,20 +412,12 @@ impl Engine {
         }
     }
 
-    /// Sends `frame` to `app`'s connections `conns` (but `except`).
-    fn broadcast(
-        &mut self,
-        app: &AppId,
-        conns: std::sync::Arc<[ConnId]>,
-        except: Option<ConnId>,
-        frame: Frame,
-    ) {
-        let frame = self.for_app(app, frame);
-        self.outputs.push_back(Output::Broadcast {
-            conns,
-            except,
-            frame,
-        });
+    /// Counts one message received on an open connection.
+    fn count_received(&mut self, conn: ConnId, bytes: usize) {
+        if let Some(counters) = self.counters_of(conn) {
+            counters.ws_messages_received += 1;
+            counters.ws_bytes_received += bytes as u64;
+        }
     }
 
     /// `pusher:error` without closing (`code` null: the message says what was wrong).
@@ -439,6 +446,9 @@ impl Engine {
 
     /// Closes a known connection: forget its state, then tell the shell.
     fn close(&mut self, conn: ConnId, code: CloseCode, reason: &str) {
+        if let Some(counters) = self.counters_of(conn) {
+            *counters.closes.entry(code.get()).or_default() += 1;
+        }
         self.notice(Some(conn), format!("closing with {}: {reason}", code.get()));
         self.forget(conn);
         self.outputs.push_back(Output::Close {
@@ -474,6 +484,7 @@ impl Engine {
         }
         let app = self.app_mut(&connection.app);
         app.connections -= 1;
+        app.counters.disconnections += 1;
         let connections = app.connections as u64;
         self.cluster_record(
             &connection.app,

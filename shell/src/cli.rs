@@ -2,8 +2,8 @@
 //! here, so that every setting is declared once; this file adds only what is not a setting.
 
 use crate::settings::{
-    ClusterOverrides, EngineOverrides, FirstAppOverrides, Overrides, RateLimitSettings,
-    ServerSettings,
+    ClusterOverrides, EngineOverrides, FirstAppOverrides, MetricsSettings, Overrides,
+    RateLimitSettings, ServerSettings,
 };
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, FromArgMatches, Parser};
@@ -51,6 +51,10 @@ pub struct Cli {
     #[command(flatten)]
     rate_limit: RateLimitSettings,
 
+    /// The `[metrics]` settings as given here.
+    #[command(flatten)]
+    metrics: MetricsSettings,
+
     /// The settings given as flags or environment variables, for `Settings::load`.
     #[arg(skip)]
     pub overrides: Overrides,
@@ -79,6 +83,7 @@ impl Cli {
             &cli.first_app,
             &cli.cluster,
             &cli.rate_limit,
+            &cli.metrics,
             &matches,
         );
         Ok(cli)

@@ -39,6 +39,11 @@ impl ClusterLink {
         self.link.sender()
     }
 
+    /// The link's counters.
+    pub(crate) fn stats(&self) -> std::sync::Arc<crate::bus::BusStats> {
+        self.link.stats()
+    }
+
     /// Stops the link's threads and waits for them (bounded: see [`RedisLink::stop`]).
     /// The door must be closed first, or a subscriber waiting for room in it would wait on.
     pub(crate) fn stop(self) {

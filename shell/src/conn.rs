@@ -13,6 +13,7 @@ use crate::door::Requests;
 use crate::extensions;
 use crate::forwarded::ClientAddress;
 use crate::http::{self, HeadLimits, Parsed, Refusal, RequestHead, ResponseOptions};
+use crate::metrics::WorkerStats;
 use crate::out_queue::{Offer, OutQueue};
 use crate::rate_limit::{ClientGate, Limiter, Verdict};
 use crate::transport::Transport;
@@ -65,6 +66,8 @@ pub(crate) struct Cx<'a> {
     pub limits: &'a ConnLimits,
     /// Who clients are behind proxies, and the per-address rate limits.
     pub gate: &'a ClientGate,
+    /// The worker's counters, for the metrics.
+    pub stats: &'a WorkerStats,
 }
 
 /// What the event loop must do with a connection after an operation.
@@ -193,7 +196,10 @@ impl Conn {
                     let _ = self.transport.write(&mut self.out, &mut self.stream);
                     return self.lost(cx);
                 }
-                Ok(n) => self.on_bytes(&scratch[..n], cx),
+                Ok(n) => {
+                    WorkerStats::add(&cx.stats.bytes_received, n as u64);
+                    self.on_bytes(&scratch[..n], cx)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flow::Idle,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -208,6 +214,7 @@ impl Conn {
     /// Writes what is queued; half-closes a closing connection once everything is out (over
     /// TLS, after a close_notify).
     pub(crate) fn flush(&mut self, cx: &mut Cx<'_>) -> Flow {
+        let queued = self.out.bytes();
         let written = self
             .transport
             .write(&mut self.out, &mut self.stream)
@@ -217,6 +224,8 @@ impl Conn {
                 }
                 _ => Ok(all),
             });
+        let sent = queued.saturating_sub(self.out.bytes());
+        WorkerStats::add(&cx.stats.bytes_sent, sent as u64);
         match written {
             Ok(true) => {
                 if let Phase::Closing { shut_write } = &mut self.phase {
@@ -521,6 +530,7 @@ impl Conn {
                         let limits = &cx.gate.limits;
                         if let Some(upgrade) = &parsed.upgrade {
                             if let Some(refusal) = over_limit(&limits.ws_connects, client, cx.now) {
+                                WorkerStats::add(&cx.stats.ws_connects_limited, 1);
                                 return self.refuse(refusal, cx);
                             }
                             let accept = upgrade.accept.clone();
@@ -530,6 +540,7 @@ impl Conn {
                         if parsed.method != "OPTIONS" {
                             if let Some(refusal) = over_limit(&limits.api_requests, client, cx.now)
                             {
+                                WorkerStats::add(&cx.stats.api_requests_limited, 1);
                                 return self.refuse(refusal, cx);
                             }
                         }
@@ -580,6 +591,7 @@ impl Conn {
                 head_only: current.method == "HEAD",
             });
             self.deadline = None;
+            WorkerStats::add(&cx.stats.http_requests, 1);
             cx.inputs.push(Input::Http {
                 req: cx.requests.open(self.id),
                 request: HttpRequest {
@@ -594,6 +606,7 @@ impl Conn {
     }
 
     fn refuse(&mut self, refusal: Refusal, cx: &mut Cx<'_>) {
+        cx.stats.refused(refusal.status);
         tracing::debug!(conn = self.id.0, status = refusal.status, reason = %refusal.reason, "request refused");
         let options = ResponseOptions {
             keep_alive: false,

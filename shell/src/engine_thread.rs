@@ -9,6 +9,7 @@
 //! inline.
 
 use crate::bus::BusSender;
+use crate::metrics::EngineBoard;
 use crate::queue::{Received, Receiver};
 use crate::route::Router;
 use crate::webhook::WebhookSink;
@@ -16,6 +17,7 @@ use crate::webhook::WebhookSink;
 use ferrocast_engine::echo::EchoEngine;
 use ferrocast_engine::{ApiMisuse, Engine, Input, Moment, Output};
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The protocol an engine core runs.
@@ -59,6 +61,8 @@ pub(crate) struct EngineCore {
     bus: Option<BusSender>,
     /// When the engine wants a `Tick`.
     wake: Option<Instant>,
+    /// Where snapshots for the metrics listener go, when it runs.
+    metrics: Option<Arc<EngineBoard>>,
 }
 
 impl EngineCore {
@@ -74,6 +78,7 @@ impl EngineCore {
             webhooks,
             bus: None,
             wake: None,
+            metrics: None,
         }
     }
 
@@ -81,6 +86,36 @@ impl EngineCore {
     pub(crate) fn with_bus(mut self, bus: BusSender) -> Self {
         self.bus = Some(bus);
         self
+    }
+
+    /// Measures batches and answers snapshot requests on `board`.
+    pub(crate) fn with_metrics(mut self, board: Arc<EngineBoard>) -> Self {
+        self.metrics = Some(board);
+        self
+    }
+
+    /// Ends a batch that began at `started`: records its duration (unless nothing was fed:
+    /// an idle turn of the one-worker loop) and, if a scrape asked for one, publishes a
+    /// snapshot of the engine's counts.
+    pub(crate) fn end_batch(&self, started: Instant, fed: bool) {
+        let Some(board) = &self.metrics else {
+            return;
+        };
+        if fed {
+            board.observe_batch(started.elapsed());
+        }
+        if !board.take_request() {
+            return;
+        }
+        match &self.engine {
+            Protocol::Pusher(engine) => board.publish(
+                engine.metrics(),
+                engine.bus_stats(),
+                engine.live_peers().len(),
+            ),
+            #[cfg(feature = "echo")]
+            Protocol::Echo(_) => board.publish(Default::default(), Default::default(), 0),
+        }
     }
 
     /// When the engine wants [`Input::Tick`].
@@ -161,6 +196,7 @@ impl EngineThread {
                 self.core.feed(at, input);
             }
             self.core.router.flush();
+            self.core.end_batch(at.now, true);
         }
     }
 }

@@ -15,6 +15,8 @@ mod engine_thread;
 mod extensions;
 mod forwarded;
 mod http;
+mod metrics;
+mod metrics_server;
 mod out_queue;
 mod queue;
 mod rate_limit;
@@ -46,7 +48,9 @@ pub use http::{parse_head, parse_request, HeadLimits, Parsed, Refusal, RequestHe
 pub use queue::{bounded as bounded_queue, ProducerWake, Received, Receiver, Sender, Unsent};
 pub use rate_limit::Window;
 pub use server::Server;
-pub use settings::{LogFormat, Overrides, RateLimitSettings, ServerSettings, Settings};
+pub use settings::{
+    LogFormat, MetricsSettings, Overrides, RateLimitSettings, ServerSettings, Settings,
+};
 /// The shutdown request, for the loom models.
 pub use supervisor::{Stop, StopLevel};
 pub use tls::TlsFiles;

@@ -76,6 +76,10 @@ fn main() -> ExitCode {
     );
     // Tests and scripts wait for this exact line on stdout.
     println!("ferrocast listening on {addr}");
+    if let Some(metrics) = server.metrics_addr() {
+        tracing::info!(addr = %metrics, "serving metrics at /metrics");
+        println!("ferrocast metrics on {metrics}");
+    }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

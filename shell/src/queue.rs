@@ -189,6 +189,11 @@ impl<T> Sender<T> {
         close(&self.shared, false);
     }
 
+    /// Items waiting in the queue now (for the metrics: a depth, stale once read).
+    pub fn queued(&self) -> usize {
+        self.lock().items.len()
+    }
+
     fn push(&self, mut state: MutexGuard<'_, State<T>>, batch: &mut Vec<T>) {
         let was_empty = state.items.is_empty();
         state.items.extend(batch.drain(..));

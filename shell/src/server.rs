@@ -17,11 +17,15 @@
 //! node with a random id, and the bus link is one more feeder (see [`crate::cluster`]);
 //! without one the server is a single node and needs no Redis. With `[server.tls]` the port
 //! speaks TLS only, and SIGHUP re-reads the certificate (see [`crate::tls`]).
+//! With `[metrics] enabled` one more thread serves `/metrics` on its own address, from the
+//! workers' counters and snapshots the engine publishes when asked (see [`crate::metrics`]).
 
 use crate::cluster::{random_node_id, ClusterLink};
 use crate::conn::ConnLimits;
 use crate::engine_thread::{random_seed, EngineCore, EngineThread, Protocol};
 use crate::forwarded::TrustedProxies;
+use crate::metrics::{self, EngineBoard, Sources};
+use crate::metrics_server::MetricsListener;
 use crate::queue::{self, Sender};
 use crate::rate_limit::ClientGate;
 use crate::route::Router;
@@ -58,6 +62,9 @@ pub struct Server {
     signals: Option<signal_hook::iterator::Signals>,
     to_engine_capacity: usize,
     to_worker_capacity: usize,
+    /// The metrics listener, when `[metrics] enabled`.
+    metrics: Option<MetricsListener>,
+    metrics_addr: Option<SocketAddr>,
     /// The file SIGHUP re-reads, with the flags and variables layered over it.
     config_file: Option<(PathBuf, Overrides)>,
     /// Serve the echo protocol instead of Pusher's (the `echo` feature's test binary).
@@ -88,6 +95,10 @@ impl Server {
             .ok_or_else(|| cannot_listen(io::Error::new(io::ErrorKind::NotFound, "no address")))?;
         let listener = listen(addr).map_err(cannot_listen)?;
         let local_addr = listener.local_addr()?;
+        let metrics = match &settings.metrics {
+            m if m.enabled => Some(MetricsListener::bind(&m.host, m.port)?),
+            _ => None,
+        };
         Ok(Server {
             listener: Some(listener),
             local_addr,
@@ -98,6 +109,8 @@ impl Server {
             signals: None,
             to_engine_capacity: TO_ENGINE_CAPACITY,
             to_worker_capacity: TO_WORKER_CAPACITY,
+            metrics_addr: metrics.as_ref().map(MetricsListener::local_addr),
+            metrics,
             config_file: None,
             #[cfg(feature = "echo")]
             echo: false,
@@ -107,6 +120,11 @@ impl Server {
     /// The address actually bound (the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address the metrics listener bound, when metrics are enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The number of I/O workers [`Server::run`] starts.
@@ -161,7 +179,7 @@ impl Server {
 
     /// Makes SIGHUP re-read `path` (with `overrides` over it, as at startup) and hand its apps
     /// to the engine: added, changed and removed apps take effect at once, an invalid file is
-    /// refused whole. `[server]` and `[rate_limit]` changes wait for a restart.
+    /// refused whole. `[server]`, `[rate_limit]` and `[metrics]` changes wait for a restart.
     pub fn reload_config_from(&mut self, path: PathBuf, overrides: Overrides) {
         self.config_file = Some((path, overrides));
     }
@@ -229,6 +247,11 @@ impl Server {
         if let Some(link) = &cluster {
             core = core.with_bus(link.sender());
         }
+        let board = Arc::new(EngineBoard::default());
+        if self.metrics.is_some() {
+            core = core.with_metrics(board.clone());
+        }
+        let stats = metrics::shell_stats(count);
         let mut inline = None;
         if engine_thread {
             threads.push(supervisor::spawn(
@@ -263,6 +286,7 @@ impl Server {
                 gate: gate.clone(),
                 stop: stop.clone(),
                 tls: self.tls.clone(),
+                stats: stats.clone(),
             };
             threads.push(supervisor::spawn(
                 format!("io-{index}"),
@@ -270,6 +294,23 @@ impl Server {
                 notices_tx.clone(),
                 move || Worker::new(parts).run(),
             )?);
+        }
+        if let Some(listener) = self.metrics.take() {
+            let sources = Sources {
+                board,
+                door: to_engine.clone(),
+                workers: stats,
+                webhooks: self.webhook_workers.as_ref().map(WebhookWorkers::observed),
+                bus: cluster.as_ref().map(|link| (link.stats(), link.sender())),
+            };
+            // Supervised like every thread (a panic stops the server), but never joined: it
+            // serves until the process exits.
+            supervisor::spawn(
+                "metrics".into(),
+                Role::Metrics,
+                notices_tx.clone(),
+                move || listener.serve(sources),
+            )?;
         }
         let mut webhook_queue = None;
         let mut webhook_stats = None;
@@ -428,9 +469,10 @@ impl Crew for Threads {
         };
         if next.server != self.started_with.server
             || next.rate_limit != self.started_with.rate_limit
+            || next.metrics != self.started_with.metrics
         {
             tracing::warn!(
-                "SIGHUP: [server] and [rate_limit] changes take effect at the next restart"
+                "SIGHUP: [server], [rate_limit] and [metrics] changes take effect at the next restart"
             );
         }
         tracing::info!(path = %path.display(), "SIGHUP: configuration re-read; the engine applies its apps");

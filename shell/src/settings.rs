@@ -267,6 +267,48 @@ pub struct RateLimitSettings {
     pub max_connections_per_ip: u32,
 }
 
+/// The `[metrics]` table: the Prometheus listener, on an address of its own so that the
+/// public port never serves metrics. Each key is also a flag and an environment variable.
+#[derive(Clone, Debug, PartialEq, Eq, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Whether to serve Prometheus metrics at `/metrics` on `--metrics-host:--metrics-port`.
+    #[arg(
+        id = "metrics.enabled",
+        long = "metrics",
+        env = "FERROCAST_METRICS",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub enabled: bool,
+
+    /// Address the metrics listener binds (keep it private: metrics name the apps).
+    #[arg(
+        id = "metrics.host",
+        long = "metrics-host",
+        env = "FERROCAST_METRICS_HOST",
+        default_value = "127.0.0.1"
+    )]
+    pub host: String,
+
+    /// Port of the metrics listener; 0 picks a free one.
+    #[arg(
+        id = "metrics.port",
+        long = "metrics-port",
+        env = "FERROCAST_METRICS_PORT",
+        default_value_t = 9601
+    )]
+    pub port: u16,
+}
+
+impl Default for MetricsSettings {
+    /// The built-in defaults: the declared `default_value`s, with no environment read.
+    fn default() -> Self {
+        declared_defaults()
+    }
+}
+
 /// The engine's top-level settings that also have a flag and an environment variable.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Args, Serialize)]
 pub struct EngineOverrides {
@@ -440,6 +482,8 @@ pub struct Overrides {
     cluster: toml::Table,
     /// Keys of `[rate_limit]`.
     rate_limit: toml::Table,
+    /// Keys of `[metrics]`.
+    metrics: toml::Table,
 }
 
 impl Overrides {
@@ -451,6 +495,7 @@ impl Overrides {
         first_app: &FirstAppOverrides,
         cluster: &ClusterOverrides,
         rate_limit: &RateLimitSettings,
+        metrics: &MetricsSettings,
         matches: &ArgMatches,
     ) -> Overrides {
         let mut server = table_of(server);
@@ -463,8 +508,12 @@ impl Overrides {
                 Some(ValueSource::CommandLine | ValueSource::EnvVariable)
             )
         });
+        // Its flags' ids are dotted (`metrics.host`), apart from `[server]`'s `host`.
+        let mut metrics = table_of(metrics);
+        retain_given(&mut metrics, "metrics.", matches);
         Overrides {
             server,
+            metrics,
             engine: table_of(engine),
             first_app: table_of(first_app),
             cluster: table_of(cluster),
@@ -541,6 +590,8 @@ pub struct Settings {
     pub engine: Config,
     /// The per-client-address limits.
     pub rate_limit: RateLimitSettings,
+    /// The Prometheus listener.
+    pub metrics: MetricsSettings,
 }
 
 impl Settings {
@@ -551,6 +602,10 @@ impl Settings {
         server.validate()?;
         let rate_limit: RateLimitSettings =
             layered(text, &mut table, "rate_limit", &overrides.rate_limit)?;
+        let metrics: MetricsSettings = layered(text, &mut table, "metrics", &overrides.metrics)?;
+        if metrics.host.is_empty() {
+            return Err("metrics.host is empty".into());
+        }
         overrides.apply_to_engine(&mut table);
         // The engine parses and validates its part itself, unknown keys included.
         let rest = toml::to_string(&table).map_err(|e| format!("invalid TOML: {e}"))?;
@@ -566,6 +621,7 @@ impl Settings {
             server,
             engine,
             rate_limit,
+            metrics,
         };
         settings.validate_cluster()?;
         Ok(settings)
@@ -619,6 +675,7 @@ impl Settings {
             toml::Table::from_iter([
                 ("server".to_owned(), table_of(&self.server).into()),
                 ("rate_limit".to_owned(), table_of(&self.rate_limit).into()),
+                ("metrics".to_owned(), table_of(&self.metrics).into()),
             ]),
             toml::Table::from_iter([("apps".to_owned(), apps)]),
         ];

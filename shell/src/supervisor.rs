@@ -61,6 +61,8 @@ pub(crate) enum Role {
     Signals,
     /// Webhook delivery thread `n`.
     Webhooks(usize),
+    /// The metrics listener.
+    Metrics,
 }
 
 impl fmt::Display for Role {
@@ -70,6 +72,7 @@ impl fmt::Display for Role {
             Role::Worker(n) => write!(f, "I/O worker {n}"),
             Role::Signals => write!(f, "the signal thread"),
             Role::Webhooks(n) => write!(f, "webhook delivery thread {n}"),
+            Role::Metrics => write!(f, "the metrics listener"),
         }
     }
 }
@@ -186,7 +189,7 @@ pub(crate) fn watch(
                     (_, Err(why)) => Some(why),
                     (Role::Worker(_), Ok(())) if !stopping => Some("stopped unasked".into()),
                     (Role::Engine, Ok(())) if running > 0 => Some("stopped early".into()),
-                    (Role::Webhooks(_), Ok(())) => Some("stopped unasked".into()),
+                    (Role::Webhooks(_) | Role::Metrics, Ok(())) => Some("stopped unasked".into()),
                     _ => None,
                 };
                 if let Some(why) = failure {
@@ -204,7 +207,7 @@ pub(crate) fn watch(
                     }
                     Role::Engine => break,
                     // Its end matters only when it failed (handled above).
-                    Role::Signals | Role::Webhooks(_) => {}
+                    Role::Signals | Role::Webhooks(_) | Role::Metrics => {}
                 }
             }
         }

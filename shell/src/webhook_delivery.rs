@@ -148,6 +148,16 @@ impl WebhookSink for WebhookSender {
 }
 
 impl WebhookWorkers {
+    /// The delivery counters and the queue they drain, for the metrics listener.
+    pub(crate) fn observed(&self) -> (Arc<DeliveryStats>, queue::Sender<WebhookDelivery>) {
+        let stats = self
+            .workers
+            .first()
+            .map(|worker| worker.stats.clone())
+            .unwrap_or_default();
+        (stats, self.webhook_queue.clone())
+    }
+
     /// Starts each worker on a thread of its own, outside any supervisor (stop them with
     /// [`WebhookSender::close`]).
     pub fn spawn(self) -> std::io::Result<Vec<JoinHandle<()>>> {

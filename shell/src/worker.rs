@@ -17,6 +17,7 @@ use crate::accept_log::AcceptLog;
 use crate::conn::{Conn, ConnLimits, Cx, Flow};
 use crate::door::{Feeder, Requests};
 use crate::engine_thread::{self, EngineCore};
+use crate::metrics::{ShellStats, WorkerStats};
 use crate::queue::{Receiver, Sender, Unsent};
 use crate::rate_limit::ClientGate;
 use crate::route::ToWorker;
@@ -112,6 +113,8 @@ pub(crate) struct WorkerParts {
     pub stop: Arc<Stop>,
     /// The certificate new connections handshake with, when the port speaks TLS.
     pub tls: Option<Arc<TlsIdentity>>,
+    /// Every worker's counters (this one writes its own, at `index`).
+    pub stats: ShellStats,
 }
 
 /// One I/O worker.
@@ -129,6 +132,7 @@ pub(crate) struct Worker {
     requests: Requests,
     stop: Arc<Stop>,
     tls: Option<Arc<TlsIdentity>>,
+    stats: ShellStats,
     conns: Slots<Entry>,
     limits: ConnLimits,
     gate: Arc<ClientGate>,
@@ -162,6 +166,7 @@ impl Worker {
             requests: Requests::new(feeder),
             stop: parts.stop,
             tls: parts.tls,
+            stats: parts.stats,
             conns: Slots::for_worker(parts.index),
             limits: parts.limits,
             gate: parts.gate,
@@ -279,11 +284,14 @@ impl Worker {
         let EngineLink::Inline { core, door } = &mut self.engine else {
             return;
         };
+        let started = Instant::now();
+        let mut fed = !self.inputs.is_empty();
         core.tick_if_due(engine_thread::now());
         for input in self.inputs.drain(..) {
             core.feed(engine_thread::now(), input);
         }
         if door.drain(&mut self.inputs) {
+            fed = true;
             for input in self.inputs.drain(..) {
                 core.feed(engine_thread::now(), input);
             }
@@ -291,6 +299,7 @@ impl Worker {
         core.router.take_lane(self.feeder, &mut self.mail);
         // Outputs for other feeders (none answer yet, but a bus or admin thread would).
         core.router.flush();
+        core.end_batch(started, fed);
         self.apply_mail(now);
     }
 
@@ -544,6 +553,7 @@ impl Worker {
             return;
         }
         tracing::debug!(worker = self.index, conn = id.0, "accepted");
+        WorkerStats::add(&self.stats[self.index].accepted, 1);
         self.touch(index);
     }
 
@@ -563,6 +573,7 @@ impl Worker {
             requests: &mut self.requests,
             limits: &self.limits,
             gate: &self.gate,
+            stats: &self.stats[self.index],
         };
         f(&mut entry.conn, &mut cx)
     }
@@ -577,6 +588,7 @@ impl Worker {
             requests: &mut self.requests,
             limits: &self.limits,
             gate: &self.gate,
+            stats: &self.stats[self.index],
         };
         let flow = entry.conn.on_readable(&mut self.scratch, &mut cx);
         self.after(index, flow);
@@ -638,6 +650,7 @@ impl Worker {
                 queued = entry.conn.queued_bytes(),
                 "output queue full: slow consumer"
             );
+            WorkerStats::add(&self.stats[self.index].slow_consumers, 1);
             self.inputs.push(Input::SlowConsumer { conn });
         }
         self.touch(index);

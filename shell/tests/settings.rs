@@ -222,6 +222,19 @@ const SETTINGS: &[Setting] = &[
         "9/60",
         "9",
     ),
+    setting("metrics.enabled", "--metrics", "FERROCAST_METRICS", "true"),
+    setting(
+        "metrics.host",
+        "--metrics-host",
+        "FERROCAST_METRICS_HOST",
+        "127.0.0.9",
+    ),
+    setting(
+        "metrics.port",
+        "--metrics-port",
+        "FERROCAST_METRICS_PORT",
+        "9700",
+    ),
     setting("apps.0.id", "--app-id", "FERROCAST_APP_ID", "id-9"),
     setting("apps.0.key", "--app-key", "FERROCAST_APP_KEY", "key-9"),
 ];

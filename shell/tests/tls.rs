@@ -369,7 +369,10 @@ fn sighup_without_tls_changes_nothing_and_stops_nothing() {
     assert_eq!(next_json(&mut ws)["event"], "pusher:connection_established");
 
     sighup(&server);
-    wait_for_log(&server, "no TLS certificate to reload");
+    wait_for_log(
+        &server,
+        "no configuration file and no TLS certificate; nothing to reload",
+    );
 
     ws.send(Message::text(r#"{"event":"pusher:ping","data":{}}"#))
         .unwrap();

@@ -17,7 +17,12 @@ impl Engine {
         let now = self.moment().now;
         let connection = &self.conns[&conn];
         let app = &self.apps[&connection.app];
-        let refuse = |engine: &mut Self, why: String| engine.send_error(conn, None, &why);
+        let refuse = |engine: &mut Self, why: String| {
+            if let Some(counters) = engine.counters_of(conn) {
+                counters.client_events_refused += 1;
+            }
+            engine.send_error(conn, None, &why);
+        };
         if !app.config.client_events {
             return refuse(self, "client events are not enabled for this app".into());
         }
@@ -67,12 +72,17 @@ impl Engine {
         if !connection.client_events.try_take(now) {
             let message =
                 format!("client event rate limit exceeded: {event} on {channel} was not delivered");
+            if let Some(counters) = self.counters_of(conn) {
+                counters.client_events_refused += 1;
+            }
             return self.send_error(conn, Some(CloseCode::CLIENT_EVENT_RATE_LIMITED), &message);
         }
+        let app_id = connection.app.clone();
         let app = self
             .apps
-            .get_mut(&connection.app)
+            .get_mut(&app_id)
             .expect("an app outlives its connections");
+        app.counters.client_events_relayed += 1;
         let frame = pusher::message(
             event.as_str(),
             Some(channel.as_str()),
@@ -83,11 +93,12 @@ impl Engine {
             .channels
             .get_mut(&channel)
             .expect("a joined channel exists");
-        let recipients = (entry.subscriber_count() > 1).then(|| entry.recipients());
-        let (app, socket_id) = (connection.app.clone(), connection.socket_id);
-        if let Some(conns) = recipients {
-            self.broadcast(&app, conns, Some(conn), frame);
+        if entry.subscriber_count() > 1 {
+            let conns = entry.recipients();
+            self.broadcast(&app_id, conns, Some(conn), frame);
         }
+        let connection = &self.conns[&conn];
+        let (app, socket_id) = (connection.app.clone(), connection.socket_id);
         self.cluster_client_event(&app, &channel, &event, &data, user_id.as_ref(), socket_id);
         self.with_webhooks(&app, |hooks, cx| {
             let sender = (socket_id, user_id.as_ref());

@@ -28,6 +28,7 @@ impl Engine {
             Ok(app) => self.establish(conn, app, request.peer),
             Err((code, message)) => {
                 // The connection never existed for the engine; still say why before closing.
+                self.count_refused(code);
                 self.send(conn, super::error_frame(Some(code), &message));
                 let notice = Notice {
                     app: None,
@@ -147,6 +148,7 @@ impl Engine {
         let connections = {
             let state = self.app_mut(&app);
             state.connections += 1;
+            state.counters.new_connections += 1;
             state.connections as u64
         };
         self.cluster_record(&app, Change::Connections(connections));

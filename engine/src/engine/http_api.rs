@@ -61,8 +61,29 @@ impl Engine {
                 (error.status, http_response::error_body(&error.message))
             }
         };
+        // Counted for the app the path names, known or not (an unknown id names no app).
+        if let Some(app) = self.http_app(request) {
+            if let Some(counters) = self.counters_of_app(&app) {
+                counters.http_calls += 1;
+                counters.http_bytes_received += request.body.len() as u64;
+                counters.http_bytes_sent += body.len() as u64;
+            }
+        }
         self.outputs
             .push_back(Output::HttpResponse { req, status, body });
+    }
+
+    /// The app an API request is addressed to, as [`Engine::answer_http`] finds it.
+    fn http_app(&self, request: &HttpRequest) -> Option<AppId> {
+        let mut segments = request.path.trim_matches('/').split('/');
+        match (segments.next(), segments.next()) {
+            (Some("apps"), Some(id)) => self.app_by_id(id).ok(),
+            (Some("users"), _) => Query::parse(&request.query)
+                .get("auth_key")
+                .and_then(|key| self.app_by_key.get(key))
+                .cloned(),
+            _ => None,
+        }
     }
 
     fn answer_http(&mut self, request: &HttpRequest) -> Result<Value, HttpError> {

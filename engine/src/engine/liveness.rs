@@ -34,10 +34,10 @@ impl Engine {
             }
             None if now >= connection.last_activity + activity_timeout => {
                 connection.awaiting_pong_since = Some(now);
-                self.outputs.push_back(crate::interface::Output::Send {
+                self.send(
                     conn,
-                    frame: pusher::message("pusher:ping", None, &RawJson("{}".into()), None),
-                });
+                    pusher::message("pusher:ping", None, &RawJson("{}".into()), None),
+                );
                 now + pong_timeout
             }
             None => connection.last_activity + activity_timeout,

@@ -57,6 +57,11 @@ impl BusSender {
     pub fn send(&self, bytes: Vec<u8>) {
         self.shared.push(bytes);
     }
+
+    /// Messages queued and not yet published.
+    pub fn queued(&self) -> usize {
+        self.shared.queued()
+    }
 }
 
 /// Everything one of the two threads needs.

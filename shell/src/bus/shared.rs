@@ -79,7 +79,7 @@ impl OutgoingQueue {
         Some(message)
     }
 
-    #[cfg(test)]
+    /// Messages queued.
     pub(crate) fn len(&self) -> usize {
         self.messages.len()
     }
@@ -316,8 +316,8 @@ impl Shared {
         self.changed.notify_all();
     }
 
-    #[cfg(test)]
-    fn queued(&self) -> usize {
+    /// Messages waiting to be published: how far the bus lags behind this node.
+    pub fn queued(&self) -> usize {
         self.lock().outgoing.len()
     }
 }

@@ -55,6 +55,8 @@ pub(crate) struct Server {
     pub addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
     config: Option<PathBuf>,
+    /// The lines printed after the listening line.
+    stdout: Mutex<mpsc::Receiver<String>>,
 }
 
 impl Server {
@@ -113,7 +115,23 @@ impl Server {
             addr,
             stderr,
             config,
+            stdout: Mutex::new(rx),
         }
+    }
+
+    /// Waits for the `ferrocast metrics on ADDR` line of a server started with
+    /// `--metrics true`, and returns the address.
+    pub(crate) fn metrics_addr(&self) -> SocketAddr {
+        let line = self
+            .stdout
+            .lock()
+            .unwrap()
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("no metrics line; stderr:\n{}", self.stderr()));
+        line.strip_prefix("ferrocast metrics on ")
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+            .parse()
+            .expect("metrics address")
     }
 
     /// The I/O worker that served each accepted connection so far, in order of acceptance

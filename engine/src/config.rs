@@ -108,6 +108,9 @@ pub struct AppConfig {
     pub allowed_origins: Vec<String>,
     /// Whether a handshake without an `Origin` header (a server-side client) is refused too.
     pub require_origin: bool,
+    /// Whether this app's messages may be sent compressed to connections that negotiated
+    /// permessage-deflate; `false` sends them plain (negotiation itself is server-wide).
+    pub compression: bool,
 }
 
 /// One webhook endpoint of an app.
@@ -174,6 +177,7 @@ impl Default for AppConfig {
             webhooks: Vec::new(),
             allowed_origins: Vec::new(),
             require_origin: false,
+            compression: true,
         }
     }
 }

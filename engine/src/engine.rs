@@ -391,12 +391,25 @@ impl Engine {
     }
 
     fn send(&mut self, conn: ConnId, frame: Frame) {
+        let frame = match self.conns.get(&conn) {
+            Some(c) => self.for_app(&c.app, frame),
+            None => frame,
+        };
         // A refused handshake is no connection: its error frame counts for no app.
         if let Some(counters) = self.counters_of(conn) {
             counters.ws_messages_sent += 1;
             counters.ws_bytes_sent += frame.wire_bytes().len() as u64;
         }
         self.outputs.push_back(Output::Send { conn, frame });
+    }
+
+    /// `frame` as `app`'s clients get it: never compressed when the app turned compression
+    /// off, so the shell needs no knowledge of apps to honour that.
+    fn for_app(&self, app: &AppId, frame: Frame) -> Frame {
+        match self.apps.get(app) {
+            Some(a) if !a.config.compression => frame.uncompressed(),
+            _ => frame,
+        }
     }
 
     /// Counts one message received on an open connection.

@@ -41,6 +41,8 @@ pub struct Message {
     pub user_id: Option<String>,
     /// The frame's payload exactly as sent.
     pub raw: String,
+    /// Whether the frame may go out compressed (its app has compression on).
+    pub compressible: bool,
 }
 
 impl Message {
@@ -52,6 +54,7 @@ impl Message {
                 data: Value::Null,
                 user_id: None,
                 raw: String::new(),
+                compressible: frame.is_compressible(),
             };
         }
         let raw = frame.payload_text();
@@ -70,6 +73,7 @@ impl Message {
             data,
             user_id: text("user_id"),
             raw,
+            compressible: frame.is_compressible(),
         }
     }
 }

@@ -142,18 +142,28 @@ fn populated() -> Harness {
 
 /// `ws_frame`: bytes from a client through the WebSocket frame decoder, whole and in pieces.
 ///
-/// The first byte picks the message cap, the second the read sizes; the same events must
-/// come out however the bytes are split across reads.
+/// The first byte picks the message cap, the second the read sizes and (its top bit) whether
+/// permessage-deflate was negotiated; the same events must come out however the bytes are
+/// split across reads.
 pub fn ws_frame(data: &[u8]) {
     let [cap, split, stream @ ..] = data else {
         return;
     };
     let max_message = 16 + usize::from(*cap) * 4;
+    let deflate = *split & 0x80 != 0;
+    let new_decoder = || {
+        let decoder = Decoder::new(max_message);
+        if deflate {
+            decoder.with_permessage_deflate()
+        } else {
+            decoder
+        }
+    };
     let mut whole = Vec::new();
-    let mut decoder = Decoder::new(max_message);
+    let mut decoder = new_decoder();
     decoder.decode(stream, &mut whole);
     let mut pieces = Vec::new();
-    let mut chunked = Decoder::new(max_message);
+    let mut chunked = new_decoder();
     let mut rest = stream;
     let mut size = usize::from(*split % 17) + 1;
     while !rest.is_empty() {
@@ -173,6 +183,10 @@ pub fn ws_frame(data: &[u8]) {
     for (i, event) in whole.iter().enumerate() {
         match event {
             WsEvent::Text(text) => assert!(text.len() <= max_message, "text over the cap"),
+            WsEvent::Compressed(data) => {
+                assert!(deflate, "a compressed message without deflate");
+                assert!(data.len() <= max_message, "compressed message over the cap");
+            }
             WsEvent::Ping(payload) => assert!(payload.len() <= 125, "ping payload over 125"),
             WsEvent::Close(_) | WsEvent::ProtocolError(_) | WsEvent::InvalidUtf8(_) => {
                 assert_eq!(i + 1, whole.len(), "events after the end: {whole:?}");

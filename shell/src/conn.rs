@@ -8,7 +8,9 @@
 //! or upgraded to a WebSocket → closing (flush, half-close, drain until the peer hangs up or a
 //! deadline). Its bytes travel over a [`Transport`]: the socket itself, or TLS over it.
 
+use crate::deflate::{self, InflateError};
 use crate::door::Requests;
+use crate::extensions;
 use crate::forwarded::ClientAddress;
 use crate::http::{self, HeadLimits, Parsed, Refusal, RequestHead, ResponseOptions};
 use crate::metrics::WorkerStats;
@@ -45,6 +47,8 @@ pub struct ConnLimits {
     pub request_timeout: Duration,
     /// Time allowed to flush and close after the close decision.
     pub close_linger: Duration,
+    /// Whether permessage-deflate is negotiated with clients that offer it.
+    pub permessage_deflate: bool,
     /// Whether binary messages' bytes are handed to the engine (only the echo server's
     /// engine uses them; the Pusher engine refuses binary messages unread).
     pub keep_binary: bool,
@@ -117,6 +121,8 @@ pub(crate) struct Conn {
     /// budget: the engine answers `SlowConsumer` with `pusher:error` 4100 right before its
     /// Close, so this is the reason for the close, and goes out just before the close frame.
     last_words: Option<Frame>,
+    /// Whether permessage-deflate was negotiated at the upgrade.
+    deflate: bool,
     deadline: Option<Instant>,
 }
 
@@ -146,6 +152,7 @@ impl Conn {
             engine_knows: false,
             slow: false,
             last_words: None,
+            deflate: false,
             deadline: Some(now + limits.request_timeout),
         }
     }
@@ -291,10 +298,16 @@ impl Conn {
         if self.slow || !matches!(self.phase, Phase::WebSocket(_)) {
             return false;
         }
-        match self
-            .out
-            .offer(frame, limits.max_output_bytes, limits.max_output_frames)
-        {
+        if self.deflate {
+            // Compressed once per frame, by whichever worker gets here first.
+            frame.deflated(deflate::compress);
+        }
+        match self.out.offer(
+            frame,
+            self.deflate,
+            limits.max_output_bytes,
+            limits.max_output_frames,
+        ) {
             Offer::Queued => false,
             Offer::Full => {
                 self.slow = true;
@@ -309,7 +322,10 @@ impl Conn {
         self.engine_knows = false;
         if matches!(self.phase, Phase::WebSocket(_)) {
             if let Some(last_words) = self.last_words.take() {
-                self.out.push_frame(last_words);
+                if self.deflate {
+                    last_words.deflated(deflate::compress);
+                }
+                self.out.push_data(last_words, self.deflate);
             }
             self.out.push_frame(Frame::close(code, reason));
         }
@@ -411,7 +427,31 @@ impl Conn {
         let conn = self.id;
         let input = match event {
             WsEvent::Text(text) => Input::Text { conn, text },
+            WsEvent::Compressed(data) => match deflate::inflate(&data, cx.limits.max_message_bytes)
+            {
+                Ok(text) if std::str::from_utf8(&text).is_ok() => Input::Text { conn, text },
+                Ok(_) => {
+                    tracing::debug!(conn = conn.0, "inflated text is not UTF-8");
+                    return self.transport_close(1007, "text message is not UTF-8", cx);
+                }
+                // Treated exactly as an uncompressed message over the cap.
+                Err(InflateError::TooLarge) => Input::Oversized { conn },
+                Err(InflateError::Corrupt) => {
+                    tracing::debug!(conn = conn.0, "corrupt permessage-deflate data");
+                    return self.transport_close(1002, "invalid compressed message", cx);
+                }
+            },
             WsEvent::Binary(data) => Input::Binary { conn, data },
+            WsEvent::CompressedBinary(data) => {
+                match deflate::inflate(&data, cx.limits.max_message_bytes) {
+                    Ok(data) => Input::Binary { conn, data },
+                    Err(InflateError::TooLarge) => Input::Oversized { conn },
+                    Err(InflateError::Corrupt) => {
+                        tracing::debug!(conn = conn.0, "corrupt permessage-deflate data");
+                        return self.transport_close(1002, "invalid compressed message", cx);
+                    }
+                }
+            }
             WsEvent::Ping(payload) => {
                 // Answering a ping is the transport's job; the engine only hears of the activity.
                 // Only the latest few pings are answered, so a flood of pings from a client
@@ -494,7 +534,8 @@ impl Conn {
                                 return self.refuse(refusal, cx);
                             }
                             let accept = upgrade.accept.clone();
-                            return self.upgrade(parsed, &accept, client, cx);
+                            let offered = upgrade.extensions.clone();
+                            return self.upgrade(parsed, &accept, offered.as_deref(), client, cx);
                         }
                         if parsed.method != "OPTIONS" {
                             if let Some(refusal) = over_limit(&limits.api_requests, client, cx.now)
@@ -585,6 +626,7 @@ impl Conn {
         &mut self,
         head: RequestHead,
         accept: &str,
+        extensions_offered: Option<&str>,
         client: Option<ClientAddress>,
         cx: &mut Cx<'_>,
     ) {
@@ -593,13 +635,22 @@ impl Conn {
         };
         // Frames the client sent right behind its handshake are decoded after `Opened`.
         let early = buf.split_off(head.head_len);
-        self.out.push_bytes(http::switching_protocols(accept));
-        let decoder = Decoder::new(cx.limits.max_message_bytes);
-        self.phase = Phase::WebSocket(Box::new(if cx.limits.keep_binary {
-            decoder.keeping_binary()
+        let extensions = if cx.limits.permessage_deflate {
+            extensions::negotiate(extensions_offered)
         } else {
-            decoder
-        }));
+            None
+        };
+        self.deflate = extensions.is_some();
+        self.out
+            .push_bytes(http::switching_protocols(accept, extensions.as_deref()));
+        let mut decoder = Decoder::new(cx.limits.max_message_bytes);
+        if self.deflate {
+            decoder = decoder.with_permessage_deflate();
+        }
+        if cx.limits.keep_binary {
+            decoder = decoder.keeping_binary();
+        }
+        self.phase = Phase::WebSocket(Box::new(decoder));
         self.deadline = None;
         self.engine_knows = true;
         cx.inputs.push(Input::Opened {

@@ -53,6 +53,8 @@ pub struct RequestHead {
 pub struct Upgrade {
     /// The `Sec-WebSocket-Accept` value to answer with.
     pub accept: String,
+    /// Every `Sec-WebSocket-Extensions` header, joined with commas.
+    pub extensions: Option<String>,
 }
 
 /// A request the shell refuses on its own, with a status and a short reason.
@@ -183,7 +185,10 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Parsed {
 
     let upgrade = if has_token("upgrade", "websocket") {
         match check_upgrade(&method, http11, has_token("connection", "upgrade"), &header) {
-            Ok(upgrade) => Some(upgrade),
+            Ok(mut upgrade) => {
+                upgrade.extensions = all_of("sec-websocket-extensions");
+                Some(upgrade)
+            }
             Err(refusal) => return Parsed::Refused(refusal),
         }
     } else {
@@ -263,6 +268,7 @@ fn check_upgrade(
     }
     Ok(Upgrade {
         accept: tungstenite::handshake::derive_accept_key(key.as_bytes()),
+        extensions: None,
     })
 }
 
@@ -351,12 +357,17 @@ pub(crate) fn preflight_headers(request_headers: Option<&str>) -> Vec<(&'static 
     ]
 }
 
-/// The `101 Switching Protocols` answer completing a WebSocket handshake.
-pub(crate) fn switching_protocols(accept: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    )
-    .into_bytes()
+/// The `101 Switching Protocols` answer completing a WebSocket handshake, with the
+/// negotiated `Sec-WebSocket-Extensions`, if any.
+pub(crate) fn switching_protocols(accept: &str, extensions: Option<&str>) -> Vec<u8> {
+    let mut head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
+    );
+    if let Some(extensions) = extensions {
+        let _ = write!(head, "Sec-WebSocket-Extensions: {extensions}\r\n");
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
 }
 
 /// The interim answer to `Expect: 100-continue`.
@@ -449,6 +460,24 @@ mod tests {
             400
         );
         assert_eq!(refused(b"GARBAGE\x01 / HTTP/1.1\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn extension_offers_are_collected_and_the_answer_names_the_chosen_one() {
+        let request = "GET /app/key HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10\r\nsec-websocket-extensions: permessage-deflate\r\n\r\n";
+        let upgrade = head(request).upgrade.unwrap();
+        assert_eq!(
+            upgrade.extensions.as_deref(),
+            Some("permessage-deflate; server_max_window_bits=10,permessage-deflate")
+        );
+        let answer =
+            String::from_utf8(switching_protocols("abc=", Some("permessage-deflate"))).unwrap();
+        assert!(answer.ends_with(
+            "Sec-WebSocket-Accept: abc=\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+        ));
+        let plain = String::from_utf8(switching_protocols("abc=", None)).unwrap();
+        assert!(!plain.contains("Extensions"));
+        assert!(plain.ends_with("abc=\r\n\r\n"));
     }
 
     #[test]

@@ -26,6 +26,9 @@ const RETAINED_CHUNKS: usize = 16;
 enum Chunk {
     /// A shared, pre-encoded WebSocket frame.
     Frame(Frame),
+    /// A shared frame for a permessage-deflate connection: its compressed form when it has
+    /// one (computed before queuing), else the plain frame.
+    Deflated(Frame),
     /// Bytes owned by this connection: HTTP responses and handshake answers.
     Owned(Vec<u8>),
 }
@@ -34,6 +37,7 @@ impl Chunk {
     fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Frame(frame) => frame.wire_bytes(),
+            Chunk::Deflated(frame) => frame.deflated_wire_bytes(),
             Chunk::Owned(bytes) => bytes,
         }
     }
@@ -80,13 +84,41 @@ impl OutQueue {
     ///
     /// A frame offered to an empty queue is always taken, so a single message larger than the
     /// byte limit still goes out (the engine bounds message sizes; this bounds backlogs).
-    pub(crate) fn offer(&mut self, frame: &Frame, max_bytes: usize, max_frames: usize) -> Offer {
-        let len = frame.wire_bytes().len();
+    /// With `deflated`, the frame's compressed form is queued (and counted) when it has one.
+    pub(crate) fn offer(
+        &mut self,
+        frame: &Frame,
+        deflated: bool,
+        max_bytes: usize,
+        max_frames: usize,
+    ) -> Offer {
+        let chunk = if deflated {
+            Chunk::Deflated(frame.clone())
+        } else {
+            Chunk::Frame(frame.clone())
+        };
+        let len = chunk.bytes().len();
         if !self.is_empty() && (self.bytes + len > max_bytes || self.chunks.len() >= max_frames) {
             return Offer::Full;
         }
-        self.push_frame(frame.clone());
+        self.push(chunk);
         Offer::Queued
+    }
+
+    /// Queues a chunk regardless of limits.
+    fn push(&mut self, chunk: Chunk) {
+        self.bytes += chunk.bytes().len();
+        self.chunks.push_back(chunk);
+    }
+
+    /// Queues a data frame regardless of limits, compressed when `deflated` and it has a
+    /// compressed form.
+    pub(crate) fn push_data(&mut self, frame: Frame, deflated: bool) {
+        self.push(if deflated {
+            Chunk::Deflated(frame)
+        } else {
+            Chunk::Frame(frame)
+        });
     }
 
     /// Queues a frame regardless of limits (close frames must always be attempted).
@@ -126,7 +158,7 @@ impl OutQueue {
                 // the handshake answer (owned bytes), which must precede any frame.
                 let begun = usize::from(self.offset > 0);
                 let at = (begun..self.chunks.len())
-                    .find(|&i| matches!(self.chunks[i], Chunk::Frame(_)))
+                    .find(|&i| !matches!(self.chunks[i], Chunk::Owned(_)))
                     .unwrap_or(self.chunks.len());
                 for (i, pong) in self.pending_pongs.drain(..).enumerate() {
                     self.chunks.insert(at + i, Chunk::Frame(pong));
@@ -238,13 +270,16 @@ mod tests {
     fn limits_refuse_frames_but_never_the_first() {
         let big = Frame::text(&[b'x'; 100]);
         let mut queue = OutQueue::default();
-        assert_eq!(queue.offer(&big, 50, 10), Offer::Queued);
-        assert_eq!(queue.offer(&Frame::text(b"x"), 50, 10), Offer::Full);
+        assert_eq!(queue.offer(&big, false, 50, 10), Offer::Queued);
+        assert_eq!(queue.offer(&Frame::text(b"x"), false, 50, 10), Offer::Full);
         let mut queue = OutQueue::default();
         for _ in 0..3 {
-            assert_eq!(queue.offer(&Frame::text(b"x"), 1000, 3), Offer::Queued);
+            assert_eq!(
+                queue.offer(&Frame::text(b"x"), false, 1000, 3),
+                Offer::Queued
+            );
         }
-        assert_eq!(queue.offer(&Frame::text(b"x"), 1000, 3), Offer::Full);
+        assert_eq!(queue.offer(&Frame::text(b"x"), false, 1000, 3), Offer::Full);
         assert_eq!(queue.len(), 3);
     }
 
@@ -328,5 +363,22 @@ mod tests {
         let mut sink: Vec<u8> = Vec::new();
         assert!(queue.write_to(&mut sink).unwrap());
         assert_eq!(sink.len(), 10 * Frame::text(b"tick").wire_bytes().len());
+    }
+
+    #[test]
+    fn a_deflate_connection_queues_and_counts_the_compressed_form() {
+        let frame = Frame::text(&[b'a'; 1000]);
+        let compressed = frame.deflated(|_| Some(vec![1, 2, 3])).to_vec();
+        assert_eq!(compressed, [0xC1, 3, 1, 2, 3]);
+        let mut queue = OutQueue::default();
+        assert_eq!(queue.offer(&frame, true, 1 << 20, 10), Offer::Queued);
+        assert_eq!(queue.bytes(), compressed.len());
+        assert_eq!(queue.offer(&frame, false, 1 << 20, 10), Offer::Queued);
+        queue.push_data(frame.clone(), true);
+        let mut sink: Vec<u8> = Vec::new();
+        assert!(queue.write_to(&mut sink).unwrap());
+        let expected = [&compressed[..], frame.wire_bytes(), &compressed[..]].concat();
+        assert_eq!(sink, expected);
+        assert_eq!(queue.bytes(), 0);
     }
 }

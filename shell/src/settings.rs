@@ -137,6 +137,17 @@ pub struct ServerSettings {
     #[arg(long, env = "FERROCAST_TRUST_HOPS", default_value_t = 1)]
     pub trust_hops: usize,
 
+    /// Whether permessage-deflate (RFC 7692) is negotiated with clients that offer it;
+    /// `false` never answers the offer, so every frame goes out uncompressed.
+    #[arg(
+        long,
+        env = "FERROCAST_COMPRESSION",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub compression: bool,
+
     /// TLS on the listening port (`[server.tls]`).
     #[command(flatten)]
     #[serde(default, skip_serializing_if = "TlsSettings::is_off")]
@@ -687,6 +698,7 @@ impl Settings {
             socket_send_buffer_bytes: s.socket_send_buffer_bytes,
             request_timeout: Duration::from_secs(s.request_timeout_secs),
             close_linger: Duration::from_millis(s.close_linger_ms),
+            permessage_deflate: s.compression,
             keep_binary: false,
         }
     }

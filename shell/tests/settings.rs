@@ -197,6 +197,12 @@ const SETTINGS: &[Setting] = &[
         "3",
     ),
     setting(
+        "server.compression",
+        "--compression",
+        "FERROCAST_COMPRESSION",
+        "false",
+    ),
+    setting(
         "rate_limit.enabled",
         "--rate-limit",
         "FERROCAST_RATE_LIMIT",

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
             app_key: args.app_key.clone(),
             app_secret: args.app_secret.clone(),
             epoch_ns: args.epoch_ns,
+            deflate: args.deflate,
         };
         worker::Worker::new(shared)
             .map_err(|e| e.to_string())

@@ -98,6 +98,9 @@ pub(crate) struct Args {
     /// Skip the floor measurements.
     #[arg(long)]
     pub no_floors: bool,
+    /// Clients offer permessage-deflate (as browsers do) and inflate what arrives compressed.
+    #[arg(long)]
+    pub deflate: bool,
     /// Internal: run as a client worker.
     #[arg(long, hide = true)]
     pub worker: bool,

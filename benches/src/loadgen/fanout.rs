@@ -20,6 +20,10 @@ struct Ours {
     single_cpu_per_delivery: Option<f64>,
     burst_cpu_per_delivery: Option<f64>,
     burst_rate: f64,
+    /// Bytes the clients read off their sockets per delivery in the bursts.
+    wire_per_delivery: f64,
+    /// The share of deliveries that arrived compressed.
+    compressed_share: f64,
     payload: Option<String>,
 }
 
@@ -41,6 +45,11 @@ pub(crate) fn run(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
             _ => None,
         };
         let size = report::count(n);
+        let size = if rig.args.deflate {
+            format!("{size} (permessage-deflate)")
+        } else {
+            size
+        };
         let sweep = floor.as_ref().map(|f| f.sweep_wall);
         report.row(
             format!("fan-out {size}: latency p50 / p99 / p99.9, one publish at a time"),
@@ -67,6 +76,16 @@ pub(crate) fn run(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
                 .map_or("n/a".into(), report::ns),
             floor_cpu.map(report::ns),
             report::ratio(ours.single_cpu_per_delivery, floor_cpu),
+        );
+        report.row(
+            format!("fan-out {size}: bytes read per delivery, burst"),
+            format!(
+                "{:.0} B ({:.0}% compressed)",
+                ours.wire_per_delivery,
+                ours.compressed_share * 100.0
+            ),
+            None,
+            None,
         );
         report.row(
             format!("fan-out {size}: deliveries/s, burst (wall)"),
@@ -113,6 +132,7 @@ fn measure_server(rig: &mut Rig, report: &mut Report, n: u32) -> Result<Ours, St
     rig.stats(true)?;
     let (mut p50, mut p99, mut p999) = (Vec::new(), Vec::new(), Vec::new());
     let (mut single_cpu, mut burst_cpu, mut burst_rate) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut wire, mut compressed) = (Vec::new(), Vec::new());
     let mut sent_measured = 0u64;
     for repeat in 0..plan.repeats {
         let cpu0 = rig.server_cpu_ns();
@@ -146,6 +166,8 @@ fn measure_server(rig: &mut Rig, report: &mut Report, n: u32) -> Result<Ours, St
         let generator_cpu = (rig.workers_cpu_ns() - generator0) as f64;
         let burst = rig.stats(true)?;
         let deliveries = f64::from(plan.burst) * f64::from(n);
+        wire.push(burst.stats.wire_bytes as f64 / deliveries);
+        compressed.push(burst.stats.compressed as f64 / deliveries);
         burst_rate.push(deliveries / ((done.saturating_sub(start)).max(1) as f64 / 1e9));
         if let (Some(a), Some(b)) = (cpu0, cpu1) {
             burst_cpu.push((b - a) as f64 / deliveries);
@@ -153,7 +175,7 @@ fn measure_server(rig: &mut Rig, report: &mut Report, n: u32) -> Result<Ours, St
         sent_measured += u64::from(plan.single_publishes + plan.burst);
         println!(
             "  repeat {}: one at a time p50 {} p99 {} p99.9 {} (last delivery p50 {}); burst of {} at {} \
-             (p99 {}; server CPU {} and clients' CPU {} per delivery)",
+             (p99 {}; server CPU {} and clients' CPU {} per delivery; {:.0} bytes read per delivery)",
             repeat + 1,
             report::ns(*p50.last().unwrap_or(&0.0)),
             report::ns(*p99.last().unwrap_or(&0.0)),
@@ -164,6 +186,7 @@ fn measure_server(rig: &mut Rig, report: &mut Report, n: u32) -> Result<Ours, St
             report::ns(burst.latency.quantile(0.99) as f64),
             burst_cpu.last().map_or("n/a".into(), |&c| report::ns(c)),
             report::ns(generator_cpu / deliveries),
+            wire.last().copied().unwrap_or(0.0),
         );
         check_stats(
             report,
@@ -192,6 +215,8 @@ fn measure_server(rig: &mut Rig, report: &mut Report, n: u32) -> Result<Ours, St
         single_cpu_per_delivery: opt(&single_cpu),
         burst_cpu_per_delivery: opt(&burst_cpu),
         burst_rate: median(&burst_rate),
+        wire_per_delivery: median(&wire),
+        compressed_share: median(&compressed),
         payload,
     })
 }

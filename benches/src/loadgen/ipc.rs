@@ -110,6 +110,10 @@ pub(crate) struct Stats {
     pub clients: u32,
     /// Application events received.
     pub deliveries: u64,
+    /// Bytes read off the clients' sockets.
+    pub wire_bytes: u64,
+    /// Messages that arrived compressed (permessage-deflate).
+    pub compressed: u64,
     /// Events whose sequence number was not the previous one plus one.
     pub order_errors: u64,
     /// Subscribed clients the server closed or dropped.

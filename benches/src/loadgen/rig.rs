@@ -119,7 +119,7 @@ impl Rig {
         let needed = plan.max_clients().div_ceil(args.per_worker.max(1)).max(1) as usize;
         let mut workers = Vec::with_capacity(needed);
         for i in 0..needed {
-            workers.push(spawn::spawn_worker(i, epoch_ns, &creds)?);
+            workers.push(spawn::spawn_worker(i, epoch_ns, &creds, args.deflate)?);
         }
         Ok(Rig {
             args,
@@ -361,6 +361,8 @@ impl Rig {
                     let m = &mut merged.stats;
                     m.clients += s.clients;
                     m.deliveries += s.deliveries;
+                    m.wire_bytes += s.wire_bytes;
+                    m.compressed += s.compressed;
                     m.order_errors += s.order_errors;
                     m.unexpected_closes += s.unexpected_closes;
                     m.pusher_errors += s.pusher_errors;

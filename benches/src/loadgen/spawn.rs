@@ -221,6 +221,7 @@ pub(crate) fn spawn_worker(
     index: usize,
     epoch_ns: u64,
     creds: &Credentials,
+    deflate: bool,
 ) -> Result<ChildLink, String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the generator binary: {e}"))?;
@@ -233,6 +234,9 @@ pub(crate) fn spawn_worker(
         .arg(&creds.key)
         .arg("--app-secret")
         .arg(&creds.secret);
+    if deflate {
+        command.arg("--deflate");
+    }
     ChildLink::spawn(command, &format!("worker {index}"))
         .map_err(|e| format!("cannot start a worker: {e}"))
 }

@@ -235,6 +235,8 @@ impl Worker {
         Stats {
             clients,
             deliveries: self.tally.deliveries,
+            wire_bytes: self.tally.wire_bytes,
+            compressed: self.tally.compressed,
             order_errors: self.tally.order_errors + self.tally.member_errors,
             unexpected_closes: self.unexpected_closes,
             pusher_errors: self.tally.pusher_errors,
@@ -360,7 +362,13 @@ impl Worker {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(index);
         let target = spec.target_of(index);
-        let mut ws = WsConn::connect(target.addr, &target.host, &target.path, self.seed)?;
+        let mut ws = WsConn::connect(
+            target.addr,
+            &target.host,
+            &target.path,
+            self.seed,
+            self.shared.deflate,
+        )?;
         let slot = self.free.pop().unwrap_or_else(|| {
             self.clients.push(None);
             self.clients.len() - 1
@@ -401,6 +409,9 @@ impl Worker {
             .ws
             .on_readable(&mut self.scratch)
             .map_err(|e| format!("read: {e}"))?;
+        let (read, compressed) = client.ws.take_counts();
+        self.tally.wire_bytes += read;
+        self.tally.compressed += compressed;
         let relative = now.saturating_sub(self.shared.epoch_ns);
         let changes = client.drain(&self.shared, relative, &mut self.tally)?;
         // Pongs and subscriptions written while handling messages may still be queued.

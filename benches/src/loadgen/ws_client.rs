@@ -2,6 +2,7 @@
 //! text frames out, unmasked frames in (with fragment reassembly and automatic pongs).
 
 use super::sys;
+use flate2::{Decompress, FlushDecompress, Status};
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -47,6 +48,20 @@ pub(crate) struct WsConn {
     wbuf: Vec<u8>,
     fragments: Option<Vec<u8>>,
     rng: u64,
+    /// Whether the handshake offered permessage-deflate.
+    offered: bool,
+    /// Whether the server accepted it.
+    deflate: bool,
+    /// Whether the server compresses each message on its own (`server_no_context_takeover`).
+    reset_per_message: bool,
+    /// Made at the first compressed message.
+    inflater: Option<Box<Decompress>>,
+    /// Whether the message being reassembled is compressed.
+    compressed: bool,
+    /// Bytes read off the socket since [`WsConn::take_counts`].
+    read_bytes: u64,
+    /// Compressed messages since [`WsConn::take_counts`].
+    compressed_messages: u64,
 }
 
 impl WsConn {
@@ -57,12 +72,19 @@ impl WsConn {
         host: &str,
         target: &str,
         seed: u64,
+        deflate: bool,
     ) -> io::Result<Self> {
         let stream = TcpStream::connect(addr)?;
         let key = generate_key();
+        // What Chrome and Firefox offer.
+        let offer = if deflate {
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+        } else {
+            ""
+        };
         let request = format!(
             "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
         );
         Ok(WsConn {
             stream,
@@ -74,6 +96,13 @@ impl WsConn {
             wbuf: Vec::new(),
             fragments: None,
             rng: seed | 1,
+            offered: deflate,
+            deflate: false,
+            reset_per_message: false,
+            inflater: None,
+            compressed: false,
+            read_bytes: 0,
+            compressed_messages: 0,
         })
     }
 
@@ -107,6 +136,7 @@ impl WsConn {
             match self.stream.read(scratch) {
                 Ok(0) => return Ok(false),
                 Ok(n) => {
+                    self.read_bytes += n as u64;
                     self.rbuf.extend_from_slice(&scratch[..n]);
                     if self.rbuf.len() - self.rpos > MAX_MESSAGE + 16 {
                         return Err(io::Error::other("server sent too much unread data"));
@@ -133,7 +163,7 @@ impl WsConn {
             return Ok(None);
         }
         loop {
-            let Some((fin, opcode, payload)) = self.take_frame()? else {
+            let Some((fin, rsv1, opcode, payload)) = self.take_frame()? else {
                 self.compact();
                 return Ok(None);
             };
@@ -151,12 +181,19 @@ impl WsConn {
                             return Err("continuation without a start".into())
                         }
                         (_, Some(_)) => return Err("new message inside a fragmented one".into()),
-                        (_, None) => payload,
+                        (_, None) => {
+                            self.compressed = rsv1;
+                            payload
+                        }
                     };
                     if message.len() > MAX_MESSAGE {
                         return Err("message too large".into());
                     }
                     if fin {
+                        if std::mem::take(&mut self.compressed) {
+                            self.compressed_messages += 1;
+                            return self.inflate(&message).map(|m| Some(Incoming::Text(m)));
+                        }
                         return Ok(Some(Incoming::Text(message)));
                     }
                     self.fragments = Some(message);
@@ -171,6 +208,46 @@ impl WsConn {
                 other => return Err(format!("unknown opcode {other:#x}")),
             }
         }
+    }
+
+    /// Bytes read and compressed messages received since the last call.
+    pub(crate) fn take_counts(&mut self) -> (u64, u64) {
+        let counts = (self.read_bytes, self.compressed_messages);
+        self.read_bytes = 0;
+        self.compressed_messages = 0;
+        counts
+    }
+
+    /// Inflates one compressed message (RFC 7692 §7.2.2: the `00 00 FF FF` tail appended).
+    fn inflate(&mut self, message: &[u8]) -> Result<Vec<u8>, String> {
+        let reset = self.reset_per_message;
+        let inflater = self
+            .inflater
+            .get_or_insert_with(|| Box::new(Decompress::new(false)));
+        if reset {
+            inflater.reset(false);
+        }
+        let mut out = Vec::with_capacity(message.len() * 4 + 64);
+        for part in [message, &[0x00, 0x00, 0xFF, 0xFF][..]] {
+            let mut input = part;
+            loop {
+                if out.len() == out.capacity() {
+                    out.reserve(out.capacity());
+                }
+                let before = inflater.total_in();
+                let status = inflater
+                    .decompress_vec(input, &mut out, FlushDecompress::Sync)
+                    .map_err(|e| format!("bad compressed message: {e}"))?;
+                input = &input[(inflater.total_in() - before) as usize..];
+                if out.len() > MAX_MESSAGE {
+                    return Err("inflated message too large".into());
+                }
+                if status == Status::StreamEnd || (input.is_empty() && out.len() < out.capacity()) {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Queues one masked text frame and tries to send it at once.
@@ -225,19 +302,34 @@ impl WsConn {
         if accept != Some(self.accept.as_bytes()) {
             return Err("wrong Sec-WebSocket-Accept".into());
         }
+        let extensions = response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+            .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase());
+        if let Some(extensions) = extensions {
+            if !self.offered || !extensions.starts_with("permessage-deflate") {
+                return Err(format!("unexpected extension answer {extensions:?}"));
+            }
+            self.deflate = true;
+            self.reset_per_message = extensions.contains("server_no_context_takeover");
+        }
         self.rbuf.drain(..head_len);
         self.state = State::Open;
         Ok(true)
     }
 
-    fn take_frame(&mut self) -> Result<Option<(bool, u8, Vec<u8>)>, String> {
+    /// The next frame, if complete.
+    fn take_frame(&mut self) -> Result<Option<InFrame>, String> {
         let buf = &self.rbuf[self.rpos..];
         if buf.len() < 2 {
             return Ok(None);
         }
         let (b0, b1) = (buf[0], buf[1]);
-        if b0 & 0x70 != 0 {
-            return Err("reserved bits set (no extension was negotiated)".into());
+        let rsv1 = b0 & 0x40 != 0;
+        let first_data = matches!(b0 & 0x0F, OP_TEXT | OP_BINARY);
+        if b0 & 0x30 != 0 || (rsv1 && !(self.deflate && first_data)) {
+            return Err("reserved bits set without an extension that allows them".into());
         }
         let masked = b1 & 0x80 != 0;
         let (len, mut at) = match b1 & 0x7F {
@@ -270,7 +362,7 @@ impl WsConn {
             apply_mask(&mut payload, mask);
         }
         self.rpos += end;
-        Ok(Some((b0 & 0x80 != 0, b0 & 0x0F, payload)))
+        Ok(Some((b0 & 0x80 != 0, rsv1, b0 & 0x0F, payload)))
     }
 
     fn compact(&mut self) {
@@ -310,6 +402,9 @@ impl WsConn {
     }
 }
 
+/// One frame read: FIN, RSV1, opcode and the unmasked payload.
+type InFrame = (bool, bool, u8, Vec<u8>);
+
 /// XORs `data` with the four-byte mask, as both directions of masking require.
 pub(crate) fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
     for (i, byte) in data.iter_mut().enumerate() {
@@ -342,9 +437,15 @@ mod tests {
     use std::net::TcpListener;
 
     fn open_pair() -> (WsConn, std::net::TcpStream) {
+        open_pair_with(None)
+    }
+
+    /// A client and the server end of its socket, the handshake answered with `extensions`.
+    fn open_pair_with(extensions: Option<&str>) -> (WsConn, std::net::TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut client = WsConn::connect(addr, "localhost", "/app/k?protocol=7", 7).unwrap();
+        let offer = extensions.is_some();
+        let mut client = WsConn::connect(addr, "localhost", "/app/k?protocol=7", 7, offer).unwrap();
         let (mut server, _) = listener.accept().unwrap();
         for _ in 0..1000 {
             client.on_writable().unwrap();
@@ -365,9 +466,12 @@ mod tests {
                 break;
             }
         }
+        let extensions = extensions
+            .map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n"))
+            .unwrap_or_default();
         let answer = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {}\r\n\r\n",
+             Sec-WebSocket-Accept: {}\r\n{extensions}\r\n",
             derive_accept_key(key.as_bytes())
         );
         server.write_all(answer.as_bytes()).unwrap();
@@ -424,6 +528,53 @@ mod tests {
         );
         server.write_all(&[0x88, 2, 0x10, 0x04]).unwrap();
         assert_eq!(read_until_message(&mut client), Incoming::Close(Some(4100)));
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_where_deflate_was_accepted() {
+        use flate2::{Compress, Compression, FlushCompress};
+        let compress = |text: &[u8]| {
+            let mut c = Compress::new(Compression::fast(), false);
+            let mut out = Vec::with_capacity(text.len() + 64);
+            c.compress_vec(text, &mut out, FlushCompress::Sync).unwrap();
+            out.truncate(out.len() - 4);
+            out
+        };
+        let answer = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+        let (mut client, mut server) = open_pair_with(Some(answer));
+        let text = "{\"event\":\"e\",\"data\":\"".to_string() + &"abc".repeat(200) + "\"}";
+        let compressed = compress(text.as_bytes());
+        let mut frame = server_text_frame(&compressed);
+        frame[0] |= 0x40;
+        // Twice: each message stands alone.
+        server.write_all(&frame).unwrap();
+        server.write_all(&frame).unwrap();
+        server.write_all(&server_text_frame(b"plain")).unwrap();
+        for expected in [text.as_bytes(), text.as_bytes(), b"plain"] {
+            assert_eq!(
+                read_until_message(&mut client),
+                Incoming::Text(expected.to_vec())
+            );
+        }
+        let (read, compressed_messages) = client.take_counts();
+        assert_eq!(compressed_messages, 2);
+        assert!(read as usize >= 2 * frame.len() + 7, "{read}");
+
+        // Without the offer accepted, RSV1 is an error.
+        let (mut client, mut server) = open_pair();
+        read_nothing(&mut client);
+        server.write_all(&frame).unwrap();
+        let mut scratch = [0u8; 4096];
+        let mut failed = false;
+        for _ in 0..1000 {
+            client.on_readable(&mut scratch).unwrap();
+            if client.next_message().is_err() {
+                failed = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(failed);
     }
 
     fn read_nothing(client: &mut WsConn) {

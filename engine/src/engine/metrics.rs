@@ -121,7 +121,9 @@ impl Engine {
         *self.refused_connections.entry(code.get()).or_default() += 1;
     }
 
-    /// Queues one frame for many connections of `app`, counted once per recipient.
+    /// Queues one frame for many connections of `app`, counted once per recipient (its plain
+    /// size: whether a connection gets it compressed is the shell's business), never
+    /// compressed if the app turned compression off.
     pub(super) fn broadcast(
         &mut self,
         app: &AppId,
@@ -129,6 +131,7 @@ impl Engine {
         except: Option<ConnId>,
         frame: Frame,
     ) {
+        let frame = self.for_app(app, frame);
         // `conns` is sorted (see `Output::Broadcast`).
         let skipped = except.is_some_and(|c| conns.binary_search(&c).is_ok());
         let recipients = (conns.len() - usize::from(skipped)) as u64;

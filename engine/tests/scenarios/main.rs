@@ -9,6 +9,7 @@ mod bad_input;
 mod capacity;
 mod cleanup;
 mod client_events;
+mod compression;
 mod connection;
 mod determinism;
 mod http_api;

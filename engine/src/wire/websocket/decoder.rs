@@ -1,180 +1,22 @@
-//! The WebSocket wire format (RFC 6455) of a server: frames it sends, frames it receives.
-//!
-//! Encoding: a [`Frame`] holds the complete wire bytes (header and payload) of one unmasked
-//! server frame, so the shell copies it into each recipient's buffer without touching it again.
-//!
-//! Decoding: a [`Decoder`] is fed whatever bytes a `read` produced and keeps only what it must
-//! between reads: at most one partial frame header (≤ 14 bytes), the message being
-//! reassembled, and the payload of one control frame (≤ 125 bytes). Payload bytes are unmasked
-//! straight from the read buffer into the message, so a connection never holds a copy of a
-//! whole frame. It enforces the rules a server must: masked client frames, no reserved bits or
-//! opcodes, unfragmented control frames of at most 125 bytes, a cap on message size, and UTF-8
-//! in text messages and close reasons (checked as the bytes arrive, so a fragmented message
-//! fails at the first fragment that can no longer be valid).
+//! Decoding client frames: the streaming [`Decoder`] and the [`WsEvent`]s it reports.
 
-use std::fmt;
-use std::sync::Arc;
-
-/// The FIN bit: this frame ends its message.
-const FIN: u8 = 0x80;
-/// The three reserved bits, meaningful only with a negotiated extension (none is offered).
-const RSV: u8 = 0x70;
-/// The MASK bit of the second header byte.
-const MASKED: u8 = 0x80;
-/// The longest frame header: 2 bytes, an 8-byte length and a 4-byte mask.
-const MAX_HEADER: usize = 14;
-/// Control frames carry at most this many payload bytes (RFC 6455 §5.5).
-const MAX_CONTROL_PAYLOAD: u64 = 125;
-/// The largest 64-bit payload length: the most significant bit must be 0 (RFC 6455 §5.2).
-const MAX_PAYLOAD_LEN: u64 = i64::MAX as u64;
-
-/// The kind of a WebSocket frame, from the low four bits of its first byte.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Opcode {
-    /// `0x0`: a later fragment of the message in progress.
-    Continuation,
-    /// `0x1`: the first frame of a UTF-8 text message.
-    Text,
-    /// `0x2`: the first frame of a binary message.
-    Binary,
-    /// `0x8`: the closing handshake.
-    Close,
-    /// `0x9`: a ping, which the peer must answer with a pong.
-    Ping,
-    /// `0xA`: a pong.
-    Pong,
-    /// Any other value: reserved for extensions, so a protocol error here.
-    Reserved(u8),
-}
-
-impl Opcode {
-    /// The opcode in the low four bits of `first_byte` (the other bits are ignored).
-    pub fn of_first_byte(first_byte: u8) -> Self {
-        match first_byte & 0x0F {
-            0x0 => Opcode::Continuation,
-            0x1 => Opcode::Text,
-            0x2 => Opcode::Binary,
-            0x8 => Opcode::Close,
-            0x9 => Opcode::Ping,
-            0xA => Opcode::Pong,
-            other => Opcode::Reserved(other),
-        }
-    }
-
-    /// The four-bit value on the wire.
-    pub fn bits(self) -> u8 {
-        match self {
-            Opcode::Continuation => 0x0,
-            Opcode::Text => 0x1,
-            Opcode::Binary => 0x2,
-            Opcode::Close => 0x8,
-            Opcode::Ping => 0x9,
-            Opcode::Pong => 0xA,
-            Opcode::Reserved(bits) => bits & 0x0F,
-        }
-    }
-
-    /// Whether this is a control opcode (close, ping, pong, or a reserved `0xB`–`0xF`).
-    pub fn is_control(self) -> bool {
-        self.bits() & 0x8 != 0
-    }
-}
-
-/// One complete, pre-encoded WebSocket frame; cloning shares the bytes.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Frame {
-    bytes: Arc<[u8]>,
-    header_len: u8,
-}
-
-impl Frame {
-    /// A text frame carrying `payload` (which must be UTF-8 JSON made by the engine).
-    pub fn text(payload: &[u8]) -> Self {
-        Self::encode(Opcode::Text, payload)
-    }
-
-    /// A binary frame carrying `payload` (only the echo server sends these).
-    pub fn binary(payload: &[u8]) -> Self {
-        Self::encode(Opcode::Binary, payload)
-    }
-
-    /// A pong control frame echoing a ping's payload (at most 125 bytes are kept).
-    pub fn pong(payload: &[u8]) -> Self {
-        Self::encode(Opcode::Pong, &payload[..payload.len().min(125)])
-    }
-
-    /// A close frame with a status code and a short reason.
-    pub fn close(code: u16, reason: &str) -> Self {
-        let mut payload = code.to_be_bytes().to_vec();
-        let mut end = reason.len().min(123);
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        payload.extend_from_slice(&reason.as_bytes()[..end]);
-        Self::encode(Opcode::Close, &payload)
-    }
-
-    fn encode(opcode: Opcode, payload: &[u8]) -> Self {
-        let len = payload.len();
-        let mut bytes = Vec::with_capacity(len + 10);
-        bytes.push(FIN | opcode.bits());
-        if len < 126 {
-            bytes.push(len as u8);
-        } else if len <= u16::MAX as usize {
-            bytes.push(126);
-            bytes.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            bytes.push(127);
-            bytes.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        let header_len = bytes.len() as u8;
-        bytes.extend_from_slice(payload);
-        Frame {
-            bytes: bytes.into(),
-            header_len,
-        }
-    }
-
-    /// The bytes to write to the socket.
-    pub fn wire_bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// The frame's payload (the JSON text for a text frame).
-    pub fn payload(&self) -> &[u8] {
-        &self.bytes[self.header_len as usize..]
-    }
-
-    /// The payload as text (lossy for non-text frames).
-    pub fn payload_text(&self) -> String {
-        String::from_utf8_lossy(self.payload()).into_owned()
-    }
-
-    /// The frame's opcode.
-    pub fn opcode(&self) -> Opcode {
-        Opcode::of_first_byte(self.bytes[0])
-    }
-
-    /// Whether this is a close frame.
-    pub fn is_close(&self) -> bool {
-        self.opcode() == Opcode::Close
-    }
-}
-
-impl fmt::Debug for Frame {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Frame({:?})", self.payload_text())
-    }
-}
+use super::{Opcode, FIN, MASKED, MAX_CONTROL_PAYLOAD, MAX_HEADER, MAX_PAYLOAD_LEN, RSV1, RSV23};
 
 /// One thing a client said at the WebSocket level.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WsEvent {
     /// A complete text message (UTF-8 is the engine's business).
     Text(Vec<u8>),
+    /// A complete text message sent compressed (permessage-deflate): the raw deflate data,
+    /// without the `00 00 FF FF` tail the sender removed. The shell inflates it and checks
+    /// UTF-8 and the size cap; the decoder only capped the compressed size.
+    Compressed(Vec<u8>),
     /// A complete binary message: its bytes when the decoder keeps them (see
     /// [`Decoder::keeping_binary`]), else empty, since the Pusher protocol has no use for them.
     Binary(Vec<u8>),
+    /// A complete compressed binary message, when the decoder keeps binary messages: raw
+    /// deflate data as in [`WsEvent::Compressed`], with no UTF-8 to check once inflated.
+    CompressedBinary(Vec<u8>),
     /// A ping with the payload the pong must echo.
     Ping(Vec<u8>),
     /// A pong.
@@ -193,7 +35,8 @@ pub enum WsEvent {
 #[derive(Clone, Copy, Debug)]
 struct Header {
     fin: bool,
-    reserved_bits: bool,
+    rsv1: bool,
+    rsv23: bool,
     opcode: Opcode,
     mask: Option<[u8; 4]>,
     len: u64,
@@ -223,7 +66,8 @@ fn parse_header(bytes: &[u8]) -> Option<(Header, usize)> {
     };
     let header = Header {
         fin: first & FIN != 0,
-        reserved_bits: first & RSV != 0,
+        rsv1: first & RSV1 != 0,
+        rsv23: first & RSV23 != 0,
         opcode: Opcode::of_first_byte(*first),
         mask,
         len,
@@ -277,6 +121,10 @@ pub struct Decoder {
     discarding: bool,
     /// Whether binary messages are reassembled and handed over, or only counted.
     keep_binary: bool,
+    /// Whether permessage-deflate was negotiated, so RSV1 may mark a compressed message.
+    deflate: bool,
+    /// Whether the message in progress is compressed (its first frame had RSV1).
+    compressed: bool,
     /// The payload of the message in progress (text, or binary when kept).
     text: Vec<u8>,
     /// How many leading bytes of `text` are known to be complete, valid UTF-8.
@@ -297,6 +145,8 @@ impl Decoder {
             message_len: 0,
             discarding: false,
             keep_binary: false,
+            deflate: false,
+            compressed: false,
             text: Vec::new(),
             text_valid: 0,
             control: Vec::new(),
@@ -307,6 +157,14 @@ impl Decoder {
     /// The same decoder, handing over binary messages' bytes too (for an echo server).
     pub fn keeping_binary(mut self) -> Self {
         self.keep_binary = true;
+        self
+    }
+
+    /// The same decoder on a connection that negotiated permessage-deflate (RFC 7692): a data
+    /// message whose first frame has RSV1 set is compressed and delivered as
+    /// [`WsEvent::Compressed`]. RSV1 anywhere else stays a protocol error.
+    pub fn with_permessage_deflate(mut self) -> Self {
+        self.deflate = true;
         self
     }
 
@@ -386,8 +244,19 @@ impl Decoder {
         if len > MAX_PAYLOAD_LEN {
             return self.fail("64-bit payload length with its top bit set", out);
         }
-        if header.reserved_bits {
+        if header.rsv23 {
             return self.fail("reserved bits set without an extension", out);
+        }
+        if header.rsv1 {
+            if !self.deflate {
+                return self.fail("RSV1 set without permessage-deflate", out);
+            }
+            // RFC 7692 §6.1: only the first frame of a data message says it is compressed.
+            match header.opcode {
+                Opcode::Text | Opcode::Binary => {}
+                Opcode::Continuation => return self.fail("RSV1 on a continuation frame", out),
+                _ => return self.fail("RSV1 on a control frame", out),
+            }
         }
         let Some(mask) = header.mask else {
             return self.fail("client frames must be masked", out);
@@ -422,6 +291,7 @@ impl Decoder {
                 self.message_len = 0;
                 self.text_valid = 0;
                 self.discarding = false;
+                self.compressed = header.rsv1;
                 self.data_sink(len, out)
             }
         };
@@ -490,7 +360,8 @@ impl Decoder {
         }
         frame.done += n as u64;
         frame.remaining -= n as u64;
-        if frame.sink == Sink::Message && !self.check_text(false, out) {
+        // Compressed bytes are not text yet: UTF-8 is checked after inflating.
+        if frame.sink == Sink::Message && !self.compressed && !self.check_text(false, out) {
             return &[];
         }
         if frame.remaining == 0 {
@@ -539,7 +410,17 @@ impl Decoder {
                     return;
                 }
                 match kind {
+                    Some(MessageKind::Text) if std::mem::take(&mut self.compressed) => {
+                        out.push(WsEvent::Compressed(std::mem::take(&mut self.text)));
+                    }
                     Some(MessageKind::Text) => self.finish_text(out),
+                    Some(MessageKind::Binary) if std::mem::take(&mut self.compressed) => {
+                        out.push(if self.keep_binary {
+                            WsEvent::CompressedBinary(std::mem::take(&mut self.text))
+                        } else {
+                            WsEvent::Binary(Vec::new())
+                        })
+                    }
                     Some(MessageKind::Binary) => {
                         out.push(WsEvent::Binary(std::mem::take(&mut self.text)))
                     }
@@ -553,58 +434,6 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn short_and_long_payloads_get_the_right_headers() {
-        let short = Frame::text(b"hi");
-        assert_eq!(short.wire_bytes(), b"\x81\x02hi");
-        let medium = Frame::text(&[b'a'; 300]);
-        assert_eq!(&medium.wire_bytes()[..4], &[0x81, 126, 1, 44]);
-        assert_eq!(medium.payload().len(), 300);
-        let long = Frame::text(&vec![b'a'; 70_000]);
-        assert_eq!(long.wire_bytes()[1], 127);
-        assert_eq!(long.payload().len(), 70_000);
-    }
-
-    #[test]
-    fn length_boundaries_switch_header_forms_exactly() {
-        assert_eq!(Frame::text(&[b'a'; 125]).wire_bytes()[..2], [0x81, 125]);
-        assert_eq!(
-            Frame::text(&[b'a'; 126]).wire_bytes()[..4],
-            [0x81, 126, 0, 126]
-        );
-        assert_eq!(
-            Frame::text(&[b'a'; 65_535]).wire_bytes()[..4],
-            [0x81, 126, 0xFF, 0xFF]
-        );
-        assert_eq!(Frame::text(&[b'a'; 65_536]).wire_bytes()[..2], [0x81, 127]);
-        assert_eq!(Frame::pong(b"p").wire_bytes(), b"\x8a\x01p");
-        let text = Frame::text(b"x");
-        assert!(!text.is_close());
-        assert_eq!(format!("{text:?}"), "Frame(\"x\")");
-    }
-
-    #[test]
-    fn close_frame_carries_code_and_truncated_reason() {
-        let close = Frame::close(4001, &"é".repeat(100));
-        assert!(close.is_close());
-        assert_eq!(&close.payload()[..2], &4001u16.to_be_bytes());
-        assert!(close.payload().len() <= 125);
-        assert!(std::str::from_utf8(&close.payload()[2..]).is_ok());
-    }
-
-    #[test]
-    fn opcodes_round_trip_through_their_four_bits() {
-        for bits in 0..16u8 {
-            let opcode = Opcode::of_first_byte(0xF0 | bits);
-            assert_eq!(opcode.bits(), bits);
-            assert_eq!(opcode.is_control(), bits >= 8);
-        }
-        assert_eq!(Opcode::of_first_byte(0x81), Opcode::Text);
-        assert_eq!(Opcode::of_first_byte(0x03), Opcode::Reserved(3));
-        assert_eq!(Frame::pong(b"").opcode(), Opcode::Pong);
-        assert_eq!(Frame::close(1000, "").opcode(), Opcode::Close);
-    }
 
     #[test]
     fn a_reserved_opcode_fails_at_its_header_before_any_payload() {
@@ -721,32 +550,6 @@ mod tests {
             events,
             vec![WsEvent::Oversized, WsEvent::Binary(Vec::new())]
         );
-    }
-
-    #[test]
-    fn binary_bytes_are_kept_only_when_asked_for_and_never_utf8_checked() {
-        let mut wire = frame(0x02, b"\xff\x00");
-        wire.extend(frame(0x89, b"p"));
-        wire.extend(frame(0x80, b"\xfe"));
-        wire.extend(frame(0x81, b"text after"));
-        let mut kept = Vec::new();
-        Decoder::new(1024).keeping_binary().decode(&wire, &mut kept);
-        assert_eq!(
-            kept,
-            vec![
-                WsEvent::Ping(b"p".to_vec()),
-                WsEvent::Binary(b"\xff\x00\xfe".to_vec()),
-                WsEvent::Text(b"text after".to_vec()),
-            ]
-        );
-        let counted = decode_all(1024, &wire);
-        assert_eq!(counted[1], WsEvent::Binary(Vec::new()));
-        // The cap holds for kept binary messages too.
-        let mut big = Vec::new();
-        Decoder::new(4)
-            .keeping_binary()
-            .decode(&frame(0x82, b"12345"), &mut big);
-        assert_eq!(big, vec![WsEvent::Oversized]);
     }
 
     #[test]
@@ -921,5 +724,124 @@ mod tests {
             decode_all(10, &frame(0x81, b"")),
             vec![WsEvent::Text(Vec::new())]
         );
+    }
+
+    fn decode_deflate(max: usize, bytes: &[u8]) -> Vec<WsEvent> {
+        let mut decoder = Decoder::new(max).with_permessage_deflate();
+        let mut out = Vec::new();
+        decoder.decode(bytes, &mut out);
+        out
+    }
+
+    #[test]
+    fn rsv1_marks_a_compressed_message_only_where_deflate_was_negotiated() {
+        // Not valid UTF-8 as it stands: compressed bytes are handed over unchecked.
+        let compressed = [0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00];
+        let wire = frame(0xC1, &compressed);
+        assert_eq!(
+            decode_deflate(1024, &wire),
+            vec![WsEvent::Compressed(compressed.to_vec())]
+        );
+        assert_eq!(
+            decode_all(1024, &wire),
+            vec![WsEvent::ProtocolError(
+                "RSV1 set without permessage-deflate"
+            )]
+        );
+        // Fragmented: RSV1 on the first frame only; the fragments are joined.
+        let mut wire = frame(0x41, &compressed[..3]);
+        wire.extend(frame(0x89, b"p"));
+        wire.extend(frame(0x80, &compressed[3..]));
+        wire.extend(frame(0x81, b"plain"));
+        assert_eq!(
+            decode_deflate(1024, &wire),
+            vec![
+                WsEvent::Ping(b"p".to_vec()),
+                WsEvent::Compressed(compressed.to_vec()),
+                WsEvent::Text(b"plain".to_vec()),
+            ]
+        );
+        // A compressed binary message is skipped like any binary message.
+        assert_eq!(
+            decode_deflate(1024, &frame(0xC2, &compressed)),
+            vec![WsEvent::Binary(Vec::new())]
+        );
+    }
+
+    #[test]
+    fn rsv1_on_control_or_continuation_frames_and_rsv2_rsv3_are_always_errors() {
+        let cases = [
+            (frame(0xC9, b"ping"), "RSV1 on a control frame"),
+            (frame(0xC8, &[0x03, 0xE8]), "RSV1 on a control frame"),
+            (
+                [frame(0x01, b"a"), frame(0xC0, b"b")].concat(),
+                "RSV1 on a continuation frame",
+            ),
+            (
+                frame(0xA1, b"rsv2"),
+                "reserved bits set without an extension",
+            ),
+            (
+                frame(0x91, b"rsv3"),
+                "reserved bits set without an extension",
+            ),
+            (
+                frame(0xE1, b"all"),
+                "reserved bits set without an extension",
+            ),
+        ];
+        for (wire, reason) in cases {
+            assert_eq!(
+                decode_deflate(1024, &wire).last(),
+                Some(&WsEvent::ProtocolError(reason)),
+                "{wire:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_compressed_message_over_the_cap_is_oversized() {
+        let mut wire = frame(0xC1, &[0xAA; 2000]);
+        wire.extend(frame(0xC1, &[1, 2, 3]));
+        assert_eq!(
+            decode_deflate(1000, &wire),
+            vec![WsEvent::Oversized, WsEvent::Compressed(vec![1, 2, 3])]
+        );
+    }
+
+    #[test]
+    fn binary_bytes_are_kept_only_when_asked_for_and_never_utf8_checked() {
+        let mut wire = frame(0x02, b"\xff\x00");
+        wire.extend(frame(0x89, b"p"));
+        wire.extend(frame(0x80, b"\xfe"));
+        wire.extend(frame(0x81, b"text after"));
+        let mut kept = Vec::new();
+        Decoder::new(1024).keeping_binary().decode(&wire, &mut kept);
+        assert_eq!(
+            kept,
+            vec![
+                WsEvent::Ping(b"p".to_vec()),
+                WsEvent::Binary(b"\xff\x00\xfe".to_vec()),
+                WsEvent::Text(b"text after".to_vec()),
+            ]
+        );
+        let counted = decode_all(1024, &wire);
+        assert_eq!(counted[1], WsEvent::Binary(Vec::new()));
+        // The cap holds for kept binary messages too.
+        let mut big = Vec::new();
+        Decoder::new(4)
+            .keeping_binary()
+            .decode(&frame(0x82, b"12345"), &mut big);
+        assert_eq!(big, vec![WsEvent::Oversized]);
+    }
+
+    #[test]
+    fn a_kept_compressed_binary_message_is_handed_over_compressed() {
+        let mut out = Vec::new();
+        Decoder::new(1024)
+            .keeping_binary()
+            .with_permessage_deflate()
+            .decode(&frame(0xC2, &[0xFF, 0x00]), &mut out);
+        assert_eq!(out, vec![WsEvent::CompressedBinary(vec![0xFF, 0x00])]);
     }
 }

@@ -142,44 +142,68 @@ python_sdk() {
   "$dir/.venv/bin/python" "$dir/trigger_test.py"
 }
 
-# Autobahn|Testsuite (cases 1–10, Python 2.7, installed by the script) against the shell with
-# an echo protocol in place of Pusher's: a build of its own, with the `echo` feature.
+# Autobahn|Testsuite (cases 1–10 and, with permessage-deflate, 12–13; Python 2.7, installed by
+# the script) against the shell with an echo protocol in place of Pusher's: a build of its own,
+# with the `echo` feature.
+ECHO_BIN="$ROOT/target/release/ferrocast-echo"
 autobahn() {
-  cargo build --release -q -p ferrocast --features echo --bin ferrocast-echo &&
-  "$ROOT/spec/autobahn/run.sh" "$ROOT/target/release/ferrocast-echo" "$ROOT/target/autobahn"
+  "$ROOT/spec/autobahn/run.sh" "$ECHO_BIN" "$ROOT/target/autobahn"
 }
 
 CONFORMANCE="$ROOT/target/release/ferrocast-conformance"
 # The conformance vectors with every vector's clients spread over three nodes sharing one
-# redis-server. It mostly waits (servers starting, quiet windows), so it runs in the
-# background beside the other end-to-end layers, its output kept for the end.
+# redis-server.
 cluster_conformance() {
-  local log="$1"
-  "$CONFORMANCE" --server-bin "$FERROCAST_BIN" --cluster 3 >"$log" 2>&1
+  "$CONFORMANCE" --server-bin "$FERROCAST_BIN" --cluster 3
+}
+
+# Layers that mostly wait (servers starting, quiet windows, a Python client pacing itself) run
+# in the background beside the end-to-end layers, their output kept for the end.
+declare -a BG_NAMES=() BG_PIDS=() BG_LOGS=() BG_STARTS=()
+background() {
+  local name="$1"
+  shift
+  local log
+  log="$(mktemp)"
+  printf '\n==> %s: %s (in the background)\n' "$name" "$*"
+  "$@" >"$log" 2>&1 &
+  BG_NAMES+=("$name")
+  BG_PIDS+=("$!")
+  BG_LOGS+=("$log")
+  BG_STARTS+=("$SECONDS")
+}
+
+# Waits for every background layer, prints its output and records its outcome.
+collect() {
+  local i rc
+  for i in "${!BG_PIDS[@]}"; do
+    rc=0
+    wait "${BG_PIDS[$i]}" || rc=$?
+    printf '\n==> %s (ran in the background)\n' "${BG_NAMES[$i]}"
+    cat "${BG_LOGS[$i]}"
+    rm -f "${BG_LOGS[$i]}"
+    if [[ "$rc" == 0 ]]; then
+      RESULTS+=("ok      ${BG_NAMES[$i]} ($((SECONDS - BG_STARTS[$i])) s)")
+    else
+      RESULTS+=("FAILED  ${BG_NAMES[$i]} (exit ${rc}, $((SECONDS - BG_STARTS[$i])) s)")
+      FAILED=1
+    fi
+  done
 }
 
 if [[ "$BUILT" == 1 ]] &&
   step "conformance runner build" cargo build --release -q -p ferrocast-spec --bin ferrocast-conformance; then
-  CLUSTER_LOG="$(mktemp)"
-  CLUSTER_START=$SECONDS
-  cluster_conformance "$CLUSTER_LOG" &
-  CLUSTER_PID=$!
+  background "conformance (black-box, 3-node cluster)" cluster_conformance
+  if step "echo build" cargo build --release -q -p ferrocast --features echo --bin ferrocast-echo; then
+    background "Autobahn|Testsuite (echo build)" autobahn
+  else
+    skip "Autobahn|Testsuite (echo build)" "the echo build failed"
+  fi
   step "end-to-end (pusher-js, Laravel Echo, Chromium, pusher SDK)" e2e || true
   step "end-to-end (Python SDK)" python_sdk || true
   # The conformance vectors over real sockets, one fresh server per vector configuration.
   step "conformance (black-box)" "$CONFORMANCE" --server-bin "$FERROCAST_BIN" || true
-  step "Autobahn|Testsuite (echo build)" autobahn || true
-  printf '\n==> conformance (black-box, 3-node cluster): %s --cluster 3 (ran in the background)\n' "$CONFORMANCE"
-  if wait "$CLUSTER_PID"; then
-    cat "$CLUSTER_LOG"
-    RESULTS+=("ok      conformance (black-box, 3-node cluster) ($((SECONDS - CLUSTER_START)) s)")
-  else
-    rc=$?
-    cat "$CLUSTER_LOG"
-    RESULTS+=("FAILED  conformance (black-box, 3-node cluster) (exit ${rc}, $((SECONDS - CLUSTER_START)) s)")
-    FAILED=1
-  fi
-  rm -f "$CLUSTER_LOG"
+  collect
 else
   skip "end-to-end (pusher-js, Laravel Echo, Chromium, pusher SDK)" "a release build failed"
   skip "end-to-end (Python SDK)" "a release build failed"

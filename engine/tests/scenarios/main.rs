@@ -10,6 +10,7 @@ mod capacity;
 mod cleanup;
 mod client_events;
 mod connection;
+mod console;
 mod determinism;
 mod http_api;
 mod liveness;

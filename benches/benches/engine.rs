@@ -90,7 +90,7 @@ fn fan_out_watched(c: &mut Criterion) {
         let (conn, socket_id) = bench.connect();
         bench.subscribe(conn, &socket_id, "prices");
     }
-    bench.feed(ferrocast_engine::Input::Watch { on: true });
+    bench.feed(Input::Watch { on: true });
     let request = bench.publish_request("prices", "{\"price\":101.5}");
     c.bench_function("fan_out_watched/1000", |b| {
         b.iter(|| black_box(bench.publish(&request)))

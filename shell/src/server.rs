@@ -474,7 +474,7 @@ impl Crew for Threads {
         let Some((path, overrides)) = &self.config_file else {
             if self.tls.is_none() {
                 tracing::info!(
-                    "SIGHUP: no configuration file and no TLS certificate; nothing to reload"
+                    "reload (SIGHUP or POST /admin/reload): no configuration file and no TLS certificate; nothing to reload"
                 );
             }
             return;
@@ -485,7 +485,7 @@ impl Crew for Threads {
         let next = match loaded {
             Ok(next) => next,
             Err(message) => {
-                tracing::error!(%message, "SIGHUP: the configuration is refused; the old one stays");
+                tracing::error!(%message, "reload: the configuration is refused; the old one stays");
                 return;
             }
         };
@@ -498,7 +498,7 @@ impl Crew for Threads {
                 "reload: [server], [rate_limit], [metrics] and [admin] changes take effect at the next restart"
             );
         }
-        tracing::info!(path = %path.display(), "SIGHUP: configuration re-read; the engine applies its apps");
+        tracing::info!(path = %path.display(), "reload: configuration re-read; the engine applies its apps");
         if self
             .to_engine
             .send(&mut vec![Input::Reload(Box::new(next.engine))])

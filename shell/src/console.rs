@@ -205,3 +205,54 @@ impl Drop for Viewer {
         self.hub.unwatch(self.id);
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::queue;
+
+    fn drained(door: &queue::Receiver<Input>) -> Vec<Input> {
+        let mut inputs = Vec::new();
+        door.recv(&mut inputs, usize::MAX, Some(Duration::ZERO));
+        inputs
+    }
+
+    #[test]
+    fn the_first_viewer_turns_the_feed_on_and_the_last_one_off() {
+        let (to_engine, door) = queue::bounded(16, None);
+        let hub = Arc::new(ConsoleHub::new(to_engine));
+        let first = hub.watch().unwrap();
+        let second = hub.watch().unwrap();
+        assert_eq!(drained(&door), vec![Input::Watch { on: true }]);
+
+        hub.event(b"{}".to_vec());
+        assert_eq!(&*first.events.try_recv().unwrap(), b"{}");
+        assert_eq!(&*second.events.try_recv().unwrap(), b"{}");
+
+        drop(first);
+        assert_eq!(drained(&door), vec![], "one viewer still watches");
+        drop(second);
+        assert_eq!(drained(&door), vec![Input::Watch { on: false }]);
+    }
+
+    #[test]
+    fn viewers_beyond_the_bound_are_refused_and_a_slow_one_loses_events() {
+        let (to_engine, _door) = queue::bounded(16, None);
+        let hub = Arc::new(ConsoleHub::new(to_engine));
+        let viewers: Vec<Viewer> = (0..MAX_VIEWERS).map(|_| hub.watch().unwrap()).collect();
+        assert!(hub.watch().is_none());
+        for _ in 0..VIEWER_QUEUE + 10 {
+            hub.event(b"{}".to_vec());
+        }
+        assert_eq!(viewers[0].events.try_iter().count(), VIEWER_QUEUE);
+        drop(viewers);
+        assert!(hub.watch().is_some(), "room again once they left");
+    }
+
+    #[test]
+    fn console_publishes_use_the_admin_feeder() {
+        let req = ReqId(u64::from(ADMIN.0) << FEEDER_SHIFT | 7);
+        assert!(ConsoleHub::owns(req));
+        assert!(!ConsoleHub::owns(ReqId(7)));
+    }
+}

@@ -475,13 +475,7 @@ impl Engine {
         let Some(connection) = self.conns.remove(&conn) else {
             return;
         };
-        if self.watching() {
-            let detail = debug::Detail {
-                socket_id: Some(connection.socket_id),
-                ..Default::default()
-            };
-            self.debug(&connection.app, DebugKind::Disconnected, detail);
-        }
+
         self.socket_ids.remove(&connection.socket_id);
         if let Some(peer) = connection.peer {
             if let Some(count) = self.per_address.get_mut(&peer) {
@@ -512,6 +506,14 @@ impl Engine {
             &connection.app,
             crate::cluster::view::Change::Connections(connections),
         );
+        // After its unsubscriptions, so the console's log reads in the order things ended.
+        if self.watching() {
+            let detail = debug::Detail {
+                socket_id: Some(connection.socket_id),
+                ..Default::default()
+            };
+            self.debug(&connection.app, DebugKind::Disconnected, detail);
+        }
     }
 
     fn fire_timers(&mut self) {

@@ -98,6 +98,24 @@ fn every_kind_of_event_is_emitted_while_watching() {
 }
 
 #[test]
+fn a_closed_connection_leaves_its_channels_then_disconnects() {
+    let mut sim = sim();
+    let conn = open(&mut sim);
+    subscribe(&mut sim, conn, "news");
+    watch(&mut sim, true);
+    sim.disconnect(conn);
+    let events = sim.take_debug();
+    let kinds: Vec<(&str, Option<&str>)> = events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.channel.as_deref()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![("unsubscribed", Some("news")), ("disconnected", None)]
+    );
+}
+
+#[test]
 fn a_long_payload_is_cut_in_the_preview() {
     let mut sim = sim();
     watch(&mut sim, true);

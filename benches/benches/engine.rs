@@ -82,8 +82,24 @@ fn fan_out(c: &mut Criterion) {
     group.finish();
 }
 
+/// The publish path with the admin console watching: one debug event per publish on top of
+/// the fan-out (compare with `fan_out/1000`, which runs with nobody watching).
+fn fan_out_watched(c: &mut Criterion) {
+    let mut bench = Bench::new();
+    for _ in 0..1_000 {
+        let (conn, socket_id) = bench.connect();
+        bench.subscribe(conn, &socket_id, "prices");
+    }
+    bench.feed(Input::Watch { on: true });
+    let request = bench.publish_request("prices", "{\"price\":101.5}");
+    c.bench_function("fan_out_watched/1000", |b| {
+        b.iter(|| black_box(bench.publish(&request)))
+    });
+}
+
 criterion_group!(
     benches,
+    fan_out_watched,
     subscribe,
     presence_join_at_100_members,
     http_publish_parse_and_verify,

@@ -52,11 +52,13 @@ impl EchoEngine {
                     return Err(ApiMisuse::UnknownConnection(conn));
                 }
             }
-            Input::Http { req, .. } => self.outputs.push_back(Output::HttpResponse {
-                req,
-                status: 404,
-                body: br#"{"error":"an echo server has no HTTP API"}"#.to_vec(),
-            }),
+            Input::Http { req, .. } | Input::AdminPublish { req, .. } => {
+                self.outputs.push_back(Output::HttpResponse {
+                    req,
+                    status: 404,
+                    body: br#"{"error":"an echo server has no HTTP API"}"#.to_vec(),
+                })
+            }
             Input::Shutdown => {
                 self.shutting_down = true;
                 let open: Vec<ConnId> = self.open.iter().copied().collect();
@@ -64,7 +66,12 @@ impl EchoEngine {
                     self.close(conn);
                 }
             }
-            Input::Tick | Input::Reload(_) | Input::Bus(_) | Input::BusUp | Input::BusDown => {}
+            Input::Tick
+            | Input::Reload(_)
+            | Input::Bus(_)
+            | Input::BusUp
+            | Input::BusDown
+            | Input::Watch { .. } => {}
         }
         Ok(())
     }

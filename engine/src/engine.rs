@@ -5,6 +5,7 @@ mod cluster;
 mod cluster_presence;
 mod cluster_webhooks;
 mod connect;
+mod debug;
 mod http_api;
 mod http_handlers;
 mod liveness;
@@ -27,6 +28,7 @@ use crate::token_bucket::TokenBucket;
 use crate::wire::pusher::{self, Malformed, RawJson};
 use crate::wire::websocket::Frame;
 use core::net::IpAddr;
+pub use debug::{DebugEvent, DebugKind};
 pub use metrics::{AppCounters, AppMetrics, ChannelCounts, EngineMetrics};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -54,6 +56,8 @@ pub struct Engine {
     cluster: Option<Box<cluster::ClusterState>>,
     /// Handshakes refused before they became a connection, by close code.
     refused_connections: BTreeMap<u16, u64>,
+    /// Whether the admin console watches: [`Output::Debug`] is emitted only then.
+    watching: bool,
 }
 
 /// Per-app live state beside its configuration.
@@ -199,6 +203,7 @@ impl Engine {
             shutting_down: false,
             cluster: None,
             refused_connections: BTreeMap::new(),
+            watching: false,
         }
     }
 
@@ -290,6 +295,14 @@ impl Engine {
             }
             Input::BusDown => {
                 self.on_bus_down();
+                Ok(())
+            }
+            Input::Watch { on } => {
+                self.set_watching(on);
+                Ok(())
+            }
+            Input::AdminPublish { req, app, body } => {
+                self.admin_publish(req, &app, &body);
                 Ok(())
             }
         }
@@ -430,6 +443,18 @@ impl Engine {
     /// Has the shell log `message`, with what is known of `conn`.
     pub(super) fn notice(&mut self, conn: Option<ConnId>, message: String) {
         let known = conn.and_then(|conn| self.conns.get(&conn));
+        if self.watching() {
+            if let Some(known) = known {
+                let (app, socket_id) = (known.app.clone(), Some(known.socket_id));
+                let detail = debug::Detail {
+                    socket_id,
+                    data: Some(message.clone()),
+                    ..Default::default()
+                };
+                self.debug(&app, DebugKind::Error, detail);
+            }
+        }
+        let known = conn.and_then(|conn| self.conns.get(&conn));
         self.outputs.push_back(Output::Notice(Notice {
             app: known.map(|c| c.app.clone()),
             socket_id: known.map(|c| c.socket_id),
@@ -463,6 +488,7 @@ impl Engine {
         let Some(connection) = self.conns.remove(&conn) else {
             return;
         };
+
         self.socket_ids.remove(&connection.socket_id);
         if let Some(peer) = connection.peer {
             if let Some(count) = self.per_address.get_mut(&peer) {
@@ -478,6 +504,9 @@ impl Engine {
         }
         for (channel, member) in &connection.channels {
             self.leave_channel(&connection.app, conn, channel, member.as_ref());
+            if self.watching() {
+                self.debug_unsubscribed(&connection.app, channel, connection.socket_id);
+            }
         }
         if let Some(user) = &connection.user {
             self.sign_out(&connection.app, conn, user);
@@ -490,6 +519,14 @@ impl Engine {
             &connection.app,
             crate::cluster::view::Change::Connections(connections),
         );
+        // After its unsubscriptions, so the console's log reads in the order things ended.
+        if self.watching() {
+            let detail = debug::Detail {
+                socket_id: Some(connection.socket_id),
+                ..Default::default()
+            };
+            self.debug(&connection.app, DebugKind::Disconnected, detail);
+        }
     }
 
     fn fire_timers(&mut self) {

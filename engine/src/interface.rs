@@ -125,6 +125,23 @@ pub enum Input {
     /// The link to the cluster bus broke: the node serves its own clients alone until it
     /// comes back, and what it publishes meanwhile is lost.
     BusDown,
+    /// Someone started (`true`) or stopped (`false`) watching the admin console: the engine
+    /// emits [`Output::Debug`] only while on, and builds nothing for it otherwise.
+    Watch {
+        /// Whether anyone watches now.
+        on: bool,
+    },
+    /// A publish from the admin console: the body of `POST /apps/{app}/events`, trusted
+    /// without a signature because the admin listener checked its token. Answered with an
+    /// [`Output::HttpResponse`] for `req`, as the HTTP API would answer.
+    AdminPublish {
+        /// Handle to answer it with.
+        req: ReqId,
+        /// The app id to publish in.
+        app: String,
+        /// The JSON event, as for the HTTP API.
+        body: Vec<u8>,
+    },
 }
 
 /// A signed webhook POST the shell must deliver (and retry).
@@ -198,6 +215,8 @@ pub enum Output {
     Bus(Vec<u8>),
     /// Log this (refused connections, subscriptions and requests, and why connections closed).
     Notice(Notice),
+    /// Show this in the admin console's live log (only while [`Input::Watch`] is on).
+    Debug(crate::DebugEvent),
     /// Nothing more to do now: feed [`Input::Tick`] at this instant (earlier is harmless).
     /// `None`: no timer is pending, so wait for the next input.
     Timeout(Option<Instant>),

@@ -108,7 +108,10 @@ pub mod sim;
 pub use close_code::CloseCode;
 pub use cluster::{BusStats, ClusterConfig, NodeId};
 pub use config::{AppConfig, Config, ConfigError, WebhookConfig};
-pub use engine::{AppCounters, AppMetrics, ChannelCounts, Engine, EngineMetrics, StateCounts};
+pub use engine::{
+    AppCounters, AppMetrics, ChannelCounts, DebugEvent, DebugKind, Engine, EngineMetrics,
+    StateCounts,
+};
 pub use ids::{
     AppId, AppKey, ChannelKind, ChannelName, ConnId, EventName, ReqId, SocketId, UserId,
 };

@@ -100,6 +100,8 @@ pub struct Simulator {
     bus_out: Vec<Vec<u8>>,
     /// The latest [`MAX_NOTICES`] log lines the engine asked for, oldest first.
     notices: VecDeque<Notice>,
+    /// Debug events for the admin console (only while watching), oldest first.
+    debug: Vec<crate::DebugEvent>,
 }
 
 /// Log lines a simulator keeps (a long run would otherwise grow without bound).
@@ -127,6 +129,7 @@ impl Simulator {
             drained: Vec::new(),
             bus_out: Vec::new(),
             notices: VecDeque::new(),
+            debug: Vec::new(),
         }
     }
 
@@ -250,6 +253,22 @@ impl Simulator {
             .expect("the engine answers every HTTP request at once")
     }
 
+    /// Publishes `body` (an HTTP API event) in app `app` as the admin console does: trusted,
+    /// without a signature.
+    pub fn admin_publish(&mut self, app: &str, body: &str) -> (u16, Value) {
+        let req = ReqId(self.next_req);
+        self.next_req += 1;
+        let input = Input::AdminPublish {
+            req,
+            app: app.into(),
+            body: body.as_bytes().to_vec(),
+        };
+        self.input(input).expect("a publish input is never misuse");
+        self.responses
+            .remove(&req)
+            .expect("the engine answers every publish at once")
+    }
+
     /// Sends an HTTP API request signed with the credentials of the app named in the path
     /// (`/apps/{id}/...`; the first app otherwise), as the backend SDKs sign it.
     pub fn signed_http(
@@ -317,6 +336,11 @@ impl Simulator {
             .socket_id(conn)
             .expect("connection is open")
             .to_string()
+    }
+
+    /// The debug events for the admin console since the last call, oldest first.
+    pub fn take_debug(&mut self) -> Vec<crate::DebugEvent> {
+        std::mem::take(&mut self.debug)
     }
 
     /// The engine's latest log lines (at most 1024), drained, oldest first.
@@ -413,6 +437,7 @@ impl Simulator {
                     }
                     self.notices.push_back(notice);
                 }
+                Output::Debug(event) => self.debug.push(event),
                 Output::Timeout(_) => unreachable!("the driver keeps the timeout"),
             }
         }

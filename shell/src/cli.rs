@@ -2,8 +2,8 @@
 //! here, so that every setting is declared once; this file adds only what is not a setting.
 
 use crate::settings::{
-    ClusterOverrides, EngineOverrides, FirstAppOverrides, MetricsSettings, Overrides,
-    RateLimitSettings, ServerSettings,
+    AdminSettings, ClusterOverrides, EngineOverrides, FirstAppOverrides, MetricsSettings,
+    Overrides, RateLimitSettings, ServerSettings,
 };
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, FromArgMatches, Parser};
@@ -55,6 +55,10 @@ pub struct Cli {
     #[command(flatten)]
     metrics: MetricsSettings,
 
+    /// The `[admin]` settings as given here.
+    #[command(flatten)]
+    admin: AdminSettings,
+
     /// The settings given as flags or environment variables, for `Settings::load`.
     #[arg(skip)]
     pub overrides: Overrides,
@@ -84,6 +88,7 @@ impl Cli {
             &cli.cluster,
             &cli.rate_limit,
             &cli.metrics,
+            &cli.admin,
             &matches,
         );
         Ok(cli)

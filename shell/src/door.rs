@@ -18,6 +18,10 @@ use std::collections::HashMap;
 pub(crate) const FEEDER_SHIFT: u32 = 56;
 const SEQUENCE_MASK: u64 = (1 << FEEDER_SHIFT) - 1;
 
+/// The admin listener's feeder index: its console publishes are answered to it, not to a
+/// worker (so workers are numbered below it).
+pub(crate) const ADMIN: Feeder = Feeder(u8::MAX);
+
 /// A feeder that gets answers: the index of its return queue in the router.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Feeder(pub u8);

@@ -9,6 +9,7 @@
 //! inline.
 
 use crate::bus::BusSender;
+use crate::console::ConsoleHub;
 use crate::metrics::EngineBoard;
 use crate::queue::{Received, Receiver};
 use crate::route::Router;
@@ -63,6 +64,9 @@ pub(crate) struct EngineCore {
     wake: Option<Instant>,
     /// Where snapshots for the metrics listener go, when it runs.
     metrics: Option<Arc<EngineBoard>>,
+    /// Where debug events, console snapshots and console publish answers go, when the
+    /// admin console is on.
+    console: Option<Arc<ConsoleHub>>,
 }
 
 impl EngineCore {
@@ -79,6 +83,7 @@ impl EngineCore {
             bus: None,
             wake: None,
             metrics: None,
+            console: None,
         }
     }
 
@@ -94,10 +99,25 @@ impl EngineCore {
         self
     }
 
+    /// Serves the admin console through `hub`.
+    pub(crate) fn with_console(mut self, hub: Arc<ConsoleHub>) -> Self {
+        self.console = Some(hub);
+        self
+    }
+
     /// Ends a batch that began at `started`: records its duration (unless nothing was fed:
     /// an idle turn of the one-worker loop) and, if a scrape asked for one, publishes a
     /// snapshot of the engine's counts.
     pub(crate) fn end_batch(&self, started: Instant, fed: bool) {
+        if let Some(hub) = &self.console {
+            if hub.take_snapshot_request() {
+                match &self.engine {
+                    Protocol::Pusher(engine) => hub.publish_snapshot(engine.console_snapshot()),
+                    #[cfg(feature = "echo")]
+                    Protocol::Echo(_) => hub.publish_snapshot(br#"{"apps":[]}"#.to_vec()),
+                }
+            }
+        }
         let Some(board) = &self.metrics else {
             return;
         };
@@ -157,6 +177,16 @@ impl EngineCore {
                     Some(bus) => bus.send(message),
                     None => tracing::warn!("a bus message from an engine with no cluster link"),
                 },
+                Output::Debug(event) => {
+                    if let Some(hub) = &self.console {
+                        hub.event(event.to_json());
+                    }
+                }
+                Output::HttpResponse { req, status, body } if ConsoleHub::owns(req) => {
+                    if let Some(hub) = &self.console {
+                        hub.answer(req, status, body);
+                    }
+                }
                 Output::Timeout(at) => {
                     self.wake = at;
                     return;

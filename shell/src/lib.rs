@@ -5,10 +5,12 @@
 //! the fuzz targets and the loom models use, so anything else unused shows as dead code.
 
 mod accept_log;
+mod admin;
 mod bus;
 mod cli;
 mod cluster;
 mod conn;
+mod console;
 mod deflate;
 mod door;
 mod engine_thread;

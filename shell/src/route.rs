@@ -59,6 +59,7 @@ impl Router {
             | Output::Webhook(_)
             | Output::Bus(_)
             | Output::Notice(_)
+            | Output::Debug(_)
             | Output::Timeout(_) => {
                 tracing::warn!("an output with no single addressee was routed");
                 return;

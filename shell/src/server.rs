@@ -18,10 +18,14 @@
 //! without one the server is a single node and needs no Redis. With `[server.tls]` the port
 //! speaks TLS only, and SIGHUP re-reads the certificate (see [`crate::tls`]).
 //! With `[metrics] enabled` one more thread serves `/metrics` on its own address, from the
-//! workers' counters and snapshots the engine publishes when asked (see [`crate::metrics`]).
+//! workers' counters and snapshots the engine publishes when asked (see [`crate::metrics`]);
+//! with an `[admin] token` the same thread serves the admin console (see [`crate::admin`]),
+//! its event streams on threads of their own.
 
+use crate::admin::Admin;
 use crate::cluster::{random_node_id, ClusterLink};
 use crate::conn::ConnLimits;
+use crate::console::ConsoleHub;
 use crate::engine_thread::{random_seed, EngineCore, EngineThread, Protocol};
 use crate::forwarded::TrustedProxies;
 use crate::metrics::{self, EngineBoard, Sources};
@@ -62,7 +66,7 @@ pub struct Server {
     signals: Option<signal_hook::iterator::Signals>,
     to_engine_capacity: usize,
     to_worker_capacity: usize,
-    /// The metrics listener, when `[metrics] enabled`.
+    /// The metrics listener, when `[metrics] enabled` or `[admin] token` is set.
     metrics: Option<MetricsListener>,
     metrics_addr: Option<SocketAddr>,
     /// The file SIGHUP re-reads, with the flags and variables layered over it.
@@ -95,8 +99,11 @@ impl Server {
             .ok_or_else(|| cannot_listen(io::Error::new(io::ErrorKind::NotFound, "no address")))?;
         let listener = listen(addr).map_err(cannot_listen)?;
         let local_addr = listener.local_addr()?;
+        // The admin console lives on the metrics listener: a token starts it too.
         let metrics = match &settings.metrics {
-            m if m.enabled => Some(MetricsListener::bind(&m.host, m.port)?),
+            m if m.enabled || settings.admin_enabled() => {
+                Some(MetricsListener::bind(&m.host, m.port)?)
+            }
             _ => None,
         };
         Ok(Server {
@@ -122,7 +129,7 @@ impl Server {
         self.local_addr
     }
 
-    /// The address the metrics listener bound, when metrics are enabled.
+    /// The address the metrics listener bound, when metrics or the admin console are on.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
     }
@@ -248,8 +255,15 @@ impl Server {
             core = core.with_bus(link.sender());
         }
         let board = Arc::new(EngineBoard::default());
-        if self.metrics.is_some() {
+        if self.settings.metrics.enabled {
             core = core.with_metrics(board.clone());
+        }
+        let hub = self
+            .settings
+            .admin_enabled()
+            .then(|| Arc::new(ConsoleHub::new(to_engine.clone())));
+        if let Some(hub) = &hub {
+            core = core.with_console(hub.clone());
         }
         let stats = metrics::shell_stats(count);
         let mut inline = None;
@@ -296,12 +310,20 @@ impl Server {
             )?);
         }
         if let Some(listener) = self.metrics.take() {
-            let sources = Sources {
+            let sources = self.settings.metrics.enabled.then(|| Sources {
                 board,
                 door: to_engine.clone(),
                 workers: stats,
                 webhooks: self.webhook_workers.as_ref().map(WebhookWorkers::observed),
                 bus: cluster.as_ref().map(|link| (link.stats(), link.sender())),
+            });
+            let admin = match (&self.settings.admin.token, hub) {
+                (Some(token), Some(hub)) => Some(Admin {
+                    token: token.clone(),
+                    hub,
+                    notices: notices_tx.clone(),
+                }),
+                _ => None,
             };
             // Supervised like every thread (a panic stops the server), but never joined: it
             // serves until the process exits.
@@ -309,7 +331,7 @@ impl Server {
                 "metrics".into(),
                 Role::Metrics,
                 notices_tx.clone(),
-                move || listener.serve(sources),
+                move || listener.serve(sources, admin),
             )?;
         }
         let mut webhook_queue = None;
@@ -452,7 +474,7 @@ impl Crew for Threads {
         let Some((path, overrides)) = &self.config_file else {
             if self.tls.is_none() {
                 tracing::info!(
-                    "SIGHUP: no configuration file and no TLS certificate; nothing to reload"
+                    "reload (SIGHUP or POST /admin/reload): no configuration file and no TLS certificate; nothing to reload"
                 );
             }
             return;
@@ -463,19 +485,20 @@ impl Crew for Threads {
         let next = match loaded {
             Ok(next) => next,
             Err(message) => {
-                tracing::error!(%message, "SIGHUP: the configuration is refused; the old one stays");
+                tracing::error!(%message, "reload: the configuration is refused; the old one stays");
                 return;
             }
         };
         if next.server != self.started_with.server
             || next.rate_limit != self.started_with.rate_limit
             || next.metrics != self.started_with.metrics
+            || next.admin != self.started_with.admin
         {
             tracing::warn!(
-                "SIGHUP: [server], [rate_limit] and [metrics] changes take effect at the next restart"
+                "reload: [server], [rate_limit], [metrics] and [admin] changes take effect at the next restart"
             );
         }
-        tracing::info!(path = %path.display(), "SIGHUP: configuration re-read; the engine applies its apps");
+        tracing::info!(path = %path.display(), "reload: configuration re-read; the engine applies its apps");
         if self
             .to_engine
             .send(&mut vec![Input::Reload(Box::new(next.engine))])

@@ -40,7 +40,7 @@ pub struct ServerSettings {
     #[arg(short, long, env = "FERROCAST_PORT", default_value_t = 6001)]
     pub port: u16,
 
-    /// I/O worker threads serving sockets, 1 to 256 (the engine runs on one more thread when
+    /// I/O worker threads serving sockets, 1 to 255 (the engine runs on one more thread when
     /// there are two or more) [default: the number of cores].
     #[arg(long, env = "FERROCAST_WORKERS", default_value_t = default_workers(), hide_default_value = true)]
     pub workers: usize,
@@ -302,6 +302,33 @@ pub struct MetricsSettings {
     pub port: u16,
 }
 
+/// The `[admin]` table: the debug console and `POST /admin/reload`, served on the metrics
+/// listener's address and guarded by a token. No token: no console, no admin routes.
+#[derive(Clone, Default, PartialEq, Eq, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Token the admin console and `/admin/*` require (as `?token=`, `Authorization: Bearer`
+    /// or the console's cookie); setting it starts the metrics listener even without
+    /// `--metrics`. Unset: the console is off.
+    #[arg(
+        id = "admin.token",
+        long = "admin-token",
+        env = "FERROCAST_ADMIN_TOKEN",
+        value_name = "TOKEN"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    // The token is a secret: it never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("token", &self.token.as_ref().map(|_| REDACTED))
+            .finish()
+    }
+}
+
 impl Default for MetricsSettings {
     /// The built-in defaults: the declared `default_value`s, with no environment read.
     fn default() -> Self {
@@ -484,11 +511,15 @@ pub struct Overrides {
     rate_limit: toml::Table,
     /// Keys of `[metrics]`.
     metrics: toml::Table,
+    /// Keys of `[admin]`.
+    admin: toml::Table,
 }
 
 impl Overrides {
     /// The settings parsed from `matches` that came from a flag or the environment rather
     /// than a built-in default.
+    // One argument per settings table the command line flattens.
+    #[allow(clippy::too_many_arguments)]
     pub fn given(
         server: &ServerSettings,
         engine: &EngineOverrides,
@@ -496,6 +527,7 @@ impl Overrides {
         cluster: &ClusterOverrides,
         rate_limit: &RateLimitSettings,
         metrics: &MetricsSettings,
+        admin: &AdminSettings,
         matches: &ArgMatches,
     ) -> Overrides {
         let mut server = table_of(server);
@@ -511,9 +543,12 @@ impl Overrides {
         // Its flags' ids are dotted (`metrics.host`), apart from `[server]`'s `host`.
         let mut metrics = table_of(metrics);
         retain_given(&mut metrics, "metrics.", matches);
+        let mut admin = table_of(admin);
+        retain_given(&mut admin, "admin.", matches);
         Overrides {
             server,
             metrics,
+            admin,
             engine: table_of(engine),
             first_app: table_of(first_app),
             cluster: table_of(cluster),
@@ -592,6 +627,8 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     /// The Prometheus listener.
     pub metrics: MetricsSettings,
+    /// The admin console's token.
+    pub admin: AdminSettings,
 }
 
 impl Settings {
@@ -605,6 +642,10 @@ impl Settings {
         let metrics: MetricsSettings = layered(text, &mut table, "metrics", &overrides.metrics)?;
         if metrics.host.is_empty() {
             return Err("metrics.host is empty".into());
+        }
+        let admin: AdminSettings = layered(text, &mut table, "admin", &overrides.admin)?;
+        if admin.token.as_deref() == Some("") {
+            return Err("admin.token is empty (leave it out to turn the console off)".into());
         }
         overrides.apply_to_engine(&mut table);
         // The engine parses and validates its part itself, unknown keys included.
@@ -622,6 +663,7 @@ impl Settings {
             engine,
             rate_limit,
             metrics,
+            admin,
         };
         settings.validate_cluster()?;
         Ok(settings)
@@ -676,11 +718,26 @@ impl Settings {
                 ("server".to_owned(), table_of(&self.server).into()),
                 ("rate_limit".to_owned(), table_of(&self.rate_limit).into()),
                 ("metrics".to_owned(), table_of(&self.metrics).into()),
+                ("admin".to_owned(), self.redacted_admin().into()),
             ]),
             toml::Table::from_iter([("apps".to_owned(), apps)]),
         ];
         let texts: Result<Vec<String>, _> = parts.iter().map(toml::to_string).collect();
         Ok(texts.map_err(|e| e.to_string())?.join("\n"))
+    }
+
+    /// `[admin]` with its token, if any, replaced by [`REDACTED`].
+    fn redacted_admin(&self) -> toml::Table {
+        let mut admin = table_of(&self.admin);
+        if let Some(token) = admin.get_mut("token") {
+            *token = REDACTED.into();
+        }
+        admin
+    }
+
+    /// Whether the admin console and routes are on (a token is set).
+    pub fn admin_enabled(&self) -> bool {
+        self.admin.token.is_some()
     }
 
     /// The transport limits connections enforce.

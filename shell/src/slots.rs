@@ -6,8 +6,9 @@
 use crate::door::{Feeder, FEEDER_SHIFT};
 use ferrocast_engine::ConnId;
 
-/// The most I/O workers ids can name (the worker index takes the top byte of an id).
-pub(crate) const MAX_WORKERS: usize = 256;
+/// The most I/O workers ids can name (the worker index takes the top byte of an id, whose
+/// last value names the admin listener: [`crate::door::ADMIN`]).
+pub(crate) const MAX_WORKERS: usize = crate::door::ADMIN.0 as usize;
 const GENERATION_BITS: u32 = 24;
 const GENERATION_MASK: u32 = (1 << GENERATION_BITS) - 1;
 

@@ -82,7 +82,8 @@ impl fmt::Display for Role {
 pub(crate) enum Notice {
     /// SIGINT or SIGTERM arrived.
     Signal,
-    /// SIGHUP arrived: re-read the files that can change under a running server.
+    /// SIGHUP arrived, or `POST /admin/reload`: re-read the files that can change under a
+    /// running server.
     Reload,
     /// A thread ended: `Ok` when it finished its work, `Err` with why otherwise.
     Exited {

@@ -52,7 +52,8 @@ const fn shown_as(
 }
 
 /// Every setting the README documents with a flag and an environment variable, except
-/// `--config` and `--app-secret` (which `--print-config` must not show), tested on their own.
+/// `--config`, `--app-secret` and `--admin-token` (which `--print-config` must not show),
+/// tested on their own.
 const SETTINGS: &[Setting] = &[
     setting("server.host", "--host", "FERROCAST_HOST", "127.0.0.2"),
     setting("server.port", "--port", "FERROCAST_PORT", "7123"),
@@ -240,18 +241,20 @@ const SETTINGS: &[Setting] = &[
 ];
 
 /// The flags and variables tested outside [`SETTINGS`] (the TLS files come in pairs).
-const OTHER_FLAGS: [&str; 7] = [
+const OTHER_FLAGS: [&str; 8] = [
     "--config",
     "--app-secret",
+    "--admin-token",
     "--print-config",
     "--check-config",
     "--version",
     "--tls-cert",
     "--tls-key",
 ];
-const OTHER_ENVS: [&str; 4] = [
+const OTHER_ENVS: [&str; 5] = [
     "FERROCAST_CONFIG",
     "FERROCAST_APP_SECRET",
+    "FERROCAST_ADMIN_TOKEN",
     "FERROCAST_TLS_CERT",
     "FERROCAST_TLS_KEY",
 ];
@@ -550,6 +553,47 @@ fn a_flag_beats_its_variable_which_beats_the_file_which_beats_the_default() {
         );
     }
     let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn print_config_hides_the_admin_token_from_a_flag_the_environment_or_the_file() {
+    let printed = print_config(&["--admin-token", "very-secret-token"], &[]);
+    assert!(
+        !printed.stdout.contains("very-secret-token"),
+        "{}",
+        printed.stdout
+    );
+    assert_eq!(
+        lookup(&printed.config(), "admin.token").as_deref(),
+        Some("<redacted>")
+    );
+    let printed = print_config(&[], &[("FERROCAST_ADMIN_TOKEN", "env-secret-token")]);
+    assert!(
+        !printed.stdout.contains("env-secret-token"),
+        "{}",
+        printed.stdout
+    );
+    assert_eq!(
+        lookup(&printed.config(), "admin.token").as_deref(),
+        Some("<redacted>")
+    );
+    let path = write_config("[admin]\ntoken = \"file-secret-token\"\n");
+    let printed = print_config(&["--config", path.to_str().unwrap()], &[]);
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        !printed.stdout.contains("file-secret-token"),
+        "{}",
+        printed.stdout
+    );
+    assert_eq!(
+        lookup(&printed.config(), "admin.token").as_deref(),
+        Some("<redacted>")
+    );
+    // Unset: no token line at all.
+    assert_eq!(
+        lookup(&print_config(&[], &[]).config(), "admin.token"),
+        None
+    );
 }
 
 #[test]

@@ -100,6 +100,15 @@ impl Engine {
         let connection = &self.conns[&conn];
         let (app, socket_id) = (connection.app.clone(), connection.socket_id);
         self.cluster_client_event(&app, &channel, &event, &data, user_id.as_ref(), socket_id);
+        if self.watching() {
+            let detail = super::debug::Detail {
+                channel: Some(channel.as_str().to_owned()),
+                event: Some(event.as_str().to_owned()),
+                socket_id: Some(socket_id),
+                data: Some(super::debug::preview(&data.0)),
+            };
+            self.debug(&app, super::DebugKind::ClientEvent, detail);
+        }
         self.with_webhooks(&app, |hooks, cx| {
             let sender = (socket_id, user_id.as_ref());
             hooks.handle_client_event(&channel, &event, &data, sender, cx);

@@ -152,6 +152,14 @@ impl Engine {
             state.connections as u64
         };
         self.cluster_record(&app, Change::Connections(connections));
+        if self.watching() {
+            let detail = super::debug::Detail {
+                socket_id: Some(socket_id),
+                data: peer.map(|p| format!("from {p}")),
+                ..Default::default()
+            };
+            self.debug(&app, super::DebugKind::Connected, detail);
+        }
         self.socket_ids.insert(socket_id, conn);
         if let Some(peer) = peer {
             *self.per_address.entry(peer).or_default() += 1;

@@ -47,10 +47,45 @@ impl Route {
 }
 
 impl Engine {
+    /// A publish from the admin console: the HTTP API's publish without its signature check
+    /// (the admin listener checked its token), answered the same way.
+    pub(super) fn admin_publish(&mut self, req: ReqId, app: &str, body: &[u8]) {
+        let answer = self
+            .app_by_id(app)
+            .and_then(|app| self.http_publish(&app, body));
+        let (status, body) = match answer {
+            Ok(body) => (200, body.to_string().into_bytes()),
+            Err(error) => {
+                self.notice(
+                    None,
+                    format!(
+                        "console publish to app {app:?} answered {}: {}",
+                        error.status, error.message
+                    ),
+                );
+                (error.status, http_response::error_body(&error.message))
+            }
+        };
+        self.outputs
+            .push_back(Output::HttpResponse { req, status, body });
+    }
+
     pub(super) fn on_http(&mut self, req: ReqId, request: &HttpRequest) {
         let (status, body) = match self.answer_http(request) {
             Ok(body) => (200, body.to_string().into_bytes()),
             Err(error) => {
+                if self.watching() {
+                    if let Some(app) = self.http_app(request) {
+                        let detail = super::debug::Detail {
+                            data: Some(format!(
+                                "HTTP {} {} answered {}: {}",
+                                request.method, request.path, error.status, error.message
+                            )),
+                            ..Default::default()
+                        };
+                        self.debug(&app, super::DebugKind::Error, detail);
+                    }
+                }
                 self.notice(
                     None,
                     format!(

@@ -180,6 +180,15 @@ impl Engine {
     fn publish_valid(&mut self, app: &AppId, event: &ValidEvent) -> Option<Map<String, Value>> {
         for channel in &event.channels {
             self.publish(app, channel, &event.name, &event.data, event.except);
+            if self.watching() {
+                let detail = super::debug::Detail {
+                    channel: Some(channel.as_str().to_owned()),
+                    event: Some(event.name.as_str().to_owned()),
+                    socket_id: event.except_socket,
+                    data: Some(super::debug::preview(&event.data)),
+                };
+                self.debug(app, super::DebugKind::ApiPublish, detail);
+            }
         }
         if event.info.is_empty() {
             return None;

@@ -223,6 +223,14 @@ impl Engine {
             None,
         );
         self.send(conn, succeeded);
+        if self.watching() {
+            let detail = super::debug::Detail {
+                channel: Some(channel.as_str().to_owned()),
+                socket_id: self.socket_id(conn),
+                ..Default::default()
+            };
+            self.debug(app, super::DebugKind::Subscribed, detail);
+        }
         if matches!(
             channel.kind(),
             ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence
@@ -283,7 +291,11 @@ impl Engine {
             return;
         };
         let app = connection.app.clone();
+        let socket_id = connection.socket_id;
         self.leave_channel(&app, conn, &channel, member.as_ref());
+        if self.watching() {
+            self.debug_unsubscribed(&app, &channel, socket_id);
+        }
     }
 
     /// Removes `conn` from `channel`; on a presence channel, announces the member's last leave.

@@ -373,6 +373,21 @@ impl Engine {
         };
         f(&mut state.webhooks, &mut cx);
         while let Some(delivery) = state.webhooks.poll_delivery() {
+            if self.watching {
+                self.outputs.push_back(Output::Debug(super::DebugEvent {
+                    app: app.clone(),
+                    kind: super::DebugKind::WebhookQueued,
+                    channel: None,
+                    event: None,
+                    socket_id: None,
+                    data: Some(super::debug::preview(&format!(
+                        "{} {}",
+                        delivery.url,
+                        String::from_utf8_lossy(&delivery.body)
+                    ))),
+                    unix_ms: moment.unix_ms,
+                }));
+            }
             self.outputs.push_back(Output::Webhook(delivery));
         }
     }

@@ -11,6 +11,7 @@ mod cleanup;
 mod client_events;
 mod compression;
 mod connection;
+mod console;
 mod determinism;
 mod http_api;
 mod liveness;

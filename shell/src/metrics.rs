@@ -643,5 +643,15 @@ fn encode_bus(bus: &BusSums, encoder: &mut DescriptorEncoder) -> fmt::Result {
         "Other nodes this one counts as alive",
         bus.peers,
     )
-    .gauge(encoder)
+    .gauge(encoder)?;
+    // Seconds, so a float: the one sample that is not a count.
+    let lag = engine.echo_lag_micros as f64 / 1e6;
+    let empty: [(&str, String); 0] = [];
+    let mut family = encoder.encode_descriptor(
+        "bus_echo_lag_seconds",
+        "How long this node's latest bus message took to come back to it: the bus's lag",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(lag).encode(family.encode_family(&empty)?)
 }

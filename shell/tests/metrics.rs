@@ -300,6 +300,9 @@ fn two_cluster_nodes_count_each_other_and_their_bus_messages() {
             0.0
         );
         assert!(value(&text, "ferrocast_bus_outgoing_queue_messages") >= 0.0);
+        // The heartbeats came back through a real Redis: some time, but far under a second.
+        let lag = value(&text, "ferrocast_bus_echo_lag_seconds");
+        assert!(lag > 0.0 && lag < 1.0, "{text}");
     }
 }
 

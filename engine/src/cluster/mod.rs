@@ -155,4 +155,7 @@ pub struct BusStats {
     pub nodes_dropped: u64,
     /// Times the link went down.
     pub bus_downs: u64,
+    /// How long our latest message that came back took, from publishing to hearing it, in
+    /// microseconds (0 until one has).
+    pub echo_lag_micros: u64,
 }

@@ -17,9 +17,12 @@ use crate::ids::{AppId, ChannelName, ConnId, EventName, SocketId, UserId};
 use crate::interface::Output;
 use crate::timers::TimerKey;
 use crate::wire::pusher::{self, RawJson};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Our messages whose echo is timed at once, at most (older ones are no longer timed).
+const MAX_TIMED_ECHOES: usize = 1024;
 
 /// A node's cluster bookkeeping.
 pub(super) struct ClusterState {
@@ -31,6 +34,8 @@ pub(super) struct ClusterState {
     next_seq: u64,
     /// The sequence number of our last message heard back from the bus.
     echoed: u64,
+    /// When each of our latest messages was published, oldest first, until its echo.
+    sent_at: VecDeque<(u64, Instant)>,
     peers: BTreeMap<NodeId, Peer>,
     /// Which webhooks were sent and which leaves are pending, per app, alike on every node.
     pub(super) hooks: BTreeMap<AppId, ClusterHooks>,
@@ -105,6 +110,7 @@ impl Engine {
             bus_up: false,
             next_seq: 1,
             echoed: 0,
+            sent_at: VecDeque::new(),
             peers: BTreeMap::new(),
             views,
             hooks: BTreeMap::new(),
@@ -177,6 +183,7 @@ impl Engine {
 
     /// Puts one message on the bus (nothing while the link is down: it would be lost).
     pub(super) fn bus_publish(&mut self, app: Option<AppId>, body: Body) {
+        let now = self.moment().now;
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
@@ -202,6 +209,10 @@ impl Engine {
         };
         cluster.next_seq += 1;
         cluster.stats.published += 1;
+        if cluster.sent_at.len() == MAX_TIMED_ECHOES {
+            cluster.sent_at.pop_front();
+        }
+        cluster.sent_at.push_back((seq, now));
         let bytes = message::encode(&cluster.config.prefix, &message);
         self.outputs.push_back(Output::Bus(bytes));
         if let Some(app) = delta_of {
@@ -301,6 +312,7 @@ impl Engine {
 
     /// [`crate::Input::Bus`]: one message from the bus (ours included).
     pub(super) fn on_bus(&mut self, bytes: &[u8]) {
+        let now = self.moment().now;
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
@@ -335,6 +347,18 @@ impl Engine {
             // it. A snapshot of ours, applied when it comes back, does.
             let lost = cluster.echoed + 1..message.seq;
             cluster.echoed = message.seq;
+            // How long the bus took to carry our message back: the lag every node sees.
+            while let Some(&(seq, at)) = cluster.sent_at.front() {
+                if seq > message.seq {
+                    break;
+                }
+                cluster.sent_at.pop_front();
+                if seq == message.seq {
+                    cluster.stats.echo_lag_micros =
+                        u64::try_from(now.saturating_duration_since(at).as_micros())
+                            .unwrap_or(u64::MAX);
+                }
+            }
             if !lost.is_empty() && !matches!(message.body, Body::Snapshot { .. }) {
                 cluster.stats.gaps += 1;
                 self.publish_snapshot(false);

@@ -42,6 +42,21 @@ fn malformed_foreign_and_other_cluster_messages_are_counted_and_dropped() {
 }
 
 #[test]
+fn the_echo_lag_is_how_long_our_own_message_took_to_come_back() {
+    let mut cluster = cluster(2);
+    settle(&mut cluster);
+    cluster.set_delay(ms(30), 0);
+    let bob = open(cluster.node(0));
+    subscribe(cluster.node(0), bob, "news");
+    cluster.run_for(ms(100));
+    assert_eq!(cluster.node(0).engine().bus_stats().echo_lag_micros, 30_000);
+    cluster.set_delay(ms(5), 0);
+    cluster.node(0).trigger("news", "e", "{}");
+    cluster.run_for(ms(100));
+    assert_eq!(cluster.node(0).engine().bus_stats().echo_lag_micros, 5_000);
+}
+
+#[test]
 fn a_single_node_engine_publishes_nothing_and_ignores_the_bus() {
     #[allow(clippy::disallowed_methods)]
     let at = Moment::new(std::time::Instant::now(), 0);

@@ -1,6 +1,7 @@
 //! Server and per-app settings, parsed from TOML with every unknown key refused.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Everything the engine needs to know about its deployment.
@@ -114,7 +115,7 @@ pub struct AppConfig {
 }
 
 /// One webhook endpoint of an app.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// The `http://` URL to POST to.
@@ -123,6 +124,64 @@ pub struct WebhookConfig {
     /// the chatty `subscription_count`, which must be asked for by name.
     #[serde(default)]
     pub event_types: Vec<String>,
+    /// Extra headers sent with each POST (an `Authorization` the backend expects, say).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Which channels' events it wants; none: every channel's.
+    #[serde(default)]
+    pub filter: Option<WebhookFilter>,
+}
+
+/// A webhook endpoint's choice of channels by name; a channel must match every part given.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFilter {
+    /// Only channels whose name starts with this.
+    #[serde(default)]
+    pub channel_name_starts_with: Option<String>,
+    /// Only channels whose name ends with this.
+    #[serde(default)]
+    pub channel_name_ends_with: Option<String>,
+}
+
+impl WebhookFilter {
+    /// Whether events of `channel` pass.
+    pub fn admits(&self, channel: &str) -> bool {
+        self.channel_name_starts_with
+            .as_deref()
+            .is_none_or(|prefix| channel.starts_with(prefix))
+            && self
+                .channel_name_ends_with
+                .as_deref()
+                .is_none_or(|suffix| channel.ends_with(suffix))
+    }
+}
+
+/// Headers the server sets on every webhook POST itself, which an endpoint may not replace.
+const RESERVED_WEBHOOK_HEADERS: [&str; 6] = [
+    "content-type",
+    "content-length",
+    "host",
+    "x-pusher-key",
+    "x-pusher-signature",
+    "transfer-encoding",
+];
+
+/// Why `name: value` cannot be sent as an endpoint's extra header, if it cannot.
+fn webhook_header_problem(name: &str, value: &str) -> Option<&'static str> {
+    // RFC 9110 token characters for names; values without control characters (CR and LF
+    // above all, which would let a header smuggle another).
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        return Some("is not a valid header name");
+    }
+    if RESERVED_WEBHOOK_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Some("is set by the server itself");
+    }
+    if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+        return Some("has a control character in its value");
+    }
+    None
 }
 
 /// Every webhook event name the server can send.
@@ -286,6 +345,11 @@ impl Config {
                 {
                     return fail(format!("apps[{i}]: unknown webhook event type {bad:?}; known: {WEBHOOK_EVENT_TYPES:?}"));
                 }
+                for (name, value) in &hook.headers {
+                    if let Some(problem) = webhook_header_problem(name, value) {
+                        return fail(format!("apps[{i}]: webhook header {name:?} {problem}"));
+                    }
+                }
             }
             for pattern in &app.allowed_origins {
                 if let Err(why) = crate::origin::OriginPattern::parse(pattern) {
@@ -309,11 +373,19 @@ impl Config {
 mod tests {
     use super::*;
 
+    fn hook_with_header(name: &str, value: &str) -> WebhookConfig {
+        WebhookConfig {
+            url: "http://127.0.0.1:9/".into(),
+            headers: BTreeMap::from([(name.to_owned(), value.to_owned())]),
+            ..WebhookConfig::default()
+        }
+    }
+
     /// Each single bad setting, applied to an otherwise valid config, must be refused alone.
     #[test]
     fn every_validation_rule_refuses_its_own_bad_value() {
         type Edit = fn(&mut Config);
-        let edits: [(&str, Edit); 25] = [
+        let edits: [(&str, Edit); 28] = [
             ("no apps", |c| c.apps.clear()),
             ("activity 0", |c| c.activity_timeout_secs = 0),
             ("pong 0", |c| c.pong_timeout_secs = 0),
@@ -337,8 +409,17 @@ mod tests {
             ("webhook scheme", |c| {
                 c.apps[0].webhooks = vec![WebhookConfig {
                     url: "ftp://x".into(),
-                    event_types: vec![],
+                    ..WebhookConfig::default()
                 }]
+            }),
+            ("webhook header name", |c| {
+                c.apps[0].webhooks = vec![hook_with_header("a b", "1")]
+            }),
+            ("webhook header value", |c| {
+                c.apps[0].webhooks = vec![hook_with_header("X-Token", "a\r\nX-Evil: 1")]
+            }),
+            ("webhook header reserved", |c| {
+                c.apps[0].webhooks = vec![hook_with_header("x-pusher-signature", "forged")]
             }),
             ("origin without scheme", |c| {
                 c.apps[0].allowed_origins = vec!["https://ok.test".into(), "ok.test".into()]
@@ -368,6 +449,7 @@ mod tests {
         second.webhooks = vec![WebhookConfig {
             url: "https://hooks.test/".into(),
             event_types: vec![],
+            ..Default::default()
         }];
         second.allowed_origins = vec![
             "*".into(),

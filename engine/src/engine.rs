@@ -586,6 +586,7 @@ mod tests {
         config.apps[0].webhooks = vec![WebhookConfig {
             url: "http://hooks.test/".into(),
             event_types: vec![],
+            ..Default::default()
         }];
         let mut engine = Engine::new(config, 1);
         let start = Instant::now();

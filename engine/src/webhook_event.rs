@@ -157,6 +157,19 @@ pub(crate) enum WebhookEvent {
 }
 
 impl WebhookEvent {
+    /// The channel it is about (every kind has one).
+    pub(crate) fn channel(&self) -> &ChannelName {
+        match self {
+            WebhookEvent::ChannelOccupied { channel }
+            | WebhookEvent::ChannelVacated { channel }
+            | WebhookEvent::MemberAdded { channel, .. }
+            | WebhookEvent::MemberRemoved { channel, .. }
+            | WebhookEvent::ClientEvent { channel, .. }
+            | WebhookEvent::CacheMiss { channel }
+            | WebhookEvent::SubscriptionCount { channel, .. } => channel,
+        }
+    }
+
     /// Which kind it is.
     pub(crate) fn kind(&self) -> WebhookKind {
         match self {
@@ -218,6 +231,7 @@ mod tests {
         WebhookConfig {
             url: "http://hooks.test/".into(),
             event_types: types.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
         }
     }
 

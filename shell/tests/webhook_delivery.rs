@@ -245,3 +245,48 @@ fn shutdown_says_how_many_webhooks_it_could_not_send() {
         "{stderr}"
     );
 }
+
+/// What soketi users keep in their webhook settings works from the TOML file: extra headers
+/// on each POST, a filter by channel name, and `webhook_batch_ms = 0` for a POST per event.
+#[test]
+fn file_webhooks_carry_headers_filter_channels_and_post_each_event_alone() {
+    let (url, seen) = receiver(Vec::new(), Duration::ZERO);
+    let config = format!(
+        "webhook_batch_ms = 0\n\
+         [[apps]]\nid = \"app-id\"\nkey = \"app-key\"\nsecret = \"app-secret\"\n\
+         [[apps.webhooks]]\nurl = \"{url}\"\nevent_types = [\"channel_occupied\"]\n\
+         headers = {{ Authorization = \"Bearer hook-token\" }}\n\
+         filter = {{ channel_name_ends_with = \"-room\" }}\n"
+    );
+    let server = support::Server::start_with(1, Some(&config), &[], &[]);
+    let mut ws = server.ws("/app/app-key?protocol=7");
+    support::next_json(&mut ws);
+    for channel in ["a-room", "news", "b-room"] {
+        support::subscribe_public(&mut ws, channel);
+    }
+
+    for channel in ["a-room", "b-room"] {
+        let post = seen.recv_timeout(support::WAIT).unwrap();
+        let body = event_names(&post);
+        assert_eq!(
+            body.matches("\"name\":").count(),
+            1,
+            "one event per POST: {body}"
+        );
+        assert!(
+            body.contains(&format!("\"channel\":\"{channel}\"")),
+            "{body}"
+        );
+        assert!(
+            post.headers
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case("authorization: Bearer hook-token")),
+            "{:?}",
+            post.headers
+        );
+    }
+    assert!(
+        seen.recv_timeout(Duration::from_millis(300)).is_err(),
+        "news is filtered out"
+    );
+}

@@ -11,7 +11,7 @@
 //! `client_event` webhooks spends nothing on them.
 
 use super::{Due, Engine};
-use crate::config::AppConfig;
+use crate::config::{AppConfig, WebhookFilter};
 use crate::ids::{AppId, ChannelName, EventName, SocketId, UserId};
 use crate::interface::{Output, WebhookDelivery};
 use crate::signature::sign_hex;
@@ -39,6 +39,21 @@ pub(super) struct TimerCx<'a> {
 struct Endpoint {
     url: String,
     wants: KindSet,
+    /// Its channel filter, if any.
+    filter: Option<WebhookFilter>,
+    /// Its extra headers, as `(name, value)`.
+    headers: Vec<(String, String)>,
+}
+
+impl Endpoint {
+    /// Whether this endpoint is sent `event`.
+    fn wants(&self, event: &WebhookEvent) -> bool {
+        self.wants.contains(event.kind())
+            && self
+                .filter
+                .as_ref()
+                .is_none_or(|filter| filter.admits(event.channel().as_str()))
+    }
 }
 
 /// One app's webhook bookkeeping; empty (and never filled) for apps without webhooks.
@@ -74,6 +89,12 @@ impl Webhooks {
             .map(|hook| Endpoint {
                 url: hook.url.clone(),
                 wants: KindSet::of_endpoint(hook),
+                filter: hook.filter.clone(),
+                headers: hook
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (name.clone(), value.clone()))
+                    .collect(),
             })
             .collect();
         let wanted = endpoints
@@ -268,7 +289,8 @@ impl Webhooks {
         if !self.wants(kind) {
             return;
         }
-        if self.pending.is_empty() {
+        let batching = !self.batch_window.is_zero();
+        if batching && self.pending.is_empty() {
             let due = Due::WebhookFlush(cx.app.clone());
             cx.timers.schedule(cx.now + self.batch_window, due);
         }
@@ -276,6 +298,10 @@ impl Webhooks {
         debug_assert_eq!(event.kind(), kind);
         self.events_built += 1;
         self.pending.push(event);
+        if !batching {
+            // Batching off: each event is its own POST, sent as it happens.
+            self.handle_flush_due(cx);
+        }
     }
 
     /// The batch window closed: one signed POST per endpoint that wants any gathered event.
@@ -284,7 +310,7 @@ impl Webhooks {
         for endpoint in &self.endpoints {
             let wanted: Vec<Value> = events
                 .iter()
-                .filter(|e| endpoint.wants.contains(e.kind()))
+                .filter(|e| endpoint.wants(e))
                 .map(WebhookEvent::to_json)
                 .collect();
             if wanted.is_empty() {
@@ -292,14 +318,16 @@ impl Webhooks {
             }
             let body = json!({ "time_ms": cx.unix_ms, "events": wanted }).to_string();
             let signature = sign_hex(&self.secret, body.as_bytes());
+            let mut headers = vec![
+                ("Content-Type".into(), "application/json".into()),
+                ("X-Pusher-Key".into(), self.key.clone()),
+                ("X-Pusher-Signature".into(), signature),
+            ];
+            headers.extend(endpoint.headers.iter().cloned());
             self.deliveries.push_back(WebhookDelivery {
                 url: endpoint.url.clone(),
                 body: body.into_bytes().into(),
-                headers: vec![
-                    ("Content-Type".into(), "application/json".into()),
-                    ("X-Pusher-Key".into(), self.key.clone()),
-                    ("X-Pusher-Signature".into(), signature),
-                ],
+                headers,
             });
         }
     }
@@ -405,6 +433,7 @@ mod tests {
             webhooks: vec![WebhookConfig {
                 url: "http://hooks.test/".into(),
                 event_types: types.iter().map(|t| t.to_string()).collect(),
+                ..Default::default()
             }],
             ..AppConfig::default()
         }
@@ -459,5 +488,95 @@ mod tests {
         assert_eq!(body["time_ms"], 5);
         assert_eq!(body["events"][0]["data"], "{\"a\":1}");
         assert_eq!(hooks.poll_delivery(), None);
+    }
+
+    fn occupy(hooks: &mut Webhooks, timers: &mut Timers<Due>, channels: &[&str]) {
+        let app = AppId::new("app-id");
+        let mut cx = TimerCx {
+            now: Instant::now(),
+            unix_ms: 7,
+            app: &app,
+            timers,
+        };
+        for name in channels {
+            let channel = ChannelName::parse(name, 200).unwrap();
+            hooks.handle_channel_occupied(&channel, &mut cx);
+        }
+        hooks.handle_flush_due(&mut cx);
+    }
+
+    fn channels_of(delivery: &WebhookDelivery) -> Vec<String> {
+        let body: Value = serde_json::from_slice(&delivery.body).unwrap();
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["channel"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_filter_keeps_only_the_channels_it_names() {
+        let mut app = app_with_endpoint(&[]);
+        app.webhooks[0].filter = Some(WebhookFilter {
+            channel_name_starts_with: Some("private-".into()),
+            channel_name_ends_with: Some("-room".into()),
+        });
+        let second = Duration::from_secs(1);
+        let mut hooks = Webhooks::new(&app, second, second);
+        let mut timers = Timers::default();
+
+        occupy(
+            &mut hooks,
+            &mut timers,
+            &["private-a-room", "private-b", "news-room", "private-c-room"],
+        );
+
+        let delivery = hooks.poll_delivery().expect("one POST");
+        assert_eq!(channels_of(&delivery), ["private-a-room", "private-c-room"]);
+        occupy(&mut hooks, &mut timers, &["news"]);
+        assert_eq!(hooks.poll_delivery(), None, "nothing left after the filter");
+    }
+
+    #[test]
+    fn an_endpoints_headers_go_with_each_post_after_the_signed_ones() {
+        let mut app = app_with_endpoint(&[]);
+        app.webhooks[0].headers = BTreeMap::from([("Authorization".into(), "Bearer t".into())]);
+        let second = Duration::from_secs(1);
+        let mut hooks = Webhooks::new(&app, second, second);
+        let mut timers = Timers::default();
+
+        occupy(&mut hooks, &mut timers, &["news"]);
+
+        let delivery = hooks.poll_delivery().expect("one POST");
+        let names: Vec<&str> = delivery.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(delivery.headers[3].1, "Bearer t");
+        assert_eq!(
+            names,
+            [
+                "Content-Type",
+                "X-Pusher-Key",
+                "X-Pusher-Signature",
+                "Authorization"
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_batch_window_each_event_is_its_own_post() {
+        let mut hooks = Webhooks::new(
+            &app_with_endpoint(&[]),
+            Duration::ZERO,
+            Duration::from_secs(1),
+        );
+        let mut timers = Timers::default();
+
+        occupy(&mut hooks, &mut timers, &["a", "b", "c"]);
+
+        let posts: Vec<Vec<String>> = std::iter::from_fn(|| hooks.poll_delivery())
+            .map(|d| channels_of(&d))
+            .collect();
+        assert_eq!(posts, [["a"], ["b"], ["c"]]);
+        assert_eq!(timers.len(), 0, "no batch window was opened");
     }
 }

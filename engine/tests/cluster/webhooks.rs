@@ -27,6 +27,7 @@ fn hooked_cluster(count: usize, seed: u64) -> ClusterSim {
             "cache_miss".into(),
             "subscription_count".into(),
         ],
+        ..Default::default()
     }];
     let mut cluster = ClusterSim::new(config, count, seed);
     cluster.set_delay(ms(1), 15);
@@ -282,6 +283,7 @@ fn subscription_counts_are_the_clusters_in_webhooks_and_events() {
     config.apps[0].webhooks = vec![WebhookConfig {
         url: "http://hooks.test/".into(),
         event_types: vec!["subscription_count".into()],
+        ..Default::default()
     }];
     let mut cluster = ClusterSim::new(config, 3, 5);
     let first = open(cluster.node(0));

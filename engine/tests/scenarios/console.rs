@@ -137,6 +137,7 @@ fn webhooks_queued_are_reported() {
         app.webhooks = vec![ferrocast_engine::WebhookConfig {
             url: "http://hooks.test/".into(),
             event_types: vec![],
+            ..Default::default()
         }];
     });
     watch(&mut sim, true);

@@ -99,6 +99,7 @@ fn a_removed_app_closes_its_connections_with_4001_and_sends_its_last_webhooks() 
     config.apps[1].webhooks = vec![ferrocast_engine::WebhookConfig {
         url: "http://hooks.test/two".into(),
         event_types: vec!["channel_vacated".into(), "channel_occupied".into()],
+        ..Default::default()
     }];
     let mut sim = Simulator::new(config, SEED);
     let one = news_reader(&mut sim);

@@ -14,6 +14,7 @@ fn sim_with_hooks(hooks: &[(&str, &[&str])]) -> Simulator {
         .map(|(url, types)| WebhookConfig {
             url: url.to_string(),
             event_types: types.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
         })
         .collect();
     Simulator::new(config, SEED)

@@ -147,6 +147,7 @@ fn replay(
         clients: BTreeMap::new(),
         placement: BTreeMap::new(),
         http_calls: 0,
+        last_sender_node: None,
         options,
         webhooks,
     };
@@ -230,6 +231,9 @@ struct LiveTransport<'a> {
     placement: BTreeMap<String, usize>,
     /// HTTP requests sent so far (they go to the nodes in turn).
     http_calls: usize,
+    /// The node of the client that sent last: a message from another node's client may
+    /// depend on what that one did (a count, a member list), which crosses the bus first.
+    last_sender_node: Option<usize>,
     options: &'a Options,
     webhooks: Option<&'a http::WebhookReceiver>,
 }
@@ -273,6 +277,14 @@ impl Transport for LiveTransport<'_> {
     }
 
     fn send(&mut self, client: &str, frame: Outgoing) -> Result<(), String> {
+        let node = self.placement.get(client).copied();
+        if self.addrs.len() > 1 && node.is_some() {
+            if self.last_sender_node.is_some_and(|last| Some(last) != node) {
+                // As for queries: the cluster promises freshness one bus delay after a change.
+                std::thread::sleep(CLUSTER_QUERY_SETTLE);
+            }
+            self.last_sender_node = node;
+        }
         self.client(client)?.send(frame)
     }
 

@@ -25,10 +25,9 @@ impl Query {
             .filter(|pair| !pair.is_empty())
             .map(|pair| {
                 let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                (
-                    percent_decode(key).to_ascii_lowercase(),
-                    percent_decode(value),
-                )
+                let mut key = percent_decode(key);
+                key.make_ascii_lowercase();
+                (key, percent_decode(value))
             })
             .collect();
         Query { params }
@@ -159,6 +158,10 @@ pub fn signed_query(
 
 /// Decodes `%XX` escapes and `+` (as a space); malformed escapes are kept literally.
 pub fn percent_decode(text: &str) -> String {
+    // Most keys and values (ids, hex digests, timestamps) have nothing to decode.
+    if !text.bytes().any(|b| b == b'%' || b == b'+') {
+        return text.to_owned();
+    }
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -181,7 +184,7 @@ pub fn percent_decode(text: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 fn percent_encode(text: &str) -> String {

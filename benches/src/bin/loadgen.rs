@@ -11,7 +11,7 @@ use loadgen::args::Args;
 use loadgen::client::Shared;
 use loadgen::report::Report;
 use loadgen::rig::Rig;
-use loadgen::{cluster_scenarios, fanout, floor, scenarios, sys, worker};
+use loadgen::{cluster_scenarios, fanout, floor, floor_http, scenarios, sys, worker};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -32,6 +32,8 @@ fn main() -> ExitCode {
             .and_then(worker::Worker::run)
     } else if args.floor_server {
         floor::run("127.0.0.1")
+    } else if args.floor_http {
+        floor_http::run("127.0.0.1", &args.app_secret)
     } else {
         return coordinate(args);
     };

@@ -107,6 +107,9 @@ pub(crate) struct Args {
     /// Internal: run as a floor server.
     #[arg(long, hide = true)]
     pub floor_server: bool,
+    /// Internal: run as the HTTP publish floor (signing with `--app-secret`).
+    #[arg(long, hide = true)]
+    pub floor_http: bool,
     /// Internal: the monotonic instant event timestamps count from.
     #[arg(long, hide = true, default_value_t = 0)]
     pub epoch_ns: u64,

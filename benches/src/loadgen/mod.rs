@@ -8,6 +8,7 @@ pub(crate) mod cluster;
 pub(crate) mod cluster_scenarios;
 pub(crate) mod fanout;
 pub(crate) mod floor;
+pub(crate) mod floor_http;
 pub(crate) mod histogram;
 pub(crate) mod http_pub;
 pub(crate) mod ipc;

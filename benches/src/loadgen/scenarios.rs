@@ -4,7 +4,7 @@
 use super::client::{stamp, EVENT_NAME};
 use super::fanout::check_stats;
 use super::histogram::Histogram;
-use super::http_pub::Event;
+use super::http_pub::{Event, Publisher};
 use super::ipc::{ChannelSpec, Command, FloorCommand, Reply, Targets};
 use super::report::{self, median, Report};
 use super::rig::Rig;
@@ -57,44 +57,17 @@ pub(crate) fn many_channels(rig: &mut Rig, report: &mut Report) -> Result<(), St
     for repeat in 0..rig.plan.repeats {
         let cpu0 = rig.server_cpu_ns();
         let start = rig.now_rel();
-        let mut events = 0u64;
-        for _ in 0..rig.plan.channel_requests {
-            let size = if rng.below(2) == 0 {
-                1
-            } else {
-                1 + rng.below(10) as usize
-            };
-            let mut picked: Vec<usize> = Vec::with_capacity(size);
-            while picked.len() < size.min(n as usize) {
-                let c = rng.below(u64::from(n)) as usize;
-                if !picked.contains(&c) {
-                    picked.push(c);
-                }
-            }
-            let now = rig.now_rel();
-            let datas: Vec<String> = picked
-                .iter()
-                .map(|&c| {
-                    seqs[c] += 1;
-                    stamp(seqs[c], now, pad)
-                })
-                .collect();
-            let batch: Vec<Event> = picked
-                .iter()
-                .zip(&datas)
-                .map(|(&c, data)| Event {
-                    channel: &names[c],
-                    name: EVENT_NAME,
-                    data,
-                })
-                .collect();
-            if batch.len() == 1 && rng.below(4) != 0 {
-                rig.publisher.trigger(&batch[0])?;
-            } else {
-                rig.publisher.batch(&batch)?;
-            }
-            events += batch.len() as u64;
-        }
+        let epoch = rig.epoch_ns;
+        let requests = rig.plan.channel_requests;
+        let events = publish_random(
+            &mut rig.publisher,
+            &mut rng,
+            &names,
+            &mut seqs,
+            pad,
+            requests,
+            epoch,
+        )?;
         let shares = rig.shares(0, n);
         let awaited = rig.await_targets(
             |w| match shares.get(w) {
@@ -135,7 +108,20 @@ pub(crate) fn many_channels(rig: &mut Rig, report: &mut Report) -> Result<(), St
     }
     rig.close_all()?;
     rig.check_server()?;
+    let floor_cpus = if rig.args.no_floors {
+        Vec::new()
+    } else {
+        http_floor(rig, &names, pad)?
+    };
     let size = report::count(n);
+    let ours = (!cpu_per_request.is_empty()).then(|| median(&cpu_per_request));
+    let floor = (!floor_cpus.is_empty()).then(|| median(&floor_cpus));
+    report.row(
+        format!("many channels {size}: server CPU per HTTP request, with its deliveries"),
+        ours.map_or("n/a".into(), report::ns),
+        floor.map(|f| format!("HTTP floor {}", report::ns(f))),
+        report::ratio(ours, floor),
+    );
     report.row(
         format!("many channels {size}: server CPU per event / per HTTP request (1–10 events)"),
         if cpu_per_event.is_empty() {
@@ -161,6 +147,98 @@ pub(crate) fn many_channels(rig: &mut Rig, report: &mut Report) -> Result<(), St
         None,
     );
     Ok(())
+}
+
+/// Sends `requests` random publishes (half single events, the rest batches of 1–10 channels;
+/// a single event goes out as a trigger three times in four) and returns the events sent.
+fn publish_random(
+    publisher: &mut Publisher,
+    rng: &mut Rng,
+    names: &[String],
+    seqs: &mut [u64],
+    pad: usize,
+    requests: u32,
+    epoch_ns: u64,
+) -> Result<u64, String> {
+    let n = names.len();
+    let mut events = 0u64;
+    for _ in 0..requests {
+        let size = if rng.below(2) == 0 {
+            1
+        } else {
+            1 + rng.below(10) as usize
+        };
+        let mut picked: Vec<usize> = Vec::with_capacity(size);
+        while picked.len() < size.min(n) {
+            let c = rng.below(n as u64) as usize;
+            if !picked.contains(&c) {
+                picked.push(c);
+            }
+        }
+        let now = super::sys::mono_ns() - epoch_ns;
+        let datas: Vec<String> = picked
+            .iter()
+            .map(|&c| {
+                seqs[c] += 1;
+                stamp(seqs[c], now, pad)
+            })
+            .collect();
+        let batch: Vec<Event> = picked
+            .iter()
+            .zip(&datas)
+            .map(|(&c, data)| Event {
+                channel: &names[c],
+                name: EVENT_NAME,
+                data,
+            })
+            .collect();
+        if batch.len() == 1 && rng.below(4) != 0 {
+            publisher.trigger(&batch[0])?;
+        } else {
+            publisher.batch(&batch)?;
+        }
+        events += batch.len() as u64;
+    }
+    Ok(events)
+}
+
+/// The HTTP floor's CPU per request, once per repeat: the same request mix over one
+/// keep-alive connection to a process that only reads, hashes, signs and answers.
+fn http_floor(rig: &mut Rig, names: &[String], pad: usize) -> Result<Vec<f64>, String> {
+    let mut cpus = Vec::new();
+    let mut seqs = vec![0u64; names.len()];
+    let mut rng = Rng(0x5EED_1234_ABCD);
+    let requests = rig.plan.channel_requests;
+    for _ in 0..rig.plan.repeats {
+        let cpu = rig.pinned.then_some(rig.args.server_cpu());
+        let (floor, addr) = spawn::spawn_http_floor(cpu, &rig.creds.secret)?;
+        let mut publisher =
+            Publisher::new(addr, addr.to_string(), String::new(), rig.creds.clone());
+        let cpu0 = super::sys::process_cpu_ns(floor.pid()).map(|c| c.0);
+        publish_random(
+            &mut publisher,
+            &mut rng,
+            names,
+            &mut seqs,
+            pad,
+            requests,
+            rig.epoch_ns,
+        )?;
+        let cpu1 = super::sys::process_cpu_ns(floor.pid()).map(|c| c.0);
+        if let (Some(a), Some(b)) = (cpu0, cpu1) {
+            cpus.push((b - a) as f64 / f64::from(requests));
+        }
+        floor.shutdown(&FloorCommand::Exit);
+    }
+    println!(
+        "  HTTP floor: CPU per request {}",
+        if cpus.is_empty() {
+            "n/a".to_string()
+        } else {
+            report::ns(median(&cpus))
+        }
+    );
+    Ok(cpus)
 }
 
 /// (c) Every client connects and subscribes with a bounded number in flight.

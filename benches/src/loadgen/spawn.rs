@@ -198,10 +198,22 @@ pub(crate) fn taskset_available() -> bool {
 
 /// Starts a floor server pinned to `cpu`; returns it and where it listens.
 pub(crate) fn spawn_floor(cpu: Option<usize>) -> Result<(ChildLink, SocketAddr), String> {
+    spawn_floor_as(cpu, &["--floor-server"])
+}
+
+/// Starts the HTTP publish floor pinned to `cpu`, signing with `secret`.
+pub(crate) fn spawn_http_floor(
+    cpu: Option<usize>,
+    secret: &str,
+) -> Result<(ChildLink, SocketAddr), String> {
+    spawn_floor_as(cpu, &["--floor-http", "--app-secret", secret])
+}
+
+fn spawn_floor_as(cpu: Option<usize>, mode: &[&str]) -> Result<(ChildLink, SocketAddr), String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the generator binary: {e}"))?;
     let mut command = Command::new(exe);
-    command.arg("--floor-server");
+    command.args(mode);
     if let Some(cpu) = cpu {
         command.arg("--cpu").arg(cpu.to_string());
     }

@@ -171,11 +171,12 @@ impl Engine {
         route: Route,
         request: &HttpRequest,
     ) -> Result<Value, HttpError> {
-        self.authorize_http(app, request)?;
+        // Parsed once: the signature check and the endpoints read the same parameters.
+        let query = Query::parse(&request.query);
+        self.authorize_http(app, request, &query)?;
         if !route.is_publish() {
             self.charge_rate(app, false, 1)?;
         }
-        let query = Query::parse(&request.query);
         match route {
             Route::Publish => self.http_publish(app, &request.body),
             Route::PublishBatch => self.http_publish_batch(app, &request.body),
@@ -211,8 +212,12 @@ impl Engine {
     }
 
     /// Signature (401), app enabled (403), then the per-app rate limits (429).
-    fn authorize_http(&mut self, app: &AppId, request: &HttpRequest) -> Result<(), HttpError> {
-        let query = Query::parse(&request.query);
+    fn authorize_http(
+        &mut self,
+        app: &AppId,
+        request: &HttpRequest,
+        query: &Query,
+    ) -> Result<(), HttpError> {
         let key = query
             .get("auth_key")
             .ok_or_else(|| HttpError::new(401, "missing auth_key query parameter"))?;
@@ -228,7 +233,7 @@ impl Engine {
             &config.secret,
             &request.method,
             &request.path,
-            &query,
+            query,
             &request.body,
             now_secs,
         )

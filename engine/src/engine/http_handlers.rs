@@ -53,7 +53,10 @@ impl Engine {
         let request: EventRequest = parse_body(body)?;
         let event = self.validate_event(app, request, true)?;
         self.charge_rate(app, true, event.channels.len() as u32)?;
-        self.cluster_publish(app, vec![event.for_bus()]);
+        // The copy for the bus is made only when there is a bus.
+        if self.clustered() {
+            self.cluster_publish(app, vec![event.for_bus()]);
+        }
         Ok(match self.publish_valid(app, &event) {
             Some(channels) => json!({ "channels": channels }),
             None => json!({}),
@@ -84,7 +87,9 @@ impl Engine {
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.charge_rate(app, true, events.len() as u32)?;
-        self.cluster_publish(app, events.iter().map(ValidEvent::for_bus).collect());
+        if self.clustered() {
+            self.cluster_publish(app, events.iter().map(ValidEvent::for_bus).collect());
+        }
         let any_info = events.iter().any(|e| !e.info.is_empty());
         let answers: Vec<Value> = events
             .iter()

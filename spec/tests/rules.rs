@@ -23,3 +23,48 @@ fn rules_and_vectors_cover_each_other_and_the_readme_table_is_current() {
         }
     }
 }
+
+#[test]
+fn a_rule_without_a_source_is_refused() {
+    let without = r#"{"rules": [{"id": "1.x", "section": "§1", "text": "t"}]}"#;
+    let err = rules::parse(without).expect_err("a rule without a source must not load");
+    assert!(err.contains("source"), "{err}");
+    let not_a_page = r#"{"rules": [{"id": "1.x", "section": "§1", "text": "t",
+        "source": "pusher-docs", "reference": "somewhere"}]}"#;
+    assert!(rules::parse(not_a_page).is_err());
+    let empty = r#"{"rules": [{"id": "1.x", "section": "§1", "text": "t",
+        "source": "ferrocast", "reference": " "}]}"#;
+    assert!(rules::parse(empty).is_err());
+    let good = r#"{"rules": [{"id": "1.x", "section": "§1", "text": "t",
+        "source": "client-behaviour", "reference": "pusher-js reconnects on 4200"}]}"#;
+    assert_eq!(
+        rules::parse(good).expect("loads")[0].source,
+        rules::Source::ClientBehaviour
+    );
+}
+
+#[test]
+fn the_shipped_catalogue_uses_every_class_and_scores_per_class() {
+    let rules = rules::load(&vectors_dir().join("rules.json")).expect("rules load");
+    for class in rules::Source::ALL {
+        assert!(
+            rules.iter().any(|r| r.source == class),
+            "no {} rule",
+            class.name()
+        );
+    }
+    let mut score = rules::ClassScore::default();
+    score.add(rules::Source::PusherDocs, &ferrocast_spec::Outcome::Pass);
+    score.add(
+        rules::Source::Ferrocast,
+        &ferrocast_spec::Outcome::Fail("x".into()),
+    );
+    score.add(
+        rules::Source::Ferrocast,
+        &ferrocast_spec::Outcome::Skip("y".into()),
+    );
+    assert_eq!(
+        score.line(),
+        "score: pusher-docs 1/1, client-behaviour 0/0, ferrocast 0/1"
+    );
+}

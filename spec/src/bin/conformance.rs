@@ -1,9 +1,12 @@
 //! `ferrocast-conformance`: replays the conformance vectors over real sockets against a running
 //! Pusher-compatible server (`--url`), or against `ferrocast` binaries it starts itself with each
 //! vector's configuration (`--server-bin`). Prints `ok`/`FAIL`/`skip` per vector and a closing
-//! `N passed, N failed, N skipped` line; exits non-zero on any failure.
+//! `N passed, N failed, N skipped` line, after a
+//! `score: pusher-docs P/R, client-behaviour P/R, ferrocast P/R` line (vectors passed / run
+//! per source class of their rules); exits non-zero on any failure.
 
 use ferrocast_spec::live::{self, http::WebhookReceiver, redis::RedisProcess, Options};
+use ferrocast_spec::rules::{self, ClassScore};
 use ferrocast_spec::template::App;
 use ferrocast_spec::{vector, vectors_dir, Tally};
 use std::path::PathBuf;
@@ -119,6 +122,14 @@ fn run(options: &Options, dir: &std::path::Path, filter: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Every vector is scored under the source class of its rules (`rules.json` beside them).
+    let catalogue = match rules::load(&dir.join("rules.json")) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ferrocast-conformance: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = std::fs::create_dir_all(&options.work_dir) {
         eprintln!("ferrocast-conformance: {}: {e}", options.work_dir.display());
         return ExitCode::from(2);
@@ -151,10 +162,13 @@ fn run(options: &Options, dir: &std::path::Path, filter: &str) -> ExitCode {
         ..options.clone()
     };
     let mut tally = Tally::default();
+    let mut score = ClassScore::default();
     for vector in vectors.iter().filter(|v| v.id.contains(filter)) {
         let outcome = live::run_vector(vector, options, receiver.as_ref());
-        println!("{}", outcome.line(&vector.id));
+        let class = rules::class_of(vector, &catalogue);
+        println!("{} [{}]", outcome.line(&vector.id), class.name());
         tally.add(&outcome);
+        score.add(class, &outcome);
     }
     drop(receiver);
     drop(redis);
@@ -162,6 +176,7 @@ fn run(options: &Options, dir: &std::path::Path, filter: &str) -> ExitCode {
     if tally.known > 0 {
         println!("{} known failures (counted as skipped)", tally.known);
     }
+    println!("{}", score.line());
     println!("{}", tally.closing_line());
     if tally.failed > 0 {
         ExitCode::FAILURE

@@ -96,7 +96,10 @@ impl Engine {
         self.close_app_connections(app, code, reason);
         self.with_webhooks(app, |hooks, cx| hooks.release_held_back(cx));
         if let Some(state) = self.apps.remove(app) {
-            self.app_by_key.remove(&state.key);
+            // The key may be another app's by now (a reload gave it away): leave that one's.
+            if self.app_by_key.get(&state.key) == Some(app) {
+                self.app_by_key.remove(&state.key);
+            }
         }
         self.cluster_app_removed(app);
     }
@@ -108,7 +111,10 @@ impl Engine {
         };
         let disabled = state.config.enabled && !config.enabled;
         if state.config.key != config.key {
-            self.app_by_key.remove(&state.key);
+            // Apps swapping keys in one reload: the other may have taken this one's already.
+            if self.app_by_key.get(&state.key) == Some(id) {
+                self.app_by_key.remove(&state.key);
+            }
             state.key = AppKey::new(&config.key);
             self.app_by_key.insert(state.key.clone(), id.clone());
         }

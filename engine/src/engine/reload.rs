@@ -63,6 +63,19 @@ impl Engine {
         for (id, config) in wanted {
             // An app the file now lists is the file's, no longer refreshed from the store.
             self.store.release(&id);
+            // The file's apps win their keys: a store app holding one is no longer served
+            // (it could not be reached by its key, and would later take the key back).
+            if let Some(holder) = self.app_by_key.get(config.key.as_str()).cloned() {
+                if holder != id && self.store.serves(&holder) {
+                    self.store.release(&holder);
+                    self.remove_app(
+                        &holder,
+                        CloseCode::APP_NOT_FOUND,
+                        "app removed: the configuration gives its key to another app",
+                    );
+                    outcome.removed += 1;
+                }
+            }
             match self.apps.get(&id).map(|state| state.config == config) {
                 Some(true) => {}
                 Some(false) => {

@@ -278,8 +278,25 @@ impl Engine {
                 Some(NotFound::Unavailable)
             }
         };
+        if asked {
+            self.refresh_again_if_due(&lookup);
+        }
         if let Some(pending) = pending {
             self.release_waiters(pending, outcome);
+        }
+    }
+
+    /// A refresh answered with another app's settings left its own app with no refresh due,
+    /// so it would be neither refreshed nor forgotten: it is asked for again later, as if the
+    /// store had been unavailable.
+    fn refresh_again_if_due(&mut self, lookup: &AppLookup) {
+        let AppLookup::Id(id) = lookup else {
+            return;
+        };
+        let id = AppId::new(id);
+        let now = self.moment().now;
+        if self.store.cached.get(&id).is_some_and(|at| *at <= now) {
+            self.schedule_refresh(id);
         }
     }
 

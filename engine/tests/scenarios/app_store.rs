@@ -400,3 +400,29 @@ fn a_file_app_given_a_cached_store_apps_key_takes_it_over() {
         "a file app is never looked up"
     );
 }
+
+#[test]
+fn a_refresh_answered_with_another_app_still_lets_the_unused_app_be_forgotten() {
+    let mut sim = store_sim(|config| config.app_store.cache_ttl_secs = 10);
+    let conn = db_connection(&mut sim);
+    sim.advance(secs(10));
+    assert_eq!(sim.take_lookups(), [by_id()]);
+    // A confused store answers the refresh of `db` with another app.
+    let other = AppConfig {
+        id: "other".into(),
+        key: "other-key".into(),
+        ..db_app()
+    };
+    sim.app_answer(by_id(), found(other));
+    assert_eq!(close_code(&sim, conn), None, "db stays served as it was");
+    sim.advance(secs(10));
+    assert_eq!(sim.take_lookups(), [by_id()], "and is refreshed again");
+    sim.app_answer(by_id(), AppAnswer::Unavailable);
+
+    sim.disconnect(conn);
+    sim.advance(secs(10));
+    assert!(
+        sim.engine().served_app("db-key").is_none(),
+        "unused: forgotten"
+    );
+}

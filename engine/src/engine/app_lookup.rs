@@ -363,6 +363,9 @@ impl Engine {
         for lookup in lookups {
             if let Some(pending) = self.store.in_flight.remove(&lookup) {
                 self.timers.cancel(pending.deadline);
+                // As when it times out: a refresh cut short is due again later, so an app
+                // nobody uses after the shutdown is still forgotten.
+                self.store_unavailable(&lookup);
                 self.release_waiters(pending, Some(NotFound::Unavailable));
             }
         }

@@ -426,3 +426,19 @@ fn a_refresh_answered_with_another_app_still_lets_the_unused_app_be_forgotten() 
         "unused: forgotten"
     );
 }
+
+#[test]
+fn a_refresh_in_flight_at_shutdown_still_lets_the_app_be_forgotten() {
+    let mut sim = store_sim(|config| config.app_store.cache_ttl_secs = 10);
+    let conn = db_connection(&mut sim);
+    sim.advance(secs(10));
+    assert_eq!(sim.take_lookups(), [by_id()]);
+    sim.input(Input::Shutdown).unwrap();
+    assert_eq!(close_code(&sim, conn), Some(4200));
+    sim.advance(secs(10));
+    assert!(
+        sim.engine().served_app("db-key").is_none(),
+        "unused: forgotten"
+    );
+    assert_eq!(sim.engine().state_counts().app_store_entries, 0);
+}

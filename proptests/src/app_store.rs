@@ -88,7 +88,7 @@ pub enum Op {
     },
     /// The file is re-read.
     Reload(ReloadPick),
-    /// The server shuts down (only when `chance < 16`, so rarely).
+    /// The server shuts down (only when `chance == 0`, so rarely: a run ends there in effect).
     Shutdown {
         /// Whether this one happens.
         chance: u8,
@@ -137,11 +137,11 @@ pub enum AnswerPick {
 pub struct FoundPick {
     /// `% 4`: 0 and 3 the app the lookup names, 1 and 2 store app 1 or 2 whatever was asked.
     pub app: u8,
-    /// Disabled when `% 4 == 0`.
+    /// Disabled when `% 8 == 0`.
     pub enabled: u8,
-    /// `% 4`: 0 and 1 the first secret, 2 the rotated one, 3 an empty one (an invalid app).
+    /// `% 8`: 0 to 4 the first secret, 5 and 6 the rotated one, 7 an empty one (invalid).
     pub secret: u8,
-    /// `% 6`: 0 to 2 its own key, 3 the other store app's, 4 the file app's, 5 a new one.
+    /// `% 8`: 0 to 4 its own key, 5 the other store app's, 6 the file app's, 7 a new one.
     pub key: u8,
     /// Most connections, `% 4`.
     pub max_connections: Option<u8>,
@@ -215,9 +215,22 @@ pub fn config() -> Config {
     }
 }
 
+/// What a run reached, so a test can tell the runs are not vacuous.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcomes {
+    /// Connections welcomed after waiting for a lookup.
+    pub welcomed_after_waiting: usize,
+    /// Close codes sent, and how often.
+    pub closes: BTreeMap<u16, usize>,
+    /// HTTP statuses answered, and how often.
+    pub statuses: BTreeMap<u16, usize>,
+    /// Lookups the engine asked for.
+    pub lookups: usize,
+}
+
 /// Runs `ops`, then closes everything and lets every time to live pass; `Err` says which
 /// invariant broke, and where.
-pub fn run(ops: &[Op]) -> Result<(), String> {
+pub fn run(ops: &[Op]) -> Result<Outcomes, String> {
     let mut world = World::new();
     for (i, op) in ops.iter().enumerate() {
         world
@@ -225,7 +238,8 @@ pub fn run(ops: &[Op]) -> Result<(), String> {
             .and_then(|()| world.check())
             .map_err(|e| format!("after op {i} ({op:?}) at {:?}: {e}", world.now()))?;
     }
-    world.finish().map_err(|e| format!("at the end: {e}"))
+    world.finish().map_err(|e| format!("at the end: {e}"))?;
+    Ok(world.outcomes)
 }
 
 /// Where a connection stands, as seen from the outputs it got.
@@ -246,6 +260,8 @@ enum ConnState {
 struct Conn {
     opened: Duration,
     state: ConnState,
+    /// Whether its handshake was left waiting for a lookup.
+    waited: bool,
 }
 
 struct Request {
@@ -264,6 +280,7 @@ struct World {
     file_apps: Vec<AppConfig>,
     next_conn: u64,
     next_req: u64,
+    outcomes: Outcomes,
 }
 
 impl World {
@@ -277,6 +294,7 @@ impl World {
             in_flight: BTreeMap::new(),
             next_conn: 1,
             next_req: 1,
+            outcomes: Outcomes::default(),
         }
     }
 
@@ -325,9 +343,14 @@ impl World {
                     Conn {
                         opened,
                         state: ConnState::Waiting,
+                        waited: false,
                     },
                 );
-                self.feed(Input::Opened { conn, request })
+                self.feed(Input::Opened { conn, request })?;
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.waited = c.state == ConnState::Waiting;
+                }
+                Ok(())
             }
             Op::Message { conn, message } => {
                 let live = self.live();
@@ -400,7 +423,7 @@ impl World {
                 self.feed(Input::Reload(Box::new(next)))
             }
             Op::Shutdown { chance } => {
-                if *chance >= 16 {
+                if *chance != 0 {
                     return Ok(());
                 }
                 // Every lookup's waiters are refused: none is in flight any more.
@@ -498,6 +521,7 @@ impl World {
                         }
                         _ => c.state = ConnState::Closed,
                     }
+                    *self.outcomes.closes.entry(code.get()).or_default() += 1;
                 }
                 Output::HttpResponse { req, status, .. } => {
                     let r = self
@@ -508,6 +532,7 @@ impl World {
                         return Err(format!("request {} answered twice ({status})", req.0));
                     }
                     r.answered = true;
+                    *self.outcomes.statuses.entry(status).or_default() += 1;
                 }
                 Output::LookupApp(lookup) => {
                     let timeout = Self::timeout();
@@ -518,6 +543,7 @@ impl World {
                         ));
                     }
                     self.in_flight.insert(lookup, now);
+                    self.outcomes.lookups += 1;
                 }
                 _ => {}
             }
@@ -531,6 +557,9 @@ impl World {
             .get_mut(&conn)
             .ok_or_else(|| format!("{event} sent to unknown connection {}", conn.0))?;
         let established = event == "pusher:connection_established";
+        if established && c.waited {
+            self.outcomes.welcomed_after_waiting += 1;
+        }
         c.state = match (c.state, established) {
             (ConnState::Waiting, true) => ConnState::Open,
             (ConnState::Waiting, false) if event == "pusher:error" => ConnState::Refusing,
@@ -670,16 +699,16 @@ fn found_app(lookup: &AppLookup, pick: FoundPick) -> AppConfig {
         _ => named,
     };
     let mut app = base_app(i);
-    app.enabled = !pick.enabled.is_multiple_of(4);
-    match pick.secret % 4 {
-        2 => app.secret = rotated(i),
-        3 => app.secret = String::new(),
+    app.enabled = !pick.enabled.is_multiple_of(8);
+    match pick.secret % 8 {
+        5 | 6 => app.secret = rotated(i),
+        7 => app.secret = String::new(),
         _ => {}
     }
-    match pick.key % 6 {
-        3 => app.key = KEYS[if i == 1 { 2 } else { 1 }].into(),
-        4 => app.key = KEYS[0].into(),
-        5 => app.key = format!("new-{}", KEYS[i]),
+    match pick.key % 8 {
+        5 => app.key = KEYS[if i == 1 { 2 } else { 1 }].into(),
+        6 => app.key = KEYS[0].into(),
+        7 => app.key = format!("new-{}", KEYS[i]),
         _ => {}
     }
     app.max_connections = pick.max_connections.map(|m| u32::from(m % 4));

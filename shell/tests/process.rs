@@ -181,6 +181,54 @@ fn refused_connections_and_requests_are_logged_at_debug(workers: usize) {
     }
 }
 
+/// At `info` the log does not grow with traffic: hundreds of messages, publishes, pings,
+/// refused subscriptions and bad frames add no line (each of them is logged at `debug`).
+#[test]
+fn nothing_is_logged_per_message_at_info() {
+    use std::io::{BufReader, Write};
+    use tungstenite::Message;
+    let server = Server::start_with(1, None, &["--log-level", "info"], &[]);
+    let mut ws = server.ws("/app/app-key?protocol=7");
+    next_json(&mut ws);
+    let subscribe = r#"{"event":"pusher:subscribe","data":{"channel":"news"}}"#;
+    ws.send(Message::text(subscribe)).unwrap();
+    assert_eq!(
+        next_json(&mut ws)["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    let before = server.stderr();
+    let api = server.tcp();
+    let mut writer = api.try_clone().unwrap();
+    let mut reader = BufReader::new(api);
+    for round in 0..100 {
+        let body = format!(r#"{{"name":"e","channel":"news","data":"{round}"}}"#);
+        let publish = support::signed_events_request(
+            "app-id",
+            ("app-key", "app-secret"),
+            &body,
+            support::unix_secs(),
+        );
+        writer.write_all(publish.as_bytes()).unwrap();
+        assert_eq!(support::read_response(&mut reader).status(), 200);
+        assert_eq!(next_json(&mut ws)["event"], "e");
+        ws.send(Message::text(r#"{"event":"pusher:ping","data":{}}"#))
+            .unwrap();
+        assert_eq!(next_json(&mut ws)["event"], "pusher:pong");
+        let refused =
+            r#"{"event":"pusher:subscribe","data":{"channel":"private-x","auth":"app-key:bad"}}"#;
+        ws.send(Message::text(refused)).unwrap();
+        assert_eq!(next_json(&mut ws)["event"], "pusher:subscription_error");
+        ws.send(Message::text("not json")).unwrap();
+        assert_eq!(next_json(&mut ws)["event"], "pusher:error");
+        writer
+            .write_all(b"GET /apps/app-id/channels HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        assert_eq!(support::read_response(&mut reader).status(), 401);
+    }
+    // Anything logged for the traffic above was written before its answers were read.
+    assert_eq!(server.stderr(), before, "logged per message at info");
+}
+
 /// `--log-format json`: every line is one JSON object with the standard keys, and a refused
 /// subscription carries its app and socket id as fields.
 #[test]

@@ -305,6 +305,8 @@ impl Engine {
                 self.admin_publish(req, &app, &body);
                 Ok(())
             }
+            // Nothing is looked up yet: an answer has nothing to apply to.
+            Input::App { .. } => Ok(()),
         }
     }
 

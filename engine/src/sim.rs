@@ -102,6 +102,8 @@ pub struct Simulator {
     notices: VecDeque<Notice>,
     /// Debug events for the admin console (only while watching), oldest first.
     debug: Vec<crate::DebugEvent>,
+    /// App lookups the engine asked for, not yet taken.
+    lookups: Vec<crate::AppLookup>,
 }
 
 /// Log lines a simulator keeps (a long run would otherwise grow without bound).
@@ -130,6 +132,7 @@ impl Simulator {
             bus_out: Vec::new(),
             notices: VecDeque::new(),
             debug: Vec::new(),
+            lookups: Vec::new(),
         }
     }
 
@@ -343,6 +346,17 @@ impl Simulator {
         std::mem::take(&mut self.debug)
     }
 
+    /// The app lookups the engine asked for since the last call, oldest first.
+    pub fn take_lookups(&mut self) -> Vec<crate::AppLookup> {
+        std::mem::take(&mut self.lookups)
+    }
+
+    /// Answers a lookup (or tells of a change) as the shell's app store would.
+    pub fn app_answer(&mut self, lookup: crate::AppLookup, answer: crate::AppAnswer) {
+        self.input(Input::App { lookup, answer })
+            .expect("an app answer is never misuse");
+    }
+
     /// The engine's latest log lines (at most 1024), drained, oldest first.
     pub fn take_notices(&mut self) -> Vec<Notice> {
         self.notices.drain(..).collect()
@@ -438,6 +452,7 @@ impl Simulator {
                     self.notices.push_back(notice);
                 }
                 Output::Debug(event) => self.debug.push(event),
+                Output::LookupApp(lookup) => self.lookups.push(lookup),
                 Output::Timeout(_) => unreachable!("the driver keeps the timeout"),
             }
         }

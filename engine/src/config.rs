@@ -30,6 +30,43 @@ pub struct Config {
     /// 4100. The shell sets it from its `[rate_limit] max_connections_per_ip`.
     #[serde(skip)]
     pub max_connections_per_address: u32,
+    /// Whether and how apps missing from `apps` are asked of the shell's app store.
+    /// The shell sets it from its `[app_store]` settings.
+    #[serde(skip)]
+    pub app_store: AppStoreConfig,
+}
+
+/// How the engine uses an app store outside it (a database the shell reads): unknown keys and
+/// ids are looked up ([`crate::Output::LookupApp`]), their answers cached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppStoreConfig {
+    /// Whether an unknown key or id is looked up; `false` refuses it at once (apps from the
+    /// configuration only).
+    pub lookups: bool,
+    /// Seconds an app found in the store is served before it is asked for again.
+    pub cache_ttl_secs: u64,
+    /// Seconds a key or id the store does not have is refused without asking again.
+    pub missing_ttl_secs: u64,
+    /// Milliseconds a connection or request waits for the store's answer before it is refused
+    /// as if the store were unavailable.
+    pub lookup_timeout_ms: u64,
+    /// Connections and requests that may wait for one lookup; more are refused at once.
+    pub max_waiting_per_lookup: usize,
+    /// Lookups that may be outstanding at once; a new unknown key beyond them is refused.
+    pub max_lookups_in_flight: usize,
+}
+
+impl Default for AppStoreConfig {
+    fn default() -> Self {
+        AppStoreConfig {
+            lookups: false,
+            cache_ttl_secs: 60,
+            missing_ttl_secs: 5,
+            lookup_timeout_ms: 5_000,
+            max_waiting_per_lookup: 10_000,
+            max_lookups_in_flight: 1_000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -44,6 +81,7 @@ impl Default for Config {
             cluster: crate::cluster::ClusterConfig::default(),
             max_node_connections: 0,
             max_connections_per_address: 0,
+            app_store: AppStoreConfig::default(),
         }
     }
 }
@@ -281,7 +319,8 @@ impl Config {
     /// Checks the settings that serde cannot: uniqueness, non-empty credentials, sane limits.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |msg: String| Err(ConfigError(msg));
-        if self.apps.is_empty() {
+        // With an app store, every app may come from it.
+        if self.apps.is_empty() && !self.app_store.lookups {
             return fail("no apps configured".into());
         }
         if self.activity_timeout_secs == 0 || self.pong_timeout_secs == 0 {
@@ -296,73 +335,86 @@ impl Config {
             ));
         }
         for (i, app) in self.apps.iter().enumerate() {
-            for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
-                if value.is_empty() {
-                    return fail(format!("apps[{i}].{field} is empty"));
-                }
-            }
-            if !app
-                .key
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'?')
-            {
-                return fail(format!(
-                    "apps[{i}].key {:?} has characters a URL path cannot carry",
-                    app.key
-                ));
-            }
-            if app.max_message_bytes == 0
-                || app.max_channel_name_len == 0
-                || app.max_event_name_len == 0
-            {
-                return fail(format!("apps[{i}]: size limits must be at least 1"));
-            }
-            if app.client_event_rate_per_sec == 0 || app.client_event_burst == 0 {
-                return fail(format!(
-                    "apps[{i}]: client event rate and burst must be at least 1"
-                ));
-            }
-            if app.max_batch_size == 0
-                || app.max_event_channels == 0
-                || app.max_events_per_sec == Some(0)
-                || app.max_reads_per_sec == Some(0)
-            {
-                return fail(format!(
-                    "apps[{i}]: batch, channel and rate limits must be at least 1"
-                ));
-            }
-            for hook in &app.webhooks {
-                if !hook.url.starts_with("http://") && !hook.url.starts_with("https://") {
-                    return fail(format!(
-                        "apps[{i}]: webhook url {:?} must start with http:// or https://",
-                        hook.url
-                    ));
-                }
-                if let Some(bad) = hook
-                    .event_types
-                    .iter()
-                    .find(|t| !WEBHOOK_EVENT_TYPES.contains(&t.as_str()))
-                {
-                    return fail(format!("apps[{i}]: unknown webhook event type {bad:?}; known: {WEBHOOK_EVENT_TYPES:?}"));
-                }
-                for (name, value) in &hook.headers {
-                    if let Some(problem) = webhook_header_problem(name, value) {
-                        return fail(format!("apps[{i}]: webhook header {name:?} {problem}"));
-                    }
-                }
-            }
-            for pattern in &app.allowed_origins {
-                if let Err(why) = crate::origin::OriginPattern::parse(pattern) {
-                    return fail(format!(
-                        "apps[{i}] (id {:?}): allowed_origins entry {pattern:?}: {why}",
-                        app.id
-                    ));
-                }
-            }
+            app.validate()
+                .map_err(|ConfigError(why)| ConfigError(format!("apps[{i}]{why}")))?;
             for (j, other) in self.apps.iter().enumerate().skip(i + 1) {
                 if other.id == app.id || other.key == app.key {
                     return fail(format!("apps[{i}] and apps[{j}] share an id or a key"));
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AppConfig {
+    /// Checks one app's settings that serde cannot (an app from a file or from an app store);
+    /// the error starts where the caller's label for the app ends (`.key …`, `: …`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |msg: String| Err(ConfigError(msg));
+        for (field, value) in [
+            ("id", &self.id),
+            ("key", &self.key),
+            ("secret", &self.secret),
+        ] {
+            if value.is_empty() {
+                return fail(format!(".{field} is empty"));
+            }
+        }
+        if !self
+            .key
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'?')
+        {
+            return fail(format!(
+                ".key {:?} has characters a URL path cannot carry",
+                self.key
+            ));
+        }
+        if self.max_message_bytes == 0
+            || self.max_channel_name_len == 0
+            || self.max_event_name_len == 0
+        {
+            return fail(": size limits must be at least 1".into());
+        }
+        if self.client_event_rate_per_sec == 0 || self.client_event_burst == 0 {
+            return fail(": client event rate and burst must be at least 1".into());
+        }
+        if self.max_batch_size == 0
+            || self.max_event_channels == 0
+            || self.max_events_per_sec == Some(0)
+            || self.max_reads_per_sec == Some(0)
+        {
+            return fail(": batch, channel and rate limits must be at least 1".into());
+        }
+        for hook in &self.webhooks {
+            if !hook.url.starts_with("http://") && !hook.url.starts_with("https://") {
+                return fail(format!(
+                    ": webhook url {:?} must start with http:// or https://",
+                    hook.url
+                ));
+            }
+            if let Some(bad) = hook
+                .event_types
+                .iter()
+                .find(|t| !WEBHOOK_EVENT_TYPES.contains(&t.as_str()))
+            {
+                return fail(format!(
+                    ": unknown webhook event type {bad:?}; known: {WEBHOOK_EVENT_TYPES:?}"
+                ));
+            }
+            for (name, value) in &hook.headers {
+                if let Some(problem) = webhook_header_problem(name, value) {
+                    return fail(format!(": webhook header {name:?} {problem}"));
+                }
+            }
+        }
+        for pattern in &self.allowed_origins {
+            if let Err(why) = crate::origin::OriginPattern::parse(pattern) {
+                return fail(format!(
+                    " (id {:?}): allowed_origins entry {pattern:?}: {why}",
+                    self.id
+                ));
             }
         }
         Ok(())

@@ -71,7 +71,8 @@ impl EchoEngine {
             | Input::Bus(_)
             | Input::BusUp
             | Input::BusDown
-            | Input::Watch { .. } => {}
+            | Input::Watch { .. }
+            | Input::App { .. } => {}
         }
         Ok(())
     }

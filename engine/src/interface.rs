@@ -54,6 +54,26 @@ pub struct HttpRequest {
     pub body: Vec<u8>,
 }
 
+/// Which app the engine asks the shell's app store about.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AppLookup {
+    /// The app with this key: a connection's `/app/{key}`, or a request's `auth_key`.
+    Key(String),
+    /// The app with this id: an API path's `/apps/{id}/…`, or a cached app due for refresh.
+    Id(String),
+}
+
+/// What the app store says of an [`AppLookup`], asked for or not (a change it heard of).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppAnswer {
+    /// The app as the store holds it now.
+    Found(Box<crate::AppConfig>),
+    /// The store has no such app (never had, or it was deleted).
+    Missing,
+    /// The store could not be asked (its database is down): apps already known stay served.
+    Unavailable,
+}
+
 /// Something that happened, fed to [`crate::Engine::handle_input`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
@@ -142,6 +162,15 @@ pub enum Input {
         /// The JSON event, as for the HTTP API.
         body: Vec<u8>,
     },
+    /// The app store's answer to an [`Output::LookupApp`], or a change it heard of (an app
+    /// inserted, updated or deleted), which the engine applies to an app it serves from the
+    /// store and otherwise ignores.
+    App {
+        /// What was looked up.
+        lookup: AppLookup,
+        /// What the store said.
+        answer: AppAnswer,
+    },
 }
 
 /// A signed webhook POST the shell must deliver (and retry).
@@ -215,6 +244,9 @@ pub enum Output {
     Bus(Vec<u8>),
     /// Log this (refused connections, subscriptions and requests, and why connections closed).
     Notice(Notice),
+    /// Ask the app store for this app and answer with [`Input::App`] (only when
+    /// [`crate::config::AppStoreConfig::lookups`] is on). Connections and requests for it wait.
+    LookupApp(AppLookup),
     /// Show this in the admin console's live log (only while [`Input::Watch`] is on).
     Debug(crate::DebugEvent),
     /// Nothing more to do now: feed [`Input::Tick`] at this instant (earlier is harmless).

@@ -107,7 +107,7 @@ pub mod sim;
 
 pub use close_code::CloseCode;
 pub use cluster::{BusStats, ClusterConfig, NodeId};
-pub use config::{AppConfig, Config, ConfigError, WebhookConfig};
+pub use config::{AppConfig, AppStoreConfig, Config, ConfigError, WebhookConfig};
 pub use engine::{
     AppCounters, AppMetrics, ChannelCounts, DebugEvent, DebugKind, Engine, EngineMetrics,
     StateCounts,
@@ -116,6 +116,7 @@ pub use ids::{
     AppId, AppKey, ChannelKind, ChannelName, ConnId, EventName, ReqId, SocketId, UserId,
 };
 pub use interface::{
-    ApiMisuse, HttpRequest, Input, Moment, Notice, Output, WebhookDelivery, WsRequest,
+    ApiMisuse, AppAnswer, AppLookup, HttpRequest, Input, Moment, Notice, Output, WebhookDelivery,
+    WsRequest,
 };
 pub use wire::websocket::Frame;

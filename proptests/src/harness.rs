@@ -553,7 +553,10 @@ impl Harness {
                 Output::HttpResponse { req, status, body } => {
                     self.responses.push((req, status, body));
                 }
-                Output::Webhook(_) | Output::Notice(_) | Output::Debug(_) => {}
+                Output::Webhook(_)
+                | Output::Notice(_)
+                | Output::Debug(_)
+                | Output::LookupApp(_) => {}
                 Output::Bus(_) => return Err("a single node published on a cluster bus".into()),
                 Output::Timeout(_) => return Err("the driver passed on a Timeout".into()),
             }

@@ -177,6 +177,11 @@ impl EngineCore {
                     Some(bus) => bus.send(message),
                     None => tracing::warn!("a bus message from an engine with no cluster link"),
                 },
+                // Asked only when `[app_store]` names a database, which this build's engine
+                // thread does not read yet.
+                Output::LookupApp(lookup) => {
+                    tracing::warn!(?lookup, "an app lookup with no app store to ask")
+                }
                 Output::Debug(event) => {
                     if let Some(hub) = &self.console {
                         hub.event(event.to_json());

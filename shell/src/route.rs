@@ -60,6 +60,7 @@ impl Router {
             | Output::Bus(_)
             | Output::Notice(_)
             | Output::Debug(_)
+            | Output::LookupApp(_)
             | Output::Timeout(_) => {
                 tracing::warn!("an output with no single addressee was routed");
                 return;

@@ -6,6 +6,7 @@
 
 mod accept_log;
 mod admin;
+mod app_store;
 mod bus;
 mod cli;
 mod cluster;

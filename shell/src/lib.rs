@@ -52,7 +52,8 @@ pub use queue::{bounded as bounded_queue, ProducerWake, Received, Receiver, Send
 pub use rate_limit::Window;
 pub use server::Server;
 pub use settings::{
-    LogFormat, MetricsSettings, Overrides, RateLimitSettings, ServerSettings, Settings,
+    AppStoreDriver, AppStoreSettings, LogFormat, MetricsSettings, Overrides, RateLimitSettings,
+    ServerSettings, Settings,
 };
 /// The shutdown request, for the loom models.
 pub use supervisor::{Stop, StopLevel};

@@ -493,9 +493,10 @@ impl Crew for Threads {
             || next.rate_limit != self.started_with.rate_limit
             || next.metrics != self.started_with.metrics
             || next.admin != self.started_with.admin
+            || next.app_store != self.started_with.app_store
         {
             tracing::warn!(
-                "reload: [server], [rate_limit], [metrics] and [admin] changes take effect at the next restart"
+                "reload: [server], [rate_limit], [metrics], [admin] and [app_store] changes take effect at the next restart"
             );
         }
         tracing::info!(path = %path.display(), "reload: configuration re-read; the engine applies its apps");

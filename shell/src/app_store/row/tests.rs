@@ -183,7 +183,8 @@ fn rate_limits_minus_one_is_none_and_zero_or_negative_is_refused() {
 
 #[test]
 fn counts_and_lengths_must_be_at_least_one() {
-    let cases: [(&'static str, fn(&AppConfig) -> usize); 5] = [
+    type Field = fn(&AppConfig) -> usize;
+    let cases: [(&'static str, Field); 5] = [
         ("max_presence_members_per_channel", |a| {
             a.max_presence_members
         }),

@@ -9,9 +9,10 @@
 #   against one server and against a three-node cluster, and Autobahn|Testsuite against the
 #   echo build.
 # Installs what it needs itself (npm packages from the committed lock file, a Python venv,
-# cargo-fuzz, Debian's redis-server, openssl, prometheus and chromium packages when they are
-# missing). Every layer runs even when an earlier one failed (except the end-to-end layers,
-# which need a fresh build); the script exits non-zero if any layer failed.
+# cargo-fuzz, Debian's redis-server, openssl, prometheus, chromium, postgresql and
+# mariadb-server packages when they are missing). Every layer runs even when an earlier one
+# failed (except the end-to-end layers, which need a fresh build); the script exits non-zero if
+# any layer failed.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -90,6 +91,68 @@ ensure_bus_tools() {
   echo "installed: $(redis-server --version); $(openssl version); $(prometheus --version 2>&1 | head -n 1)"
 }
 step "redis-server, openssl and prometheus for the tests" ensure_bus_tools || true
+
+# The app-store tests start their own PostgreSQL and MariaDB (shell/tests/support/postgres.rs
+# and mariadb.rs): a fresh cluster or data directory in a temporary directory, a free loopback
+# port, PostgreSQL run as `nobody` since it refuses root. Install Debian's packages when they
+# are missing, with a policy-rc.d forbidding their system services to start meanwhile, so no
+# server is left on 5432 or 3306. A failed install fails this layer loudly; the tests that need
+# the servers then fail too, they never skip.
+have_postgres() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && command -v psql >/dev/null 2>&1; }
+have_mariadb() {
+  { command -v mariadbd >/dev/null 2>&1 || [[ -x /usr/sbin/mariadbd ]]; } &&
+  command -v mariadb-install-db >/dev/null 2>&1 && command -v mariadb >/dev/null 2>&1
+}
+report_databases() {
+  local ok=0
+  if have_postgres; then
+    echo "postgresql: $(compgen -G '/usr/lib/postgresql/*/bin/initdb' | tr '\n' ' ')($(psql --version))"
+  else
+    echo "postgresql: no /usr/lib/postgresql/*/bin/initdb or no psql" >&2
+    ok=1
+  fi
+  if have_mariadb; then
+    echo "mariadb: $(PATH="$PATH:/usr/sbin" mariadbd --version)"
+  else
+    echo "mariadb: no mariadbd, mariadb-install-db or mariadb client" >&2
+    ok=1
+  fi
+  return "$ok"
+}
+ensure_databases() {
+  local missing=()
+  have_postgres || missing+=(postgresql)
+  have_mariadb || missing+=(mariadb-server mariadb-client)
+  if [[ ${#missing[@]} == 0 ]]; then
+    report_databases
+    return
+  fi
+  local sudo=()
+  if [[ "$(id -u)" != 0 ]]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "missing ${missing[*]}; installing needs root (apt-get install -y ${missing[*]})" >&2
+      return 1
+    fi
+    sudo=(sudo -n)
+  fi
+  # Exit code 101 tells invoke-rc.d (and deb-systemd-invoke) not to start the services.
+  local policy=/usr/sbin/policy-rc.d placed=0 rc=0
+  if [[ ! -e "$policy" ]]; then
+    "${sudo[@]}" sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy" && placed=1
+  fi
+  echo "missing: ${missing[*]}; running apt-get update && apt-get install -y ${missing[*]}"
+  { "${sudo[@]}" apt-get update &&
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"; } || rc=$?
+  if [[ $placed == 1 ]]; then
+    "${sudo[@]}" rm -f "$policy"
+  fi
+  if [[ $rc != 0 ]]; then
+    echo "apt-get failed ($rc) installing ${missing[*]}" >&2
+    return "$rc"
+  fi
+  report_databases
+}
+step "PostgreSQL and MariaDB for the app-store tests" ensure_databases || true
 
 # The browser tests (spec/clients/test/browser.test.mjs) drive Debian's Chromium through
 # playwright-core, which downloads no browser of its own. Install the package when it is

@@ -1,5 +1,6 @@
 //! The engine: owns every app, connection and channel, turns inputs into outputs.
 
+mod app_lookup;
 mod client_events;
 mod cluster;
 mod cluster_presence;
@@ -58,6 +59,8 @@ pub struct Engine {
     refused_connections: BTreeMap<u16, u64>,
     /// Whether the admin console watches: [`Output::Debug`] is emitted only then.
     watching: bool,
+    /// Lookups of apps in the app store, who waits for them, and which apps came from it.
+    store: app_lookup::AppStore,
 }
 
 /// Per-app live state beside its configuration.
@@ -152,6 +155,8 @@ enum Due {
         crate::cluster::message::LeaveKey,
         crate::cluster::message::LeaveToken,
     ),
+    /// An app store lookup's deadline, a remembered answer's expiry, a cached app's refresh.
+    AppStore(app_lookup::StoreDue),
 }
 
 /// Counts of live state, for leak checks in tests and simulators.
@@ -175,6 +180,9 @@ pub struct StateCounts {
     pub webhook_entries: usize,
     /// Client addresses with connections open.
     pub peer_addresses: usize,
+    /// App store lookups in flight, connections waiting for them, and remembered "missing"
+    /// answers.
+    pub app_store_entries: usize,
 }
 
 impl Engine {
@@ -204,6 +212,7 @@ impl Engine {
             cluster: None,
             refused_connections: BTreeMap::new(),
             watching: false,
+            store: app_lookup::AppStore::default(),
         }
     }
 
@@ -230,6 +239,10 @@ impl Engine {
     }
 
     fn dispatch(&mut self, input: Input) -> Result<(), ApiMisuse> {
+        // A connection waiting for its app's lookup is not open yet: its inputs wait too.
+        let Some(input) = self.input_while_waiting(input) else {
+            return Ok(());
+        };
         match input {
             Input::Opened { conn, request } => self.open(conn, &request),
             Input::Text { conn, text } => self.on_text(conn, &text),
@@ -275,6 +288,7 @@ impl Engine {
                 for conn in open {
                     self.close_with_error(conn, SHUTDOWN_CODE, SHUTDOWN_MESSAGE);
                 }
+                self.refuse_all_waiters();
                 let apps: Vec<AppId> = self.apps.keys().cloned().collect();
                 for app in &apps {
                     self.with_webhooks(app, |hooks, cx| hooks.release_held_back(cx));
@@ -305,8 +319,10 @@ impl Engine {
                 self.admin_publish(req, &app, &body);
                 Ok(())
             }
-            // Nothing is looked up yet: an answer has nothing to apply to.
-            Input::App { .. } => Ok(()),
+            Input::App { lookup, answer } => {
+                self.on_app_answer(lookup, answer);
+                Ok(())
+            }
         }
     }
 
@@ -332,7 +348,14 @@ impl Engine {
             cached_events: self.apps.values().map(|a| a.cache.len()).sum(),
             webhook_entries: self.apps.values().map(|a| a.webhooks.len()).sum::<usize>()
                 + self.cluster_hooks_len(),
+            app_store_entries: self.store.len(),
         }
+    }
+
+    /// The settings of the app served under `key`, from the configuration or the app store.
+    pub fn served_app(&self, key: &str) -> Option<&AppConfig> {
+        let id = self.app_by_key.get(key)?;
+        self.apps.get(id).map(|app| &app.config)
     }
 
     /// The socket id assigned to an open connection.
@@ -556,6 +579,7 @@ impl Engine {
                 Due::CacheExpiry(app, channel) => self.cache_expired(&app, &channel),
                 Due::ClusterHeartbeat => self.cluster_heartbeat(),
                 Due::ClusterLeave(app, key, token) => self.cluster_leave_due(&app, key, token),
+                Due::AppStore(due) => self.store_due(due),
             }
         }
     }

@@ -241,6 +241,14 @@ impl Simulator {
 
     /// Sends an HTTP request and returns its status and JSON body (`Null` when not JSON).
     pub fn http(&mut self, method: &str, path: &str, query: &str, body: &[u8]) -> (u16, Value) {
+        let req = self.http_request(method, path, query, body);
+        self.response(req)
+            .expect("the engine answers every HTTP request for a known app at once")
+    }
+
+    /// Sends an HTTP API request without waiting for its answer (one for an app the engine
+    /// has to look up waits); [`Simulator::response`] takes the answer once it is there.
+    pub fn http_request(&mut self, method: &str, path: &str, query: &str, body: &[u8]) -> ReqId {
         let req = ReqId(self.next_req);
         self.next_req += 1;
         let request = HttpRequest {
@@ -251,9 +259,27 @@ impl Simulator {
         };
         self.input(Input::Http { req, request })
             .expect("HTTP input is never misuse");
-        self.responses
-            .remove(&req)
-            .expect("the engine answers every HTTP request at once")
+        req
+    }
+
+    /// The answer to `req`, taken, once the engine has given it.
+    pub fn response(&mut self, req: ReqId) -> Option<(u16, Value)> {
+        self.responses.remove(&req)
+    }
+
+    /// Sends an HTTP API request signed with `key` and `secret` (an app the engine may not
+    /// know yet), without waiting for its answer.
+    pub fn signed_request_as(
+        &mut self,
+        (key, secret): (&str, &str),
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> ReqId {
+        let unix_secs = self.moment().unix_ms / 1000;
+        let query =
+            http_auth::signed_query(key, secret, method, path, &[], body.as_bytes(), unix_secs);
+        self.http_request(method, path, &query, body.as_bytes())
     }
 
     /// Publishes `body` (an HTTP API event) in app `app` as the admin console does: trusted,
@@ -397,11 +423,8 @@ impl Simulator {
         let key = &self.clients[&conn].app_key;
         let app = self
             .engine()
-            .config()
-            .apps
-            .iter()
-            .find(|a| &a.key == key)
-            .expect("client of a configured app");
+            .served_app(key)
+            .expect("client of an app the engine serves");
         signature::client_auth(&app.key, &app.secret, message.as_bytes())
     }
 

@@ -124,6 +124,10 @@ pub(crate) struct Conn {
     /// Whether permessage-deflate was negotiated at the upgrade.
     deflate: bool,
     deadline: Option<Instant>,
+    /// Whether it has answered an HTTP request (an idle one since is a keep-alive).
+    served: bool,
+    /// Set at shutdown: the request being read or answered is its last one.
+    draining: bool,
 }
 
 impl Conn {
@@ -154,6 +158,8 @@ impl Conn {
             last_words: None,
             deflate: false,
             deadline: Some(now + limits.request_timeout),
+            served: false,
+            draining: false,
         }
     }
 
@@ -332,10 +338,23 @@ impl Conn {
         self.start_closing(now, limits);
     }
 
-    /// The server is shutting down: an HTTP connection closes now. A WebSocket is the
-    /// engine's to close (it says why first), so it is left alone.
+    /// The server is shutting down: an idle keep-alive HTTP connection closes now; one still
+    /// sending or waiting for its first request, or waiting for the engine's answer, gets that
+    /// answer and closes after it (a load balancer's readiness probe must hear its 503). A
+    /// WebSocket is the engine's to close (it says why first), so it is left alone.
     pub(crate) fn shut_down(&mut self, cx: &mut Cx<'_>) {
-        if matches!(self.phase, Phase::Http { .. }) {
+        let Phase::Http {
+            buf,
+            head,
+            in_flight,
+            ..
+        } = &self.phase
+        else {
+            return;
+        };
+        self.draining = true;
+        let idle = buf.is_empty() && head.is_none() && in_flight.is_none();
+        if idle && self.served {
             self.start_closing(cx.now, cx.limits);
         }
     }
@@ -358,19 +377,21 @@ impl Conn {
         };
         // A 426 must name the protocol to upgrade to (RFC 9110 §15.5.22).
         let upgrade = [("Upgrade", "websocket".to_owned())];
+        self.served = true;
+        let keep_alive = flight.keep_alive && !self.draining;
         let options = ResponseOptions {
-            keep_alive: flight.keep_alive,
+            keep_alive,
             http10: flight.http10,
             omit_body: flight.head_only,
             headers: if status == 426 { &upgrade } else { &[] },
         };
         self.out.push_bytes(http::response(status, body, &options));
-        if flight.keep_alive {
+        if keep_alive {
             self.deadline = Some(now + limits.request_timeout);
         } else {
             self.start_closing(now, limits);
         }
-        flight.keep_alive
+        keep_alive
     }
 
     fn start_closing(&mut self, now: Instant, limits: &ConnLimits) {

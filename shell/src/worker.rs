@@ -359,11 +359,8 @@ impl Worker {
         let mut mail = std::mem::take(&mut self.mail);
         for item in mail.drain(..) {
             match item {
-                ToWorker::Socket(stream) => {
-                    if self.shutdown_deadline.is_none() {
-                        self.adopt(stream, now);
-                    }
-                }
+                // Served during a shutdown's drain too: its one request gets an answer.
+                ToWorker::Socket(stream) => self.adopt(stream, now),
                 ToWorker::Output(Output::Send { conn, frame }) => {
                     self.deliver(conn, &frame, Conn::send_own)
                 }
@@ -422,17 +419,17 @@ impl Worker {
         }
     }
 
-    /// Stops accepting and closes the connections the engine does not know (HTTP ones); the
-    /// engine closes the WebSockets itself, having been fed `Shutdown` through the door.
+    /// Closes the connections the engine does not know (HTTP ones) once they are answered;
+    /// the engine closes the WebSockets itself, having been fed `Shutdown` through the door.
+    /// The acceptor keeps accepting until the worker ends, so that a load balancer's
+    /// `GET /ready` during the drain is answered 503 (and an upgrade is told 4200) instead of
+    /// waiting unanswered in the listen backlog; each such connection gets one answer.
     fn begin_shutdown(&mut self, now: Instant) {
         tracing::debug!(
             worker = self.index,
             connections = self.conns.len(),
             "shutting down"
         );
-        if let Some(mut acceptor) = self.acceptor.take() {
-            let _ = self.poll.registry().deregister(&mut acceptor.listener);
-        }
         self.shutdown_deadline = Some(now + self.limits.close_linger);
         for index in self.conns.indices() {
             self.with_conn(index, now, |conn, cx| conn.shut_down(cx));
@@ -461,7 +458,8 @@ impl Worker {
                     }
                     let target = acceptor.next;
                     acceptor.next = (target + 1) % acceptor.peers.len();
-                    if target == self.index {
+                    // While draining, the other workers may already have ended.
+                    if target == self.index || self.shutdown_deadline.is_some() {
                         self.adopt(stream, now);
                     } else {
                         acceptor.outgoing[target].push(ToWorker::Socket(stream));
@@ -551,6 +549,9 @@ impl Worker {
             tracing::warn!(error = %e, "cannot register a new connection");
             self.conns.remove(index);
             return;
+        }
+        if self.shutdown_deadline.is_some() {
+            self.with_conn(index, now, |conn, cx| conn.shut_down(cx));
         }
         tracing::debug!(worker = self.index, conn = id.0, "accepted");
         WorkerStats::add(&self.stats[self.index].accepted, 1);

@@ -181,6 +181,54 @@ fn refused_connections_and_requests_are_logged_at_debug(workers: usize) {
     }
 }
 
+/// At `info` the log does not grow with traffic: hundreds of messages, publishes, pings,
+/// refused subscriptions and bad frames add no line (each of them is logged at `debug`).
+#[test]
+fn nothing_is_logged_per_message_at_info() {
+    use std::io::{BufReader, Write};
+    use tungstenite::Message;
+    let server = Server::start_with(1, None, &["--log-level", "info"], &[]);
+    let mut ws = server.ws("/app/app-key?protocol=7");
+    next_json(&mut ws);
+    let subscribe = r#"{"event":"pusher:subscribe","data":{"channel":"news"}}"#;
+    ws.send(Message::text(subscribe)).unwrap();
+    assert_eq!(
+        next_json(&mut ws)["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    let before = server.stderr();
+    let api = server.tcp();
+    let mut writer = api.try_clone().unwrap();
+    let mut reader = BufReader::new(api);
+    for round in 0..100 {
+        let body = format!(r#"{{"name":"e","channel":"news","data":"{round}"}}"#);
+        let publish = support::signed_events_request(
+            "app-id",
+            ("app-key", "app-secret"),
+            &body,
+            support::unix_secs(),
+        );
+        writer.write_all(publish.as_bytes()).unwrap();
+        assert_eq!(support::read_response(&mut reader).status(), 200);
+        assert_eq!(next_json(&mut ws)["event"], "e");
+        ws.send(Message::text(r#"{"event":"pusher:ping","data":{}}"#))
+            .unwrap();
+        assert_eq!(next_json(&mut ws)["event"], "pusher:pong");
+        let refused =
+            r#"{"event":"pusher:subscribe","data":{"channel":"private-x","auth":"app-key:bad"}}"#;
+        ws.send(Message::text(refused)).unwrap();
+        assert_eq!(next_json(&mut ws)["event"], "pusher:subscription_error");
+        ws.send(Message::text("not json")).unwrap();
+        assert_eq!(next_json(&mut ws)["event"], "pusher:error");
+        writer
+            .write_all(b"GET /apps/app-id/channels HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        assert_eq!(support::read_response(&mut reader).status(), 401);
+    }
+    // Anything logged for the traffic above was written before its answers were read.
+    assert_eq!(server.stderr(), before, "logged per message at info");
+}
+
 /// `--log-format json`: every line is one JSON object with the standard keys, and a refused
 /// subscription carries its app and socket id as fields.
 #[test]
@@ -219,7 +267,54 @@ fn json_logs_are_one_object_per_line_with_app_and_socket_id() {
     assert_eq!(refusal["socket_id"], socket_id.as_str(), "{refusal}");
 }
 
+/// What `GET /ready` answers on a fresh connection, with a bounded wait: `None` when the
+/// server answers nothing (it stopped accepting, or closed without a response).
+fn ready_status(server: &Server) -> Option<u16> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(server.addr).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .ok()?;
+    stream
+        .write_all(b"GET /ready HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut status_line = String::new();
+    BufReader::new(stream).read_line(&mut status_line).ok()?;
+    status_line.split(' ').nth(1)?.parse().ok()
+}
+
+/// Readiness is for load balancers: while the shutdown drains (here a client that never
+/// answers its 4200 close holds it for `close_linger_ms`), a probe on a new connection is
+/// answered 503, not left unanswered in the listen backlog.
+fn ready_answers_503_while_the_shutdown_drains(workers: usize) {
+    let server = Server::start_with(workers, None, &["--close-linger-ms", "6000"], &[]);
+    let mut lingering = server.ws("/app/app-key?protocol=7");
+    next_json(&mut lingering);
+    assert_eq!(ready_status(&server), Some(200));
+    server.signal("TERM");
+    let start = std::time::Instant::now();
+    loop {
+        match ready_status(&server) {
+            Some(503) => break,
+            Some(200) => {}
+            other => panic!(
+                "/ready during the drain answered {other:?}:\n{}",
+                server.stderr()
+            ),
+        }
+        assert!(start.elapsed() < support::WAIT, "{}", server.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Still draining: later probes are answered too, and a new WebSocket is sent elsewhere.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(ready_status(&server), Some(503), "{}", server.stderr());
+    let mut late = server.ws("/app/app-key?protocol=7");
+    assert_eq!(next_json(&mut late)["data"]["code"], 4200);
+    drop(lingering);
+}
+
 per_workers!(
+    ready_answers_503_while_the_shutdown_drains,
     refused_connections_and_requests_are_logged_at_debug,
     default_credentials_are_warned_about,
     env_credentials_replace_the_default_app,

@@ -377,6 +377,88 @@ fn lookup(config: &toml::Table, path: &str) -> Option<String> {
     })
 }
 
+/// The rows of the README table under `heading`: the cells of each `| … |` line after the
+/// header and its rule, up to the first line that is not a row.
+fn readme_rows(readme: &str, heading: &str) -> Vec<Vec<String>> {
+    let start = readme
+        .find(heading)
+        .unwrap_or_else(|| panic!("no {heading:?} in the README"));
+    readme[start..]
+        .lines()
+        .skip_while(|line| !line.starts_with('|'))
+        .take_while(|line| line.starts_with('|'))
+        .skip(2)
+        .map(|line| {
+            line.trim_matches('|')
+                .split(" | ")
+                .map(|cell| cell.trim().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// The first `code` span of a cell, when the cell starts with one.
+fn leading_code(cell: &str) -> Option<&str> {
+    cell.strip_prefix('`')?.split('`').next()
+}
+
+/// Every default the README's tables state as a plain value (`9601`, `"ferrocast"`, `[]`) is
+/// the one `--print-config` shows, so that the documentation cannot drift from the code.
+#[test]
+fn the_readme_states_the_printed_defaults() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let defaults = print_config(&[], &[]).config();
+    let mut checked = Vec::new();
+    let tables = [
+        ("### Settings with a flag", 0, 3, ""),
+        ("### Top level: the protocol", 0, 1, ""),
+        ("### `[[apps]]`: one table per app", 0, 1, "apps.0."),
+    ];
+    for (heading, key_column, default_column, prefix) in tables {
+        for row in readme_rows(&readme, heading) {
+            let (Some(key), Some(default)) = (
+                leading_code(&row[key_column]),
+                row.get(default_column).and_then(|cell| leading_code(cell)),
+            ) else {
+                continue;
+            };
+            // Inline tables (`{ max = 600, … }`) and lists of keys are checked elsewhere.
+            if default.starts_with('{') || key.contains(',') || key.contains(' ') {
+                continue;
+            }
+            let path = format!("{prefix}{key}");
+            // Its default is `RUST_LOG`'s value, which `--print-config` does not show.
+            if path == "server.log_level" {
+                continue;
+            }
+            let printed = lookup(&defaults, &path)
+                .unwrap_or_else(|| panic!("README row {path} is not in --print-config"));
+            let stated = default.trim_matches('"');
+            assert_eq!(printed, stated, "README default of {path}");
+            checked.push(path);
+        }
+    }
+    // The tables were found and read: the settings issue 11 names among them.
+    for path in [
+        "metrics.port",
+        "server.trust_hops",
+        "apps.0.max_event_payload_bytes",
+    ] {
+        assert!(
+            checked.iter().any(|c| c == path),
+            "{path} not checked: {checked:?}"
+        );
+    }
+    let window = |path: &str| lookup(&defaults, path).unwrap();
+    let connects = format!(
+        "`{{ max = {}, window_secs = {} }}`",
+        window("rate_limit.ws_connects.max"),
+        window("rate_limit.ws_connects.window_secs")
+    );
+    assert!(readme.contains(&connects), "README lacks {connects}");
+}
+
 #[test]
 fn every_flag_changes_its_setting() {
     let defaults = print_config(&[], &[]).config();

@@ -41,6 +41,11 @@ pub enum Outcome {
     },
     /// Marked `known_failure` but passed: the mark is stale.
     UnexpectedPass(String),
+    /// The server went away during this vector (its process exited, or its port stopped
+    /// accepting connections): why. Counted as a failure; the run stops here.
+    ServerCrashed(String),
+    /// Not run because the server crashed at an earlier vector.
+    NotRun,
 }
 
 impl Outcome {
@@ -69,6 +74,8 @@ impl Outcome {
             Outcome::UnexpectedPass(reason) => {
                 format!("ok {id} (marked known_failure \"{reason}\" but passed: remove the mark)")
             }
+            Outcome::ServerCrashed(why) => format!("CRASH {id}: {why}"),
+            Outcome::NotRun => format!("not-run {id}: the server crashed at an earlier vector"),
         }
     }
 }
@@ -84,6 +91,10 @@ pub struct Tally {
     pub skipped: usize,
     /// Vectors that failed as marked.
     pub known: usize,
+    /// Vectors during which the server crashed (also counted in `failed`).
+    pub crashed: usize,
+    /// Vectors not run because the server had crashed.
+    pub not_run: usize,
 }
 
 impl Tally {
@@ -94,16 +105,26 @@ impl Tally {
             Outcome::Fail(_) => self.failed += 1,
             Outcome::Skip(_) => self.skipped += 1,
             Outcome::KnownFailure { .. } => self.known += 1,
+            Outcome::ServerCrashed(_) => {
+                self.failed += 1;
+                self.crashed += 1;
+            }
+            Outcome::NotRun => self.not_run += 1,
         }
     }
 
-    /// `N passed, N failed, N skipped` (known failures count as skipped there).
+    /// `N passed, N failed, N skipped` (known failures count as skipped there), then
+    /// `, N not run` once a crash left vectors unrun: those are neither failures nor skips.
     pub fn closing_line(&self) -> String {
-        format!(
+        let mut line = format!(
             "{} passed, {} failed, {} skipped",
             self.passed,
             self.failed,
             self.skipped + self.known
-        )
+        );
+        if self.crashed > 0 || self.not_run > 0 {
+            line.push_str(&format!(", {} not run", self.not_run));
+        }
+        line
     }
 }

@@ -3,10 +3,13 @@
 //! Patterns are JSON where:
 //! - a string that is exactly `{{any}}`, `{{string}}`, `{{number}}` or `{{re:REGEX}}` matches
 //!   by kind; as an object value, `{{absent}}` means the key must not be there and
-//!   `{{absent_or_null}}` that it is missing or null;
+//!   `{{absent_or_null}}` that it is missing or null, `{{optional_int}}` that it is missing,
+//!   null or an integer (the Pusher documentation's optional `code` of `pusher:error`);
 //! - `{{socket_id:NAME}}` equals NAME's socket id, or captures it when not yet known;
 //! - other strings are templated (`{{app_key}}`, …) and compared exactly;
 //! - `{"$json": P}` matches a string holding JSON that matches P (Pusher's double encoding);
+//! - `{"$maybe_json": P}` matches what P matches, or a string holding JSON that matches P: a
+//!   `data` field pusher-js decodes either way, where the Pusher documentation fixes neither;
 //! - `{"$unordered": [..]}` matches an array in any order;
 //! - objects match exactly the same keys unless they carry `"$partial": true`.
 
@@ -47,6 +50,17 @@ fn at(pattern: &Value, actual: &Value, ctx: &mut Context, path: &str) -> Result<
                 Err(e) => return mismatch(format!("string {} is not JSON: {e}", show(actual))),
             };
             at(&map["$json"], &inner, ctx, &format!("{path}<json>"))
+        }
+        Value::Object(map) if map.len() == 1 && map.contains_key("$maybe_json") => {
+            let want = &map["$maybe_json"];
+            let decoded = match actual {
+                Value::String(text) if !want.is_string() => serde_json::from_str(text).ok(),
+                _ => None,
+            };
+            match decoded {
+                Some(inner) => at(want, &inner, ctx, &format!("{path}<json>")),
+                None => at(want, actual, ctx, path),
+            }
         }
         Value::Object(map) if map.len() == 1 && map.contains_key("$unordered") => {
             let (Some(want), Some(got)) = (map["$unordered"].as_array(), actual.as_array()) else {
@@ -89,8 +103,20 @@ fn at(pattern: &Value, actual: &Value, ctx: &mut Context, path: &str) -> Result<
             for (key, want) in map.iter().filter(|(k, _)| k.as_str() != "$partial") {
                 let child = format!("{path}.{key}");
                 match (want, got.get(key)) {
-                    (Value::String(s), None) if s == "{{absent}}" || s == "{{absent_or_null}}" => {}
-                    (Value::String(s), Some(Value::Null)) if s == "{{absent_or_null}}" => {}
+                    (Value::String(s), None)
+                        if s == "{{absent}}"
+                            || s == "{{absent_or_null}}"
+                            || s == "{{optional_int}}" => {}
+                    (Value::String(s), Some(Value::Null))
+                        if s == "{{absent_or_null}}" || s == "{{optional_int}}" => {}
+                    (Value::String(s), Some(v)) if s == "{{optional_int}}" => {
+                        if !(v.is_i64() || v.is_u64()) {
+                            return Err(format!(
+                                "at {child}: expected no value, null or an integer, got {}",
+                                show(v)
+                            ));
+                        }
+                    }
                     (Value::String(s), Some(v)) if s == "{{absent}}" => {
                         return Err(format!("at {child}: expected no such key, got {}", show(v)))
                     }
@@ -252,5 +278,29 @@ mod tests {
         )
         .unwrap();
         assert!(check(&json!({"$json": {}}), &json!({}), &mut c).is_err());
+    }
+
+    #[test]
+    fn optional_int_takes_no_value_null_or_an_integer() {
+        let mut c = ctx();
+        let p = json!({"code": "{{optional_int}}"});
+        for ok in [json!({}), json!({"code": null}), json!({"code": 4009})] {
+            check(&p, &ok, &mut c).unwrap();
+        }
+        for bad in [json!({"code": "4009"}), json!({"code": 1.5})] {
+            assert!(check(&p, &bad, &mut c).unwrap_err().contains("$.code"));
+        }
+    }
+
+    #[test]
+    fn maybe_json_takes_the_value_or_its_json_string() {
+        let mut c = ctx();
+        let p = json!({"data": {"$maybe_json": {"text": "hi"}}});
+        check(&p, &json!({"data": {"text": "hi"}}), &mut c).unwrap();
+        check(&p, &json!({"data": "{\"text\":\"hi\"}"}), &mut c).unwrap();
+        let err = check(&p, &json!({"data": "{\"text\":\"ho\"}"}), &mut c).unwrap_err();
+        assert!(err.contains("$.data<json>.text"), "{err}");
+        let s = json!({"data": {"$maybe_json": "plain"}});
+        check(&s, &json!({"data": "plain"}), &mut c).unwrap();
     }
 }

@@ -96,14 +96,15 @@ pub fn class_of(vector: &Vector, rules: &[Rule]) -> Source {
         .unwrap_or(Source::Ferrocast)
 }
 
-/// Passed and run (passed + failed) vectors per class.
+/// Passed, run (passed + failed) and not run (after a crash) vectors per class.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClassScore {
-    counts: BTreeMap<Source, (usize, usize)>,
+    counts: BTreeMap<Source, (usize, usize, usize)>,
 }
 
 impl ClassScore {
-    /// Counts one vector's outcome under its class (skips and known failures do not count).
+    /// Counts one vector's outcome under its class (skips and known failures do not count;
+    /// a crash counts as a failed run).
     pub fn add(&mut self, class: Source, outcome: &crate::Outcome) {
         use crate::Outcome;
         let entry = self.counts.entry(class).or_default();
@@ -112,18 +113,26 @@ impl ClassScore {
                 entry.0 += 1;
                 entry.1 += 1;
             }
-            Outcome::Fail(_) => entry.1 += 1,
+            Outcome::Fail(_) | Outcome::ServerCrashed(_) => entry.1 += 1,
+            Outcome::NotRun => entry.2 += 1,
             Outcome::Skip(_) | Outcome::KnownFailure { .. } => {}
         }
     }
 
-    /// `score: pusher-docs 240/245, client-behaviour 20/20, ferrocast 12/30`.
+    /// `score: pusher-docs 240/245, client-behaviour 20/20, ferrocast 12/30`; after a crash
+    /// each class also says how many of its vectors were not run:
+    /// `score: pusher-docs 10/11 (229 not run), …`.
     pub fn line(&self) -> String {
+        let any_not_run = self.counts.values().any(|c| c.2 > 0);
         let parts: Vec<String> = Source::ALL
             .iter()
             .map(|s| {
-                let (pass, run) = self.counts.get(s).copied().unwrap_or_default();
-                format!("{} {pass}/{run}", s.name())
+                let (pass, run, not_run) = self.counts.get(s).copied().unwrap_or_default();
+                if any_not_run {
+                    format!("{} {pass}/{run} ({not_run} not run)", s.name())
+                } else {
+                    format!("{} {pass}/{run}", s.name())
+                }
             })
             .collect();
         format!("score: {}", parts.join(", "))

@@ -68,3 +68,30 @@ fn the_shipped_catalogue_uses_every_class_and_scores_per_class() {
         "score: pusher-docs 1/1, client-behaviour 0/0, ferrocast 0/1"
     );
 }
+
+#[test]
+fn after_a_crash_the_score_counts_not_run_vectors_apart() {
+    use ferrocast_spec::{Outcome, Tally};
+    let mut score = rules::ClassScore::default();
+    let mut tally = Tally::default();
+    for (class, outcome) in [
+        (rules::Source::PusherDocs, Outcome::Pass),
+        (
+            rules::Source::Ferrocast,
+            Outcome::ServerCrashed("gone".into()),
+        ),
+        (rules::Source::Ferrocast, Outcome::NotRun),
+        (rules::Source::PusherDocs, Outcome::NotRun),
+    ] {
+        score.add(class, &outcome);
+        tally.add(&outcome);
+    }
+    assert_eq!(
+        score.line(),
+        "score: pusher-docs 1/1 (1 not run), client-behaviour 0/0 (0 not run), ferrocast 0/1 (1 not run)"
+    );
+    assert_eq!(
+        tally.closing_line(),
+        "1 passed, 1 failed, 0 skipped, 2 not run"
+    );
+}

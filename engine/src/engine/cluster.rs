@@ -123,6 +123,26 @@ impl Engine {
         engine
     }
 
+    /// Starts keeping the cluster's view of an app added while running (from a reload or the
+    /// app store), and asks the other nodes for their share of it: they may have served it
+    /// all along, while this node ignored what they said of an app it did not know.
+    pub(super) fn cluster_app_added(&mut self, app: &AppId) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        cluster.views.entry(app.clone()).or_default();
+        if cluster.bus_up {
+            self.publish_snapshot(true);
+        }
+    }
+
+    /// Forgets the cluster's view of an app no longer served here.
+    pub(super) fn cluster_app_removed(&mut self, app: &AppId) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.views.remove(app);
+        }
+    }
+
     /// This node's id, for a cluster node.
     pub fn node_id(&self) -> Option<NodeId> {
         self.cluster.as_ref().map(|c| c.node)

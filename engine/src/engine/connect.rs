@@ -1,58 +1,111 @@
 //! Opening a connection: path, protocol version, app checks, socket id, the welcome frame.
 
+use super::app_lookup::{NotFound, Waiter};
 use super::{Connection, Due, Engine};
 use crate::close_code::CloseCode;
 use crate::cluster::view::Change;
 use crate::ids::{AppId, ConnId, SocketId};
-use crate::interface::{ApiMisuse, Notice, Output, WsRequest};
+use crate::interface::{ApiMisuse, AppLookup, Notice, Output, WsRequest};
 use crate::token_bucket::TokenBucket;
 use crate::wire::pusher::{self, RawJson};
 use core::net::IpAddr;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// Why a handshake is not admitted (yet).
+enum Refusal {
+    /// Refused: the close code and reason.
+    Close(CloseCode, String),
+    /// Its key is unknown here: ask the app store.
+    LookUp(AppLookup),
+}
+
+impl From<(CloseCode, String)> for Refusal {
+    fn from((code, message): (CloseCode, String)) -> Self {
+        Refusal::Close(code, message)
+    }
+}
+
 /// Protocol versions this server speaks (pusher-js 8 sends 7).
 const SUPPORTED_PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
 
 impl Engine {
     pub(super) fn open(&mut self, conn: ConnId, request: &WsRequest) -> Result<(), ApiMisuse> {
-        if self.conns.contains_key(&conn) {
+        if self.conns.contains_key(&conn) || self.store.is_waiting(conn) {
             return Err(ApiMisuse::DuplicateConnection(conn));
         }
         let admitted = if self.shutting_down {
-            Err((super::SHUTDOWN_CODE, super::SHUTDOWN_MESSAGE.to_owned()))
+            Err(Refusal::Close(
+                super::SHUTDOWN_CODE,
+                super::SHUTDOWN_MESSAGE.to_owned(),
+            ))
         } else {
-            self.admit(request)
+            self.admit(request, None)
         };
         match admitted {
             Ok(app) => self.establish(conn, app, request.peer),
-            Err((code, message)) => {
-                // The connection never existed for the engine; still say why before closing.
-                self.count_refused(code);
-                self.send(conn, super::error_frame(Some(code), &message));
-                let notice = Notice {
-                    app: None,
-                    socket_id: None,
-                    peer: request.peer,
-                    message: format!(
-                        "connection to {} refused with {}: {message}",
-                        request.path,
-                        code.get()
-                    ),
-                };
-                self.outputs.push_back(Output::Close {
-                    conn,
-                    code,
-                    reason: message,
-                });
-                self.outputs.push_back(Output::Notice(notice));
+            Err(Refusal::LookUp(lookup)) => {
+                self.wait_for_app(lookup, Waiter::Conn(conn, request.clone()))
+            }
+            Err(Refusal::Close(code, message)) => {
+                self.refuse_handshake(conn, request, code, message)
             }
         }
         Ok(())
     }
 
-    /// Decides whether a handshake may become a connection, and for which app.
-    fn admit(&self, request: &WsRequest) -> Result<AppId, (CloseCode, String)> {
+    /// Admits or refuses a handshake that waited for its app's lookup, refused as `why` says
+    /// if the app is still unknown.
+    pub(super) fn open_after_lookup(&mut self, conn: ConnId, request: &WsRequest, why: NotFound) {
+        let admitted = if self.shutting_down {
+            Err(Refusal::Close(
+                super::SHUTDOWN_CODE,
+                super::SHUTDOWN_MESSAGE.to_owned(),
+            ))
+        } else {
+            self.admit(request, Some(why))
+        };
+        match admitted {
+            Ok(app) => self.establish(conn, app, request.peer),
+            Err(Refusal::Close(code, message)) => {
+                self.refuse_handshake(conn, request, code, message)
+            }
+            Err(Refusal::LookUp(_)) => unreachable!("an answered lookup is not asked again"),
+        }
+    }
+
+    /// Refuses a handshake: the connection never existed for the engine, but is told why
+    /// before it is closed.
+    pub(super) fn refuse_handshake(
+        &mut self,
+        conn: ConnId,
+        request: &WsRequest,
+        code: CloseCode,
+        message: String,
+    ) {
+        self.count_refused(code);
+        self.send(conn, super::error_frame(Some(code), &message));
+        let notice = Notice {
+            app: None,
+            socket_id: None,
+            peer: request.peer,
+            message: format!(
+                "connection to {} refused with {}: {message}",
+                request.path,
+                code.get()
+            ),
+        };
+        self.outputs.push_back(Output::Close {
+            conn,
+            code,
+            reason: message,
+        });
+        self.outputs.push_back(Output::Notice(notice));
+    }
+
+    /// Decides whether a handshake may become a connection, and for which app. An unknown key
+    /// is looked up unless `looked_up` says how the store answered it already.
+    fn admit(&self, request: &WsRequest, looked_up: Option<NotFound>) -> Result<AppId, Refusal> {
         let key = request
             .path
             .strip_prefix(self.config.path_prefix.as_str())
@@ -69,15 +122,24 @@ impl Engine {
             })?;
         check_protocol(&request.query)?;
         self.check_capacity(request.peer)?;
-        let id = self.app_by_key.get(key).ok_or_else(|| {
-            (
-                CloseCode::APP_NOT_FOUND,
-                format!("app key {key} does not exist"),
-            )
-        })?;
+        let Some(id) = self.app_by_key.get(key) else {
+            let lookup = AppLookup::Key(key.to_owned());
+            let why = match looked_up {
+                Some(why) => why,
+                None => match self.should_look_up(&lookup) {
+                    Ok(()) => return Err(Refusal::LookUp(lookup)),
+                    Err(why) => why,
+                },
+            };
+            let (code, message) = why.refusal(key);
+            return Err(Refusal::Close(code, message));
+        };
         let app = &self.apps[id];
         if !app.config.enabled {
-            return Err((CloseCode::APP_DISABLED, "app is disabled".into()));
+            return Err(Refusal::Close(
+                CloseCode::APP_DISABLED,
+                "app is disabled".into(),
+            ));
         }
         // 4009 "connection unauthorized": a page the app does not trust must not reconnect
         // in a loop, which a 41xx/42xx code would ask pusher-js to do.
@@ -85,7 +147,7 @@ impl Engine {
             .check(request.origin.as_deref())
             .map_err(|why| (CloseCode::UNAUTHORIZED, why))?;
         if app.config.require_tls && !request.secure {
-            return Err((
+            return Err(Refusal::Close(
                 CloseCode::TLS_REQUIRED,
                 "app only accepts TLS connections: reconnect with wss://".into(),
             ));
@@ -98,7 +160,7 @@ impl Engine {
             .max_connections
             .is_some_and(|max| connections >= max as usize)
         {
-            return Err((
+            return Err(Refusal::Close(
                 CloseCode::OVER_CONNECTION_QUOTA,
                 "app is over its connection quota".into(),
             ));
@@ -110,7 +172,8 @@ impl Engine {
     /// may: the client backs off and reconnects, maybe to another node.
     fn check_capacity(&self, peer: Option<IpAddr>) -> Result<(), (CloseCode, String)> {
         let node_max = self.config.max_node_connections as usize;
-        if node_max > 0 && self.conns.len() >= node_max {
+        let held = self.conns.len() + self.store.waiting_connections();
+        if node_max > 0 && held >= node_max {
             return Err((
                 CloseCode::OVER_CAPACITY,
                 "server is over capacity: reconnect later".into(),

@@ -2,11 +2,12 @@
 //!
 //! Every answer is a real status code with a JSON body; errors are `{"error": "..."}`.
 
+use super::app_lookup::{NotFound, Waiter};
 use super::Engine;
 use crate::http_auth::{self, percent_decode, Query};
 use crate::http_response;
 use crate::ids::{AppId, ReqId};
-use crate::interface::{HttpRequest, Output};
+use crate::interface::{AppLookup, HttpRequest, Output};
 use serde_json::{json, Value};
 
 /// An HTTP answer other than success.
@@ -71,6 +72,45 @@ impl Engine {
     }
 
     pub(super) fn on_http(&mut self, req: ReqId, request: &HttpRequest) {
+        if let Some(lookup) = self.http_lookup(request) {
+            if self.should_look_up(&lookup).is_ok() {
+                let waiter = Waiter::Request(req, request.clone());
+                return self.wait_for_app(lookup, waiter);
+            }
+        }
+        self.answer_now(req, request);
+    }
+
+    /// Answers a request that waited for its app's lookup: as usual if the app is known now
+    /// or the store does not have it (404), with 503 if the store could not say.
+    pub(super) fn answer_after_lookup(&mut self, req: ReqId, request: &HttpRequest, why: NotFound) {
+        if why != NotFound::Missing && self.http_lookup(request).is_some() {
+            return self.refuse_request(req, request, why);
+        }
+        self.answer_now(req, request);
+    }
+
+    /// The lookup an API request needs before it can be answered: the app it names is
+    /// unknown here.
+    fn http_lookup(&self, request: &HttpRequest) -> Option<AppLookup> {
+        if !self.config.app_store.lookups {
+            return None;
+        }
+        let mut segments = request.path.trim_matches('/').split('/');
+        match (segments.next(), segments.next()) {
+            (Some("apps"), Some(id)) if !id.is_empty() => {
+                let id = percent_decode(id);
+                (!self.apps.contains_key(id.as_str())).then_some(AppLookup::Id(id))
+            }
+            (Some("users"), _) => Query::parse(&request.query)
+                .get("auth_key")
+                .filter(|key| !self.app_by_key.contains_key(*key))
+                .map(|key| AppLookup::Key(key.to_owned())),
+            _ => None,
+        }
+    }
+
+    fn answer_now(&mut self, req: ReqId, request: &HttpRequest) {
         let (status, body) = match self.answer_http(request) {
             Ok(body) => (200, body.to_string().into_bytes()),
             Err(error) => {

@@ -48,22 +48,21 @@ impl Engine {
             .iter()
             .map(|app| (AppId::new(&app.id), app.clone()))
             .collect();
+        // Apps from the app store are not the file's to remove.
         let gone: Vec<AppId> = self
             .apps
             .keys()
+            .filter(|id| !self.store.serves(id))
             .filter(|id| !wanted.iter().any(|(wanted, _)| wanted == *id))
             .cloned()
             .collect();
         for app in gone {
-            self.close_app_connections(&app, CloseCode::APP_NOT_FOUND, "app removed");
-            // Its last webhooks (the leaves just caused) are sent, not dropped with it.
-            self.with_webhooks(&app, |hooks, cx| hooks.release_held_back(cx));
-            if let Some(state) = self.apps.remove(&app) {
-                self.app_by_key.remove(&state.key);
-            }
+            self.remove_app(&app, CloseCode::APP_NOT_FOUND, "app removed");
             outcome.removed += 1;
         }
         for (id, config) in wanted {
+            // An app the file now lists is the file's, no longer refreshed from the store.
+            self.store.release(&id);
             match self.apps.get(&id).map(|state| state.config == config) {
                 Some(true) => {}
                 Some(false) => {
@@ -73,7 +72,8 @@ impl Engine {
                 None => {
                     let state = App::new(config, &self.config);
                     self.app_by_key.insert(state.key.clone(), id.clone());
-                    self.apps.insert(id, state);
+                    self.apps.insert(id.clone(), state);
+                    self.cluster_app_added(&id);
                     outcome.added += 1;
                 }
             }
@@ -90,8 +90,19 @@ impl Engine {
         );
     }
 
+    /// Stops serving `app`: its connections are told why and closed with `code`, and its last
+    /// webhooks (the leaves just caused) are sent rather than dropped with it.
+    pub(super) fn remove_app(&mut self, app: &AppId, code: CloseCode, reason: &str) {
+        self.close_app_connections(app, code, reason);
+        self.with_webhooks(app, |hooks, cx| hooks.release_held_back(cx));
+        if let Some(state) = self.apps.remove(app) {
+            self.app_by_key.remove(&state.key);
+        }
+        self.cluster_app_removed(app);
+    }
+
     /// Gives a kept app its new settings; closes its connections if it is now disabled.
-    fn change_app(&mut self, id: &AppId, config: AppConfig) {
+    pub(super) fn change_app(&mut self, id: &AppId, config: AppConfig) {
         let Some(state) = self.apps.get_mut(id) else {
             return;
         };

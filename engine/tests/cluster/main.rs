@@ -4,6 +4,7 @@
 
 mod common;
 
+mod app_store;
 mod bus_format;
 mod cross_node;
 mod fan_out;

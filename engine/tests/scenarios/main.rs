@@ -5,6 +5,7 @@
 
 mod common;
 
+mod app_store;
 mod bad_input;
 mod capacity;
 mod cleanup;

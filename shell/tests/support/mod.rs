@@ -29,6 +29,9 @@ macro_rules! per_workers {
     };
 }
 
+pub(crate) mod db_process;
+pub(crate) mod mariadb;
+pub(crate) mod postgres;
 pub(crate) mod redis_server;
 pub(crate) mod tcp_proxy;
 

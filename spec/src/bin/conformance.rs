@@ -4,6 +4,10 @@
 //! `N passed, N failed, N skipped` line, after a
 //! `score: pusher-docs P/R, client-behaviour P/R, ferrocast P/R` line (vectors passed / run
 //! per source class of their rules); exits non-zero on any failure.
+//!
+//! A server that goes away mid-run (its process exits, or its port stops accepting
+//! connections) is reported once, `server crashed at vector ID`, instead of as a failure of
+//! every vector after it: those are printed `not-run` and counted apart, and the exit code is 3.
 
 use ferrocast_spec::live::{self, http::WebhookReceiver, redis::RedisProcess, Options};
 use ferrocast_spec::rules::{self, ClassScore};
@@ -161,12 +165,28 @@ fn run(options: &Options, dir: &std::path::Path, filter: &str) -> ExitCode {
         redis_url: redis.as_ref().map(|r| r.url.clone()),
         ..options.clone()
     };
+    // A crash is told from failures by the port refusing connections it accepted before.
+    if let (None, Some(target)) = (&options.server_bin, &options.target) {
+        if let Err(e) = live::accepts_connections(target, options.timeout) {
+            eprintln!("ferrocast-conformance: the server is not reachable: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let mut tally = Tally::default();
     let mut score = ClassScore::default();
+    let mut crashed_at: Option<&str> = None;
     for vector in vectors.iter().filter(|v| v.id.contains(filter)) {
-        let outcome = live::run_vector(vector, options, receiver.as_ref());
         let class = rules::class_of(vector, &catalogue);
+        let outcome = if crashed_at.is_some() {
+            ferrocast_spec::Outcome::NotRun
+        } else {
+            live::run_vector(vector, options, receiver.as_ref())
+        };
         println!("{} [{}]", outcome.line(&vector.id), class.name());
+        if let ferrocast_spec::Outcome::ServerCrashed(_) = outcome {
+            println!("server crashed at vector {}", vector.id);
+            crashed_at = Some(&vector.id);
+        }
         tally.add(&outcome);
         score.add(class, &outcome);
     }
@@ -176,9 +196,17 @@ fn run(options: &Options, dir: &std::path::Path, filter: &str) -> ExitCode {
     if tally.known > 0 {
         println!("{} known failures (counted as skipped)", tally.known);
     }
+    if let Some(id) = crashed_at {
+        println!(
+            "server crashed at vector {id}: {} vectors after it not run",
+            tally.not_run
+        );
+    }
     println!("{}", score.line());
     println!("{}", tally.closing_line());
-    if tally.failed > 0 {
+    if crashed_at.is_some() {
+        ExitCode::from(3)
+    } else if tally.failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

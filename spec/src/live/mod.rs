@@ -99,7 +99,10 @@ pub fn skip_reason(vector: &Vector, options: &Options) -> Option<String> {
     None
 }
 
-/// Runs one vector live and classifies the result.
+/// Runs one vector live and classifies the result. A server that went away during the
+/// vector makes it [`Outcome::ServerCrashed`]: with `server_bin`, a started process exited;
+/// against `target`, the port refused a TCP connection after the vector failed (the caller
+/// checked with [`accepts_connections`] that it accepted them before the run).
 pub fn run_vector(
     vector: &Vector,
     options: &Options,
@@ -108,20 +111,80 @@ pub fn run_vector(
     if let Some(why) = skip_reason(vector, options) {
         return Outcome::Skip(why);
     }
-    Outcome::classify(vector, replay(vector, options, webhooks))
+    let (result, crash) = replay(vector, options, webhooks);
+    let crash = crash.or_else(|| match (&result, &options.server_bin, &options.target) {
+        (Err(_), None, Some(target)) => accepts_connections(target, options.timeout)
+            .err()
+            .map(|e| format!("the server stopped accepting connections ({e})")),
+        _ => None,
+    });
+    match (crash, result) {
+        (Some(why), Err(e)) => Outcome::ServerCrashed(format!("{why}; the vector failed at {e}")),
+        (Some(why), Ok(())) => Outcome::ServerCrashed(why),
+        (None, result) => Outcome::classify(vector, result),
+    }
 }
 
+/// Whether `target` (`host:port`) accepts a TCP connection within `timeout`; `Err` says why not.
+pub fn accepts_connections(target: &str, timeout: Duration) -> Result<(), String> {
+    let addr = target
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {target}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{target} resolves to nothing"))?;
+    std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map(drop)
+        .map_err(|e| format!("connecting to {addr}: {e}"))
+}
+
+/// How long a failed vector waits for a started server to be seen exited: a dying process
+/// closes its sockets (failing the vector) just before it can be reaped.
+const EXIT_GRACE: Duration = Duration::from_millis(200);
+
+/// Replays the vector; the second value says why the server is gone, when a started
+/// process exited during the vector.
 fn replay(
     vector: &Vector,
     options: &Options,
     webhooks: Option<&http::WebhookReceiver>,
+) -> (Result<(), String>, Option<String>) {
+    let mut servers = Vec::new();
+    let result = replay_on(vector, options, webhooks, &mut servers);
+    let grace = if result.is_err() {
+        EXIT_GRACE
+    } else {
+        Duration::ZERO
+    };
+    let crash = servers.iter_mut().enumerate().find_map(|(node, server)| {
+        let status = server.exited(grace)?;
+        let which = if options.clustered() {
+            format!("node {node} ")
+        } else {
+            String::new()
+        };
+        let log = server.log_tail();
+        let log = if log.trim().is_empty() {
+            "its log is empty".to_owned()
+        } else {
+            format!("its log: {log}")
+        };
+        Some(format!(
+            "the server process {which}exited ({status}) during this vector; {log}"
+        ))
+    });
+    (result, crash)
+}
+
+fn replay_on(
+    vector: &Vector,
+    options: &Options,
+    webhooks: Option<&http::WebhookReceiver>,
+    servers: &mut Vec<ServerProcess>,
 ) -> Result<(), String> {
-    let _servers;
     let (addrs, host) = match &options.server_bin {
         Some(bin) => {
-            let servers = start_servers(bin, vector, options, webhooks)?;
+            *servers = start_servers(bin, vector, options, webhooks)?;
             let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
-            _servers = servers;
             let host = addrs[0].to_string();
             (addrs, host)
         }

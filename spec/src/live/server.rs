@@ -90,6 +90,21 @@ impl ServerProcess {
         }
     }
 
+    /// The process's exit status if it has exited, waiting up to `grace` for it (bounded
+    /// polling): a process that dies closes its sockets a moment before it can be reaped.
+    pub fn exited(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + grace;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// The last lines of the server's stderr, for failure reports.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

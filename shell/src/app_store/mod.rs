@@ -149,6 +149,10 @@ impl AppStore {
         let stats = Arc::new(AppStoreStats::default());
         let mut threads = Vec::with_capacity(2);
         let query = QueryThread {
+            driver: match settings.driver {
+                AppStoreDriver::Postgres => "postgres",
+                _ => "mysql",
+            },
             connector,
             connection: None,
             jobs: from_engine,
@@ -214,6 +218,8 @@ impl AppStore {
 
 /// The thread that asks the database and answers the engine.
 struct QueryThread {
+    /// Named in log lines, beside the message.
+    driver: &'static str,
     connector: Box<dyn Connector>,
     connection: Option<Box<dyn Connection>>,
     jobs: mpsc::Receiver<Job>,
@@ -350,7 +356,7 @@ impl QueryThread {
                     AppStoreStats::count(&self.stats.errors);
                     self.connection = None;
                     if attempt == 0 {
-                        tracing::debug!(%error, "app store query failed; reconnecting");
+                        tracing::debug!(driver = self.driver, %error, "app store query failed; reconnecting");
                         self.next_attempt = Instant::now();
                         self.reconnect();
                     } else {
@@ -378,6 +384,7 @@ impl QueryThread {
             Err(refused) => {
                 AppStoreStats::count(&self.stats.errors);
                 tracing::warn!(
+                    driver = self.driver,
                     app = %refused.app,
                     column = refused.column,
                     "app store: the app's row is refused, so the app is treated as missing: {refused}"
@@ -396,7 +403,7 @@ impl QueryThread {
                 self.backoff = FIRST_BACKOFF;
                 self.stats.up.store(true, Ordering::Relaxed);
                 if self.logged_down {
-                    tracing::info!("app store available again");
+                    tracing::info!(driver = self.driver, "app store available again");
                     self.logged_down = false;
                 }
             }
@@ -412,7 +419,7 @@ impl QueryThread {
         self.connection = None;
         self.stats.up.store(false, Ordering::Relaxed);
         if !self.logged_down {
-            tracing::warn!("app store unavailable: {error}");
+            tracing::warn!(driver = self.driver, "app store unavailable: {error}");
             self.logged_down = true;
         }
         self.next_attempt = Instant::now() + self.backoff;

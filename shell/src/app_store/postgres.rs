@@ -11,6 +11,7 @@ use super::{FIRST_BACKOFF, MAX_BACKOFF};
 use ferrocast_engine::AppLookup;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls, Statement};
+use std::error::Error as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -18,6 +19,15 @@ use std::time::Duration;
 /// How often the listener looks up from waiting for a notification to see whether it must
 /// stop (and whether its connection is still open).
 const LISTEN_POLL: Duration = Duration::from_millis(200);
+
+/// A client error with its cause (`db error` alone says nothing): the server's message, or
+/// the I/O error, never the URL.
+fn describe(error: postgres::Error) -> String {
+    match error.source() {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
+    }
+}
 
 /// The client configuration of `url`, each step bounded by `timeout`.
 pub(super) fn pg_config(url: &str, timeout: Duration) -> Result<postgres::Config, String> {
@@ -52,14 +62,14 @@ impl PgConnector {
 
 impl Connector for PgConnector {
     fn connect(&self) -> Result<Box<dyn Connection>, String> {
-        let mut client = self.config.connect(NoTls).map_err(|e| e.to_string())?;
+        let mut client = self.config.connect(NoTls).map_err(describe)?;
         // A query that hangs (a lock, a sick server) is given up like a slow connect.
         client
             .batch_execute(&format!(
                 "SET statement_timeout = {}",
                 self.timeout.as_millis()
             ))
-            .map_err(|e| e.to_string())?;
+            .map_err(describe)?;
         let select = |column: &str| {
             format!(
                 "SELECT c.key, c.value FROM (SELECT * FROM {} WHERE \"{column}\" = $1::text \
@@ -67,8 +77,8 @@ impl Connector for PgConnector {
                 self.table
             )
         };
-        let by_key = client.prepare(&select("key")).map_err(|e| e.to_string())?;
-        let by_id = client.prepare(&select("id")).map_err(|e| e.to_string())?;
+        let by_key = client.prepare(&select("key")).map_err(describe)?;
+        let by_id = client.prepare(&select("id")).map_err(describe)?;
         Ok(Box::new(PgConnection {
             client,
             by_key,
@@ -90,17 +100,14 @@ impl Connection for PgConnection {
             AppLookup::Key(key) => (&self.by_key, key),
             AppLookup::Id(id) => (&self.by_id, id),
         };
-        let rows = self
-            .client
-            .query(statement, &[value])
-            .map_err(|e| e.to_string())?;
+        let rows = self.client.query(statement, &[value]).map_err(describe)?;
         if rows.is_empty() {
             return Ok(None);
         }
         let mut row = Row::new();
         for pair in rows {
-            let column: String = pair.try_get(0).map_err(|e| e.to_string())?;
-            let value: Option<String> = pair.try_get(1).map_err(|e| e.to_string())?;
+            let column: String = pair.try_get(0).map_err(describe)?;
+            let value: Option<String> = pair.try_get(1).map_err(describe)?;
             row.insert(column, value.map_or(Value::Null, Value::Text));
         }
         Ok(Some(row))
@@ -138,10 +145,10 @@ impl Listener {
     /// before it), then pass on notifications until the connection fails (`Err`) or the
     /// store stops (`Ok`).
     fn listen(&self) -> Result<(), String> {
-        let mut client = self.config.connect(NoTls).map_err(|e| e.to_string())?;
+        let mut client = self.config.connect(NoTls).map_err(describe)?;
         client
             .batch_execute(&format!("LISTEN {}", quoted(&self.channel, '"')))
-            .map_err(|e| e.to_string())?;
+            .map_err(describe)?;
         tracing::debug!(channel = %self.channel, "app store listening for changes");
         if self.jobs.send(Job::Resync).is_err() {
             return Ok(());

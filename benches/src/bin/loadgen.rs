@@ -11,7 +11,7 @@ use loadgen::args::Args;
 use loadgen::client::Shared;
 use loadgen::report::Report;
 use loadgen::rig::Rig;
-use loadgen::{cluster_scenarios, fanout, floor, floor_http, scenarios, sys, worker};
+use loadgen::{app_store, cluster_scenarios, fanout, floor, floor_http, scenarios, sys, worker};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -55,6 +55,10 @@ fn coordinate(args: Args) -> ExitCode {
         eprintln!("loadgen: --cluster needs --spawn-server PATH (the nodes are started here)");
         return ExitCode::from(2);
     }
+    if args.app_store.is_some() && args.spawn_server.is_none() {
+        eprintln!("loadgen: --app-store needs --spawn-server PATH (the servers are started here)");
+        return ExitCode::from(2);
+    }
     let mut rig = match Rig::new(args) {
         Ok(rig) => rig,
         Err(e) => {
@@ -65,7 +69,7 @@ fn coordinate(args: Args) -> ExitCode {
     print_setup(&rig, limit);
     let mut report = Report::default();
     let plan = rig.plan.clone();
-    let steps: [(&str, Scenario); 7] = [
+    let steps: [(&str, Scenario); 8] = [
         ("fanout", fanout::run),
         ("channels", scenarios::many_channels),
         ("storm", scenarios::storm),
@@ -73,6 +77,7 @@ fn coordinate(args: Args) -> ExitCode {
         ("presence", scenarios::presence),
         ("cluster-fanout", cluster_scenarios::fanout),
         ("cluster-connections", cluster_scenarios::connections),
+        ("app-store", app_store::run),
     ];
     for (name, step) in steps {
         if !plan.runs(name) {

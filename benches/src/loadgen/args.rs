@@ -46,7 +46,8 @@ pub(crate) struct Args {
     #[arg(long)]
     pub repeats: Option<u32>,
     /// Scenarios to run, comma-separated: fanout, channels, storm, idle, presence; with
-    /// `--cluster`, cluster-fanout and cluster-connections [default: all of the mode].
+    /// `--cluster`, cluster-fanout and cluster-connections; with `--app-store`, app-store
+    /// [default: all of the mode].
     #[arg(long)]
     pub scenarios: Option<String>,
     /// Cluster mode (with `--spawn-server`): a `redis-server` from PATH and this many nodes
@@ -101,6 +102,10 @@ pub(crate) struct Args {
     /// Clients offer permessage-deflate (as browsers do) and inflate what arrives compressed.
     #[arg(long)]
     pub deflate: bool,
+    /// The app-store scenario (with `--spawn-server`): a real database of this kind on
+    /// loopback, connect+subscribe with the file store, a warm and a cold database store.
+    #[arg(long, value_enum, value_name = "DRIVER")]
+    pub app_store: Option<super::app_store::Driver>,
     /// Internal: run as a client worker.
     #[arg(long, hide = true)]
     pub worker: bool,
@@ -166,6 +171,8 @@ impl Args {
         let cluster_nodes = self.cluster.unwrap_or(0);
         let default_scenarios = if cluster_nodes > 0 {
             "cluster-fanout,cluster-connections"
+        } else if self.app_store.is_some() {
+            "app-store"
         } else {
             "fanout,channels,storm,idle,presence"
         };
@@ -224,7 +231,7 @@ impl Plan {
         if self.runs("channels") {
             most = most.max(self.channels);
         }
-        if self.runs("storm") {
+        if self.runs("storm") || self.runs("app-store") {
             most = most.max(self.storm);
         }
         if self.runs("idle") {

@@ -383,22 +383,38 @@ fn summarize(report: &mut Report, driver: Driver, n: u32, runs: &[(Store, Measur
     for store in Store::ALL {
         let values = cpus(store);
         let ours = (!values.is_empty()).then(|| median(&values));
-        let queries = medians(store, |m| m.queries);
-        let selects = medians(store, |m| m.selects);
+        let against = (store != Store::File).then_some(file_median).flatten();
         report.row(
             format!(
-                "app store {} {size}: server CPU per connection, {}; {queries:.0} queries, database saw {selects:.0} SELECTs",
+                "app store {} {size}, {}: server CPU per connection",
                 driver.name(),
                 store.label()
             ),
             ours.map_or("n/a".into(), report::ns),
-            (store != Store::File)
-                .then(|| file_median.map(|f| format!("file store {}", report::ns(f))))
-                .flatten(),
-            (store != Store::File)
-                .then(|| report::ratio(ours, file_median))
-                .flatten(),
+            against.map(|f| {
+                let change = ours.map_or(String::new(), |o| {
+                    format!(" ({:+.1}%)", (o / f - 1.0) * 100.0)
+                });
+                format!("file store {}{change}", report::ns(f))
+            }),
+            report::ratio(ours, against),
         );
+        if store != Store::File {
+            report.row(
+                format!(
+                    "app store {} {size}, {}: queries per run",
+                    driver.name(),
+                    store.label()
+                ),
+                format!(
+                    "{:.0} (database saw {:.0} SELECTs)",
+                    medians(store, |m| m.queries),
+                    medians(store, |m| m.selects)
+                ),
+                None,
+                None,
+            );
+        }
     }
     let warm = cpus(Store::Warm);
     if let Some(note) = verdict(&file, &warm) {

@@ -17,5 +17,6 @@ pub(crate) mod rig;
 pub(crate) mod scenarios;
 pub(crate) mod spawn;
 pub(crate) mod sys;
+pub(crate) mod tls;
 pub(crate) mod worker;
 pub(crate) mod ws_client;

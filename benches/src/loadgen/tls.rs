@@ -25,6 +25,11 @@ pub(crate) struct TlsFiles {
 impl TlsFiles {
     /// Makes a fresh self-signed certificate and writes it with its key to a new directory.
     pub(crate) fn generate() -> Result<TlsFiles, String> {
+        Self::generate_in("run")
+    }
+
+    /// Like [`TlsFiles::generate`], in a directory named after `name` and this process.
+    pub(crate) fn generate_in(name: &str) -> Result<TlsFiles, String> {
         let key = rcgen::KeyPair::generate().map_err(|e| format!("TLS key: {e}"))?;
         let mut params =
             rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
@@ -35,8 +40,10 @@ impl TlsFiles {
         let cert = params
             .self_signed(&key)
             .map_err(|e| format!("TLS certificate: {e}"))?;
-        let dir =
-            std::env::temp_dir().join(format!("ferrocast-loadgen-tls-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "ferrocast-loadgen-tls-{name}-{}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let files = TlsFiles {
@@ -310,4 +317,101 @@ fn flush_records<D>(
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::net::TcpListener;
+
+    /// Moves bytes both ways between a TLS client and a TLS server transport until `done`.
+    fn pump(
+        client: &mut (TcpStream, ClientTransport, Vec<u8>),
+        server: &mut (TcpStream, ServerTransport, Vec<u8>),
+        done: impl Fn(&[u8], &[u8]) -> bool,
+    ) {
+        let mut scratch = vec![0u8; 4096];
+        let (mut at_client, mut at_server) = (Vec::new(), Vec::new());
+        for _ in 0..2000 {
+            client.1.write(&mut client.0, &mut client.2).unwrap();
+            server.1.write(&mut server.0, &mut server.2).unwrap();
+            let c = client
+                .1
+                .read(&mut client.0, &mut scratch, &mut at_client, 1 << 20);
+            let s = server
+                .1
+                .read(&mut server.0, &mut scratch, &mut at_server, 1 << 20);
+            assert!(c.unwrap().open && s.unwrap().open);
+            if done(&at_client, &at_server) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        panic!("no exchange: client got {at_client:?}, server got {at_server:?}");
+    }
+
+    #[test]
+    fn a_client_and_a_floor_connection_talk_through_rustls_with_the_generated_certificate() {
+        let files = TlsFiles::generate().unwrap();
+        let client_tls = client_config(&files.cert).unwrap();
+        let server_tls = server_config(&files.cert, &files.key).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client_stream = TcpStream::connect(addr).unwrap();
+        let mut accepted = None;
+        for _ in 0..1000 {
+            if let Ok((stream, _)) = listener.accept() {
+                accepted = Some(stream);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let client = ClientTransport::client(Some(&client_tls), "127.0.0.1:1234").unwrap();
+        let server = ServerTransport::server(Some(&server_tls)).unwrap();
+        let mut client = (client_stream, client, b"GET / HTTP/1.1\r\n\r\n".to_vec());
+        let mut server = (accepted.unwrap(), server, b"HTTP/1.1 101\r\n\r\n".to_vec());
+        pump(&mut client, &mut server, |at_client, at_server| {
+            at_client == b"HTTP/1.1 101\r\n\r\n" && at_server == b"GET / HTTP/1.1\r\n\r\n"
+        });
+        let suite = client.1.suite().unwrap();
+        assert_eq!(Some(suite.clone()), server.1.suite());
+        assert!(suite.starts_with("TLS13_"), "{suite}");
+        assert!(ClientTransport::client(None, "h")
+            .unwrap()
+            .suite()
+            .is_none());
+
+        // A client that trusts another certificate refuses this one.
+        let other = TlsFiles::generate_in("other").unwrap();
+        let stranger = client_config(&other.cert).unwrap();
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let mut refused = ClientTransport::client(Some(&stranger), "127.0.0.1").unwrap();
+        let mut accepted = None;
+        for _ in 0..1000 {
+            if let Ok((s, _)) = listener.accept() {
+                accepted = Some(s);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let (mut server_stream, mut floor) = (
+            accepted.unwrap(),
+            ServerTransport::server(Some(&server_tls)).unwrap(),
+        );
+        let mut scratch = vec![0u8; 4096];
+        let mut failed = false;
+        for _ in 0..2000 {
+            let _ = refused.write(&mut stream, &mut Vec::new());
+            let _ = floor.read(&mut server_stream, &mut scratch, &mut Vec::new(), 1 << 20);
+            if refused
+                .read(&mut stream, &mut scratch, &mut Vec::new(), 1 << 20)
+                .is_err()
+            {
+                failed = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(failed, "a certificate nobody trusts was accepted");
+    }
 }

@@ -232,6 +232,13 @@ impl Conn {
             });
         let sent = queued.saturating_sub(self.out.bytes());
         WorkerStats::add(&cx.stats.bytes_sent, sent as u64);
+        let counts = self.out.take_write_counts();
+        if counts.writes > 0 {
+            WorkerStats::add(&cx.stats.ws_writes, counts.writes);
+        }
+        if counts.frames > 0 {
+            WorkerStats::add(&cx.stats.ws_frames_written, counts.frames);
+        }
         match written {
             Ok(true) => {
                 if let Phase::Closing { shut_write } = &mut self.phase {

@@ -131,21 +131,21 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// A freshly accepted socket, given until `now + request_timeout` to complete its TLS
-    /// handshake, if any, and send a request.
+    /// A freshly accepted socket from `peer`, given until `now + request_timeout` to complete
+    /// its TLS handshake, if any, and send a request.
     pub(crate) fn new(
         id: ConnId,
         stream: TcpStream,
+        peer: IpAddr,
         transport: Transport,
         now: Instant,
         limits: &ConnLimits,
     ) -> Self {
-        let peer = stream.peer_addr().ok().map(|a| a.ip());
         Conn {
             id,
             stream,
             transport,
-            peer,
+            peer: Some(peer),
             phase: Phase::Http {
                 buf: Vec::new(),
                 head: None,

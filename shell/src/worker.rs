@@ -627,9 +627,10 @@ impl Worker {
         }
     }
 
+    /// Forgets a connection and closes its socket. No `epoll_ctl(DEL)` first: the socket's
+    /// descriptor is never duplicated, so closing it takes it out of the epoll set.
     fn drop_conn(&mut self, index: usize) {
-        if let Some(mut entry) = self.conns.remove(index) {
-            let _ = self.poll.registry().deregister(entry.conn.stream_mut());
+        if let Some(entry) = self.conns.remove(index) {
             tracing::trace!(conn = entry.conn.id().0, "dropped");
         }
     }

@@ -207,6 +207,10 @@ impl Worker {
                     Token(token) => {
                         let index = token - FIRST_CONN;
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            let hung_up = event.is_read_closed() || event.is_error();
+                            if let Some(entry) = self.conns.get_mut(index) {
+                                entry.conn.on_event(hung_up);
+                            }
                             if self.stalled {
                                 self.read_later(index);
                             } else {

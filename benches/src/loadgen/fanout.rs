@@ -31,10 +31,13 @@ struct Ours {
 }
 
 /// What the write floor of one size measured.
-struct Floor {
-    sweep_wall: f64,
-    cpu_per_delivery: f64,
-    suite: Option<String>,
+pub(crate) struct Floor {
+    /// Wall time of one sweep over every socket.
+    pub sweep_wall: f64,
+    /// The writing thread's CPU per `write`.
+    pub cpu_per_delivery: f64,
+    /// The TLS cipher suite its clients negotiated (none over plain TCP).
+    pub suite: Option<String>,
 }
 
 /// Runs the fan-out scenario at every configured size.
@@ -367,7 +370,8 @@ pub(crate) fn check_stats(
     }
 }
 
-fn measure_floor(
+/// Measures the write floor for `n` sockets and frames carrying `payload`.
+pub(crate) fn measure_floor(
     rig: &mut Rig,
     report: &mut Report,
     n: u32,

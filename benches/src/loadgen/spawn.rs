@@ -28,6 +28,8 @@ pub(crate) struct ServerProc {
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     /// Set once a cluster node logs that its Redis bus is connected.
     bus_connected: Arc<AtomicBool>,
+    /// Where it serves `/metrics`, once it said so.
+    metrics: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 impl ServerProc {
@@ -70,6 +72,8 @@ impl ServerProc {
             // Every generated client comes from 127.0.0.1: storms of thousands of connections
             // are the point here, not what a per-address limit would refuse.
             .args(["--rate-limit", "false"])
+            // Its counters (frames per write) are scraped by the sustained scenario.
+            .args(["--metrics", "true", "--metrics-port", "0"])
             .args(extra)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -98,10 +102,14 @@ impl ServerProc {
         });
         let stdout = child.stdout.take().expect("stdout was piped");
         let (tx, rx) = mpsc::channel();
+        let metrics = Arc::new(Mutex::new(None));
+        let metrics_seen = Arc::clone(&metrics);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("ferrocast listening on ") {
                     let _ = tx.send(addr.trim().to_string());
+                } else if let Some(addr) = line.strip_prefix("ferrocast metrics on ") {
+                    *metrics_seen.lock().expect("not poisoned") = addr.trim().parse().ok();
                 }
             }
         });
@@ -112,6 +120,7 @@ impl ServerProc {
             config,
             stderr_tail,
             bus_connected,
+            metrics,
         };
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(addr) => {
@@ -142,6 +151,18 @@ impl ServerProc {
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(())
+    }
+
+    /// Where it serves `/metrics` (it prints that right after its listening line).
+    pub(crate) fn metrics_addr(&self) -> Option<SocketAddr> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let addr = *self.metrics.lock().expect("not poisoned");
+            if addr.is_some() || std::time::Instant::now() >= deadline {
+                return addr;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Whether it is still running.

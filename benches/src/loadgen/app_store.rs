@@ -36,7 +36,7 @@ use super::sys;
 use mariadb::MariaDbServer;
 use postgres::PostgresServer;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -273,13 +273,8 @@ fn measure(
     store: Store,
     n: u32,
 ) -> Result<Measured, String> {
-    let metrics_port = free_port()?;
-    let mut extra = vec![
-        "--metrics".to_string(),
-        "true".into(),
-        "--metrics-port".into(),
-        metrics_port.to_string(),
-    ];
+    // The spawned server always serves metrics, on a port it prints.
+    let mut extra = Vec::new();
     let file_creds = match store {
         Store::File => rig.creds.clone(),
         Store::Warm | Store::Cold => {
@@ -304,7 +299,9 @@ fn measure(
     };
     let cpu = rig.pinned.then_some(rig.args.server_cpu());
     let mut server = ServerProc::spawn(bin, &file_creds, 100, cpu, &extra)?;
-    let metrics = SocketAddr::from(([127, 0, 0, 1], metrics_port));
+    let metrics = server
+        .metrics_addr()
+        .ok_or_else(|| format!("the server ({}) printed no metrics address", store.label()))?;
     let base = format!("ws://{}", server.addr);
     let targets: Vec<WsTarget> = match store {
         Store::File | Store::Warm => vec![spawn::ws_target(&base, &rig.creds.key)?],
@@ -504,15 +501,6 @@ fn counter(text: &str, name: &str) -> u64 {
         .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .find_map(|value| value.trim().parse::<f64>().ok())
         .map_or(0, |v| v as u64)
-}
-
-fn free_port() -> Result<u16, String> {
-    // Released before the server binds it; another process taking it in between makes the
-    // server fail to start, which is reported.
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free loopback port: {e}"))
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ mod webhook;
 mod webhook_delivery;
 mod worker;
 
+/// Apps read from PostgreSQL or MySQL, for the store's integration tests.
+pub use app_store::{AppLookups, AppStore, AppStoreStats, AppStoreStatsSnapshot};
 /// The bus link's hand-off state, for its loom model.
 #[cfg(loom)]
 pub use bus::shared as bus_shared;

@@ -11,6 +11,7 @@
 //!
 //! [`Engine::metrics`]: ferrocast_engine::Engine::metrics
 
+use crate::app_store::{AppStoreStats, AppStoreStatsSnapshot};
 use crate::bus::BusStats;
 use crate::queue::Sender;
 use crate::webhook_delivery::DeliveryStats;
@@ -174,6 +175,8 @@ pub(crate) struct Sources {
     pub(crate) webhooks: Option<(Arc<DeliveryStats>, Sender<WebhookDelivery>)>,
     /// The bus link's counters and outgoing queue, for a cluster node.
     pub(crate) bus: Option<(Arc<BusStats>, crate::bus::BusSender)>,
+    /// The app store's counters, when apps come from a database.
+    pub(crate) app_store: Option<Arc<AppStoreStats>>,
 }
 
 impl Sources {
@@ -220,6 +223,7 @@ impl Sources {
             shell,
             webhooks,
             bus,
+            app_store: self.app_store.as_ref().map(|stats| stats.snapshot()),
             batch_seconds: self.board.batch_seconds.clone(),
         };
         let mut registry = Registry::with_prefix(PREFIX);
@@ -276,6 +280,7 @@ struct Scrape {
     shell: ShellSums,
     webhooks: Option<WebhookSums>,
     bus: Option<BusSums>,
+    app_store: Option<AppStoreStatsSnapshot>,
     batch_seconds: Histogram,
 }
 
@@ -363,6 +368,9 @@ impl Collector for Scrape {
         }
         if let Some(bus) = &self.bus {
             encode_bus(bus, &mut encoder)?;
+        }
+        if let Some(store) = &self.app_store {
+            encode_app_store(store, &mut encoder)?;
         }
         let histogram = encoder.encode_descriptor(
             "engine_batch_duration",
@@ -587,6 +595,33 @@ fn encode_webhooks(webhooks: &WebhookSums, encoder: &mut DescriptorEncoder) -> f
         )
         .sample([("reason", "retry_window".to_owned())], webhooks.given_up)
         .counter(encoder)
+}
+
+fn encode_app_store(store: &AppStoreStatsSnapshot, encoder: &mut DescriptorEncoder) -> fmt::Result {
+    single(
+        "app_store_queries",
+        "Queries sent to the app store's database (one per distinct app looked up or re-read)",
+        store.queries,
+    )
+    .counter(encoder)?;
+    single(
+        "app_store_errors",
+        "App store connection attempts and queries that failed, and rows refused as malformed",
+        store.errors,
+    )
+    .counter(encoder)?;
+    single(
+        "app_store_up",
+        "Whether the app store's database connection is open (1) or not (0)",
+        u64::from(store.up),
+    )
+    .gauge(encoder)?;
+    single(
+        "app_store_notifications",
+        "App changes heard from the database (PostgreSQL LISTEN/NOTIFY)",
+        store.notifications,
+    )
+    .counter(encoder)
 }
 
 fn encode_bus(bus: &BusSums, encoder: &mut DescriptorEncoder) -> fmt::Result {

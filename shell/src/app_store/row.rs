@@ -19,8 +19,6 @@ use std::fmt;
 pub(crate) enum Value {
     /// SQL NULL.
     Null,
-    /// A boolean column (PostgreSQL `boolean`).
-    Bool(bool),
     /// Any integer column (`tinyint(1)` and `smallint` flags included).
     Int(i64),
     /// A floating-point or decimal column.
@@ -54,8 +52,9 @@ impl fmt::Display for RowError {
 
 impl std::error::Error for RowError {}
 
-/// Every column the mapping reads, in the order of soketi's `CREATE TABLE`: the ones a query
-/// must return (the rest of a row is ignored).
+/// Every column the mapping reads, in the order of soketi's `CREATE TABLE` (the rest of a
+/// row is ignored).
+#[cfg(test)]
 pub(crate) const COLUMNS: [&str; 18] = [
     "id",
     "key",
@@ -263,11 +262,11 @@ impl Reader<'_> {
         Ok(Some(bytes as usize))
     }
 
-    /// A switch: a boolean, 0 or 1 (soketi's `tinyint(1)` and `smallint`), or their text.
+    /// A switch: 0 or 1 (soketi's `tinyint(1)` and `smallint`), or text (`true`, `f`, …: a
+    /// PostgreSQL `boolean` as text).
     fn flag(&self, column: &'static str) -> Result<Option<bool>, RowError> {
         match self.get(column) {
             None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(Value::Int(0)) => Ok(Some(false)),
             Some(Value::Int(1)) => Ok(Some(true)),
             Some(Value::Text(text)) => match text.trim().to_ascii_lowercase().as_str() {
@@ -353,7 +352,6 @@ impl SoketiWebhook {
 fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "NULL",
-        Value::Bool(_) => "a boolean",
         Value::Int(_) => "a number",
         Value::Float(_) => "a number",
         Value::Text(_) => "text",

@@ -146,7 +146,7 @@ impl AppStoreSettings {
                 }
             }
             AppStoreDriver::Postgres => &["postgres://", "postgresql://"],
-            AppStoreDriver::Mysql => &["mysql://", "mariadb://"],
+            AppStoreDriver::Mysql => &["mysql://"],
         };
         let driver = format!("{:?}", self.driver).to_ascii_lowercase();
         let Some(url) = self.url.as_deref() else {

@@ -108,15 +108,23 @@ for (const { driver, name, notifies } of DRIVERS) {
         creds,
       );
 
-    /** Waits for the first error with a Pusher code on a pusher-js client; returns the code. */
-    const refusal = async (pusher, pred, what, timeout) => {
+    /**
+     * Starts recording a pusher-js client's connection errors; `code(timeout)` waits for the
+     * first that carries a Pusher code. Recording starts before the change that causes it,
+     * since the server may close the connection before the statement's client has exited.
+     */
+    const refusals = (pusher, what) => {
       const errors = record(pusher.connection, 'error');
-      try {
-        const error = await errors.until((e) => pred(pusherErrorCode(e.data)), { what, timeout });
-        return pusherErrorCode(error.data);
-      } finally {
-        errors.stop();
-      }
+      return {
+        async code(timeout) {
+          try {
+            const error = await errors.until((e) => pusherErrorCode(e.data) !== undefined, { what, timeout });
+            return pusherErrorCode(error.data);
+          } finally {
+            errors.stop();
+          }
+        },
+      };
     };
 
     /**
@@ -171,7 +179,7 @@ for (const { driver, name, notifies } of DRIVERS) {
       const creds = fresh();
       const h = await serve(t, creds);
       const pusher = h.client({ key: 'no-such-key' });
-      assert.equal(await refusal(pusher, (code) => code !== undefined, 'a refusal'), 4001);
+      assert.equal(await refusals(pusher, 'a refusal').code(), 4001);
       // A raw socket sees the same, frame and close code.
       const raw = h.raw(h.url('no-such-key-either'));
       assert.equal((await raw.event('pusher:error')).data.code, 4001);
@@ -226,10 +234,11 @@ for (const { driver, name, notifies } of DRIVERS) {
       const other = await insert(fresh());
       const bystander = await roundTripThroughApp(h, other, 'bystander');
 
+      const closed = refusals(pusher, 'the connection to be closed');
       const changedAt = Date.now();
       await update(creds.id, { enabled: 0 });
       const bound = notifies ? NOTIFY_WITHIN_MS : ttl * 1000 + TTL_MARGIN_MS;
-      const code = await refusal(pusher, (c) => c !== undefined, 'the connection to be closed', bound);
+      const code = await closed.code(bound);
       t.diagnostic(`closed ${Date.now() - changedAt} ms after the UPDATE (cache TTL ${ttl} s)`);
       assert.equal(code, 4003);
       assert.equal(await answer(h, creds.key), 4003, 'a new connection to the disabled app');
@@ -244,10 +253,11 @@ for (const { driver, name, notifies } of DRIVERS) {
       const h = await serve(t, creds, { cache_ttl_secs: ttl });
       const pusher = await roundTripThroughApp(h, creds, 'to-delete');
 
+      const closed = refusals(pusher, 'the connection to be closed');
       const changedAt = Date.now();
       await db.sql(`DELETE FROM apps WHERE ${column(driver, 'id')} = ${literal(creds.id)}`);
       const bound = notifies ? NOTIFY_WITHIN_MS : ttl * 1000 + TTL_MARGIN_MS;
-      const code = await refusal(pusher, (c) => c !== undefined, 'the connection to be closed', bound);
+      const code = await closed.code(bound);
       t.diagnostic(`closed ${Date.now() - changedAt} ms after the DELETE (cache TTL ${ttl} s)`);
       assert.equal(code, 4001);
       assert.equal(await answer(h, creds.key), 4001, 'a new connection to the deleted app');
@@ -289,7 +299,7 @@ for (const { driver, name, notifies } of DRIVERS) {
       // An app that is in the table but cannot be read: unavailable, not missing.
       const added = await insert(fresh());
       const pusher = h.client({ key: added.key, signer: h.sdkFor(added) });
-      const code = await refusal(pusher, (c) => c !== undefined, 'a refusal during the outage');
+      const code = await refusals(pusher, 'a refusal during the outage').code();
       assert.ok(code >= 4100 && code < 4200, `a 4100-range error during the outage, got ${code}`);
       pusher.disconnect();
       assert.equal(await triggerStatus(h.sdkFor(added), 'during-outage', 'news', {}), 503, 'a publish to it');
@@ -314,9 +324,10 @@ for (const { driver, name, notifies } of DRIVERS) {
         // Once an unknown key can be looked up again the store is connected; then a change.
         const probe = await insert(fresh());
         await eventually(async () => (await answer(h, probe.key)) === 'established', 'a lookup after the outage', 20_000);
+        const closed = refusals(pusher, 'the connection to be closed');
         const changedAt = Date.now();
         await update(creds.id, { enabled: 0 });
-        const code = await refusal(pusher, (c) => c !== undefined, 'the connection to be closed', 5_000);
+        const code = await closed.code(5_000);
         t.diagnostic(`closed ${Date.now() - changedAt} ms after the UPDATE`);
         assert.equal(code, 4003);
       });

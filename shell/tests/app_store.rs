@@ -233,7 +233,9 @@ fn lookups_by_key_and_id_are_found_or_missing(db: &dyn Database) {
     assert_eq!(ask(&store, &door, key("x' OR '1'='1")), AppAnswer::Missing);
     let stats = store.stats().snapshot();
     assert!(stats.up, "{stats:?}");
-    assert_eq!(stats.queries, 5, "{stats:?}");
+    // One query per lookup, and with PostgreSQL perhaps one more: the listener's first
+    // LISTEN re-reads the apps served so far, which depends on when it connected.
+    assert!((5..=6).contains(&stats.queries), "{stats:?}");
     store.stop();
 }
 
@@ -275,6 +277,15 @@ fn a_stopped_database_is_unavailable_at_once_and_found_again_after_its_return(
     let (store, door) = start_store(db);
     found(ask(&store, &door, key("key-1")));
     db.stop();
+    // Idle, the store still notices (it checks its connection after 5 s without lookups).
+    let until = Instant::now() + Duration::from_secs(8);
+    while store.stats().snapshot().up && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !store.stats().snapshot().up,
+        "the outage shows without a lookup"
+    );
     let driver = format!(
         "driver=\"{}\"",
         if db.driver() == AppStoreDriver::Postgres {

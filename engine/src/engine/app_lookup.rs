@@ -147,7 +147,7 @@ pub(super) enum Waiter {
 }
 
 impl Engine {
-    /// Whether an unknown key or id should be asked of the store now; `None` says how it is
+    /// Whether an unknown key or id should be asked of the store now; `Err` says how it is
     /// refused instead (lookups off, or a "missing" remembered).
     pub(super) fn should_look_up(&self, lookup: &AppLookup) -> Result<(), NotFound> {
         let now = self.moment().now;
@@ -216,6 +216,10 @@ impl Engine {
     /// (messages and signs of life), or acted on at once (a close). `Some` gives back an input
     /// that is not for a waiting connection.
     pub(super) fn input_while_waiting(&mut self, input: Input) -> Option<Input> {
+        // The common case, and the only one without an app store: nobody waits.
+        if self.store.waiting.is_empty() {
+            return Some(input);
+        }
         let conn = match &input {
             Input::Text { conn, .. }
             | Input::Binary { conn, .. }

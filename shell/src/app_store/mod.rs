@@ -36,6 +36,9 @@ use std::time::{Duration, Instant};
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// The longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long the query connection may sit idle before it is checked, so that an outage shows
+/// (in the log and `ferrocast_app_store_up`) even while no lookup comes.
+const PING_AFTER: Duration = Duration::from_secs(5);
 
 /// What the store's query thread is asked to do.
 #[derive(Debug)]
@@ -55,6 +58,9 @@ trait Connection: Send {
     /// The row of the app `lookup` names, if the table has one; an error means the
     /// connection is unusable (it is dropped and opened again).
     fn fetch(&mut self, lookup: &AppLookup) -> Result<Option<Row>, String>;
+
+    /// Checks the connection with the cheapest round trip the database has.
+    fn ping(&mut self) -> Result<(), String>;
 }
 
 /// Opens connections to one database.
@@ -244,19 +250,17 @@ impl QueryThread {
         let mut pending = Pending::new();
         loop {
             if pending.is_empty() {
-                let job = match self.connection {
-                    Some(_) => self.jobs.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                    None => self
-                        .jobs
-                        .recv_timeout(self.next_attempt.saturating_duration_since(Instant::now())),
+                let wait = match self.connection {
+                    Some(_) => PING_AFTER,
+                    None => self.next_attempt.saturating_duration_since(Instant::now()),
                 };
-                match job {
+                match self.jobs.recv_timeout(wait) {
                     Ok(job) => {
                         if !self.gather(job, &mut pending) {
                             return;
                         }
                     }
-                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Timeout) => self.ping(),
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
@@ -392,6 +396,18 @@ impl QueryThread {
                 self.known.remove(&refused.app);
                 self.missing(lookup)
             }
+        }
+    }
+
+    /// Checks an idle connection; a dead one is an outage like a failed query.
+    fn ping(&mut self) {
+        let Some(connection) = self.connection.as_mut() else {
+            return;
+        };
+        if let Err(error) = connection.ping() {
+            AppStoreStats::count(&self.stats.errors);
+            self.next_attempt = Instant::now();
+            self.down(&error);
         }
     }
 

@@ -90,4 +90,8 @@ impl Connection for MyConnection {
         }
         Ok(Some(row))
     }
+
+    fn ping(&mut self) -> Result<(), String> {
+        self.conn.ping().map_err(|e| e.to_string())
+    }
 }

@@ -112,6 +112,10 @@ impl Connection for PgConnection {
         }
         Ok(Some(row))
     }
+
+    fn ping(&mut self) -> Result<(), String> {
+        self.client.simple_query("").map(drop).map_err(describe)
+    }
 }
 
 /// The thread that LISTENs for changes and hands each changed id to the query thread.
@@ -168,7 +172,7 @@ impl Listener {
                 }
                 Ok(None) if client.is_closed() => return Err("connection closed".into()),
                 Ok(None) => {}
-                Err(error) => return Err(error.to_string()),
+                Err(error) => return Err(describe(error)),
             }
         }
     }

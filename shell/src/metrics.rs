@@ -55,6 +55,10 @@ pub(crate) struct WorkerStats {
     pub(crate) http_requests: AtomicU64,
     /// Connections closed because their output queue overflowed.
     pub(crate) slow_consumers: AtomicU64,
+    /// Socket writes (`writev`) that carried WebSocket frames.
+    pub(crate) ws_writes: AtomicU64,
+    /// WebSocket frames written: divided by `ws_writes`, how many frames one write carries.
+    pub(crate) ws_frames_written: AtomicU64,
     /// WebSocket handshakes refused by the per-address connect limit.
     pub(crate) ws_connects_limited: AtomicU64,
     /// HTTP requests refused by the per-address API limit.
@@ -201,6 +205,8 @@ impl Sources {
             bytes_sent: sum(|w| &w.bytes_sent),
             http_requests: sum(|w| &w.http_requests),
             slow_consumers: sum(|w| &w.slow_consumers),
+            ws_writes: sum(|w| &w.ws_writes),
+            ws_frames_written: sum(|w| &w.ws_frames_written),
             ws_connects_limited: sum(|w| &w.ws_connects_limited),
             api_requests_limited: sum(|w| &w.api_requests_limited),
             refusals,
@@ -244,6 +250,8 @@ struct ShellSums {
     bytes_sent: u64,
     http_requests: u64,
     slow_consumers: u64,
+    ws_writes: u64,
+    ws_frames_written: u64,
     ws_connects_limited: u64,
     api_requests_limited: u64,
     refusals: [u64; REFUSAL_STATUSES.len() + 1],
@@ -537,6 +545,18 @@ impl Scrape {
             "slow_consumer_closes",
             "Connections closed for reading too slowly",
             shell.slow_consumers,
+        )
+        .counter(encoder)?;
+        single(
+            "ws_writes",
+            "Socket writes that carried WebSocket frames (one writev each)",
+            shell.ws_writes,
+        )
+        .counter(encoder)?;
+        single(
+            "ws_frames_written",
+            "WebSocket frames written to sockets",
+            shell.ws_frames_written,
         )
         .counter(encoder)?;
         Family::new(

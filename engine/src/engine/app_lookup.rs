@@ -282,8 +282,25 @@ impl Engine {
                 Some(NotFound::Unavailable)
             }
         };
+        if asked {
+            self.refresh_again_if_due(&lookup);
+        }
         if let Some(pending) = pending {
             self.release_waiters(pending, outcome);
+        }
+    }
+
+    /// A refresh answered with another app's settings left its own app with no refresh due,
+    /// so it would be neither refreshed nor forgotten: it is asked for again later, as if the
+    /// store had been unavailable.
+    fn refresh_again_if_due(&mut self, lookup: &AppLookup) {
+        let AppLookup::Id(id) = lookup else {
+            return;
+        };
+        let id = AppId::new(id);
+        let now = self.moment().now;
+        if self.store.cached.get(&id).is_some_and(|at| *at <= now) {
+            self.schedule_refresh(id);
         }
     }
 
@@ -350,6 +367,9 @@ impl Engine {
         for lookup in lookups {
             if let Some(pending) = self.store.in_flight.remove(&lookup) {
                 self.timers.cancel(pending.deadline);
+                // As when it times out: a refresh cut short is due again later, so an app
+                // nobody uses after the shutdown is still forgotten.
+                self.store_unavailable(&lookup);
                 self.release_waiters(pending, Some(NotFound::Unavailable));
             }
         }

@@ -63,6 +63,7 @@ fn coordinate(args: Args) -> ExitCode {
         }
     };
     print_setup(&rig, limit);
+    let plot_dir = rig.args.plot.clone();
     let mut report = Report::default();
     let plan = rig.plan.clone();
     let steps: [(&str, Scenario); 7] = [
@@ -94,6 +95,12 @@ fn coordinate(args: Args) -> ExitCode {
         sys::load_average().unwrap_or(0.0)
     );
     print!("{}", report.table());
+    if let Some(dir) = &plot_dir {
+        match loadgen::plot::write(dir, &report.figures) {
+            Ok(files) => println!("charts: {}", files.join(", ")),
+            Err(e) => report.fail(format!("cannot write the charts: {e}")),
+        }
+    }
     for note in &report.notes {
         println!("{note}");
     }

@@ -95,6 +95,9 @@ pub(crate) struct Args {
     /// Padding bytes in each event's data.
     #[arg(long, default_value_t = 80)]
     pub payload_bytes: usize,
+    /// Write SVG charts of what the run measured (and the numbers, as `figures.json`) into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<PathBuf>,
     /// Skip the floor measurements.
     #[arg(long)]
     pub no_floors: bool,

@@ -11,7 +11,7 @@ use loadgen::args::Args;
 use loadgen::client::Shared;
 use loadgen::report::Report;
 use loadgen::rig::Rig;
-use loadgen::{cluster_scenarios, fanout, floor, floor_http, scenarios, sys, worker};
+use loadgen::{cluster_scenarios, fanout, floor, floor_http, scenarios, soak, sys, worker};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -34,6 +34,15 @@ fn main() -> ExitCode {
         floor::run("127.0.0.1")
     } else if args.floor_http {
         floor_http::run("127.0.0.1", &args.app_secret)
+    } else if let Some(secs) = args.soak {
+        return match soak::run(&args, secs) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("loadgen: soak: {e}");
+                ExitCode::from(2)
+            }
+        };
     } else {
         return coordinate(args);
     };
@@ -96,7 +105,7 @@ fn coordinate(args: Args) -> ExitCode {
     );
     print!("{}", report.table());
     if let Some(dir) = &plot_dir {
-        match loadgen::plot::write(dir, &report.figures) {
+        match loadgen::plot::write(dir, "figures.json", &report.figures) {
             Ok(files) => println!("charts: {}", files.join(", ")),
             Err(e) => report.fail(format!("cannot write the charts: {e}")),
         }

@@ -17,6 +17,7 @@ pub(crate) mod plot;
 pub(crate) mod report;
 pub(crate) mod rig;
 pub(crate) mod scenarios;
+pub(crate) mod soak;
 pub(crate) mod spawn;
 pub(crate) mod sys;
 pub(crate) mod worker;

@@ -86,12 +86,13 @@ pub(crate) fn render(figures: &Figures) -> Result<Vec<Chart>, String> {
     Ok(charts)
 }
 
-/// Writes every chart and the figures as `figures.json` into `dir`; returns the paths written.
-pub(crate) fn write(dir: &Path, figures: &Figures) -> Result<Vec<String>, String> {
+/// Writes every chart and the figures as JSON (`json`, e.g. `figures.json`) into `dir`;
+/// returns the paths written.
+pub(crate) fn write(dir: &Path, json: &str, figures: &Figures) -> Result<Vec<String>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let mut written = Vec::new();
-    let json = serde_json::to_string_pretty(figures).map_err(|e| e.to_string())?;
-    let mut files = vec![("figures.json".to_string(), json)];
+    let text = serde_json::to_string_pretty(figures).map_err(|e| e.to_string())?;
+    let mut files = vec![(json.to_string(), text)];
     files.extend(
         render(figures)?
             .into_iter()
@@ -115,7 +116,7 @@ fn short(v: f64) -> String {
         } else {
             format!("{k:.1}k")
         }
-    } else if a >= 10.0 || a == 0.0 {
+    } else if a >= 10.0 || (v - v.round()).abs() < 1e-9 {
         format!("{v:.0}")
     } else if a >= 1.0 {
         format!("{v:.1}")
@@ -313,8 +314,9 @@ fn svg(panels: &[Panel]) -> Result<String, String> {
     Ok(out)
 }
 
-/// The range of `values` with room around it (and from zero, for amounts).
-fn bounds(values: impl Iterator<Item = f64>, log: bool, from_zero: bool) -> Range<f64> {
+/// The range of `values` with room around it (`head`: a share of the span above, for the
+/// legend), from zero for amounts.
+fn bounds(values: impl Iterator<Item = f64>, log: bool, from_zero: bool, head: f64) -> Range<f64> {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for v in values.filter(|v| v.is_finite() && (!log || *v > 0.0)) {
         lo = lo.min(v);
@@ -331,7 +333,7 @@ fn bounds(values: impl Iterator<Item = f64>, log: bool, from_zero: bool) -> Rang
     }
     let span = (hi - lo).max(hi.abs() * 0.1).max(1e-9);
     let lo = if from_zero { lo } else { lo - span * 0.05 };
-    lo..hi + span * 0.25
+    lo..hi + span * head
 }
 
 fn draw(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> Result<(), String> {
@@ -345,11 +347,11 @@ fn draw(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> Result<(), 
         .series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1));
-    let x = bounds(xs(), panel.log_x, !panel.log_x);
+    let x = bounds(xs(), panel.log_x, !panel.log_x, 0.03);
     let y = if panel.share {
         0.0..1.05
     } else {
-        bounds(ys, false, true)
+        bounds(ys, false, true, 0.3)
     };
     if panel.log_x {
         draw_on(area, panel, x.log_scale(), y)
@@ -555,6 +557,7 @@ mod tests {
         assert_eq!(short(1_500.0), "1.5k");
         assert_eq!(short(250.0), "250");
         assert_eq!(short(2.5), "2.5");
+        assert_eq!(short(5.0), "5");
         assert_eq!(short(0.42), "0.42");
     }
 }

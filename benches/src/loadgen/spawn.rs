@@ -28,6 +28,8 @@ pub(crate) struct ServerProc {
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     /// Set once a cluster node logs that its Redis bus is connected.
     bus_connected: Arc<AtomicBool>,
+    /// Where its metrics listener is, once it has printed it (`--metrics true`).
+    metrics: Arc<Mutex<Option<String>>>,
 }
 
 impl ServerProc {
@@ -98,10 +100,14 @@ impl ServerProc {
         });
         let stdout = child.stdout.take().expect("stdout was piped");
         let (tx, rx) = mpsc::channel();
+        let metrics = Arc::new(Mutex::new(None));
+        let metrics_seen = Arc::clone(&metrics);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("ferrocast listening on ") {
                     let _ = tx.send(addr.trim().to_string());
+                } else if let Some(addr) = line.strip_prefix("ferrocast metrics on ") {
+                    *metrics_seen.lock().expect("not poisoned") = Some(addr.trim().to_string());
                 }
             }
         });
@@ -112,6 +118,7 @@ impl ServerProc {
             config,
             stderr_tail,
             bus_connected,
+            metrics,
         };
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(addr) => {
@@ -142,6 +149,26 @@ impl ServerProc {
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(())
+    }
+
+    /// The address of its metrics listener, waiting up to `timeout` for the line naming it.
+    pub(crate) fn metrics_addr(&mut self, timeout: Duration) -> Result<SocketAddr, String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(addr) = self.metrics.lock().expect("not poisoned").as_deref() {
+                return addr
+                    .parse()
+                    .map_err(|e| format!("bad metrics address {addr}: {e}"));
+            }
+            if !self.alive() || std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the server on {} printed no metrics line within {timeout:?}; stderr: {}",
+                    self.addr,
+                    self.stderr_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Whether it is still running.

@@ -121,7 +121,8 @@ fn short(v: f64) -> String {
     } else if a >= 1.0 {
         format!("{v:.1}")
     } else {
-        format!("{v:.2}")
+        let two = format!("{v:.2}");
+        two.trim_end_matches('0').to_string()
     }
 }
 
@@ -559,5 +560,6 @@ mod tests {
         assert_eq!(short(2.5), "2.5");
         assert_eq!(short(5.0), "5");
         assert_eq!(short(0.42), "0.42");
+        assert_eq!(short(0.5), "0.5");
     }
 }

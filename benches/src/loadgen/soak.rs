@@ -638,10 +638,21 @@ fn session(ctx: &Ctx, rng: &mut Rng, user: &str) -> Result<(), String> {
         "ws://{}/app/{}?protocol=7&client=loadgen-soak&version=1",
         ctx.addr, ctx.creds.key
     );
-    let (mut ws, _) = tungstenite::client(url.as_str(), stream).map_err(|e| match e {
-        tungstenite::HandshakeError::Failure(e) => format!("handshake: {e}"),
-        tungstenite::HandshakeError::Interrupted(_) => "handshake timed out".to_string(),
-    })?;
+    // The short read timeout interrupts the handshake too: resume it until the deadline.
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    let mut attempt = tungstenite::client(url.as_str(), stream);
+    let mut ws = loop {
+        match attempt {
+            Ok((ws, _)) => break ws,
+            Err(tungstenite::HandshakeError::Failure(e)) => return Err(format!("handshake: {e}")),
+            Err(tungstenite::HandshakeError::Interrupted(mid)) => {
+                if Instant::now() >= deadline {
+                    return Err(format!("no handshake answer within {ANSWER_TIMEOUT:?}"));
+                }
+                attempt = mid.handshake();
+            }
+        }
+    };
     let welcome = wait_for(&mut ws, ctx, "pusher:connection_established", None)?;
     let socket_id = data_of(&welcome)["socket_id"]
         .as_str()

@@ -16,7 +16,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")"
 seconds="${FUZZ_SECONDS:-20}"
-targets="${FUZZ_TARGETS:-client_message config engine_ops ws_frame http_request bus_message}"
+targets="${FUZZ_TARGETS:-client_message config engine_ops ws_frame http_request bus_message app_store}"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "smoke: installing cargo-fuzz"

@@ -99,6 +99,15 @@ pub fn engine_ops(data: &[u8]) {
     }
 }
 
+/// `app_store`: `data` as a sequence of app-store events (see [`crate::app_store`]), every
+/// invariant checked after each.
+pub fn app_store(data: &[u8]) {
+    let ops = crate::app_store::decode(data);
+    if let Err(e) = crate::app_store::run(&ops) {
+        panic!("{e}\nops: {ops:#?}");
+    }
+}
+
 /// The connections every request-level target starts from: two on app A sharing a private
 /// and a presence channel, the first signed in with a watchlist.
 fn populated() -> Harness {

@@ -5,8 +5,10 @@
 //! [`harness::run`], which checks after every step that both agree and that the engine's
 //! invariants hold. [`fuzz`] holds the bodies of the cargo-fuzz targets, so committed fuzz
 //! corpora replay as ordinary tests. [`cluster`] extends the model to three nodes over a
-//! simulated bus, with partitions and node deaths.
+//! simulated bus, with partitions and node deaths. [`app_store`] drives arbitrary sequences of
+//! app-store lookups, answers and store news, checking the engine's invariants after each.
 
+pub mod app_store;
 pub mod cluster;
 #[cfg(feature = "proptest")]
 pub mod cluster_strategy;

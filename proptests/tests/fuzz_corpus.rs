@@ -11,7 +11,7 @@ use std::path::Path;
 type Target = fn(&[u8]);
 
 /// Each cargo-fuzz target and the library function its body calls.
-const TARGETS: [(&str, Target); 6] = [
+const TARGETS: [(&str, Target); 7] = [
     ("client_message", fuzz::client_message),
     ("config", fuzz::config),
     ("engine_ops", fuzz::engine_ops),
@@ -20,6 +20,7 @@ const TARGETS: [(&str, Target); 6] = [
     // `fuzz_http_corpus` test replays them; the API-shaped inputs replay here in full.
     ("http_request", |data| fuzz::http_request(data, None)),
     ("bus_message", fuzz::bus_message),
+    ("app_store", fuzz::app_store),
 ];
 
 fn replay(dir: &str) -> usize {

@@ -2,8 +2,8 @@
 //! here, so that every setting is declared once; this file adds only what is not a setting.
 
 use crate::settings::{
-    AdminSettings, ClusterOverrides, EngineOverrides, FirstAppOverrides, MetricsSettings,
-    Overrides, RateLimitSettings, ServerSettings,
+    AdminSettings, AppStoreSettings, ClusterOverrides, EngineOverrides, FirstAppOverrides,
+    MetricsSettings, Overrides, RateLimitSettings, ServerSettings,
 };
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, FromArgMatches, Parser};
@@ -59,6 +59,10 @@ pub struct Cli {
     #[command(flatten)]
     admin: AdminSettings,
 
+    /// The `[app_store]` settings as given here.
+    #[command(flatten)]
+    app_store: AppStoreSettings,
+
     /// The settings given as flags or environment variables, for `Settings::load`.
     #[arg(skip)]
     pub overrides: Overrides,
@@ -89,6 +93,7 @@ impl Cli {
             &cli.rate_limit,
             &cli.metrics,
             &cli.admin,
+            &cli.app_store,
             &matches,
         );
         Ok(cli)

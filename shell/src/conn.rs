@@ -128,24 +128,29 @@ pub(crate) struct Conn {
     served: bool,
     /// Set at shutdown: the request being read or answered is its last one.
     draining: bool,
+    /// The last read emptied the socket and no readiness event came since: reading now
+    /// could only return EAGAIN.
+    drained: bool,
+    /// A readiness event said the peer hung up: read until the end of the stream.
+    hung_up: bool,
 }
 
 impl Conn {
-    /// A freshly accepted socket, given until `now + request_timeout` to complete its TLS
-    /// handshake, if any, and send a request.
+    /// A freshly accepted socket from `peer`, given until `now + request_timeout` to complete
+    /// its TLS handshake, if any, and send a request.
     pub(crate) fn new(
         id: ConnId,
         stream: TcpStream,
+        peer: IpAddr,
         transport: Transport,
         now: Instant,
         limits: &ConnLimits,
     ) -> Self {
-        let peer = stream.peer_addr().ok().map(|a| a.ip());
         Conn {
             id,
             stream,
             transport,
-            peer,
+            peer: Some(peer),
             phase: Phase::Http {
                 buf: Vec::new(),
                 head: None,
@@ -160,6 +165,8 @@ impl Conn {
             deadline: Some(now + limits.request_timeout),
             served: false,
             draining: false,
+            drained: false,
+            hung_up: false,
         }
     }
 
@@ -188,12 +195,22 @@ impl Conn {
         self.out.bytes()
     }
 
+    /// A readiness event came for the socket (`hung_up`: the peer closed its end, or the
+    /// socket failed): bytes may have arrived since the last read, so it must be read again.
+    pub(crate) fn on_event(&mut self, hung_up: bool) {
+        self.drained = false;
+        self.hung_up |= hung_up;
+    }
+
     /// Processes buffered requests, then reads until the socket would block, through
     /// `scratch`, a read buffer shared by every connection.
     pub(crate) fn on_readable(&mut self, scratch: &mut [u8], cx: &mut Cx<'_>) -> Flow {
         self.process_http(cx);
         for _ in 0..READ_BUDGET {
             if self.read_paused(cx.limits) {
+                return Flow::Idle;
+            }
+            if self.drained {
                 return Flow::Idle;
             }
             match self.transport.read(&mut self.stream, scratch) {
@@ -204,7 +221,14 @@ impl Conn {
                 }
                 Ok(n) => {
                     WorkerStats::add(&cx.stats.bytes_received, n as u64);
-                    self.on_bytes(&scratch[..n], cx)
+                    // A short read from the bare socket emptied its receive queue; what comes
+                    // later raises a new (edge-triggered) event, so the next read could only
+                    // say EAGAIN. Not when the peer had already hung up: its end of stream
+                    // raises no new edge. Over TLS a short read says nothing of the socket.
+                    self.drained = n < scratch.len()
+                        && !self.hung_up
+                        && matches!(self.transport, Transport::Plain);
+                    self.on_bytes(&scratch[..n], cx);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flow::Idle,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -232,6 +256,13 @@ impl Conn {
             });
         let sent = queued.saturating_sub(self.out.bytes());
         WorkerStats::add(&cx.stats.bytes_sent, sent as u64);
+        let counts = self.out.take_write_counts();
+        if counts.writes > 0 {
+            WorkerStats::add(&cx.stats.ws_writes, counts.writes);
+        }
+        if counts.frames > 0 {
+            WorkerStats::add(&cx.stats.ws_frames_written, counts.frames);
+        }
         match written {
             Ok(true) => {
                 if let Phase::Closing { shut_write } = &mut self.phase {

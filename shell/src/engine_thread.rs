@@ -8,6 +8,7 @@
 //! [`EngineCore`] is that feeding and routing without the thread: a single worker runs it
 //! inline.
 
+use crate::app_store::AppLookups;
 use crate::bus::BusSender;
 use crate::console::ConsoleHub;
 use crate::metrics::EngineBoard;
@@ -60,6 +61,8 @@ pub(crate) struct EngineCore {
     webhooks: Box<dyn WebhookSink + Send>,
     /// Where bus messages go, for a cluster node.
     bus: Option<BusSender>,
+    /// Where app lookups go, when apps come from a database.
+    app_store: Option<AppLookups>,
     /// When the engine wants a `Tick`.
     wake: Option<Instant>,
     /// Where snapshots for the metrics listener go, when it runs.
@@ -81,6 +84,7 @@ impl EngineCore {
             router,
             webhooks,
             bus: None,
+            app_store: None,
             wake: None,
             metrics: None,
             console: None,
@@ -90,6 +94,13 @@ impl EngineCore {
     /// Makes this a cluster node's core: the engine's bus messages go to `bus`.
     pub(crate) fn with_bus(mut self, bus: BusSender) -> Self {
         self.bus = Some(bus);
+        self
+    }
+
+    /// Hands the engine's app lookups to `store` (a channel send: the database is asked on
+    /// the store's own thread).
+    pub(crate) fn with_app_store(mut self, store: AppLookups) -> Self {
+        self.app_store = Some(store);
         self
     }
 
@@ -177,11 +188,11 @@ impl EngineCore {
                     Some(bus) => bus.send(message),
                     None => tracing::warn!("a bus message from an engine with no cluster link"),
                 },
-                // Asked only when `[app_store]` names a database, which this build's engine
-                // thread does not read yet.
-                Output::LookupApp(lookup) => {
-                    tracing::warn!(?lookup, "an app lookup with no app store to ask")
-                }
+                // Asked only when `[app_store]` names a database; answered through the door.
+                Output::LookupApp(lookup) => match &self.app_store {
+                    Some(store) => store.ask(lookup),
+                    None => tracing::warn!(?lookup, "an app lookup with no app store to ask"),
+                },
                 Output::Debug(event) => {
                     if let Some(hub) = &self.console {
                         hub.event(event.to_json());

@@ -6,6 +6,7 @@
 
 mod accept_log;
 mod admin;
+mod app_store;
 mod bus;
 mod cli;
 mod cluster;
@@ -34,6 +35,8 @@ mod webhook;
 mod webhook_delivery;
 mod worker;
 
+/// Apps read from PostgreSQL or MySQL, for the store's integration tests.
+pub use app_store::{AppLookups, AppStore, AppStoreStats, AppStoreStatsSnapshot};
 /// The bus link's hand-off state, for its loom model.
 #[cfg(loom)]
 pub use bus::shared as bus_shared;
@@ -51,7 +54,8 @@ pub use queue::{bounded as bounded_queue, ProducerWake, Received, Receiver, Send
 pub use rate_limit::Window;
 pub use server::Server;
 pub use settings::{
-    LogFormat, MetricsSettings, Overrides, RateLimitSettings, ServerSettings, Settings,
+    AppStoreDriver, AppStoreSettings, LogFormat, MetricsSettings, Overrides, RateLimitSettings,
+    ServerSettings, Settings,
 };
 /// The shutdown request, for the loom models.
 pub use supervisor::{Stop, StopLevel};

@@ -11,6 +11,7 @@
 //!
 //! [`Engine::metrics`]: ferrocast_engine::Engine::metrics
 
+use crate::app_store::{AppStoreStats, AppStoreStatsSnapshot};
 use crate::bus::BusStats;
 use crate::queue::Sender;
 use crate::webhook_delivery::DeliveryStats;
@@ -54,6 +55,10 @@ pub(crate) struct WorkerStats {
     pub(crate) http_requests: AtomicU64,
     /// Connections closed because their output queue overflowed.
     pub(crate) slow_consumers: AtomicU64,
+    /// Socket writes (`writev`) that carried WebSocket frames.
+    pub(crate) ws_writes: AtomicU64,
+    /// WebSocket frames written: divided by `ws_writes`, how many frames one write carries.
+    pub(crate) ws_frames_written: AtomicU64,
     /// WebSocket handshakes refused by the per-address connect limit.
     pub(crate) ws_connects_limited: AtomicU64,
     /// HTTP requests refused by the per-address API limit.
@@ -174,6 +179,8 @@ pub(crate) struct Sources {
     pub(crate) webhooks: Option<(Arc<DeliveryStats>, Sender<WebhookDelivery>)>,
     /// The bus link's counters and outgoing queue, for a cluster node.
     pub(crate) bus: Option<(Arc<BusStats>, crate::bus::BusSender)>,
+    /// The app store's counters, when apps come from a database.
+    pub(crate) app_store: Option<Arc<AppStoreStats>>,
 }
 
 impl Sources {
@@ -198,6 +205,8 @@ impl Sources {
             bytes_sent: sum(|w| &w.bytes_sent),
             http_requests: sum(|w| &w.http_requests),
             slow_consumers: sum(|w| &w.slow_consumers),
+            ws_writes: sum(|w| &w.ws_writes),
+            ws_frames_written: sum(|w| &w.ws_frames_written),
             ws_connects_limited: sum(|w| &w.ws_connects_limited),
             api_requests_limited: sum(|w| &w.api_requests_limited),
             refusals,
@@ -220,6 +229,7 @@ impl Sources {
             shell,
             webhooks,
             bus,
+            app_store: self.app_store.as_ref().map(|stats| stats.snapshot()),
             batch_seconds: self.board.batch_seconds.clone(),
         };
         let mut registry = Registry::with_prefix(PREFIX);
@@ -240,6 +250,8 @@ struct ShellSums {
     bytes_sent: u64,
     http_requests: u64,
     slow_consumers: u64,
+    ws_writes: u64,
+    ws_frames_written: u64,
     ws_connects_limited: u64,
     api_requests_limited: u64,
     refusals: [u64; REFUSAL_STATUSES.len() + 1],
@@ -276,6 +288,7 @@ struct Scrape {
     shell: ShellSums,
     webhooks: Option<WebhookSums>,
     bus: Option<BusSums>,
+    app_store: Option<AppStoreStatsSnapshot>,
     batch_seconds: Histogram,
 }
 
@@ -363,6 +376,9 @@ impl Collector for Scrape {
         }
         if let Some(bus) = &self.bus {
             encode_bus(bus, &mut encoder)?;
+        }
+        if let Some(store) = &self.app_store {
+            encode_app_store(store, &mut encoder)?;
         }
         let histogram = encoder.encode_descriptor(
             "engine_batch_duration",
@@ -531,6 +547,18 @@ impl Scrape {
             shell.slow_consumers,
         )
         .counter(encoder)?;
+        single(
+            "ws_writes",
+            "Socket writes that carried WebSocket frames (one writev each)",
+            shell.ws_writes,
+        )
+        .counter(encoder)?;
+        single(
+            "ws_frames_written",
+            "WebSocket frames written to sockets",
+            shell.ws_frames_written,
+        )
+        .counter(encoder)?;
         Family::new(
             "rate_limited",
             "Requests refused by a per-address rate limit",
@@ -587,6 +615,33 @@ fn encode_webhooks(webhooks: &WebhookSums, encoder: &mut DescriptorEncoder) -> f
         )
         .sample([("reason", "retry_window".to_owned())], webhooks.given_up)
         .counter(encoder)
+}
+
+fn encode_app_store(store: &AppStoreStatsSnapshot, encoder: &mut DescriptorEncoder) -> fmt::Result {
+    single(
+        "app_store_queries",
+        "Queries sent to the app store's database (one per distinct app looked up or re-read)",
+        store.queries,
+    )
+    .counter(encoder)?;
+    single(
+        "app_store_errors",
+        "App store connection attempts and queries that failed, and rows refused as malformed",
+        store.errors,
+    )
+    .counter(encoder)?;
+    single(
+        "app_store_up",
+        "Whether the app store's database connection is open (1) or not (0)",
+        u64::from(store.up),
+    )
+    .gauge(encoder)?;
+    single(
+        "app_store_notifications",
+        "App changes heard from the database (PostgreSQL LISTEN/NOTIFY)",
+        store.notifications,
+    )
+    .counter(encoder)
 }
 
 fn encode_bus(bus: &BusSums, encoder: &mut DescriptorEncoder) -> fmt::Result {

@@ -61,6 +61,17 @@ pub(crate) struct OutQueue {
     bytes: usize,
     /// Pongs answering the latest pings, oldest first, not yet in `chunks`.
     pending_pongs: VecDeque<Frame>,
+    /// What was written since [`OutQueue::take_write_counts`].
+    counts: WriteCounts,
+}
+
+/// Frames written and the `writev` calls that carried them: how well writes coalesce.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct WriteCounts {
+    /// Successful `write_vectored` calls that carried at least one byte of a frame.
+    pub writes: u64,
+    /// WebSocket frames (pongs and closes included) whose last byte was written.
+    pub frames: u64,
 }
 
 impl OutQueue {
@@ -150,6 +161,11 @@ impl OutQueue {
         }
     }
 
+    /// The frames and frame-carrying writes since the last call, reset to zero.
+    pub(crate) fn take_write_counts(&mut self) -> WriteCounts {
+        std::mem::take(&mut self.counts)
+    }
+
     /// Writes until the queue is empty (`Ok(true)`) or the socket would block (`Ok(false)`).
     pub(crate) fn write_to(&mut self, w: &mut impl Write) -> io::Result<bool> {
         loop {
@@ -173,14 +189,27 @@ impl OutQueue {
             }
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let mut count = 0;
+            // Bytes of the owned chunks (HTTP answers) in front of the first frame: a write no
+            // longer than them carried no frame.
+            let (mut owned_bytes, mut in_front) = (0, true);
             for (i, chunk) in self.chunks.iter().take(MAX_SLICES).enumerate() {
                 let bytes = chunk.bytes();
-                slices[i] = IoSlice::new(if i == 0 { &bytes[self.offset..] } else { bytes });
+                let slice = if i == 0 { &bytes[self.offset..] } else { bytes };
+                in_front &= matches!(chunk, Chunk::Owned(_));
+                if in_front {
+                    owned_bytes += slice.len();
+                }
+                slices[i] = IoSlice::new(slice);
                 count += 1;
             }
             match w.write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.advance(n),
+                Ok(n) => {
+                    if n > owned_bytes {
+                        self.counts.writes += 1;
+                    }
+                    self.advance(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -209,7 +238,9 @@ impl OutQueue {
             }
             written -= left;
             self.offset = 0;
-            self.chunks.pop_front();
+            if let Some(Chunk::Frame(_) | Chunk::Deflated(_)) = self.chunks.pop_front() {
+                self.counts.frames += 1;
+            }
         }
     }
 }
@@ -363,6 +394,43 @@ mod tests {
         let mut sink: Vec<u8> = Vec::new();
         assert!(queue.write_to(&mut sink).unwrap());
         assert_eq!(sink.len(), 10 * Frame::text(b"tick").wire_bytes().len());
+        let counts = queue.take_write_counts();
+        assert_eq!(
+            counts,
+            WriteCounts {
+                writes: 1,
+                frames: 10
+            }
+        );
+        assert_eq!(queue.take_write_counts(), WriteCounts::default());
+    }
+
+    #[test]
+    fn writes_count_only_when_they_carry_a_frame() {
+        let mut queue = OutQueue::default();
+        queue.push_bytes(b"HTTP/1.1 200 OK\r\n\r\n".to_vec());
+        let mut sink: Vec<u8> = Vec::new();
+        assert!(queue.write_to(&mut sink).unwrap());
+        assert_eq!(queue.take_write_counts(), WriteCounts::default());
+        // The 101 answer and two frames, taken three bytes at a time: the first write holds
+        // only answer bytes; a frame counts once its last byte is out.
+        queue.push_bytes(b"101".to_vec());
+        queue.push_frame(Frame::text(b"one"));
+        queue.push_frame(Frame::text(b"two"));
+        let mut w = Trickle {
+            out: Vec::new(),
+            per_call: 3,
+            calls: usize::MAX,
+        };
+        assert!(queue.write_to(&mut w).unwrap());
+        // 3 bytes of answer, then 5 + 5 bytes of frames in four writes.
+        assert_eq!(
+            queue.take_write_counts(),
+            WriteCounts {
+                writes: 4,
+                frames: 2
+            }
+        );
     }
 
     #[test]

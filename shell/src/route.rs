@@ -11,6 +11,7 @@ use crate::door::Feeder;
 use crate::queue::{Sender, Unsent};
 use ferrocast_engine::{ConnId, Frame, Output};
 use mio::net::TcpStream;
+use std::net::IpAddr;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -31,8 +32,9 @@ pub(crate) enum ToWorker {
         /// The pre-encoded frame.
         frame: Frame,
     },
-    /// A socket accepted by another worker, to serve from now on.
-    Socket(TcpStream),
+    /// A socket accepted by another worker, to serve from now on, and its peer's address
+    /// (as `accept` returned it: asking the socket again would cost a `getpeername`).
+    Socket(TcpStream, IpAddr),
 }
 
 /// Per-feeder lanes of routed outputs, handed over by [`Router::flush`].

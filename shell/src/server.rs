@@ -23,6 +23,7 @@
 //! its event streams on threads of their own.
 
 use crate::admin::Admin;
+use crate::app_store::AppStore;
 use crate::cluster::{random_node_id, ClusterLink};
 use crate::conn::ConnLimits;
 use crate::console::ConsoleHub;
@@ -254,6 +255,16 @@ impl Server {
         if let Some(link) = &cluster {
             core = core.with_bus(link.sender());
         }
+        let app_store = match self.settings.app_store.uses_database() {
+            true => Some(AppStore::start(
+                &self.settings.app_store,
+                to_engine.clone(),
+            )?),
+            false => None,
+        };
+        if let Some(store) = &app_store {
+            core = core.with_app_store(store.lookups());
+        }
         let board = Arc::new(EngineBoard::default());
         if self.settings.metrics.enabled {
             core = core.with_metrics(board.clone());
@@ -316,6 +327,7 @@ impl Server {
                 workers: stats,
                 webhooks: self.webhook_workers.as_ref().map(WebhookWorkers::observed),
                 bus: cluster.as_ref().map(|link| (link.stats(), link.sender())),
+                app_store: app_store.as_ref().map(AppStore::stats),
             });
             let admin = match (&self.settings.admin.token, hub) {
                 (Some(token), Some(hub)) => Some(Admin {
@@ -378,6 +390,11 @@ impl Server {
             // room in the door is released, so the link's threads can be joined.
             crew.to_engine.close();
             link.stop();
+        }
+        if let Some(store) = app_store {
+            // Likewise: an answer waiting for room in the door is released.
+            crew.to_engine.close();
+            store.stop();
         }
         if let Some((handle, thread)) = signals {
             handle.close();
@@ -493,9 +510,10 @@ impl Crew for Threads {
             || next.rate_limit != self.started_with.rate_limit
             || next.metrics != self.started_with.metrics
             || next.admin != self.started_with.admin
+            || next.app_store != self.started_with.app_store
         {
             tracing::warn!(
-                "reload: [server], [rate_limit], [metrics] and [admin] changes take effect at the next restart"
+                "reload: [server], [rate_limit], [metrics], [admin] and [app_store] changes take effect at the next restart"
             );
         }
         tracing::info!(path = %path.display(), "reload: configuration re-read; the engine applies its apps");

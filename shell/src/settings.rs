@@ -8,6 +8,7 @@
 //! sub-table such as `[server.tls]` is a flattened struct whose flags have the ids
 //! `tls.cert_file`, …: its dotted TOML path.
 
+pub use self::app_store::{AppStoreDriver, AppStoreSettings};
 use crate::bus::{redact_url, BusConfig, BusConfigError};
 use crate::conn::ConnLimits;
 use crate::forwarded::TrustedProxies;
@@ -513,6 +514,8 @@ pub struct Overrides {
     metrics: toml::Table,
     /// Keys of `[admin]`.
     admin: toml::Table,
+    /// Keys of `[app_store]`.
+    app_store: toml::Table,
 }
 
 impl Overrides {
@@ -528,6 +531,7 @@ impl Overrides {
         rate_limit: &RateLimitSettings,
         metrics: &MetricsSettings,
         admin: &AdminSettings,
+        app_store: &AppStoreSettings,
         matches: &ArgMatches,
     ) -> Overrides {
         let mut server = table_of(server);
@@ -545,10 +549,13 @@ impl Overrides {
         retain_given(&mut metrics, "metrics.", matches);
         let mut admin = table_of(admin);
         retain_given(&mut admin, "admin.", matches);
+        let mut app_store = table_of(app_store);
+        retain_given(&mut app_store, "app_store.", matches);
         Overrides {
             server,
             metrics,
             admin,
+            app_store,
             engine: table_of(engine),
             first_app: table_of(first_app),
             cluster: table_of(cluster),
@@ -629,6 +636,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// The admin console's token.
     pub admin: AdminSettings,
+    /// Where apps come from besides the file.
+    pub app_store: AppStoreSettings,
 }
 
 impl Settings {
@@ -647,10 +656,21 @@ impl Settings {
         if admin.token.as_deref() == Some("") {
             return Err("admin.token is empty (leave it out to turn the console off)".into());
         }
+        let app_store: AppStoreSettings =
+            layered(text, &mut table, "app_store", &overrides.app_store)?;
+        app_store.validate()?;
         overrides.apply_to_engine(&mut table);
-        // The engine parses and validates its part itself, unknown keys included.
+        // With a database, the built-in example app is not served: only apps the file (or
+        // the app flags) name explicitly are, beside the database's.
+        if app_store.uses_database() && !table.contains_key("apps") {
+            table.insert("apps".into(), toml::Value::Array(Vec::new()));
+        }
+        // The engine parses and validates its part itself, unknown keys included, once it
+        // knows whether apps may come from a store.
         let rest = toml::to_string(&table).map_err(|e| format!("invalid TOML: {e}"))?;
-        let mut engine = Config::from_toml(&rest).map_err(|e| e.to_string())?;
+        let mut engine: Config = toml::from_str(&rest).map_err(|e| e.to_string())?;
+        engine.app_store = app_store.engine_config();
+        engine.validate().map_err(|e| e.to_string())?;
         // Refusing a connection for capacity is a protocol answer (4100): the engine's.
         engine.max_node_connections = server.max_connections;
         engine.max_connections_per_address = if rate_limit.enabled {
@@ -664,6 +684,7 @@ impl Settings {
             rate_limit,
             metrics,
             admin,
+            app_store,
         };
         settings.validate_cluster()?;
         Ok(settings)
@@ -710,6 +731,14 @@ impl Settings {
                 app.insert("secret".into(), REDACTED.into());
             }
         }
+        // An empty list of apps (a database serves them) is a top-level key, which TOML
+        // needs before any table.
+        if apps.as_array().is_some_and(Vec::is_empty) {
+            engine.insert(
+                "apps".into(),
+                std::mem::replace(&mut apps, toml::Value::Array(Vec::new())),
+            );
+        }
         // Top-level keys first (TOML needs them before any table), then `[server]`, then the
         // apps: the order of the README's example.
         let parts = [
@@ -719,8 +748,13 @@ impl Settings {
                 ("rate_limit".to_owned(), table_of(&self.rate_limit).into()),
                 ("metrics".to_owned(), table_of(&self.metrics).into()),
                 ("admin".to_owned(), self.redacted_admin().into()),
+                ("app_store".to_owned(), self.app_store.redacted().into()),
             ]),
-            toml::Table::from_iter([("apps".to_owned(), apps)]),
+            toml::Table::from_iter(
+                apps.as_array()
+                    .is_some_and(|a| !a.is_empty())
+                    .then(|| ("apps".to_owned(), apps)),
+            ),
         ];
         let texts: Result<Vec<String>, _> = parts.iter().map(toml::to_string).collect();
         Ok(texts.map_err(|e| e.to_string())?.join("\n"))
@@ -733,6 +767,17 @@ impl Settings {
             *token = REDACTED.into();
         }
         admin
+    }
+
+    /// The framing cap: the largest message any app accepts. Apps from a database keep the
+    /// default size, which an app store therefore always allows.
+    fn max_message_bytes(&self) -> usize {
+        let file = self.engine.max_message_bytes();
+        if self.app_store.uses_database() {
+            file.max(ferrocast_engine::AppConfig::default().max_message_bytes)
+        } else {
+            file
+        }
     }
 
     /// Whether the admin console and routes are on (a token is set).
@@ -749,7 +794,7 @@ impl Settings {
                 max_headers: s.max_request_headers,
                 max_body_bytes: s.max_request_body_bytes,
             },
-            max_message_bytes: self.engine.max_message_bytes(),
+            max_message_bytes: self.max_message_bytes(),
             max_output_bytes: s.max_output_bytes,
             max_output_frames: s.max_output_frames,
             socket_send_buffer_bytes: s.socket_send_buffer_bytes,
@@ -830,5 +875,6 @@ fn locate(text: &str, name: &str, key: &str) -> Option<(usize, usize)> {
     None
 }
 
+mod app_store;
 #[cfg(test)]
 mod tests;

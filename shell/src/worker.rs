@@ -31,6 +31,7 @@ use mio::{Events, Interest, Poll, Token};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -206,6 +207,10 @@ impl Worker {
                     Token(token) => {
                         let index = token - FIRST_CONN;
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            let hung_up = event.is_read_closed() || event.is_error();
+                            if let Some(entry) = self.conns.get_mut(index) {
+                                entry.conn.on_event(hung_up);
+                            }
                             if self.stalled {
                                 self.read_later(index);
                             } else {
@@ -360,7 +365,7 @@ impl Worker {
         for item in mail.drain(..) {
             match item {
                 // Served during a shutdown's drain too: its one request gets an answer.
-                ToWorker::Socket(stream) => self.adopt(stream, now),
+                ToWorker::Socket(stream, peer) => self.adopt(stream, peer, now),
                 ToWorker::Output(Output::Send { conn, frame }) => {
                     self.deliver(conn, &frame, Conn::send_own)
                 }
@@ -443,7 +448,8 @@ impl Worker {
                 return;
             };
             match acceptor.listener.accept() {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
+                    let peer = peer.ip();
                     // Small frames must not wait for Nagle's algorithm.
                     let _ = stream.set_nodelay(true);
                     let send_buffer = self.limits.socket_send_buffer_bytes;
@@ -460,9 +466,9 @@ impl Worker {
                     acceptor.next = (target + 1) % acceptor.peers.len();
                     // While draining, the other workers may already have ended.
                     if target == self.index || self.shutdown_deadline.is_some() {
-                        self.adopt(stream, now);
+                        self.adopt(stream, peer, now);
                     } else {
-                        acceptor.outgoing[target].push(ToWorker::Socket(stream));
+                        acceptor.outgoing[target].push(ToWorker::Socket(stream, peer));
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -509,14 +515,14 @@ impl Worker {
             }
         }
         for item in kept {
-            if let ToWorker::Socket(stream) = item {
-                self.adopt(stream, now);
+            if let ToWorker::Socket(stream, peer) = item {
+                self.adopt(stream, peer, now);
             }
         }
     }
 
-    /// Starts serving a socket.
-    fn adopt(&mut self, stream: TcpStream, now: Instant) {
+    /// Starts serving a socket from `peer`.
+    fn adopt(&mut self, stream: TcpStream, peer: IpAddr, now: Instant) {
         let transport = match &self.tls {
             None => Transport::Plain,
             // Read per socket: a certificate reloaded since serves from the next handshake on.
@@ -529,7 +535,7 @@ impl Worker {
             },
         };
         let id = self.conns.next_id();
-        let conn = Conn::new(id, stream, transport, now, &self.limits);
+        let conn = Conn::new(id, stream, peer, transport, now, &self.limits);
         let index = self.conns.insert(Entry {
             conn,
             scheduled: None,
@@ -625,9 +631,10 @@ impl Worker {
         }
     }
 
+    /// Forgets a connection and closes its socket. No `epoll_ctl(DEL)` first: the socket's
+    /// descriptor is never duplicated, so closing it takes it out of the epoll set.
     fn drop_conn(&mut self, index: usize) {
-        if let Some(mut entry) = self.conns.remove(index) {
-            let _ = self.poll.registry().deregister(entry.conn.stream_mut());
+        if let Some(entry) = self.conns.remove(index) {
             tracing::trace!(conn = entry.conn.id().0, "dropped");
         }
     }

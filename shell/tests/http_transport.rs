@@ -59,6 +59,26 @@ fn pipelined_requests_are_answered_in_order(workers: usize) {
     assert!(rest.is_empty());
 }
 
+/// A request and its FIN in one go: the server reads the request, answers, and only then
+/// sees the end of the stream (it must not stop reading after the request's short read).
+fn a_request_followed_by_a_half_close_is_answered_then_closed(workers: usize) {
+    let server = Server::start(workers);
+    let mut stream = server.tcp();
+    send_raw(
+        &mut stream,
+        b"GET / HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reader = BufReader::new(stream);
+    assert!((200..500).contains(&read_response(&mut reader).status()));
+    assert!((200..500).contains(&read_response(&mut reader).status()));
+    let mut rest = Vec::new();
+    reader
+        .read_to_end(&mut rest)
+        .expect("EOF after both answers");
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
 fn http_1_0_closes_after_the_answer(workers: usize) {
     let server = Server::start(workers);
     let mut stream = server.tcp();
@@ -230,6 +250,7 @@ fn an_incomplete_request_gets_408_at_the_request_timeout(workers: usize) {
 per_workers!(
     two_requests_on_one_keep_alive_socket_are_both_answered,
     pipelined_requests_are_answered_in_order,
+    a_request_followed_by_a_half_close_is_answered_then_closed,
     http_1_0_closes_after_the_answer,
     head_of_the_root_is_200_with_a_length_and_no_body,
     a_plain_get_of_the_websocket_path_is_426_with_upgrade_websocket,

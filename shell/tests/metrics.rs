@@ -137,6 +137,15 @@ fn counts_follow_known_traffic(workers: usize) {
     for (series, expected) in exact {
         assert_eq!(value(&text, &series), expected, "{series} in\n{text}");
     }
+    // Alice's 4 and Bob's 3 messages, the echo of Bob's close, and the stranger's
+    // pusher:error and close frame; each write carried one or more of them.
+    let frames = value(&text, "ferrocast_ws_frames_written_total");
+    assert_eq!(frames, 10.0, "{text}");
+    let writes = value(&text, "ferrocast_ws_writes_total");
+    assert!(
+        (1.0..=frames).contains(&writes),
+        "{writes} writes in\n{text}"
+    );
     let publish_body = publish_request("news", "update", "{}", "keep-alive");
     let body_len = publish_body.split("\r\n\r\n").nth(1).unwrap().len() as f64;
     assert_eq!(

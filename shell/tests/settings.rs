@@ -236,12 +236,43 @@ const SETTINGS: &[Setting] = &[
         "FERROCAST_METRICS_PORT",
         "9700",
     ),
+    setting(
+        "app_store.table",
+        "--app-store-table",
+        "FERROCAST_APP_STORE_TABLE",
+        "tenant_apps",
+    ),
+    setting(
+        "app_store.cache_ttl_secs",
+        "--app-store-cache-ttl-secs",
+        "FERROCAST_APP_STORE_CACHE_TTL_SECS",
+        "300",
+    ),
+    setting(
+        "app_store.missing_ttl_secs",
+        "--app-store-missing-ttl-secs",
+        "FERROCAST_APP_STORE_MISSING_TTL_SECS",
+        "0",
+    ),
+    setting(
+        "app_store.lookup_timeout_ms",
+        "--app-store-lookup-timeout-ms",
+        "FERROCAST_APP_STORE_LOOKUP_TIMEOUT_MS",
+        "750",
+    ),
+    setting(
+        "app_store.notify_channel",
+        "--app-store-notify-channel",
+        "FERROCAST_APP_STORE_NOTIFY_CHANNEL",
+        "apps_changed",
+    ),
     setting("apps.0.id", "--app-id", "FERROCAST_APP_ID", "id-9"),
     setting("apps.0.key", "--app-key", "FERROCAST_APP_KEY", "key-9"),
 ];
 
-/// The flags and variables tested outside [`SETTINGS`] (the TLS files come in pairs).
-const OTHER_FLAGS: [&str; 8] = [
+/// The flags and variables tested outside [`SETTINGS`] (the TLS files come in pairs, and so
+/// do an app store's driver and URL).
+const OTHER_FLAGS: [&str; 10] = [
     "--config",
     "--app-secret",
     "--admin-token",
@@ -250,13 +281,17 @@ const OTHER_FLAGS: [&str; 8] = [
     "--version",
     "--tls-cert",
     "--tls-key",
+    "--app-store-driver",
+    "--app-store-url",
 ];
-const OTHER_ENVS: [&str; 5] = [
+const OTHER_ENVS: [&str; 7] = [
     "FERROCAST_CONFIG",
     "FERROCAST_APP_SECRET",
     "FERROCAST_ADMIN_TOKEN",
     "FERROCAST_TLS_CERT",
     "FERROCAST_TLS_KEY",
+    "FERROCAST_APP_STORE_DRIVER",
+    "FERROCAST_APP_STORE_URL",
 ];
 
 /// What a `--print-config` run produced.
@@ -468,6 +503,81 @@ fn the_tls_files_are_set_in_pairs_by_flags_environment_or_both() {
     let alone = print_config(&["--tls-cert", cert], &[]);
     assert!(!alone.status.success());
     assert!(alone.stderr.contains("TLS needs both"), "{}", alone.stderr);
+}
+
+#[test]
+fn an_app_store_driver_and_its_url_come_together_and_the_password_is_hidden() {
+    let url = "postgres://ferro:pg-hunter2@127.0.0.1:5432/apps";
+    let runs = [
+        print_config(
+            &["--app-store-driver", "postgres", "--app-store-url", url],
+            &[],
+        ),
+        print_config(
+            &[],
+            &[
+                ("FERROCAST_APP_STORE_DRIVER", "postgres"),
+                ("FERROCAST_APP_STORE_URL", url),
+            ],
+        ),
+        print_config(
+            &["--app-store-driver", "postgres"],
+            &[("FERROCAST_APP_STORE_URL", url)],
+        ),
+    ];
+    for printed in runs {
+        assert!(!printed.stdout.contains("pg-hunter2"), "{}", printed.stdout);
+        assert!(!printed.stderr.contains("pg-hunter2"), "{}", printed.stderr);
+        let config = printed.config();
+        assert_eq!(
+            lookup(&config, "app_store.driver").as_deref(),
+            Some("postgres")
+        );
+        assert_eq!(
+            lookup(&config, "app_store.url").as_deref(),
+            Some("postgres://ferro:***@127.0.0.1:5432/apps")
+        );
+        // No example app beside the database's.
+        assert_eq!(lookup(&config, "apps.0.key"), None, "{}", printed.stdout);
+    }
+    let mysql = print_config(
+        &[
+            "--app-store-driver",
+            "mysql",
+            "--app-store-url",
+            "mysql://root:my-hunter2@127.0.0.1/ferro",
+        ],
+        &[],
+    );
+    assert!(!mysql.stdout.contains("my-hunter2"), "{}", mysql.stdout);
+    assert_eq!(
+        lookup(&mysql.config(), "app_store.url").as_deref(),
+        Some("mysql://root:***@127.0.0.1/ferro")
+    );
+    let alone = print_config(&["--app-store-driver", "postgres"], &[]);
+    assert_eq!(alone.status.code(), Some(2));
+    assert!(
+        alone.stderr.contains("app_store.url is required"),
+        "{}",
+        alone.stderr
+    );
+    let alone = print_config(&[], &[("FERROCAST_APP_STORE_URL", url)]);
+    assert_eq!(alone.status.code(), Some(2));
+    assert!(
+        alone.stderr.contains("app_store.driver") && !alone.stderr.contains("pg-hunter2"),
+        "{}",
+        alone.stderr
+    );
+    let wrong = print_config(
+        &["--app-store-driver", "mysql", "--app-store-url", url],
+        &[],
+    );
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(
+        wrong.stderr.contains("mysql://") && !wrong.stderr.contains("pg-hunter2"),
+        "{}",
+        wrong.stderr
+    );
 }
 
 #[test]

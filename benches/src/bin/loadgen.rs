@@ -11,7 +11,9 @@ use loadgen::args::Args;
 use loadgen::client::Shared;
 use loadgen::report::Report;
 use loadgen::rig::Rig;
-use loadgen::{cluster_scenarios, fanout, floor, floor_http, scenarios, soak, sys, worker};
+use loadgen::{
+    cluster_scenarios, fanout, floor, floor_http, scenarios, soak, sustained, sys, worker,
+};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -75,12 +77,14 @@ fn coordinate(args: Args) -> ExitCode {
     let plot_dir = rig.args.plot.clone();
     let mut report = Report::default();
     let plan = rig.plan.clone();
-    let steps: [(&str, Scenario); 7] = [
+    let steps: [(&str, Scenario); 9] = [
         ("fanout", fanout::run),
         ("channels", scenarios::many_channels),
         ("storm", scenarios::storm),
         ("idle", scenarios::idle),
         ("presence", scenarios::presence),
+        ("sustained", sustained::run),
+        ("sequential", sustained::sequential),
         ("cluster-fanout", cluster_scenarios::fanout),
         ("cluster-connections", cluster_scenarios::connections),
     ];

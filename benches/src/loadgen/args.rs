@@ -45,8 +45,9 @@ pub(crate) struct Args {
     /// Repeats of each measurement (medians are reported).
     #[arg(long)]
     pub repeats: Option<u32>,
-    /// Scenarios to run, comma-separated: fanout, channels, storm, idle, presence; with
-    /// `--cluster`, cluster-fanout and cluster-connections [default: all of the mode].
+    /// Scenarios to run, comma-separated: fanout, channels, storm, idle, presence, sustained,
+    /// sequential; with `--cluster`, cluster-fanout and cluster-connections [default: all of
+    /// the mode].
     #[arg(long)]
     pub scenarios: Option<String>,
     /// Cluster mode (with `--spawn-server`): a `redis-server` from PATH and this many nodes
@@ -86,6 +87,24 @@ pub(crate) struct Args {
     /// Leave/join rounds of the presence churn per repeat.
     #[arg(long)]
     pub presence_rounds: Option<u32>,
+    /// Subscribers of the sustained-publishing scenario (one channel).
+    #[arg(long)]
+    pub sustained_subscribers: Option<u32>,
+    /// Requests per repeat and mode of the sustained-publishing scenario.
+    #[arg(long)]
+    pub sustained_requests: Option<u32>,
+    /// Keep-alive HTTP connections of the sustained publisher.
+    #[arg(long, default_value_t = 4)]
+    pub pipeline_connections: u32,
+    /// Requests in flight on each of those connections (HTTP/1.1 pipelining).
+    #[arg(long, default_value_t = 8)]
+    pub pipeline_depth: u32,
+    /// Events per `batch_events` request of the sustained scenario's batch mode (at most 10).
+    #[arg(long, default_value_t = 10)]
+    pub batch_size: u32,
+    /// Clients of the sequential scenario, connected one handshake at a time.
+    #[arg(long)]
+    pub sequential: Option<u32>,
     /// Handshakes in flight at once while connecting.
     #[arg(long, default_value_t = 256)]
     pub inflight: u32,
@@ -161,6 +180,12 @@ pub(crate) struct Plan {
     pub cluster_nodes: u32,
     /// Connections of the cluster-connections scenario.
     pub cluster_connections: u32,
+    /// Subscribers of the sustained scenario.
+    pub sustained_subscribers: u32,
+    /// Requests per repeat and mode of the sustained scenario.
+    pub sustained_requests: u32,
+    /// Clients of the sequential scenario.
+    pub sequential: u32,
 }
 
 impl Args {
@@ -181,7 +206,7 @@ impl Args {
         let default_scenarios = if cluster_nodes > 0 {
             "cluster-fanout,cluster-connections"
         } else {
-            "fanout,channels,storm,idle,presence"
+            "fanout,channels,storm,idle,presence,sustained,sequential"
         };
         let scenarios = self
             .scenarios
@@ -219,6 +244,9 @@ impl Args {
             presence_rounds: pick(self.presence_rounds, 20, 200).max(1),
             cluster_nodes,
             cluster_connections: pick(self.cluster_connections, 400, 50_000).max(1),
+            sustained_subscribers: pick(self.sustained_subscribers, 200, 1000).max(1),
+            sustained_requests: pick(self.sustained_requests, 40, 200).max(1),
+            sequential: pick(self.sequential, 100, 2000).max(1),
         }
     }
 }
@@ -249,6 +277,12 @@ impl Plan {
         }
         if self.runs("cluster-fanout") {
             most = most.max(self.fanout_sizes.iter().copied().max().unwrap_or(0));
+        }
+        if self.runs("sustained") {
+            most = most.max(self.sustained_subscribers);
+        }
+        if self.runs("sequential") {
+            most = most.max(self.sequential);
         }
         if self.runs("cluster-connections") {
             most = most.max(self.cluster_connections);

@@ -32,9 +32,11 @@ struct Ours {
 }
 
 /// What the write floor of one size measured.
-struct Floor {
-    sweep_wall: f64,
-    cpu_per_delivery: f64,
+pub(crate) struct Floor {
+    /// Wall time of one sweep over every socket.
+    pub sweep_wall: f64,
+    /// The writing thread's CPU per `write`.
+    pub cpu_per_delivery: f64,
 }
 
 /// Runs the fan-out scenario at every configured size.
@@ -300,7 +302,8 @@ pub(crate) fn check_stats(
     }
 }
 
-fn measure_floor(
+/// Measures the write floor for `n` sockets and frames carrying `payload`.
+pub(crate) fn measure_floor(
     rig: &mut Rig,
     report: &mut Report,
     n: u32,

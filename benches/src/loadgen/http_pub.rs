@@ -62,6 +62,11 @@ impl Publisher {
         }
     }
 
+    /// Where it sends requests, and the Host header it names.
+    pub(crate) fn target(&self) -> (SocketAddr, &str) {
+        (self.addr, &self.host)
+    }
+
     /// `POST /apps/{id}/events` for one channel.
     pub(crate) fn trigger(&mut self, event: &Event) -> Result<(), String> {
         let body =

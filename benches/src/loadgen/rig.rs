@@ -188,6 +188,11 @@ impl Rig {
         }
     }
 
+    /// Where the spawned server serves its metrics.
+    pub(crate) fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.server.as_ref().and_then(ServerProc::metrics_addr)
+    }
+
     /// CPU time of the server so far, in nanoseconds.
     pub(crate) fn server_cpu_ns(&self) -> Option<u64> {
         self.server_pid

@@ -271,15 +271,11 @@ pub(crate) fn run(args: &Args, secs: u64) -> Result<bool, String> {
         && sys::cpus_allowed() > server_cpu.max(args.generator_cpu)
         && server_cpu != args.generator_cpu
         && sys::pin_to_cpu(args.generator_cpu);
-    let metrics_flags = ["--metrics", "true", "--metrics-port", "0"].map(String::from);
-    let mut server = ServerProc::spawn(
-        &bin,
-        &creds,
-        100,
-        pinned.then_some(server_cpu),
-        &metrics_flags,
-    )?;
-    let metrics = server.metrics_addr(Duration::from_secs(10))?;
+    // Spawned servers serve their metrics on a free port of their own.
+    let mut server = ServerProc::spawn(&bin, &creds, 100, pinned.then_some(server_cpu), &[])?;
+    let metrics = server
+        .metrics_addr()
+        .ok_or("the server printed no `ferrocast metrics on` line")?;
     let pid = server.pid;
     let clients = args.soak_clients.max(1);
     let rate = args.soak_publish_rate.max(1);

@@ -147,7 +147,7 @@ pub(super) enum Waiter {
 }
 
 impl Engine {
-    /// Whether an unknown key or id should be asked of the store now; `None` says how it is
+    /// Whether an unknown key or id should be asked of the store now; `Err` says how it is
     /// refused instead (lookups off, or a "missing" remembered).
     pub(super) fn should_look_up(&self, lookup: &AppLookup) -> Result<(), NotFound> {
         let now = self.moment().now;
@@ -216,6 +216,10 @@ impl Engine {
     /// (messages and signs of life), or acted on at once (a close). `Some` gives back an input
     /// that is not for a waiting connection.
     pub(super) fn input_while_waiting(&mut self, input: Input) -> Option<Input> {
+        // The common case, and the only one without an app store: nobody waits.
+        if self.store.waiting.is_empty() {
+            return Some(input);
+        }
         let conn = match &input {
             Input::Text { conn, .. }
             | Input::Binary { conn, .. }
@@ -278,8 +282,25 @@ impl Engine {
                 Some(NotFound::Unavailable)
             }
         };
+        if asked {
+            self.refresh_again_if_due(&lookup);
+        }
         if let Some(pending) = pending {
             self.release_waiters(pending, outcome);
+        }
+    }
+
+    /// A refresh answered with another app's settings left its own app with no refresh due,
+    /// so it would be neither refreshed nor forgotten: it is asked for again later, as if the
+    /// store had been unavailable.
+    fn refresh_again_if_due(&mut self, lookup: &AppLookup) {
+        let AppLookup::Id(id) = lookup else {
+            return;
+        };
+        let id = AppId::new(id);
+        let now = self.moment().now;
+        if self.store.cached.get(&id).is_some_and(|at| *at <= now) {
+            self.schedule_refresh(id);
         }
     }
 
@@ -346,6 +367,9 @@ impl Engine {
         for lookup in lookups {
             if let Some(pending) = self.store.in_flight.remove(&lookup) {
                 self.timers.cancel(pending.deadline);
+                // As when it times out: a refresh cut short is due again later, so an app
+                // nobody uses after the shutdown is still forgotten.
+                self.store_unavailable(&lookup);
                 self.release_waiters(pending, Some(NotFound::Unavailable));
             }
         }

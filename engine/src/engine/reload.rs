@@ -63,6 +63,19 @@ impl Engine {
         for (id, config) in wanted {
             // An app the file now lists is the file's, no longer refreshed from the store.
             self.store.release(&id);
+            // The file's apps win their keys: a store app holding one is no longer served
+            // (it could not be reached by its key, and would later take the key back).
+            if let Some(holder) = self.app_by_key.get(config.key.as_str()).cloned() {
+                if holder != id && self.store.serves(&holder) {
+                    self.store.release(&holder);
+                    self.remove_app(
+                        &holder,
+                        CloseCode::APP_NOT_FOUND,
+                        "app removed: the configuration gives its key to another app",
+                    );
+                    outcome.removed += 1;
+                }
+            }
             match self.apps.get(&id).map(|state| state.config == config) {
                 Some(true) => {}
                 Some(false) => {
@@ -96,7 +109,10 @@ impl Engine {
         self.close_app_connections(app, code, reason);
         self.with_webhooks(app, |hooks, cx| hooks.release_held_back(cx));
         if let Some(state) = self.apps.remove(app) {
-            self.app_by_key.remove(&state.key);
+            // The key may be another app's by now (a reload gave it away): leave that one's.
+            if self.app_by_key.get(&state.key) == Some(app) {
+                self.app_by_key.remove(&state.key);
+            }
         }
         self.cluster_app_removed(app);
     }
@@ -108,7 +124,10 @@ impl Engine {
         };
         let disabled = state.config.enabled && !config.enabled;
         if state.config.key != config.key {
-            self.app_by_key.remove(&state.key);
+            // Apps swapping keys in one reload: the other may have taken this one's already.
+            if self.app_by_key.get(&state.key) == Some(id) {
+                self.app_by_key.remove(&state.key);
+            }
             state.key = AppKey::new(&config.key);
             self.app_by_key.insert(state.key.clone(), id.clone());
         }

@@ -364,3 +364,81 @@ fn shutdown_refuses_whoever_waits() {
     assert_eq!(sim.response(req).map(|(status, _)| status), Some(503));
     assert_eq!(sim.engine().state_counts().app_store_entries, 0);
 }
+
+#[test]
+fn a_file_app_given_a_cached_store_apps_key_takes_it_over() {
+    let mut sim = store_sim(|_| {});
+    let conn = db_connection(&mut sim);
+    // The file now gives the store app's key to an app of its own.
+    let mut next = Config::default();
+    next.app_store.lookups = true;
+    next.apps.push(AppConfig {
+        id: "file-db".into(),
+        key: "db-key".into(),
+        secret: "file-db-secret".into(),
+        ..AppConfig::default()
+    });
+    sim.input(Input::Reload(Box::new(next.clone()))).unwrap();
+    assert_eq!(
+        close_code(&sim, conn),
+        Some(4001),
+        "the store app is dropped"
+    );
+    let served = |sim: &Simulator| sim.engine().served_app("db-key").map(|app| app.id.clone());
+    assert_eq!(served(&sim).as_deref(), Some("file-db"));
+
+    // The store's news of its app does not take the key back, nor does the file's app
+    // lose it when the file goes back to listing the same apps.
+    sim.app_answer(by_id(), found(db_app()));
+    sim.app_answer(by_id(), AppAnswer::Missing);
+    sim.input(Input::Reload(Box::new(next))).unwrap();
+    assert_eq!(served(&sim).as_deref(), Some("file-db"));
+    let after = sim.connect("db-key");
+    assert_eq!(sim.take_events(after), ["pusher:connection_established"]);
+    assert!(
+        sim.take_lookups().is_empty(),
+        "a file app is never looked up"
+    );
+}
+
+#[test]
+fn a_refresh_answered_with_another_app_still_lets_the_unused_app_be_forgotten() {
+    let mut sim = store_sim(|config| config.app_store.cache_ttl_secs = 10);
+    let conn = db_connection(&mut sim);
+    sim.advance(secs(10));
+    assert_eq!(sim.take_lookups(), [by_id()]);
+    // A confused store answers the refresh of `db` with another app.
+    let other = AppConfig {
+        id: "other".into(),
+        key: "other-key".into(),
+        ..db_app()
+    };
+    sim.app_answer(by_id(), found(other));
+    assert_eq!(close_code(&sim, conn), None, "db stays served as it was");
+    sim.advance(secs(10));
+    assert_eq!(sim.take_lookups(), [by_id()], "and is refreshed again");
+    sim.app_answer(by_id(), AppAnswer::Unavailable);
+
+    sim.disconnect(conn);
+    sim.advance(secs(10));
+    assert!(
+        sim.engine().served_app("db-key").is_none(),
+        "unused: forgotten"
+    );
+}
+
+#[test]
+fn a_refresh_in_flight_at_shutdown_still_lets_the_app_be_forgotten() {
+    let mut sim = store_sim(|config| config.app_store.cache_ttl_secs = 10);
+    let conn = db_connection(&mut sim);
+    sim.advance(secs(10));
+    assert_eq!(sim.take_lookups(), [by_id()]);
+    sim.input(Input::Shutdown).unwrap();
+    assert_eq!(close_code(&sim, conn), Some(4200));
+    sim.advance(secs(10));
+    assert!(
+        sim.engine().served_app("db-key").is_none(),
+        "unused: forgotten"
+    );
+    assert_eq!(sim.engine().state_counts().app_store_entries, 0);
+}

@@ -169,3 +169,15 @@ fn other_settings_are_said_to_wait_for_a_restart() {
         Config::default().activity_timeout_secs
     );
 }
+
+#[test]
+fn two_apps_swapping_keys_are_both_served_under_their_new_keys() {
+    let mut sim = Simulator::new(two_apps(), SEED);
+    let mut swapped = two_apps();
+    swapped.apps[0].key = "two-key".into();
+    swapped.apps[1].key = "app-key".into();
+    reload(&mut sim, swapped);
+    let served = |sim: &Simulator, key: &str| sim.engine().served_app(key).map(|a| a.id.clone());
+    assert_eq!(served(&sim, "two-key").as_deref(), Some("app-id"));
+    assert_eq!(served(&sim, "app-key").as_deref(), Some("two"));
+}

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::cli::Cli;
+use crate::settings::app_store::AppStoreDriver;
 
 /// The overrides `flags` give (the test process's own environment counts too, as it
 /// would for the binary; these tests set no `FERROCAST_*` variable).
@@ -228,5 +229,134 @@ fn the_redacted_dump_loads_back_to_the_same_settings_but_the_secrets() {
     let mut again = Settings::load(&dump, &Overrides::default()).unwrap();
     assert_eq!(again.engine.apps[0].secret, REDACTED);
     again.engine.apps[0].secret = "s".into();
+    assert_eq!(again, settings);
+}
+
+#[test]
+fn the_app_store_is_off_by_default_and_the_example_app_served() {
+    let settings = Settings::load("", &Overrides::default()).unwrap();
+    assert_eq!(settings.app_store.driver, AppStoreDriver::Config);
+    assert_eq!(settings.app_store.table, "apps");
+    assert_eq!(settings.app_store.notify_channel, "ferrocast_apps");
+    assert!(!settings.engine.app_store.lookups);
+    assert_eq!(settings.engine.apps.len(), 1);
+    // Only a database driver validates its own settings; `config` needs none of them.
+    let unused = "[app_store]\ntable = \"apps\"\ncache_ttl_secs = 60\n";
+    assert!(Settings::load(unused, &Overrides::default()).is_ok());
+}
+
+#[test]
+fn a_database_driver_turns_lookups_on_and_the_example_app_off() {
+    let text = "[app_store]\ndriver = \"postgres\"\nurl = \"postgres://u:pw@127.0.0.1/db\"\n\
+                cache_ttl_secs = 30\nmissing_ttl_secs = 2\nlookup_timeout_ms = 900\n";
+    let settings = Settings::load(text, &Overrides::default()).unwrap();
+    assert!(settings.app_store.uses_database());
+    let store = &settings.engine.app_store;
+    assert!(store.lookups);
+    assert_eq!(
+        (
+            store.cache_ttl_secs,
+            store.missing_ttl_secs,
+            store.lookup_timeout_ms
+        ),
+        (30, 2, 900)
+    );
+    assert!(settings.engine.apps.is_empty(), "no example app");
+    assert!(!settings.engine.uses_default_credentials());
+    assert_eq!(
+        settings.conn_limits().max_message_bytes,
+        ferrocast_engine::AppConfig::default().max_message_bytes,
+        "database apps keep the default message size, which the framing allows"
+    );
+    // Apps the file names are served beside the database's.
+    let with_apps = format!("{text}[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n");
+    let settings = Settings::load(&with_apps, &Overrides::default()).unwrap();
+    assert_eq!(settings.engine.apps.len(), 1);
+    assert_eq!(settings.engine.apps[0].key, "k");
+    // So is the app the flags name.
+    let flagged = Settings::load(text, &flags(&["--app-key", "flag-key"])).unwrap();
+    assert_eq!(flagged.engine.apps[0].key, "flag-key");
+}
+
+#[test]
+fn app_store_flags_win_over_the_file() {
+    let text = "[app_store]\ndriver = \"mysql\"\nurl = \"mysql://u@h/db\"\ntable = \"apps\"\n";
+    let overrides = flags(&[
+        "--app-store-url",
+        "mysql://other@h/db2",
+        "--app-store-table",
+        "tenant.apps",
+        "--app-store-cache-ttl-secs",
+        "9",
+        "--app-store-missing-ttl-secs",
+        "0",
+        "--app-store-lookup-timeout-ms",
+        "100",
+        "--app-store-notify-channel",
+        "changes",
+    ]);
+    let settings = Settings::load(text, &overrides).unwrap();
+    let store = &settings.app_store;
+    assert_eq!(store.driver, AppStoreDriver::Mysql);
+    assert_eq!(store.url.as_deref(), Some("mysql://other@h/db2"));
+    assert_eq!(store.table, "tenant.apps");
+    assert_eq!(
+        (
+            store.cache_ttl_secs,
+            store.missing_ttl_secs,
+            store.lookup_timeout_ms
+        ),
+        (9, 0, 100)
+    );
+    assert_eq!(store.notify_channel, "changes");
+    let driver = Settings::load("", &flags(&["--app-store-driver", "postgres"])).unwrap_err();
+    assert!(driver.contains("app_store.url is required"), "{driver}");
+}
+
+#[test]
+fn bad_app_store_settings_are_refused_with_the_key() {
+    let base = "[app_store]\ndriver = \"postgres\"\nurl = \"postgres://u:pw@h/db\"\n";
+    for (extra, expected) in [
+        ("table = \"apps; DROP TABLE apps\"\n", "app_store.table"),
+        ("table = \"a.b.c\"\n", "app_store.table"),
+        ("notify_channel = \"a-b\"\n", "app_store.notify_channel"),
+        ("cache_ttl_secs = 0\n", "app_store.cache_ttl_secs"),
+        ("lookup_timeout_ms = 0\n", "app_store.lookup_timeout_ms"),
+        ("driver = \"dynamodb\"\n", "driver"),
+        ("colour = 1\n", "colour"),
+    ] {
+        let text = base.replace("driver = \"postgres\"\n", "")
+            + if extra.starts_with("driver") {
+                ""
+            } else {
+                "driver = \"postgres\"\n"
+            }
+            + extra;
+        let error = Settings::load(&text, &Overrides::default()).unwrap_err();
+        assert!(error.contains(expected), "{extra}: {error}");
+        assert!(!error.contains("pw@"), "{error}");
+    }
+    let wrong_scheme = "[app_store]\ndriver = \"postgres\"\nurl = \"mysql://u:pw@h/db\"\n";
+    let error = Settings::load(wrong_scheme, &Overrides::default()).unwrap_err();
+    assert!(
+        error.contains("postgres://") && !error.contains(":pw@"),
+        "{error}"
+    );
+    let stray_url = "[app_store]\nurl = \"postgres://u:pw@h/db\"\n";
+    let error = Settings::load(stray_url, &Overrides::default()).unwrap_err();
+    assert!(error.contains("app_store.driver"), "{error}");
+}
+
+#[test]
+fn the_redacted_dump_of_an_app_store_hides_the_password_and_loads_back() {
+    let text = "[app_store]\ndriver = \"postgres\"\nurl = \"postgres://u:hunter2@h/db\"\n";
+    let settings = Settings::load(text, &Overrides::default()).unwrap();
+    let dump = settings.to_redacted_toml().unwrap();
+    assert!(!dump.contains("hunter2"), "{dump}");
+    assert!(dump.contains("postgres://u:***@h/db"), "{dump}");
+    assert!(!format!("{settings:?}").contains("hunter2"));
+    let mut again = Settings::load(&dump, &Overrides::default()).unwrap();
+    assert!(again.engine.apps.is_empty(), "{dump}");
+    again.app_store.url = settings.app_store.url.clone();
     assert_eq!(again, settings);
 }

@@ -1,5 +1,5 @@
-//! Runs `loadgen --quick` against the built `ferrocast` binary, alone and as a cluster of two
-//! nodes over `redis-server`, and checks correctness only: every scenario ran, nothing was
+//! Runs `loadgen --quick` against the built `ferrocast` binary, alone, over TLS (`--tls`,
+//! against the TLS floor) and as a cluster of two nodes over `redis-server`, and checks correctness only: every scenario ran, nothing was
 //! lost, duplicated or reordered, and the table was printed. Timings are printed, never
 //! asserted: the machine may be busy.
 
@@ -119,6 +119,53 @@ fn quick_cluster_run_over_two_nodes_is_correct() {
         "cluster fan-out 200 over 2 nodes: Redis CPU per publish",
         "cluster 400 connections over 2 nodes: time until all subscribed",
         "cluster 400 connections over 2 nodes: server RSS per subscribed connection",
+    ] {
+        assert!(stdout.contains(row), "no row {row:?} in the table");
+    }
+    assert!(stdout.contains("every delivery arrived exactly once and in order"));
+    assert!(!stdout.contains("FAILED"));
+}
+
+#[test]
+fn quick_tls_run_against_the_tls_floor_is_correct() {
+    let Some(server) = server_binary() else {
+        println!(
+            "skipped: build the server first (cargo build --release -p ferrocast); \
+             no target/{{release,debug}}/ferrocast was found"
+        );
+        return;
+    };
+
+    let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--quick", "--tls", "--scenarios", "fanout,storm,idle"])
+        .arg("--spawn-server")
+        .arg(&server)
+        .output()
+        .expect("loadgen runs");
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        output.status.success(),
+        "loadgen --tls reported failures against {}",
+        server.display()
+    );
+    for row in [
+        // The plain figures of the same run…
+        "| fan-out 200: server CPU per delivery, burst",
+        "| storm 300: server CPU per connection",
+        "| idle: server RSS",
+        // …and the TLS ones against the TLS floor and against them.
+        "| TLS fan-out 200: server CPU per delivery, burst ",
+        "TLS floor ",
+        "| TLS fan-out 200: cipher suite",
+        "| TLS fan-out 200: server CPU per delivery, burst, TLS against plain",
+        "| TLS storm 300: server CPU per connection ",
+        "TLS accept floor ",
+        "| TLS storm 300: server CPU per connection, TLS against plain",
+        "| TLS idle @500: server RSS per subscribed connection, TLS against plain",
     ] {
         assert!(stdout.contains(row), "no row {row:?} in the table");
     }

@@ -12,7 +12,7 @@ use loadgen::client::Shared;
 use loadgen::report::Report;
 use loadgen::rig::Rig;
 use loadgen::{
-    cluster_scenarios, fanout, floor, floor_http, scenarios, soak, sustained, sys, worker,
+    cluster_scenarios, fanout, floor, floor_http, scenarios, soak, sustained, sys, tls, worker,
 };
 use std::process::ExitCode;
 
@@ -23,17 +23,27 @@ fn main() -> ExitCode {
         sys::pin_to_cpu(cpu);
     }
     let outcome = if args.worker {
-        let shared = Shared {
-            app_key: args.app_key.clone(),
-            app_secret: args.app_secret.clone(),
-            epoch_ns: args.epoch_ns,
-            deflate: args.deflate,
-        };
-        worker::Worker::new(shared)
-            .map_err(|e| e.to_string())
+        args.tls_ca
+            .as_deref()
+            .map(tls::client_config)
+            .transpose()
+            .and_then(|tls| {
+                let shared = Shared {
+                    app_key: args.app_key.clone(),
+                    app_secret: args.app_secret.clone(),
+                    epoch_ns: args.epoch_ns,
+                    deflate: args.deflate,
+                    tls,
+                };
+                worker::Worker::new(shared).map_err(|e| e.to_string())
+            })
             .and_then(worker::Worker::run)
     } else if args.floor_server {
-        floor::run("127.0.0.1")
+        match (&args.floor_cert, &args.floor_key) {
+            (Some(cert), Some(key)) => tls::server_config(cert, key)
+                .and_then(|config| floor::run("127.0.0.1", Some(config))),
+            _ => floor::run("127.0.0.1", None),
+        }
     } else if args.floor_http {
         floor_http::run("127.0.0.1", &args.app_secret)
     } else if let Some(secs) = args.soak {
@@ -88,18 +98,13 @@ fn coordinate(args: Args) -> ExitCode {
         ("cluster-fanout", cluster_scenarios::fanout),
         ("cluster-connections", cluster_scenarios::connections),
     ];
-    for (name, step) in steps {
-        if !plan.runs(name) {
-            continue;
-        }
-        if let Err(e) = step(&mut rig, &mut report).and_then(|()| rig.check_server()) {
-            report.fail(format!("{name}: {e}"));
-            // A broken scenario may leave clients behind; start the next one clean.
-            if let Err(e) = rig.close_all() {
-                report.fail(format!("{name}: cannot close its clients: {e}"));
-                break;
-            }
-        }
+    run_steps(&mut rig, &mut report, &steps, |name| plan.runs(name));
+    if rig.tls_files.is_some() {
+        // The same scenarios again over TLS, each figure beside the plain one just measured.
+        rig.set_secure(true);
+        run_steps(&mut rig, &mut report, &steps, |name| {
+            TLS_SCENARIOS.contains(&name) && plan.runs(name)
+        });
     }
     rig.shutdown();
     println!();
@@ -109,7 +114,7 @@ fn coordinate(args: Args) -> ExitCode {
     );
     print!("{}", report.table());
     if let Some(dir) = &plot_dir {
-        match loadgen::plot::write(dir, "figures.json", &report.figures) {
+        match loadgen::plot::write(dir, "figures.json", &report.measured) {
             Ok(files) => println!("charts: {}", files.join(", ")),
             Err(e) => report.fail(format!("cannot write the charts: {e}")),
         }
@@ -126,6 +131,31 @@ fn coordinate(args: Args) -> ExitCode {
             println!("  - {failure}");
         }
         ExitCode::FAILURE
+    }
+}
+
+/// The scenarios `--tls` runs a second time over TLS.
+const TLS_SCENARIOS: [&str; 3] = ["fanout", "storm", "idle"];
+
+/// Runs the steps `wanted` selects, recording a broken one's error as a failure.
+fn run_steps(
+    rig: &mut Rig,
+    report: &mut Report,
+    steps: &[(&str, Scenario)],
+    wanted: impl Fn(&str) -> bool,
+) {
+    for &(name, step) in steps {
+        if !wanted(name) {
+            continue;
+        }
+        if let Err(e) = step(rig, report).and_then(|()| rig.check_server()) {
+            report.fail(format!("{}{name}: {e}", rig.mode()));
+            // A broken scenario may leave clients behind; start the next one clean.
+            if let Err(e) = rig.close_all() {
+                report.fail(format!("{name}: cannot close its clients: {e}"));
+                break;
+            }
+        }
     }
 }
 

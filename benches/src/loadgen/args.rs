@@ -134,6 +134,20 @@ pub(crate) struct Args {
     /// Clients offer permessage-deflate (as browsers do) and inflate what arrives compressed.
     #[arg(long)]
     pub deflate: bool,
+    /// With `--spawn-server`: after the plain run, run the fan-out, storm and idle scenarios
+    /// again over TLS (`wss://` and `https://`, a self-signed certificate made for the run),
+    /// against a TLS floor, and compare them with the plain figures.
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM certificate the clients trust for `wss://` (with `--tls`, the one made for the run).
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// Internal: the floor serves TLS with this certificate (and `--floor-key`).
+    #[arg(long, hide = true)]
+    pub floor_cert: Option<PathBuf>,
+    /// Internal: the private key of `--floor-cert`.
+    #[arg(long, hide = true)]
+    pub floor_key: Option<PathBuf>,
     /// Internal: run as a client worker.
     #[arg(long, hide = true)]
     pub worker: bool,

@@ -23,6 +23,8 @@ pub(crate) struct Shared {
     pub epoch_ns: u64,
     /// Whether clients offer permessage-deflate.
     pub deflate: bool,
+    /// The clients' TLS configuration, for `wss://` targets.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// Counters every client of a worker adds to.

@@ -285,7 +285,7 @@ pub(crate) fn fanout(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
         cluster.stop();
         let spread = spread?;
         alive?;
-        report.figures.cluster.push(ClusterPoint {
+        report.measured.cluster.push(ClusterPoint {
             subscribers: n,
             node_burst_cpu_ns: spread.burst_cpu.clone(),
             all_nodes_burst_cpu_ns: spread.burst_total,

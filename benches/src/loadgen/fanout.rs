@@ -1,5 +1,6 @@
 //! Scenario (a), fan-out: N subscribers on one channel, publishes through the HTTP API one at
-//! a time and in bursts; and the write floor the server's per-delivery cost is compared with.
+//! a time and in bursts; and the write floor the server's per-delivery cost is compared with
+//! (over TLS, the TLS floor: the same frames sealed by rustls, and the plain figures beside).
 
 use super::client::{stamp, EVENT_NAME};
 use super::figures::{FanoutPoint, LatencyCdf};
@@ -29,6 +30,8 @@ struct Ours {
     payload: Option<String>,
     /// Every one-at-a-time delivery's latency, over all repeats.
     latency: Histogram,
+    /// The TLS cipher suite the clients negotiated.
+    suite: Option<String>,
 }
 
 /// What the write floor of one size measured.
@@ -37,12 +40,15 @@ pub(crate) struct Floor {
     pub sweep_wall: f64,
     /// The writing thread's CPU per `write`.
     pub cpu_per_delivery: f64,
+    /// The TLS cipher suite its clients negotiated (none over plain TCP).
+    pub suite: Option<String>,
 }
 
 /// Runs the fan-out scenario at every configured size.
 pub(crate) fn run(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
     for n in rig.plan.fanout_sizes.clone() {
-        println!("fan-out: {n} subscribers on one channel");
+        let mode = rig.mode();
+        println!("{mode}fan-out: {n} subscribers on one channel");
         rig.fresh_server()?;
         let ours = measure_server(rig, report, n)?;
         rig.check_server()?;
@@ -56,46 +62,52 @@ pub(crate) fn run(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
         } else {
             size
         };
+        let floor_name = if rig.floor_tls().is_some() {
+            "TLS floor "
+        } else {
+            ""
+        };
         let sweep = floor.as_ref().map(|f| f.sweep_wall);
-        report.figures.fanout.push(FanoutPoint {
+        report.measured.fanout.push(FanoutPoint {
             subscribers: n,
             deflate: rig.args.deflate,
+            tls: rig.secure,
             burst_cpu_ns: ours.burst_cpu_per_delivery,
             single_cpu_ns: ours.single_cpu_per_delivery,
             floor_cpu_ns: floor.as_ref().map(|f| f.cpu_per_delivery),
         });
         report
-            .figures
+            .measured
             .latency
-            .push(LatencyCdf::of(n, &ours.latency));
+            .push(LatencyCdf::of(n, rig.secure, &ours.latency));
         report.row(
-            format!("fan-out {size}: latency p50 / p99 / p99.9, one publish at a time"),
+            format!("{mode}fan-out {size}: latency p50 / p99 / p99.9, one publish at a time"),
             format!(
                 "{} / {} / {}",
                 report::ns(ours.p50),
                 report::ns(ours.p99),
                 report::ns(ours.p999)
             ),
-            sweep.map(|s| format!("one write sweep {}", report::ns(s))),
+            sweep.map(|s| format!("{floor_name}one write sweep {}", report::ns(s))),
             report::ratio(Some(ours.p99), sweep),
         );
         let floor_cpu = floor.as_ref().map(|f| f.cpu_per_delivery);
         report.row(
-            format!("fan-out {size}: server CPU per delivery, burst"),
+            format!("{mode}fan-out {size}: server CPU per delivery, burst"),
             ours.burst_cpu_per_delivery
                 .map_or("n/a (no --server-pid)".into(), report::ns),
-            floor_cpu.map(report::ns),
+            floor_cpu.map(|f| format!("{floor_name}{}", report::ns(f))),
             report::ratio(ours.burst_cpu_per_delivery, floor_cpu),
         );
         report.row(
-            format!("fan-out {size}: server CPU per delivery, one at a time"),
+            format!("{mode}fan-out {size}: server CPU per delivery, one at a time"),
             ours.single_cpu_per_delivery
                 .map_or("n/a".into(), report::ns),
-            floor_cpu.map(report::ns),
+            floor_cpu.map(|f| format!("{floor_name}{}", report::ns(f))),
             report::ratio(ours.single_cpu_per_delivery, floor_cpu),
         );
         report.row(
-            format!("fan-out {size}: bytes read per delivery, burst"),
+            format!("{mode}fan-out {size}: bytes read per delivery, burst"),
             format!(
                 "{:.0} B ({:.0}% compressed)",
                 ours.wire_per_delivery,
@@ -105,13 +117,86 @@ pub(crate) fn run(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
             None,
         );
         report.row(
-            format!("fan-out {size}: deliveries/s, burst (wall)"),
+            format!("{mode}fan-out {size}: deliveries/s, burst (wall)"),
             report::rate(ours.burst_rate),
             None,
             None,
         );
+        let key = |what: &str| format!("fan-out {n} {what}");
+        if rig.secure {
+            against_plain(
+                report,
+                &format!("{mode}fan-out {size}"),
+                &ours,
+                floor.as_ref(),
+                key,
+            );
+        } else {
+            report.keep(key("burst"), ours.burst_cpu_per_delivery);
+            report.keep(key("single"), ours.single_cpu_per_delivery);
+            report.keep(key("floor"), floor_cpu);
+        }
     }
     Ok(())
+}
+
+/// The TLS rows that set a TLS figure beside the plain one of the same run, and the check that
+/// the server and the TLS floor negotiated the same cipher suite.
+fn against_plain(
+    report: &mut Report,
+    name: &str,
+    ours: &Ours,
+    floor: Option<&Floor>,
+    key: impl Fn(&str) -> String,
+) {
+    let suites = format!(
+        "server {}, TLS floor {}",
+        ours.suite.as_deref().unwrap_or("none"),
+        floor
+            .and_then(|f| f.suite.as_deref())
+            .unwrap_or("not measured")
+    );
+    println!("  cipher suites: {suites}");
+    if ours.suite.is_none() {
+        report.fail(format!(
+            "{name}: the clients negotiated no TLS cipher suite"
+        ));
+    }
+    if let Some(floor) = floor {
+        if floor.suite != ours.suite {
+            report.fail(format!("{name}: different cipher suites: {suites}"));
+        }
+    }
+    report.row(format!("{name}: cipher suite"), suites, None, None);
+    let pairs = [
+        (
+            "burst",
+            "server CPU per delivery, burst",
+            ours.burst_cpu_per_delivery,
+        ),
+        (
+            "single",
+            "server CPU per delivery, one at a time",
+            ours.single_cpu_per_delivery,
+        ),
+        (
+            "floor",
+            "floor CPU per delivery",
+            floor.map(|f| f.cpu_per_delivery),
+        ),
+    ];
+    for (what, label, tls) in pairs {
+        let plain = report.figure(&key(what));
+        if tls.is_none() || plain.is_none() {
+            continue;
+        }
+        report.row(
+            format!("{name}: {label}, TLS against plain"),
+            tls.map_or("n/a".into(), report::ns),
+            plain.map(|p| format!("plain {}", report::ns(p))),
+            report::ratio(tls, plain),
+        );
+    }
 }
 
 fn measure_server(rig: &mut Rig, report: &mut Report, n: u32) -> Result<Ours, String> {
@@ -220,7 +305,8 @@ fn measure_server(rig: &mut Rig, report: &mut Report, n: u32) -> Result<Ours, St
             u64::from(plan.burst) * u64::from(n),
         );
     }
-    let payload = rig.stats(false)?.stats.sample_payload;
+    let last = rig.stats(false)?.stats;
+    let (payload, suite) = (last.sample_payload, last.tls_suite);
     println!(
         "  {} publishes measured per subscriber, all in order",
         sent_measured
@@ -238,6 +324,7 @@ fn measure_server(rig: &mut Rig, report: &mut Report, n: u32) -> Result<Ours, St
         compressed_share: median(&compressed),
         payload,
         latency,
+        suite,
     })
 }
 
@@ -311,9 +398,11 @@ pub(crate) fn measure_floor(
 ) -> Result<Floor, String> {
     let plan = rig.plan.clone();
     let timeout = Duration::from_secs(60);
-    let (mut floor, addr) = spawn::spawn_floor(rig.pinned.then_some(rig.args.server_cpu()))?;
+    let (mut floor, addr) =
+        spawn::spawn_floor(rig.pinned.then_some(rig.args.server_cpu()), rig.floor_tls())?;
     let mut target = rig.ws.clone();
     target.addr = addr;
+    target.tls = rig.floor_tls().is_some();
     let connected = rig.connect(
         &target,
         0,
@@ -361,14 +450,21 @@ pub(crate) fn measure_floor(
         let (cpu_ns, _) = sweep(rig, plan.burst)?;
         cpu.push(cpu_ns as f64 / (f64::from(plan.burst) * f64::from(n)));
     }
+    let suite = rig.stats(false)?.stats.tls_suite;
     rig.close_all()?;
     floor.shutdown(&FloorCommand::Exit);
     let result = Floor {
         sweep_wall: median(&sweeps),
         cpu_per_delivery: median(&cpu),
+        suite,
     };
     println!(
-        "  write floor: one sweep over {n} sockets {}, CPU per write {} ({}-byte frame)",
+        "  {}write floor: one sweep over {n} sockets {}, CPU per write {} ({}-byte frame)",
+        if rig.floor_tls().is_some() {
+            "TLS "
+        } else {
+            ""
+        },
         report::ns(result.sweep_wall),
         report::ns(result.cpu_per_delivery),
         super::ws_client::server_text_frame(payload.as_bytes()).len()

@@ -27,6 +27,9 @@ pub(crate) struct FanoutPoint {
     pub subscribers: u32,
     /// Whether the clients negotiated permessage-deflate.
     pub deflate: bool,
+    /// Whether the clients spoke TLS (the floor then seals its frames too).
+    #[serde(default)]
+    pub tls: bool,
     /// Server CPU per delivery in the bursts (ns).
     pub burst_cpu_ns: Option<f64>,
     /// Server CPU per delivery, one publish at a time (ns).
@@ -40,15 +43,19 @@ pub(crate) struct FanoutPoint {
 pub(crate) struct LatencyCdf {
     /// Subscribers on the channel.
     pub subscribers: u32,
+    /// Whether the clients spoke TLS.
+    #[serde(default)]
+    pub tls: bool,
     /// `(latency ns, fraction of deliveries at or below it)`, rising.
     pub points: Vec<(f64, f64)>,
 }
 
 impl LatencyCdf {
     /// The cumulative curve of `histogram`.
-    pub(crate) fn of(subscribers: u32, histogram: &Histogram) -> Self {
+    pub(crate) fn of(subscribers: u32, tls: bool, histogram: &Histogram) -> Self {
         LatencyCdf {
             subscribers,
+            tls,
             points: histogram
                 .cdf()
                 .into_iter()
@@ -67,6 +74,9 @@ pub(crate) struct IdlePoint {
     pub rss_bytes: f64,
     /// Server RSS before the first connection (bytes).
     pub base_rss_bytes: f64,
+    /// Whether the clients spoke TLS.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// One cluster fan-out size.

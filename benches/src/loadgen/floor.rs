@@ -5,14 +5,21 @@
 //! channels, no signatures. Write floor: on command, write the same frame bytes to every
 //! subscribed socket in one sequential sweep, timing the writing thread's CPU and the wall
 //! time of each sweep.
+//!
+//! With a certificate (`--floor-cert`, `--floor-key`) both floors speak TLS through rustls,
+//! configured as the server configures it: the TLS floor. Each write of a sweep is then one
+//! frame sealed into one record, as the server seals a frame queued alone.
 
 use super::ipc::{self, FloorCommand, FloorReply, LineReader};
 use super::sys;
+use super::tls::ServerTransport;
 use super::ws_client::{apply_mask, server_text_frame};
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use std::io::{self, Read, Write};
+use rustls::ServerConfig;
+use std::io::{self, Write};
+use std::sync::Arc;
 use std::time::Duration;
 use tungstenite::handshake::derive_accept_key;
 
@@ -26,15 +33,20 @@ enum Stage {
     Ready,
 }
 
+/// Most unread plaintext a connection may hold before the floor drops it.
+const MAX_UNREAD: usize = 64 << 10;
+
 struct Conn {
     stream: TcpStream,
+    transport: ServerTransport,
     stage: Stage,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
 }
 
-/// Runs the floor server until `Exit` or the coordinator goes away.
-pub(crate) fn run(host: &str) -> Result<(), String> {
+/// Runs the floor server (over TLS when `tls` is given) until `Exit` or the coordinator goes
+/// away.
+pub(crate) fn run(host: &str, tls: Option<Arc<ServerConfig>>) -> Result<(), String> {
     let addr = format!("{host}:0")
         .parse()
         .map_err(|e| format!("bad host: {e}"))?;
@@ -86,8 +98,11 @@ pub(crate) fn run(host: &str) -> Result<(), String> {
                                     Interest::READABLE | Interest::WRITABLE,
                                 )
                                 .map_err(|e| e.to_string())?;
+                            let transport = ServerTransport::server(tls.as_ref())
+                                .map_err(|e| format!("TLS: {e}"))?;
                             conns[slot] = Some(Conn {
                                 stream,
+                                transport,
                                 stage: Stage::Upgrade,
                                 rbuf: Vec::new(),
                                 wbuf: Vec::new(),
@@ -135,21 +150,19 @@ pub(crate) fn run(host: &str) -> Result<(), String> {
 
 /// Reads and answers what a connection sent; false once it is gone.
 fn serve(conn: &mut Conn, scratch: &mut [u8], socket_ids: &mut u64, writable: bool) -> bool {
-    if writable && !conn.wbuf.is_empty() && !flush(conn) {
+    if writable && (!conn.wbuf.is_empty() || conn.transport.has_sealed()) && !flush(conn) {
         return false;
     }
-    loop {
-        match conn.stream.read(scratch) {
-            Ok(0) => return false,
-            Ok(n) => {
-                if conn.stage != Stage::Ready {
-                    conn.rbuf.extend_from_slice(&scratch[..n]);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
+    match conn
+        .transport
+        .read(&mut conn.stream, scratch, &mut conn.rbuf, MAX_UNREAD)
+    {
+        Ok(outcome) if outcome.open => {}
+        _ => return false,
+    }
+    if conn.stage == Stage::Ready {
+        // Pongs and the like: read, never answered.
+        conn.rbuf.clear();
     }
     if conn.stage == Stage::Upgrade {
         let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -222,18 +235,9 @@ fn send(conn: &mut Conn, bytes: &[u8]) -> bool {
 }
 
 fn flush(conn: &mut Conn) -> bool {
-    let mut written = 0;
-    while written < conn.wbuf.len() {
-        match conn.stream.write(&conn.wbuf[written..]) {
-            Ok(n) if n > 0 => written += n,
-            Ok(_) => return false,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
-    conn.wbuf.drain(..written);
-    true
+    conn.transport
+        .write(&mut conn.stream, &mut conn.wbuf)
+        .is_ok()
 }
 
 /// One or more sequential write sweeps of `frame` over every ready connection.
@@ -252,9 +256,18 @@ fn sweep(conns: &mut [Option<Conn>], frame: &[u8], sweeps: u32) -> FloorReply {
             if conn.stage != Stage::Ready {
                 continue;
             }
-            if !conn.wbuf.is_empty() {
+            if !conn.wbuf.is_empty() || conn.transport.has_sealed() {
                 blocked += 1;
                 conn.wbuf.extend_from_slice(frame);
+                continue;
+            }
+            if let ServerTransport::Tls(_) = conn.transport {
+                // rustls takes the plaintext, seals it into one record and writes that.
+                conn.wbuf.extend_from_slice(frame);
+                let _ = conn.transport.write(&mut conn.stream, &mut conn.wbuf);
+                if !conn.wbuf.is_empty() || conn.transport.has_sealed() {
+                    blocked += 1;
+                }
                 continue;
             }
             match conn.stream.write(frame) {

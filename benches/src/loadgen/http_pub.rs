@@ -1,8 +1,12 @@
-//! The publisher: signed Pusher HTTP API requests over one keep-alive connection.
+//! The publisher: signed Pusher HTTP API requests over one keep-alive connection, plain or
+//! through rustls (`https://`).
 
 use ferrocast_engine::http_auth::signed_query;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Reconnect before a request if the connection sat idle this long (servers time idle
@@ -31,13 +35,18 @@ pub(crate) struct Event<'a> {
     pub data: &'a str,
 }
 
+/// A blocking byte stream: a socket, or a TLS session over one.
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
 /// A keep-alive HTTP/1.1 client for the publish endpoints.
 pub(crate) struct Publisher {
     addr: SocketAddr,
     host: String,
     prefix: String,
     creds: Credentials,
-    stream: Option<TcpStream>,
+    tls: Option<Arc<ClientConfig>>,
+    stream: Option<Box<dyn Stream>>,
     last_used: Instant,
     buf: Vec<u8>,
     /// Requests sent.
@@ -54,12 +63,19 @@ impl Publisher {
             host,
             prefix,
             creds,
+            tls: None,
             stream: None,
             last_used: Instant::now(),
             buf: Vec::with_capacity(4096),
             requests: 0,
             connects: 0,
         }
+    }
+
+    /// The same publisher speaking `https://` with `config`.
+    pub(crate) fn with_tls(mut self, config: Arc<ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
     }
 
     /// Where it sends requests, and the Host header it names.
@@ -130,21 +146,29 @@ impl Publisher {
         Ok(())
     }
 
-    fn connect(&mut self) -> io::Result<TcpStream> {
+    fn connect(&mut self) -> io::Result<Box<dyn Stream>> {
         let stream = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         self.connects += 1;
-        Ok(stream)
+        let Some(config) = &self.tls else {
+            return Ok(Box::new(stream));
+        };
+        // The Host header may carry a port; the certificate names the host alone.
+        let name = self.host.rsplit_once(':').map_or(&*self.host, |(h, _)| h);
+        let name = ServerName::try_from(name.to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let conn = ClientConnection::new(config.clone(), name).map_err(io::Error::other)?;
+        Ok(Box::new(StreamOwned::new(conn, stream)))
     }
 
     /// Sends a request and reads the response; leaves the body in `self.buf`.
     fn exchange(
         &mut self,
-        mut stream: TcpStream,
+        mut stream: Box<dyn Stream>,
         request: &[u8],
-    ) -> Result<(u16, bool, TcpStream), String> {
+    ) -> Result<(u16, bool, Box<dyn Stream>), String> {
         stream
             .write_all(request)
             .map_err(|e| format!("sending a request: {e}"))?;

@@ -43,6 +43,9 @@ pub(crate) struct WsTarget {
     pub host: String,
     /// Request target of the upgrade (`/app/{key}?protocol=7...`).
     pub path: String,
+    /// Whether it is `wss://` (TLS).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// A batch of clients to open and subscribe.
@@ -124,6 +127,9 @@ pub(crate) struct Stats {
     pub latency: Sparse,
     /// The text of one application event as received (to rebuild the server's frame).
     pub sample_payload: Option<String>,
+    /// The TLS cipher suite a client negotiated (none over plain TCP).
+    #[serde(default)]
+    pub tls_suite: Option<String>,
     /// The first few problems, for the report.
     pub notes: Vec<String>,
 }

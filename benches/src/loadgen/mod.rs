@@ -22,5 +22,6 @@ pub(crate) mod soak;
 pub(crate) mod spawn;
 pub(crate) mod sustained;
 pub(crate) mod sys;
+pub(crate) mod tls;
 pub(crate) mod worker;
 pub(crate) mod ws_client;

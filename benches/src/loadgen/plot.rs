@@ -127,11 +127,12 @@ fn short(v: f64) -> String {
 }
 
 fn fanout_cpu(f: &Figures) -> Panel {
-    let pick = |get: fn(&super::figures::FanoutPoint) -> Option<f64>| -> Vec<(f64, f64)> {
+    let pick = |tls: bool, get: fn(&super::figures::FanoutPoint) -> Option<f64>| {
         f.fanout
             .iter()
+            .filter(|p| p.tls == tls)
             .filter_map(|p| Some((f64::from(p.subscribers), get(p)? / 1e3)))
-            .collect()
+            .collect::<Vec<_>>()
     };
     let deflate = if f.fanout.iter().any(|p| p.deflate) {
         " (permessage-deflate)"
@@ -145,16 +146,35 @@ fn fanout_cpu(f: &Figures) -> Panel {
         log_x: true,
         share: false,
         series: vec![
-            Series::new("ferrocast, burst", COLOURS[0], pick(|p| p.burst_cpu_ns)),
+            Series::new(
+                "ferrocast, burst",
+                COLOURS[0],
+                pick(false, |p| p.burst_cpu_ns),
+            ),
             Series::new(
                 "ferrocast, one publish at a time",
                 COLOURS[1],
-                pick(|p| p.single_cpu_ns),
+                pick(false, |p| p.single_cpu_ns),
             ),
             Series::new(
                 "write floor: one write per delivery",
                 FLOOR_COLOUR,
-                pick(|p| p.floor_cpu_ns),
+                pick(false, |p| p.floor_cpu_ns),
+            ),
+            Series::new(
+                "ferrocast over TLS, burst",
+                COLOURS[2],
+                pick(true, |p| p.burst_cpu_ns),
+            ),
+            Series::new(
+                "ferrocast over TLS, one publish at a time",
+                COLOURS[4],
+                pick(true, |p| p.single_cpu_ns),
+            ),
+            Series::new(
+                "TLS floor: one sealed write per delivery",
+                COLOURS[3],
+                pick(true, |p| p.floor_cpu_ns),
             ),
         ],
     }
@@ -166,7 +186,11 @@ fn fanout_latency(f: &Figures) -> Panel {
         .iter()
         .enumerate()
         .map(|(i, cdf)| Series {
-            label: format!("{} subscribers", short(f64::from(cdf.subscribers))),
+            label: format!(
+                "{} subscribers{}",
+                short(f64::from(cdf.subscribers)),
+                if cdf.tls { ", TLS" } else { "" }
+            ),
             points: cdf
                 .points
                 .iter()
@@ -188,16 +212,23 @@ fn fanout_latency(f: &Figures) -> Panel {
 
 fn idle_rss(f: &Figures) -> Panel {
     const MIB: f64 = 1024.0 * 1024.0;
-    let mut ours = Vec::new();
+    let curve = |tls: bool| {
+        let points: Vec<_> = f.idle.iter().filter(|p| p.tls == tls).collect();
+        let mut out = Vec::new();
+        if let Some(first) = points.first() {
+            out.push((0.0, first.base_rss_bytes / MIB));
+            out.extend(
+                points
+                    .iter()
+                    .map(|p| (f64::from(p.connections), p.rss_bytes / MIB)),
+            );
+        }
+        out
+    };
+    let (ours, over_tls) = (curve(false), curve(true));
     let mut target = Vec::new();
     if let Some(first) = f.idle.first() {
         let base = first.base_rss_bytes;
-        ours.push((0.0, base / MIB));
-        ours.extend(
-            f.idle
-                .iter()
-                .map(|p| (f64::from(p.connections), p.rss_bytes / MIB)),
-        );
         let most = f.idle.iter().map(|p| p.connections).max().unwrap_or(0);
         target = vec![
             (0.0, base / MIB),
@@ -212,7 +243,11 @@ fn idle_rss(f: &Figures) -> Panel {
         y_desc: "server RSS (MiB)",
         log_x: false,
         share: false,
-        series: vec![Series::new("ferrocast RSS", COLOURS[0], ours), target],
+        series: vec![
+            Series::new("ferrocast RSS", COLOURS[0], ours),
+            Series::new("ferrocast RSS over TLS", COLOURS[2], over_tls),
+            target,
+        ],
     }
 }
 
@@ -439,6 +474,7 @@ mod tests {
                 FanoutPoint {
                     subscribers: 100,
                     deflate: false,
+                    tls: false,
                     burst_cpu_ns: Some(9_000.0),
                     single_cpu_ns: Some(12_000.0),
                     floor_cpu_ns: Some(7_000.0),
@@ -446,22 +482,36 @@ mod tests {
                 FanoutPoint {
                     subscribers: 1000,
                     deflate: false,
+                    tls: false,
                     burst_cpu_ns: Some(8_000.0),
                     single_cpu_ns: None,
                     floor_cpu_ns: Some(6_500.0),
                 },
+                FanoutPoint {
+                    subscribers: 1000,
+                    deflate: false,
+                    tls: true,
+                    burst_cpu_ns: Some(10_000.0),
+                    single_cpu_ns: None,
+                    floor_cpu_ns: Some(8_000.0),
+                },
             ],
-            latency: vec![LatencyCdf::of(1000, &h)],
+            latency: vec![
+                LatencyCdf::of(1000, false, &h),
+                LatencyCdf::of(1000, true, &h),
+            ],
             idle: vec![
                 IdlePoint {
                     connections: 1000,
                     rss_bytes: 8e6,
                     base_rss_bytes: 6e6,
+                    tls: false,
                 },
                 IdlePoint {
                     connections: 5000,
                     rss_bytes: 16e6,
                     base_rss_bytes: 6e6,
+                    tls: false,
                 },
             ],
             cluster: vec![ClusterPoint {
@@ -512,10 +562,13 @@ mod tests {
         ] {
             assert!(cpu.contains(text), "fanout-cpu.svg lacks {text:?}");
         }
-        // Three sizes measured with markers: 2 burst + 1 single + 2 floor circles.
-        assert_eq!(cpu.matches("<circle").count(), 5, "{cpu}");
+        // Plain: 2 burst + 1 single + 2 floor circles; TLS: 1 burst + 1 floor.
+        assert_eq!(cpu.matches("<circle").count(), 7, "{cpu}");
+        assert!(cpu.contains("ferrocast over TLS, burst"));
+        assert!(cpu.contains("TLS floor: one sealed write per delivery"));
         let cdf = chart(&charts, "fanout-latency.svg");
         assert!(cdf.contains("1k subscribers") && cdf.contains("share of deliveries"));
+        assert!(cdf.contains("1k subscribers, TLS"));
         let idle = chart(&charts, "idle-rss.svg");
         assert!(idle.contains("ferrocast RSS") && idle.contains("4 KiB per connection (target)"));
         let cluster = chart(&charts, "cluster-cpu.svg");

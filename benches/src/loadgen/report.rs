@@ -25,7 +25,9 @@ pub(crate) struct Report {
     /// Notes printed under the table.
     pub notes: Vec<String>,
     /// The measured numbers the charts are drawn from.
-    pub figures: Figures,
+    pub measured: Figures,
+    /// Figures kept for later rows to compare with (the plain ones, under `--tls`).
+    figures: std::collections::HashMap<String, f64>,
 }
 
 impl Report {
@@ -43,6 +45,18 @@ impl Report {
             floor: floor.unwrap_or_else(|| "—".into()),
             ratio: ratio.map_or_else(|| "—".into(), |r| format!("{r:.1}×")),
         });
+    }
+
+    /// Keeps a figure, when there is one, under `key`.
+    pub(crate) fn keep(&mut self, key: String, value: Option<f64>) {
+        if let Some(value) = value {
+            self.figures.insert(key, value);
+        }
+    }
+
+    /// A figure kept under `key`.
+    pub(crate) fn figure(&self, key: &str) -> Option<f64> {
+        self.figures.get(key).copied()
     }
 
     /// Records a correctness failure (and prints it at once).

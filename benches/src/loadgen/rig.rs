@@ -5,12 +5,34 @@ use super::args::{Args, Plan};
 use super::histogram::Histogram;
 use super::http_pub::{Credentials, Publisher};
 use super::ipc::{ChannelSpec, ChildLink, Command, ConnectSpec, Reply, Stats, Targets, WsTarget};
-use super::spawn::{self, ServerProc};
+use super::spawn::{self, HttpTarget, ServerProc};
 use super::sys;
+use super::tls::{self, TlsFiles};
+use rustls::ClientConfig;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Extra time to wait for a worker's answer beyond the command's own deadline.
 const ANSWER_SLACK: Duration = Duration::from_secs(15);
+
+/// A publisher for `http`, over TLS when it is `https://`.
+fn publisher_for(
+    http: &HttpTarget,
+    creds: &Credentials,
+    tls: Option<&Arc<ClientConfig>>,
+) -> Publisher {
+    let publisher = Publisher::new(
+        http.addr,
+        http.host.clone(),
+        http.prefix.clone(),
+        creds.clone(),
+    );
+    match (http.tls, tls) {
+        (true, Some(config)) => publisher.with_tls(config.clone()),
+        _ => publisher,
+    }
+}
 
 /// Result of opening clients on every worker involved.
 #[derive(Debug, Default)]
@@ -69,6 +91,12 @@ pub(crate) struct Rig {
     pub pinned: bool,
     /// CPUs the generator could use before pinning itself.
     pub cpus: usize,
+    /// With `--tls`: the certificate made for the run (the server's and the TLS floor's).
+    pub tls_files: Option<TlsFiles>,
+    /// The clients' TLS configuration (with `--tls` or `--tls-ca`).
+    pub client_tls: Option<Arc<ClientConfig>>,
+    /// Whether the scenarios now run over TLS (the spawned server serves TLS only).
+    pub secure: bool,
     server: Option<ServerProc>,
     /// Whether clients or publishes have touched the current server.
     used: bool,
@@ -90,6 +118,23 @@ impl Rig {
             && args.server_cpu() != args.generator_cpu
             && sys::pin_to_cpu(args.generator_cpu);
         let epoch_ns = sys::mono_ns();
+        let tls_files = if args.tls {
+            if args.spawn_server.is_none() {
+                return Err(
+                    "--tls needs --spawn-server (against another server, give a \
+                            wss:// --ws-url and --tls-ca)"
+                        .into(),
+                );
+            }
+            Some(TlsFiles::generate()?)
+        } else {
+            None
+        };
+        let ca = tls_files
+            .as_ref()
+            .map(|f| f.cert.clone())
+            .or_else(|| args.tls_ca.clone());
+        let client_tls = ca.as_deref().map(tls::client_config).transpose()?;
         let (ws, http, server_pid, server) = match &args.spawn_server {
             Some(bin) => {
                 let server = ServerProc::spawn(
@@ -100,7 +145,7 @@ impl Rig {
                     &[],
                 )?;
                 let ws = spawn::ws_target(&format!("ws://{}", server.addr), &creds.key)?;
-                let http = (server.addr, server.addr.to_string(), String::new());
+                let http = spawn::http_target(&format!("http://{}", server.addr))?;
                 (ws, http, Some(server.pid), Some(server))
             }
             None => {
@@ -108,18 +153,29 @@ impl Rig {
                     "give --ws-url (and --server-pid to measure CPU and memory) or --spawn-server",
                 )?;
                 let ws = spawn::ws_target(&url, &creds.key)?;
-                let http_url = args
-                    .http_url
-                    .clone()
-                    .unwrap_or_else(|| format!("http://{}", ws.host));
+                let http_url = args.http_url.clone().unwrap_or_else(|| {
+                    format!("{}://{}", if ws.tls { "https" } else { "http" }, ws.host)
+                });
                 (ws, spawn::http_target(&http_url)?, args.server_pid, None)
             }
         };
-        let publisher = Publisher::new(http.0, http.1, http.2, creds.clone());
+        if (ws.tls || http.tls) && client_tls.is_none() {
+            return Err(
+                "a wss:// or https:// URL needs --tls-ca PEM (the certificate to trust)".into(),
+            );
+        }
+        let secure = ws.tls;
+        let publisher = publisher_for(&http, &creds, client_tls.as_ref());
         let needed = plan.max_clients().div_ceil(args.per_worker.max(1)).max(1) as usize;
         let mut workers = Vec::with_capacity(needed);
         for i in 0..needed {
-            workers.push(spawn::spawn_worker(i, epoch_ns, &creds, args.deflate)?);
+            workers.push(spawn::spawn_worker(
+                i,
+                epoch_ns,
+                &creds,
+                args.deflate,
+                ca.as_deref(),
+            )?);
         }
         Ok(Rig {
             args,
@@ -131,6 +187,9 @@ impl Rig {
             publisher,
             pinned,
             cpus,
+            tls_files,
+            client_tls,
+            secure,
             server,
             used: false,
             workers,
@@ -150,17 +209,47 @@ impl Rig {
             old.stop();
         }
         let cpu = self.pinned.then_some(self.args.server_cpu());
-        let server = ServerProc::spawn(&bin, &self.creds, self.plan.presence_members, cpu, &[])?;
-        self.ws = spawn::ws_target(&format!("ws://{}", server.addr), &self.creds.key)?;
-        self.publisher = Publisher::new(
-            server.addr,
-            server.addr.to_string(),
-            String::new(),
-            self.creds.clone(),
-        );
+        let mut extra = Vec::new();
+        if let (true, Some(files)) = (self.secure, &self.tls_files) {
+            for (flag, path) in [("--tls-cert", &files.cert), ("--tls-key", &files.key)] {
+                extra.push(flag.to_string());
+                extra.push(path.to_string_lossy().into_owned());
+            }
+        }
+        let server = ServerProc::spawn(&bin, &self.creds, self.plan.presence_members, cpu, &extra)?;
+        let scheme = if self.secure { "s" } else { "" };
+        self.ws = spawn::ws_target(&format!("ws{scheme}://{}", server.addr), &self.creds.key)?;
+        let http = spawn::http_target(&format!("http{scheme}://{}", server.addr))?;
+        self.publisher = publisher_for(&http, &self.creds, self.client_tls.as_ref());
         self.server_pid = Some(server.pid);
         self.server = Some(server);
         Ok(())
+    }
+
+    /// Switches the scenarios to TLS (`on`) or plain TCP; the next
+    /// [`Rig::fresh_server`] starts a server speaking it.
+    pub(crate) fn set_secure(&mut self, on: bool) {
+        if self.secure != on {
+            self.secure = on;
+            self.used = true;
+        }
+    }
+
+    /// `"TLS "` while the scenarios run over TLS, to start the names of their rows with.
+    pub(crate) fn mode(&self) -> &'static str {
+        if self.secure {
+            "TLS "
+        } else {
+            ""
+        }
+    }
+
+    /// The certificate and key the TLS floor serves, while the scenarios run over TLS.
+    pub(crate) fn floor_tls(&self) -> Option<(&Path, &Path)> {
+        self.tls_files
+            .as_ref()
+            .filter(|_| self.secure)
+            .map(|f| (f.cert.as_path(), f.key.as_path()))
     }
 
     /// Stops the spawned single server (a later [`Rig::fresh_server`] starts a new one).
@@ -373,6 +462,9 @@ impl Rig {
                     m.pusher_errors += s.pusher_errors;
                     if m.sample_payload.is_none() {
                         m.sample_payload = s.sample_payload;
+                    }
+                    if m.tls_suite.is_none() {
+                        m.tls_suite = s.tls_suite;
                     }
                     m.notes.extend(s.notes);
                     merged.latency.merge(&s.latency);

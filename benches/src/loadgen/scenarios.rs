@@ -1,5 +1,6 @@
 //! Scenarios (b) to (e): many channels with random triggers and batches, the connection storm
-//! with its accept floor, idle memory per connection, and presence churn.
+//! with its accept floor, idle memory per connection, and presence churn. The storm and idle
+//! memory also run over TLS (`--tls`), against the TLS accept floor and the plain figures.
 
 use super::client::{stamp, EVENT_NAME};
 use super::fanout::check_stats;
@@ -245,8 +246,9 @@ fn http_floor(rig: &mut Rig, names: &[String], pad: usize) -> Result<Vec<f64>, S
 /// (c) Every client connects and subscribes with a bounded number in flight.
 pub(crate) fn storm(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
     let n = rig.plan.storm;
+    let mode = rig.mode();
     println!(
-        "connection storm: {n} clients, {} in flight",
+        "{mode}connection storm: {n} clients, {} in flight",
         rig.args.inflight
     );
     let (mut times, mut cpus) = (Vec::new(), Vec::new());
@@ -279,15 +281,18 @@ pub(crate) fn storm(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
         );
         let merged = rig.stats(true)?;
         check_stats(report, "storm", &merged.stats, 0);
+        check_suite(report, rig.secure, "storm", &merged.stats);
         rig.close_all()?;
         rig.check_server()?;
     }
     let mut floor_cpus = Vec::new();
     if !rig.args.no_floors {
         for _ in 0..rig.plan.repeats {
-            let (floor, addr) = spawn::spawn_floor(rig.pinned.then_some(rig.args.server_cpu()))?;
+            let (floor, addr) =
+                spawn::spawn_floor(rig.pinned.then_some(rig.args.server_cpu()), rig.floor_tls())?;
             let mut target = rig.ws.clone();
             target.addr = addr;
+            target.tls = rig.floor_tls().is_some();
             let cpu0 = super::sys::process_cpu_ns(floor.pid()).map(|c| c.0);
             let c = rig.connect(
                 &target,
@@ -308,18 +313,19 @@ pub(crate) fn storm(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
             if let (Some(a), Some(b)) = (cpu0, cpu1) {
                 floor_cpus.push((b - a) as f64 / f64::from(n));
             }
+            check_suite(report, rig.secure, "accept floor", &rig.stats(true)?.stats);
             rig.close_all()?;
             floor.shutdown(&FloorCommand::Exit);
         }
         println!(
-            "  accept floor: CPU per connection {}",
+            "  {mode}accept floor: CPU per connection {}",
             report::ns(median(&floor_cpus))
         );
     }
     let size = report::count(n);
     report.row(
         format!(
-            "storm {size} ({} in flight): time until all subscribed",
+            "{mode}storm {size} ({} in flight): time until all subscribed",
             rig.args.inflight
         ),
         report::ns(median(&times)),
@@ -329,18 +335,45 @@ pub(crate) fn storm(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
     let ours = (!cpus.is_empty()).then(|| median(&cpus));
     let floor = (!floor_cpus.is_empty()).then(|| median(&floor_cpus));
     report.row(
-        format!("storm {size}: server CPU per connection"),
+        format!("{mode}storm {size}: server CPU per connection"),
         ours.map_or("n/a".into(), report::ns),
-        floor.map(|f| format!("accept floor {}", report::ns(f))),
+        floor.map(|f| format!("{mode}accept floor {}", report::ns(f))),
         report::ratio(ours, floor),
     );
+    let (key, floor_key) = (format!("storm {n}"), format!("storm {n} floor"));
+    if rig.secure {
+        for (label, tls, key) in [
+            ("server CPU per connection", ours, key),
+            ("accept floor CPU per connection", floor, floor_key),
+        ] {
+            if let (Some(tls), Some(plain)) = (tls, report.figure(&key)) {
+                report.row(
+                    format!("TLS storm {size}: {label}, TLS against plain"),
+                    report::ns(tls),
+                    Some(format!("plain {}", report::ns(plain))),
+                    report::ratio(Some(tls), Some(plain)),
+                );
+            }
+        }
+    } else {
+        report.keep(key, ours);
+        report.keep(floor_key, floor);
+    }
     Ok(())
+}
+
+/// Over TLS, a failure when the clients negotiated no cipher suite (they spoke plain TCP).
+fn check_suite(report: &mut Report, secure: bool, what: &str, stats: &super::ipc::Stats) {
+    if secure && stats.tls_suite.is_none() {
+        report.fail(format!("{what}: no TLS cipher suite negotiated over --tls"));
+    }
 }
 
 /// (d) Server memory per subscribed idle connection at increasing connection counts.
 pub(crate) fn idle(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
     let steps = rig.plan.idle_steps.clone();
-    println!("idle memory at {steps:?} connections");
+    let mode = rig.mode();
+    println!("{mode}idle memory at {steps:?} connections");
     let mut per_step: Vec<Vec<f64>> = vec![Vec::new(); steps.len()];
     let (mut rss_at, mut bases): (Vec<Vec<f64>>, Vec<f64>) =
         (vec![Vec::new(); steps.len()], Vec::new());
@@ -387,6 +420,7 @@ pub(crate) fn idle(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
         }
         let merged = rig.stats(true)?;
         check_stats(report, "idle", &merged.stats, 0);
+        check_suite(report, rig.secure, "idle", &merged.stats);
         rig.close_all()?;
         rig.check_server()?;
     }
@@ -396,7 +430,7 @@ pub(crate) fn idle(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
         .map(|(&s, v)| format!("{} @{}", report::bytes(median(v)), report::count(s)))
         .collect();
     let largest = per_step.last().map(|v| median(v));
-    report.figures.idle.extend(
+    report.measured.idle.extend(
         steps
             .iter()
             .zip(&rss_at)
@@ -404,14 +438,36 @@ pub(crate) fn idle(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
                 connections,
                 rss_bytes: median(rss),
                 base_rss_bytes: median(&bases),
+                tls: rig.secure,
             }),
     );
     report.row(
-        "idle: server RSS per subscribed connection".into(),
+        format!("{mode}idle: server RSS per subscribed connection"),
         figures.join(", "),
         Some(format!("target {}", report::bytes(RSS_TARGET))),
         report::ratio(largest, Some(RSS_TARGET)),
     );
+    let key = |step: u32| format!("idle {step}");
+    for (&step, values) in steps.iter().zip(&per_step) {
+        let ours = (!values.is_empty()).then(|| median(values));
+        if !rig.secure {
+            report.keep(key(step), ours);
+        } else if let (Some(tls), Some(plain)) = (ours, report.figure(&key(step))) {
+            report.row(
+                format!(
+                    "TLS idle @{}: server RSS per subscribed connection, TLS against plain",
+                    report::count(step)
+                ),
+                format!(
+                    "{} (+{} for TLS)",
+                    report::bytes(tls),
+                    report::bytes(tls - plain)
+                ),
+                Some(format!("plain {}", report::bytes(plain))),
+                report::ratio(Some(tls), Some(plain)),
+            );
+        }
+    }
     Ok(())
 }
 

@@ -217,9 +217,23 @@ pub(crate) fn taskset_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Starts a floor server pinned to `cpu`; returns it and where it listens.
-pub(crate) fn spawn_floor(cpu: Option<usize>) -> Result<(ChildLink, SocketAddr), String> {
-    spawn_floor_as(cpu, &["--floor-server"])
+/// Starts a floor server pinned to `cpu`, serving TLS with `tls` (certificate, key) when
+/// given; returns it and where it listens.
+pub(crate) fn spawn_floor(
+    cpu: Option<usize>,
+    tls: Option<(&Path, &Path)>,
+) -> Result<(ChildLink, SocketAddr), String> {
+    let mut mode = vec!["--floor-server".to_string()];
+    if let Some((cert, key)) = tls {
+        for (flag, path) in [("--floor-cert", cert), ("--floor-key", key)] {
+            let path = path
+                .to_str()
+                .ok_or_else(|| format!("{}: not a UTF-8 path", path.display()))?;
+            mode.extend([flag.to_string(), path.to_string()]);
+        }
+    }
+    let mode: Vec<&str> = mode.iter().map(String::as_str).collect();
+    spawn_floor_as(cpu, &mode)
 }
 
 /// Starts the HTTP publish floor pinned to `cpu`, signing with `secret`.
@@ -255,6 +269,7 @@ pub(crate) fn spawn_worker(
     epoch_ns: u64,
     creds: &Credentials,
     deflate: bool,
+    tls_ca: Option<&Path>,
 ) -> Result<ChildLink, String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the generator binary: {e}"))?;
@@ -269,6 +284,9 @@ pub(crate) fn spawn_worker(
         .arg(&creds.secret);
     if deflate {
         command.arg("--deflate");
+    }
+    if let Some(ca) = tls_ca {
+        command.arg("--tls-ca").arg(ca);
     }
     ChildLink::spawn(command, &format!("worker {index}"))
         .map_err(|e| format!("cannot start a worker: {e}"))
@@ -287,7 +305,10 @@ fn split_url<'a>(url: &'a str, scheme: &str) -> Result<(String, SocketAddr, &'a 
     let with_port = if authority.contains(':') {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!(
+            "{authority}:{}",
+            if scheme.ends_with('s') { 443 } else { 80 }
+        )
     };
     let addr = with_port
         .to_socket_addrs()
@@ -297,10 +318,11 @@ fn split_url<'a>(url: &'a str, scheme: &str) -> Result<(String, SocketAddr, &'a 
     Ok((authority.to_string(), addr, path))
 }
 
-/// Parses `--ws-url`: a full `ws://host:port/app/{key}?…` URL, or a base URL (with an
-/// optional path prefix) to which `/app/{key}?protocol=7` is added.
+/// Parses `--ws-url`: a full `ws://host:port/app/{key}?…` URL (`wss://` for TLS), or a base
+/// URL (with an optional path prefix) to which `/app/{key}?protocol=7` is added.
 pub(crate) fn ws_target(url: &str, key: &str) -> Result<WsTarget, String> {
-    let (host, addr, path) = split_url(url, "ws")?;
+    let tls = url.starts_with("wss://");
+    let (host, addr, path) = split_url(url, if tls { "wss" } else { "ws" })?;
     let path = if path.contains("/app/") {
         if path.contains('?') {
             path.to_string()
@@ -313,13 +335,37 @@ pub(crate) fn ws_target(url: &str, key: &str) -> Result<WsTarget, String> {
             path.trim_end_matches('/')
         )
     };
-    Ok(WsTarget { addr, host, path })
+    Ok(WsTarget {
+        addr,
+        host,
+        path,
+        tls,
+    })
 }
 
-/// Parses `--http-url` (`http://host:port[/prefix]`) into address, Host header and prefix.
-pub(crate) fn http_target(url: &str) -> Result<(SocketAddr, String, String), String> {
-    let (host, addr, path) = split_url(url, "http")?;
-    Ok((addr, host, path.trim_end_matches('/').to_string()))
+/// Where the publisher sends its requests.
+#[derive(Clone, Debug)]
+pub(crate) struct HttpTarget {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// `Host` header value.
+    pub host: String,
+    /// Path prefix before `/apps`.
+    pub prefix: String,
+    /// Whether it is `https://`.
+    pub tls: bool,
+}
+
+/// Parses `--http-url` (`http://host:port[/prefix]`, `https://` for TLS).
+pub(crate) fn http_target(url: &str) -> Result<HttpTarget, String> {
+    let tls = url.starts_with("https://");
+    let (host, addr, path) = split_url(url, if tls { "https" } else { "http" })?;
+    Ok(HttpTarget {
+        addr,
+        host,
+        prefix: path.trim_end_matches('/').to_string(),
+        tls,
+    })
 }
 
 #[cfg(test)]
@@ -333,15 +379,18 @@ mod tests {
         assert!(t.path.starts_with("/app/k?protocol=7"));
         let t = ws_target("ws://127.0.0.1:6001/ws/app/other?protocol=7", "k").unwrap();
         assert_eq!(t.path, "/ws/app/other?protocol=7");
-        assert!(ws_target("wss://127.0.0.1:1", "k").is_err());
+        assert!(!t.tls);
+        assert!(ws_target("wss://127.0.0.1:1", "k").unwrap().tls);
+        assert!(ws_target("http://127.0.0.1:1", "k").is_err());
     }
 
     #[test]
     fn http_urls_keep_a_prefix() {
-        let (addr, host, prefix) = http_target("http://127.0.0.1:8080/pusher/").unwrap();
+        let t = http_target("http://127.0.0.1:8080/pusher/").unwrap();
         assert_eq!(
-            (addr.port(), host.as_str(), prefix.as_str()),
-            (8080, "127.0.0.1:8080", "/pusher")
+            (t.addr.port(), t.host.as_str(), t.prefix.as_str(), t.tls),
+            (8080, "127.0.0.1:8080", "/pusher", false)
         );
+        assert!(http_target("https://127.0.0.1:8443").unwrap().tls);
     }
 }

@@ -309,9 +309,10 @@ fn sequential_runs(rig: &mut Rig, report: &mut Report, n: u32) -> Result<Runs, S
         return Ok((cpus, walls, floor_cpus));
     }
     for _ in 0..rig.plan.repeats {
-        let (floor, addr) = spawn::spawn_floor(rig.pinned.then_some(rig.args.server_cpu()))?;
+        let (floor, addr) = spawn::spawn_floor(rig.pinned.then_some(rig.args.server_cpu()), None)?;
         let mut target = rig.ws.clone();
         target.addr = addr;
+        target.tls = false;
         let cpu0 = super::sys::process_cpu_ns(floor.pid()).map(|c| c.0);
         let c = rig.connect(
             &target,

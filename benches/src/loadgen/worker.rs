@@ -65,6 +65,8 @@ pub(crate) struct Worker {
     queue: VecDeque<Command>,
     scratch: Vec<u8>,
     seed: u64,
+    /// The cipher suite the first TLS client negotiated since the last `CloseAll`.
+    tls_suite: Option<String>,
 }
 
 impl Worker {
@@ -81,6 +83,7 @@ impl Worker {
             queue: VecDeque::new(),
             scratch: vec![0; 64 << 10],
             seed: u64::from(std::process::id()) << 32 | 0x9E37,
+            tls_suite: None,
         })
     }
 
@@ -219,6 +222,7 @@ impl Worker {
                 // The next scenario starts with fresh counters.
                 self.tally = Tally::default();
                 self.unexpected_closes = 0;
+                self.tls_suite = None;
                 Some(Reply::Closed)
             }
             Command::Exit => None,
@@ -242,6 +246,7 @@ impl Worker {
             pusher_errors: self.tally.pusher_errors,
             latency: self.tally.latency.to_sparse(),
             sample_payload: self.tally.sample_payload.clone(),
+            tls_suite: self.tls_suite.clone(),
             notes: self.tally.notes.clone(),
         }
     }
@@ -362,12 +367,22 @@ impl Worker {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(index);
         let target = spec.target_of(index);
+        let tls = match (target.tls, &self.shared.tls) {
+            (false, _) => None,
+            (true, Some(config)) => Some(config),
+            (true, None) => {
+                return Err(io::Error::other(
+                    "a wss:// target, but no certificate to trust (--tls-ca)",
+                ))
+            }
+        };
         let mut ws = WsConn::connect(
             target.addr,
             &target.host,
             &target.path,
             self.seed,
             self.shared.deflate,
+            tls,
         )?;
         let slot = self.free.pop().unwrap_or_else(|| {
             self.clients.push(None);
@@ -413,6 +428,9 @@ impl Worker {
         self.tally.wire_bytes += read;
         self.tally.compressed += compressed;
         let relative = now.saturating_sub(self.shared.epoch_ns);
+        if self.tls_suite.is_none() {
+            self.tls_suite = client.ws.tls_suite();
+        }
         let changes = client.drain(&self.shared, relative, &mut self.tally)?;
         // Pongs and subscriptions written while handling messages may still be queued.
         client.ws.flush().map_err(|e| format!("write: {e}"))?;

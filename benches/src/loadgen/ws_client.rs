@@ -1,11 +1,15 @@
-//! A minimal non-blocking WebSocket client on a mio socket: the opening handshake, masked
-//! text frames out, unmasked frames in (with fragment reassembly and automatic pongs).
+//! A minimal non-blocking WebSocket client on a mio socket, over plain TCP or rustls: the
+//! opening handshake, masked text frames out, unmasked frames in (with fragment reassembly and
+//! automatic pongs).
 
 use super::sys;
+use super::tls::ClientTransport;
 use flate2::{Decompress, FlushDecompress, Status};
 use mio::net::TcpStream;
-use std::io::{self, Read, Write};
+use rustls::ClientConfig;
+use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tungstenite::handshake::client::generate_key;
 use tungstenite::handshake::derive_accept_key;
 
@@ -40,6 +44,7 @@ enum State {
 /// One client connection.
 pub(crate) struct WsConn {
     stream: TcpStream,
+    transport: ClientTransport,
     state: State,
     request: Vec<u8>,
     accept: String,
@@ -65,15 +70,17 @@ pub(crate) struct WsConn {
 }
 
 impl WsConn {
-    /// Starts a non-blocking connect to `addr`; the handshake for `host` and `target` (path and
-    /// query) goes out once the socket is writable.
+    /// Starts a non-blocking connect to `addr` (through TLS when `tls` is given); the
+    /// handshake for `host` and `target` (path and query) goes out once the socket is writable.
     pub(crate) fn connect(
         addr: SocketAddr,
         host: &str,
         target: &str,
         seed: u64,
         deflate: bool,
+        tls: Option<&Arc<ClientConfig>>,
     ) -> io::Result<Self> {
+        let transport = ClientTransport::client(tls, host)?;
         let stream = TcpStream::connect(addr)?;
         let key = generate_key();
         // What Chrome and Firefox offer.
@@ -88,6 +95,7 @@ impl WsConn {
         );
         Ok(WsConn {
             stream,
+            transport,
             state: State::Connecting,
             request: request.into_bytes(),
             accept: derive_accept_key(key.as_bytes()),
@@ -132,26 +140,17 @@ impl WsConn {
 
     /// Reads everything available into the buffer; `Ok(false)` when the peer closed.
     pub(crate) fn on_readable(&mut self, scratch: &mut [u8]) -> io::Result<bool> {
-        loop {
-            match self.stream.read(scratch) {
-                Ok(0) => return Ok(false),
-                Ok(n) => {
-                    self.read_bytes += n as u64;
-                    self.rbuf.extend_from_slice(&scratch[..n]);
-                    if self.rbuf.len() - self.rpos > MAX_MESSAGE + 16 {
-                        return Err(io::Error::other("server sent too much unread data"));
-                    }
-                    // A short read emptied the socket; data arriving later raises a new
-                    // edge, so the extra read that would only say WouldBlock is skipped.
-                    if n < scratch.len() {
-                        return Ok(true);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let limit = self.rpos + MAX_MESSAGE + 16;
+        let outcome = self
+            .transport
+            .read(&mut self.stream, scratch, &mut self.rbuf, limit)?;
+        self.read_bytes += outcome.wire;
+        Ok(outcome.open)
+    }
+
+    /// The cipher suite negotiated, once a TLS handshake is done.
+    pub(crate) fn tls_suite(&self) -> Option<String> {
+        self.transport.suite()
     }
 
     /// The next complete message in the buffer, answering pings on the way.
@@ -261,18 +260,7 @@ impl WsConn {
         if self.state == State::Connecting {
             return Ok(());
         }
-        let mut written = 0;
-        while written < self.wbuf.len() {
-            match self.stream.write(&self.wbuf[written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.wbuf.drain(..written);
-        Ok(())
+        self.transport.write(&mut self.stream, &mut self.wbuf)
     }
 
     /// Closes with a reset (no TIME_WAIT left behind); used when a scenario is over.
@@ -433,7 +421,7 @@ pub(crate) fn server_text_frame(payload: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{BufRead, BufReader};
+    use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
 
     fn open_pair() -> (WsConn, std::net::TcpStream) {
@@ -445,7 +433,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let offer = extensions.is_some();
-        let mut client = WsConn::connect(addr, "localhost", "/app/k?protocol=7", 7, offer).unwrap();
+        let mut client =
+            WsConn::connect(addr, "localhost", "/app/k?protocol=7", 7, offer, None).unwrap();
         let (mut server, _) = listener.accept().unwrap();
         for _ in 0..1000 {
             client.on_writable().unwrap();

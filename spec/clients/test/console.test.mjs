@@ -2,8 +2,9 @@
 // pusher-js traffic appears in its live log and channel list, the log filters by channel and
 // event name and pauses, and the page's form publishes an event that pusher-js receives.
 //
-// With CONSOLE_SCREENSHOT=path the test also saves a screenshot of the page there (the
-// README's docs/console.png is made so).
+// With CONSOLE_SCREENSHOT=path.png the test also saves screenshots of the page: the live view
+// there, and the filtered log after a publish from the form beside it as path-publish.png (the
+// README's docs/console.png and docs/console-publish.png are made so).
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -122,6 +123,11 @@ test('the console shows live traffic, filters, pauses and publishes', T, async (
   assert.deepEqual(data, { hello: 'browser' });
   await page.locator('#pub-result.ok').waitFor();
   await rows(page, { kind: 'api_publish', event: 'from-console' }).waitFor();
+  if (process.env.CONSOLE_SCREENSHOT) {
+    await page.fill('#channel-filter', 'news');
+    await page.screenshot({ path: process.env.CONSOLE_SCREENSHOT.replace(/\.png$/, '-publish.png') });
+    await page.fill('#channel-filter', '');
+  }
 
   // A refused publish says why in the page.
   await page.fill('#pub-channel', '');

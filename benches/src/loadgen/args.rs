@@ -46,8 +46,8 @@ pub(crate) struct Args {
     #[arg(long)]
     pub repeats: Option<u32>,
     /// Scenarios to run, comma-separated: fanout, channels, storm, idle, presence, sustained,
-    /// sequential; with `--cluster`, cluster-fanout and cluster-connections [default: all of
-    /// the mode].
+    /// sequential; with `--cluster`, cluster-fanout and cluster-connections; with
+    /// `--app-store`, app-store [default: all of the mode].
     #[arg(long)]
     pub scenarios: Option<String>,
     /// Cluster mode (with `--spawn-server`): a `redis-server` from PATH and this many nodes
@@ -148,6 +148,10 @@ pub(crate) struct Args {
     /// Internal: the private key of `--floor-cert`.
     #[arg(long, hide = true)]
     pub floor_key: Option<PathBuf>,
+    /// The app-store scenario (with `--spawn-server`): a real database of this kind on
+    /// loopback, connect+subscribe with the file store, a warm and a cold database store.
+    #[arg(long, value_enum, value_name = "DRIVER")]
+    pub app_store: Option<super::app_store::Driver>,
     /// Internal: run as a client worker.
     #[arg(long, hide = true)]
     pub worker: bool,
@@ -219,6 +223,8 @@ impl Args {
         let cluster_nodes = self.cluster.unwrap_or(0);
         let default_scenarios = if cluster_nodes > 0 {
             "cluster-fanout,cluster-connections"
+        } else if self.app_store.is_some() {
+            "app-store"
         } else {
             "fanout,channels,storm,idle,presence,sustained,sequential"
         };
@@ -280,7 +286,7 @@ impl Plan {
         if self.runs("channels") {
             most = most.max(self.channels);
         }
-        if self.runs("storm") {
+        if self.runs("storm") || self.runs("app-store") {
             most = most.max(self.storm);
         }
         if self.runs("idle") {

@@ -2,6 +2,7 @@
 //! processes; a signed HTTP publisher; scenarios; and floor servers that do only what the
 //! kernel makes unavoidable, to compare the server's costs with.
 
+pub(crate) mod app_store;
 pub(crate) mod args;
 pub(crate) mod client;
 pub(crate) mod cluster;

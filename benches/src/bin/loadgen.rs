@@ -12,7 +12,8 @@ use loadgen::client::Shared;
 use loadgen::report::Report;
 use loadgen::rig::Rig;
 use loadgen::{
-    app_store, cluster_scenarios, fanout, floor, floor_http, scenarios, sustained, sys, tls, worker,
+    app_store, cluster_scenarios, fanout, floor, floor_http, scenarios, soak, sustained, sys, tls,
+    worker,
 };
 use std::process::ExitCode;
 
@@ -46,6 +47,15 @@ fn main() -> ExitCode {
         }
     } else if args.floor_http {
         floor_http::run("127.0.0.1", &args.app_secret)
+    } else if let Some(secs) = args.soak {
+        return match soak::run(&args, secs) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("loadgen: soak: {e}");
+                ExitCode::from(2)
+            }
+        };
     } else {
         return coordinate(args);
     };
@@ -79,6 +89,7 @@ fn coordinate(args: Args) -> ExitCode {
         }
     };
     print_setup(&rig, limit);
+    let plot_dir = rig.args.plot.clone();
     let mut report = Report::default();
     let plan = rig.plan.clone();
     let steps: [(&str, Scenario); 10] = [
@@ -108,6 +119,12 @@ fn coordinate(args: Args) -> ExitCode {
         sys::load_average().unwrap_or(0.0)
     );
     print!("{}", report.table());
+    if let Some(dir) = &plot_dir {
+        match loadgen::plot::write(dir, "figures.json", &report.measured) {
+            Ok(files) => println!("charts: {}", files.join(", ")),
+            Err(e) => report.fail(format!("cannot write the charts: {e}")),
+        }
+    }
     for note in &report.notes {
         println!("{note}");
     }

@@ -114,6 +114,20 @@ pub(crate) struct Args {
     /// Padding bytes in each event's data.
     #[arg(long, default_value_t = 80)]
     pub payload_bytes: usize,
+    /// Write SVG charts of what the run measured (and the numbers, as `figures.json`) into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<PathBuf>,
+    /// Soak instead of the scenarios (with `--spawn-server`): SECS of churn against the
+    /// server, sampled every 10 s; fails unless its state returns to the baseline and its RSS
+    /// did not grow.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "600")]
+    pub soak: Option<u64>,
+    /// Client threads of the soak, each running one connection at a time.
+    #[arg(long, default_value_t = 100)]
+    pub soak_clients: u32,
+    /// HTTP publishes per second during the soak.
+    #[arg(long, default_value_t = 20)]
+    pub soak_publish_rate: u32,
     /// Skip the floor measurements.
     #[arg(long)]
     pub no_floors: bool,

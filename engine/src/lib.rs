@@ -95,6 +95,7 @@ mod interface;
 pub mod origin;
 pub mod rng;
 pub mod signature;
+pub mod soketi;
 mod timers;
 mod token_bucket;
 mod webhook_event;

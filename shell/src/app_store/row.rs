@@ -8,9 +8,7 @@
 //! a limit that is text or negative, webhooks that are not JSON) is an error naming the app and
 //! the column: the app is then refused as if it were not there, never half-read.
 
-use ferrocast_engine::config::WebhookFilter;
 use ferrocast_engine::{AppConfig, WebhookConfig};
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -288,63 +286,9 @@ impl Reader<'_> {
                 return Err(self.error(COLUMN, format!("must be JSON, not {}", kind(other))))
             }
         };
-        let hooks: Vec<SoketiWebhook> = serde_json::from_str(text)
-            .map_err(|e| self.error(COLUMN, format!("not a JSON array of webhooks: {e}")))?;
-        hooks
-            .into_iter()
-            .enumerate()
-            .map(|(i, hook)| {
-                hook.into_config()
-                    .map_err(|why| self.error(COLUMN, format!("[{i}]: {why}")))
-            })
-            .collect::<Result<Vec<_>, _>>()
+        ferrocast_engine::soketi::webhooks_from_json(text)
             .map(Some)
-    }
-}
-
-/// One webhook object as soketi keeps it. Other keys (soketi's Lambda settings) are ignored.
-#[derive(Deserialize)]
-struct SoketiWebhook {
-    url: Option<String>,
-    #[serde(default)]
-    event_types: Option<Vec<String>>,
-    #[serde(default)]
-    headers: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    filter: Option<SoketiFilter>,
-    #[serde(default)]
-    lambda_function: Option<serde::de::IgnoredAny>,
-}
-
-/// A webhook's `filter` object.
-#[derive(Deserialize)]
-struct SoketiFilter {
-    #[serde(default)]
-    channel_name_starts_with: Option<String>,
-    #[serde(default)]
-    channel_name_ends_with: Option<String>,
-}
-
-impl SoketiWebhook {
-    /// The engine's endpoint; one with no URL (a Lambda-only one) cannot be delivered here,
-    /// so it is an error rather than silently dropped.
-    fn into_config(self) -> Result<WebhookConfig, String> {
-        let url = match (self.url, self.lambda_function) {
-            (Some(url), _) => url,
-            (None, Some(_)) => {
-                return Err("Lambda webhooks are not supported, only ones with a url".into())
-            }
-            (None, None) => return Err("url is missing".into()),
-        };
-        Ok(WebhookConfig {
-            url,
-            event_types: self.event_types.unwrap_or_default(),
-            headers: self.headers.unwrap_or_default(),
-            filter: self.filter.map(|f| WebhookFilter {
-                channel_name_starts_with: f.channel_name_starts_with,
-                channel_name_ends_with: f.channel_name_ends_with,
-            }),
-        })
+            .map_err(|why| self.error(COLUMN, why))
     }
 }
 

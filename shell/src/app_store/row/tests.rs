@@ -2,6 +2,7 @@
 //! wrong ones.
 
 use super::*;
+use ferrocast_engine::config::WebhookFilter;
 
 /// A row with only the three required columns.
 fn minimal() -> Row {

@@ -14,7 +14,8 @@
 //!
 //! The `shell:` figures are the same operations through the real server (see [`shell`]): the
 //! `ferrocast` binary beside `icount` (or `--server PATH`) under callgrind, driven over
-//! loopback; `--engine-only` and `--shell-only` measure one half.
+//! loopback; `--engine-only` and `--shell-only` measure one half. `icount --profile OP N`
+//! keeps one such run's callgrind file in the current directory, to annotate.
 
 mod shell;
 
@@ -39,7 +40,7 @@ const OPS: [&str; 4] = ["publish", "fanout", "connection", "presence-join"];
 const SHELL_FEW: usize = 100;
 const SHELL_FEW_CONNECTIONS: usize = 40;
 const USAGE: &str = "usage: icount [--write-baseline] [--engine-only | --shell-only] \
-                     [--server PATH] | icount --op OP N";
+                     [--server PATH] | icount --op OP N | icount --profile OP N";
 
 /// What to measure, from the command line.
 struct Plan {
@@ -61,6 +62,10 @@ fn main() -> ExitCode {
             Ok(n) => run_op(op, n),
             Err(_) => Err(format!("not a count: {n}")),
         },
+        ["--profile", op, n] => match n.parse() {
+            Ok(n) => profile(op, n),
+            Err(_) => Err(format!("not a count: {n}")),
+        },
         flags => plan(flags).and_then(|plan| {
             let figures = measure(&plan)?;
             if plan.write {
@@ -80,6 +85,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// One shell run of `op` whose callgrind file is kept (`./callgrind.shell-OP-N.out`), for
+/// `callgrind_annotate --inclusive=yes`.
+fn profile(op: &str, n: usize) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = std::env::current_dir().map_err(|e| e.to_string())?;
+    let total = shell::total(&exe.with_file_name("ferrocast"), &dir, op, n)?;
+    println!(
+        "{total} instructions: {}",
+        dir.join(format!("shell-{op}-{n}.out")).display()
+    );
+    Ok(())
 }
 
 fn plan(flags: &[&str]) -> Result<Plan, String> {

@@ -30,7 +30,7 @@ pub(crate) const SHELL_OPS: [&str; 3] = ["publish", "fanout", "connection"];
 /// Returns the instruction total of every thread.
 pub(crate) fn total(server: &Path, dir: &Path, op: &str, n: usize) -> Result<u64, String> {
     let out = dir.join(format!("shell-{op}-{n}.out"));
-    let config = dir.join("ferrocast.toml");
+    let config = dir.join(format!("ferrocast-icount-{}.toml", std::process::id()));
     std::fs::write(
         &config,
         format!("[[apps]]\nid = {APP_ID:?}\nkey = {KEY:?}\nsecret = {SECRET:?}\n"),

@@ -28,10 +28,13 @@ fn quick_run_against_the_server_is_correct() {
         return;
     };
 
+    let plots = std::env::temp_dir().join(format!("loadgen-smoke-plots-{}", std::process::id()));
     let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .arg("--quick")
         .arg("--spawn-server")
         .arg(&server)
+        .arg("--plot")
+        .arg(&plots)
         .output()
         .expect("loadgen runs");
 
@@ -57,6 +60,18 @@ fn quick_run_against_the_server_is_correct() {
     }
     assert!(stdout.contains("every delivery arrived exactly once and in order"));
     assert!(!stdout.contains("FAILED"));
+    // --plot drew the run's own figures.
+    for (file, text) in [
+        ("fanout-cpu.svg", "write floor: one write per delivery"),
+        ("fanout-latency.svg", "200 subscribers"),
+        ("idle-rss.svg", "ferrocast RSS"),
+        ("figures.json", "\"subscribers\": 200"),
+    ] {
+        let body = std::fs::read_to_string(plots.join(file))
+            .unwrap_or_else(|e| panic!("no {file} in {}: {e}", plots.display()));
+        assert!(body.contains(text), "{file} lacks {text:?}");
+    }
+    let _ = std::fs::remove_dir_all(&plots);
 }
 
 /// Whether `redis-server` is on PATH.

@@ -12,7 +12,8 @@ use loadgen::client::Shared;
 use loadgen::report::Report;
 use loadgen::rig::Rig;
 use loadgen::{
-    cluster_scenarios, fanout, floor, floor_http, scenarios, sustained, sys, tls, worker,
+    app_store, cluster_scenarios, fanout, floor, floor_http, scenarios, soak, sustained, sys, tls,
+    worker,
 };
 use std::process::ExitCode;
 
@@ -46,6 +47,15 @@ fn main() -> ExitCode {
         }
     } else if args.floor_http {
         floor_http::run("127.0.0.1", &args.app_secret)
+    } else if let Some(secs) = args.soak {
+        return match soak::run(&args, secs) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("loadgen: soak: {e}");
+                ExitCode::from(2)
+            }
+        };
     } else {
         return coordinate(args);
     };
@@ -67,6 +77,10 @@ fn coordinate(args: Args) -> ExitCode {
         eprintln!("loadgen: --cluster needs --spawn-server PATH (the nodes are started here)");
         return ExitCode::from(2);
     }
+    if args.app_store.is_some() && args.spawn_server.is_none() {
+        eprintln!("loadgen: --app-store needs --spawn-server PATH (the servers are started here)");
+        return ExitCode::from(2);
+    }
     let mut rig = match Rig::new(args) {
         Ok(rig) => rig,
         Err(e) => {
@@ -75,9 +89,10 @@ fn coordinate(args: Args) -> ExitCode {
         }
     };
     print_setup(&rig, limit);
+    let plot_dir = rig.args.plot.clone();
     let mut report = Report::default();
     let plan = rig.plan.clone();
-    let steps: [(&str, Scenario); 9] = [
+    let steps: [(&str, Scenario); 10] = [
         ("fanout", fanout::run),
         ("channels", scenarios::many_channels),
         ("storm", scenarios::storm),
@@ -87,6 +102,7 @@ fn coordinate(args: Args) -> ExitCode {
         ("sequential", sustained::sequential),
         ("cluster-fanout", cluster_scenarios::fanout),
         ("cluster-connections", cluster_scenarios::connections),
+        ("app-store", app_store::run),
     ];
     run_steps(&mut rig, &mut report, &steps, |name| plan.runs(name));
     if rig.tls_files.is_some() {
@@ -103,6 +119,12 @@ fn coordinate(args: Args) -> ExitCode {
         sys::load_average().unwrap_or(0.0)
     );
     print!("{}", report.table());
+    if let Some(dir) = &plot_dir {
+        match loadgen::plot::write(dir, "figures.json", &report.measured) {
+            Ok(files) => println!("charts: {}", files.join(", ")),
+            Err(e) => report.fail(format!("cannot write the charts: {e}")),
+        }
+    }
     for note in &report.notes {
         println!("{note}");
     }

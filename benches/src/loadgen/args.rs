@@ -46,8 +46,8 @@ pub(crate) struct Args {
     #[arg(long)]
     pub repeats: Option<u32>,
     /// Scenarios to run, comma-separated: fanout, channels, storm, idle, presence, sustained,
-    /// sequential; with `--cluster`, cluster-fanout and cluster-connections [default: all of
-    /// the mode].
+    /// sequential; with `--cluster`, cluster-fanout and cluster-connections; with
+    /// `--app-store`, app-store [default: all of the mode].
     #[arg(long)]
     pub scenarios: Option<String>,
     /// Cluster mode (with `--spawn-server`): a `redis-server` from PATH and this many nodes
@@ -114,6 +114,20 @@ pub(crate) struct Args {
     /// Padding bytes in each event's data.
     #[arg(long, default_value_t = 80)]
     pub payload_bytes: usize,
+    /// Write SVG charts of what the run measured (and the numbers, as `figures.json`) into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<PathBuf>,
+    /// Soak instead of the scenarios (with `--spawn-server`): SECS of churn against the
+    /// server, sampled every 10 s; fails unless its state returns to the baseline and its RSS
+    /// did not grow.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "600")]
+    pub soak: Option<u64>,
+    /// Client threads of the soak, each running one connection at a time.
+    #[arg(long, default_value_t = 100)]
+    pub soak_clients: u32,
+    /// HTTP publishes per second during the soak.
+    #[arg(long, default_value_t = 20)]
+    pub soak_publish_rate: u32,
     /// Skip the floor measurements.
     #[arg(long)]
     pub no_floors: bool,
@@ -134,6 +148,10 @@ pub(crate) struct Args {
     /// Internal: the private key of `--floor-cert`.
     #[arg(long, hide = true)]
     pub floor_key: Option<PathBuf>,
+    /// The app-store scenario (with `--spawn-server`): a real database of this kind on
+    /// loopback, connect+subscribe with the file store, a warm and a cold database store.
+    #[arg(long, value_enum, value_name = "DRIVER")]
+    pub app_store: Option<super::app_store::Driver>,
     /// Internal: run as a client worker.
     #[arg(long, hide = true)]
     pub worker: bool,
@@ -205,6 +223,8 @@ impl Args {
         let cluster_nodes = self.cluster.unwrap_or(0);
         let default_scenarios = if cluster_nodes > 0 {
             "cluster-fanout,cluster-connections"
+        } else if self.app_store.is_some() {
+            "app-store"
         } else {
             "fanout,channels,storm,idle,presence,sustained,sequential"
         };
@@ -266,7 +286,7 @@ impl Plan {
         if self.runs("channels") {
             most = most.max(self.channels);
         }
-        if self.runs("storm") {
+        if self.runs("storm") || self.runs("app-store") {
             most = most.max(self.storm);
         }
         if self.runs("idle") {

@@ -5,6 +5,7 @@
 use super::client::{stamp, EVENT_NAME};
 use super::cluster::{self, Cluster, RedisProc};
 use super::fanout::check_stats;
+use super::figures::ClusterPoint;
 use super::http_pub::{Event, Publisher};
 use super::ipc::{ChannelSpec, WsTarget};
 use super::report::{self, median, Report};
@@ -284,6 +285,12 @@ pub(crate) fn fanout(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
         cluster.stop();
         let spread = spread?;
         alive?;
+        report.measured.cluster.push(ClusterPoint {
+            subscribers: n,
+            node_burst_cpu_ns: spread.burst_cpu.clone(),
+            all_nodes_burst_cpu_ns: spread.burst_total,
+            single_node_burst_cpu_ns: alone.burst_total,
+        });
         report.row(
             format!("{label}: latency p50 / p99, one publish at a time"),
             format!("{} / {}", report::ns(spread.p50), report::ns(spread.p99)),

@@ -3,6 +3,8 @@
 //! (over TLS, the TLS floor: the same frames sealed by rustls, and the plain figures beside).
 
 use super::client::{stamp, EVENT_NAME};
+use super::figures::{FanoutPoint, LatencyCdf};
+use super::histogram::Histogram;
 use super::http_pub::Event;
 use super::ipc::{ChannelSpec, FloorCommand, FloorReply};
 use super::report::{self, median, Report};
@@ -26,6 +28,8 @@ struct Ours {
     /// The share of deliveries that arrived compressed.
     compressed_share: f64,
     payload: Option<String>,
+    /// Every one-at-a-time delivery's latency, over all repeats.
+    latency: Histogram,
     /// The TLS cipher suite the clients negotiated.
     suite: Option<String>,
 }
@@ -64,6 +68,18 @@ pub(crate) fn run(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
             ""
         };
         let sweep = floor.as_ref().map(|f| f.sweep_wall);
+        report.measured.fanout.push(FanoutPoint {
+            subscribers: n,
+            deflate: rig.args.deflate,
+            tls: rig.secure,
+            burst_cpu_ns: ours.burst_cpu_per_delivery,
+            single_cpu_ns: ours.single_cpu_per_delivery,
+            floor_cpu_ns: floor.as_ref().map(|f| f.cpu_per_delivery),
+        });
+        report
+            .measured
+            .latency
+            .push(LatencyCdf::of(n, rig.secure, &ours.latency));
         report.row(
             format!("{mode}fan-out {size}: latency p50 / p99 / p99.9, one publish at a time"),
             format!(
@@ -220,6 +236,7 @@ fn measure_server(rig: &mut Rig, report: &mut Report, n: u32) -> Result<Ours, St
     let (mut single_cpu, mut burst_cpu, mut burst_rate) = (Vec::new(), Vec::new(), Vec::new());
     let (mut wire, mut compressed) = (Vec::new(), Vec::new());
     let mut sent_measured = 0u64;
+    let mut latency = Histogram::new();
     for repeat in 0..plan.repeats {
         let cpu0 = rig.server_cpu_ns();
         let mut last_delivery = Vec::new();
@@ -232,6 +249,7 @@ fn measure_server(rig: &mut Rig, report: &mut Report, n: u32) -> Result<Ours, St
         }
         let cpu1 = rig.server_cpu_ns();
         let single = rig.stats(true)?;
+        latency.merge(&single.latency.to_sparse());
         p50.push(single.latency.quantile(0.5) as f64);
         p99.push(single.latency.quantile(0.99) as f64);
         p999.push(single.latency.quantile(0.999) as f64);
@@ -305,6 +323,7 @@ fn measure_server(rig: &mut Rig, report: &mut Report, n: u32) -> Result<Ours, St
         wire_per_delivery: median(&wire),
         compressed_share: median(&compressed),
         payload,
+        latency,
         suite,
     })
 }

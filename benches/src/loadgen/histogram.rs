@@ -90,6 +90,23 @@ impl Histogram {
         self.max = self.max.max(other.max);
     }
 
+    /// The cumulative distribution: per non-empty bucket, its top value (capped by the
+    /// largest recorded) and the fraction of values at or below it.
+    pub(crate) fn cdf(&self) -> Vec<(u64, f64)> {
+        let mut seen = 0;
+        let mut out = Vec::new();
+        for (index, &count) in self.counts.iter().enumerate() {
+            if count == 0 {
+                continue;
+            }
+            seen += count;
+            let (low, width) = bucket_range(index);
+            let top = low.saturating_add(width - 1).min(self.max);
+            out.push((top, seen as f64 / self.total as f64));
+        }
+        out
+    }
+
     /// The non-empty buckets.
     pub(crate) fn to_sparse(&self) -> Sparse {
         Sparse {
@@ -156,6 +173,19 @@ mod tests {
             let got = h.quantile(q) as f64;
             assert!((got - want).abs() / want < 0.02, "q{q}: {got} vs {want}");
         }
+    }
+
+    #[test]
+    fn the_cdf_rises_to_one_at_the_largest_value() {
+        let mut h = Histogram::new();
+        for v in [5, 5, 1000, 70_000] {
+            h.record(v);
+        }
+        let cdf = h.cdf();
+        assert_eq!(cdf.first(), Some(&(5, 0.5)));
+        assert_eq!(cdf.last(), Some(&(70_000, 1.0)));
+        assert!(cdf.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
+        assert!(Histogram::new().cdf().is_empty());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The run's findings: table rows (ours, floor, ratio), correctness failures, and the
 //! formatting of times, rates and sizes.
 
+use super::figures::Figures;
+
 /// One line of the summary table.
 pub(crate) struct Row {
     /// What was measured.
@@ -22,6 +24,8 @@ pub(crate) struct Report {
     pub failures: Vec<String>,
     /// Notes printed under the table.
     pub notes: Vec<String>,
+    /// The measured numbers the charts are drawn from.
+    pub measured: Figures,
     /// Figures kept for later rows to compare with (the plain ones, under `--tls`).
     figures: std::collections::HashMap<String, f64>,
 }

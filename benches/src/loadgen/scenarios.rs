@@ -4,6 +4,7 @@
 
 use super::client::{stamp, EVENT_NAME};
 use super::fanout::check_stats;
+use super::figures::IdlePoint;
 use super::histogram::Histogram;
 use super::http_pub::{Event, Publisher};
 use super::ipc::{ChannelSpec, Command, FloorCommand, Reply, Targets};
@@ -408,6 +409,8 @@ pub(crate) fn idle(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
     let mode = rig.mode();
     println!("{mode}idle memory at {steps:?} connections");
     let mut per_step: Vec<Vec<f64>> = vec![Vec::new(); steps.len()];
+    let (mut rss_at, mut bases): (Vec<Vec<f64>>, Vec<f64>) =
+        (vec![Vec::new(); steps.len()], Vec::new());
     for repeat in 0..rig.plan.repeats {
         rig.fresh_server()?;
         std::thread::sleep(Duration::from_millis(300));
@@ -415,6 +418,7 @@ pub(crate) fn idle(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
             println!("  no server process to measure (give --server-pid)");
             return Ok(());
         };
+        bases.push(base as f64);
         let target = rig.ws.clone();
         let mut open = 0u32;
         for (i, &step) in steps.iter().enumerate() {
@@ -439,6 +443,7 @@ pub(crate) fn idle(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
             let rss = rig.server_rss().unwrap_or(base);
             let per = (rss as f64 - base as f64) / f64::from(step);
             per_step[i].push(per);
+            rss_at[i].push(rss as f64);
             println!(
                 "  repeat {}: {step} idle connections, server RSS {} (+{}), {} per connection",
                 repeat + 1,
@@ -459,6 +464,17 @@ pub(crate) fn idle(rig: &mut Rig, report: &mut Report) -> Result<(), String> {
         .map(|(&s, v)| format!("{} @{}", report::bytes(median(v)), report::count(s)))
         .collect();
     let largest = per_step.last().map(|v| median(v));
+    report.measured.idle.extend(
+        steps
+            .iter()
+            .zip(&rss_at)
+            .map(|(&connections, rss)| IdlePoint {
+                connections,
+                rss_bytes: median(rss),
+                base_rss_bytes: median(&bases),
+                tls: rig.secure,
+            }),
+    );
     report.row(
         format!("{mode}idle: server RSS per subscribed connection"),
         figures.join(", "),

@@ -24,6 +24,7 @@ use crate::ids::{AppId, AppKey, ChannelName, ConnId, SocketId, UserId};
 use crate::interface::{ApiMisuse, Input, Moment, Notice, Output};
 use crate::origin::OriginPolicy;
 use crate::rng::SplitMix64;
+use crate::signature::Signer;
 use crate::timers::{TimerKey, Timers};
 use crate::token_bucket::TokenBucket;
 use crate::wire::pusher::{self, Malformed, RawJson};
@@ -67,6 +68,8 @@ pub struct Engine {
 struct App {
     config: AppConfig,
     key: AppKey,
+    /// The secret as an HMAC key made ready once, for the HTTP API's signatures.
+    signer: Signer,
     /// `allowed_origins` and `require_origin`, parsed once.
     origins: OriginPolicy,
     channels: ChannelRegistry,
@@ -96,6 +99,7 @@ impl App {
         );
         App {
             key: AppKey::new(&config.key),
+            signer: Signer::new(&config.secret),
             origins: OriginPolicy::new(&config.allowed_origins, config.require_origin),
             config,
             channels: ChannelRegistry::default(),

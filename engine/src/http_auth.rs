@@ -3,53 +3,98 @@
 //! The string to sign is `METHOD\nPATH\nQUERY`, where QUERY is every parameter but
 //! `auth_signature`, keys lower-cased and sorted, `key=value` joined by `&`, values decoded.
 
-use crate::signature::{sign_hex, to_hex, verify_hex};
+use crate::signature::{sign_hex, to_hex, Signer};
 use md5::{Digest, Md5};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// How far `auth_timestamp` may be from the server's clock, in seconds (Pusher's window).
 pub const TIMESTAMP_WINDOW_SECS: u64 = 600;
 
 /// Query parameters with decoded values, keyed by their lower-cased names (the signature is
-/// over lower-cased keys), so [`Query::get`] takes a lower-case name.
+/// over lower-cased keys), so [`Query::get`] takes a lower-case name. Keys and values borrow
+/// from the raw query unless decoding or lower-casing changed them: a signed publish's
+/// query (ids, hex digests, timestamps) is parsed without allocating per parameter.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Query {
-    params: BTreeMap<String, String>,
+pub struct Query<'a> {
+    /// Sorted by key, one entry per key (the last given).
+    params: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
-impl Query {
+impl<'a> Query<'a> {
     /// Parses `a=1&b=x%20y`; a repeated key keeps its last value; keys are lower-cased.
-    pub fn parse(raw: &str) -> Self {
-        let params = raw
+    pub fn parse(raw: &'a str) -> Self {
+        let mut params: Vec<(Cow<'a, str>, Cow<'a, str>)> = raw
             .split('&')
             .filter(|pair| !pair.is_empty())
             .map(|pair| {
                 let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                let mut key = percent_decode(key);
-                key.make_ascii_lowercase();
-                (key, percent_decode(value))
+                let mut key = decoded(key);
+                if key.bytes().any(|b| b.is_ascii_uppercase()) {
+                    key.to_mut().make_ascii_lowercase();
+                }
+                (key, decoded(value))
             })
             .collect();
-        Query { params }
+        // Stable, so equal keys keep their order and the last of each run is the one given last.
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut unique: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(params.len());
+        for param in params {
+            match unique.last_mut() {
+                Some(last) if last.0 == param.0 => *last = param,
+                _ => unique.push(param),
+            }
+        }
+        Query { params: unique }
+    }
+
+    /// The same parameters, owning their text.
+    pub fn into_owned(self) -> Query<'static> {
+        Query {
+            params: self
+                .params
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
+                .collect(),
+        }
     }
 
     /// The decoded value of `key` (lower-case).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.params.get(key).map(String::as_str)
+        self.params
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .ok()
+            .map(|i| self.params[i].1.as_ref())
     }
 
     /// The canonical string of every parameter but `auth_signature`.
     pub fn canonical_without_signature(&self) -> String {
         let mut out = String::new();
-        for (key, value) in self.params.iter().filter(|(k, _)| *k != "auth_signature") {
-            if !out.is_empty() {
+        self.write_canonical(&mut out);
+        out
+    }
+
+    /// Appends the canonical string of every parameter but `auth_signature` to `out`.
+    fn write_canonical(&self, out: &mut String) {
+        let mut first = true;
+        for (key, value) in self.params.iter().filter(|(k, _)| k != "auth_signature") {
+            if !first {
                 out.push('&');
             }
+            first = false;
             out.push_str(key);
             out.push('=');
             out.push_str(value);
         }
-        out
+    }
+}
+
+/// `text` with its escapes decoded, borrowed when there are none.
+fn decoded(text: &str) -> Cow<'_, str> {
+    if text.bytes().any(|b| b == b'%' || b == b'+') {
+        Cow::Owned(percent_decode(text))
+    } else {
+        Cow::Borrowed(text)
     }
 }
 
@@ -87,7 +132,26 @@ pub fn verify_request(
     secret: &str,
     method: &str,
     path: &str,
-    query: &Query,
+    query: &Query<'_>,
+    body: &[u8],
+    now_unix_secs: u64,
+) -> Result<(), SignatureError> {
+    verify_request_with(
+        &Signer::new(secret),
+        method,
+        path,
+        query,
+        body,
+        now_unix_secs,
+    )
+}
+
+/// [`verify_request`] with the app's key prepared once ([`Signer`]).
+pub fn verify_request_with(
+    signer: &Signer,
+    method: &str,
+    path: &str,
+    query: &Query<'_>,
     body: &[u8],
     now_unix_secs: u64,
 ) -> Result<(), SignatureError> {
@@ -111,8 +175,13 @@ pub fn verify_request(
         None if !body.is_empty() => return Err(SignatureError::BodyMd5),
         _ => {}
     }
-    let to_sign = format!("{method}\n{path}\n{}", query.canonical_without_signature());
-    if verify_hex(secret, to_sign.as_bytes(), signature) {
+    let mut to_sign = String::with_capacity(method.len() + path.len() + 2 + 160);
+    to_sign.push_str(method);
+    to_sign.push('\n');
+    to_sign.push_str(path);
+    to_sign.push('\n');
+    query.write_canonical(&mut to_sign);
+    if signer.verify_hex(to_sign.as_bytes(), signature) {
         Ok(())
     } else {
         Err(SignatureError::Signature)
@@ -134,18 +203,22 @@ pub fn signed_query(
     body: &[u8],
     unix_secs: u64,
 ) -> String {
-    let mut query = Query::default();
+    let mut sorted: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in params {
-        query.params.insert(k.to_ascii_lowercase(), (*v).to_owned());
+        sorted.insert(k.to_ascii_lowercase(), (*v).to_owned());
     }
-    query.params.insert("auth_key".into(), key.into());
-    query
-        .params
-        .insert("auth_timestamp".into(), unix_secs.to_string());
-    query.params.insert("auth_version".into(), "1.0".into());
+    sorted.insert("auth_key".into(), key.into());
+    sorted.insert("auth_timestamp".into(), unix_secs.to_string());
+    sorted.insert("auth_version".into(), "1.0".into());
     if !body.is_empty() {
-        query.params.insert("body_md5".into(), body_md5(body));
+        sorted.insert("body_md5".into(), body_md5(body));
     }
+    let query = Query {
+        params: sorted
+            .into_iter()
+            .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v)))
+            .collect(),
+    };
     let canonical = query.canonical_without_signature();
     let signature = sign_hex(secret, format!("{method}\n{path}\n{canonical}").as_bytes());
     let encoded: Vec<String> = query
@@ -208,11 +281,12 @@ mod tests {
     const BODY: &[u8] = br#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
     const TS: u64 = 1_353_088_179;
 
-    fn docs_query() -> Query {
+    fn docs_query() -> Query<'static> {
         Query::parse(&format!(
             "auth_key={KEY}&auth_timestamp={TS}&auth_version=1.0&body_md5=ec365a775a4cd0599faeb73354201b6f\
              &auth_signature=da454824c97ba181a32ccc17a72625ba02771f50b50e1e7430e47a1f3f457e6c"
         ))
+        .into_owned()
     }
 
     #[test]
@@ -263,11 +337,23 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_key_keeps_its_last_value_and_keys_sort() {
+        let query = Query::parse("b=2&a=1&B=3&c=x%20y&&a");
+        assert_eq!(query.get("a"), Some(""));
+        assert_eq!(query.get("b"), Some("3"));
+        assert_eq!(query.get("c"), Some("x y"));
+        assert_eq!(query.get("d"), None);
+        assert_eq!(query.canonical_without_signature(), "a=&b=3&c=x y");
+        assert_eq!(query.clone().into_owned(), query);
+    }
+
+    #[test]
     fn upper_case_keys_are_lower_cased_before_signing() {
-        let query = Query::parse(&format!(
+        let raw = format!(
             "AUTH_KEY={KEY}&Auth_Timestamp={TS}&auth_version=1.0&BODY_MD5=ec365a775a4cd0599faeb73354201b6f\
              &auth_signature=da454824c97ba181a32ccc17a72625ba02771f50b50e1e7430e47a1f3f457e6c"
-        ));
+        );
+        let query = Query::parse(&raw);
         assert_eq!(
             verify_request(SECRET, "POST", "/apps/3/events", &query, BODY, TS),
             Ok(())

@@ -109,10 +109,21 @@ pub fn parse_request(bytes: &[u8], limits: &HeadLimits) -> Option<HttpRequest> {
     })
 }
 
+/// Header slots kept on the stack by [`parse_head`]; a larger `max_request_headers` allocates.
+const STACK_HEADERS: usize = 64;
+
 /// Parses a request head from the start of `buf`.
 pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Parsed {
-    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut request = httparse::Request::new(&mut headers);
+    // The usual limit fits on the stack: no allocation per request for the header slots.
+    let mut on_stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut on_heap = Vec::new();
+    let headers: &mut [httparse::Header<'_>] = if limits.max_headers <= STACK_HEADERS {
+        &mut on_stack[..limits.max_headers]
+    } else {
+        on_heap.resize(limits.max_headers, httparse::EMPTY_HEADER);
+        &mut on_heap
+    };
+    let mut request = httparse::Request::new(headers);
     let head_len = match request.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
@@ -313,21 +324,28 @@ pub(crate) struct ResponseOptions<'a> {
 
 /// Encodes a complete JSON response with CORS and connection headers.
 pub(crate) fn response(status: u16, body: &[u8], options: &ResponseOptions<'_>) -> Vec<u8> {
-    let mut head = String::with_capacity(256);
-    let version = if options.http10 { "1.0" } else { "1.1" };
-    let _ = write!(
-        head,
-        "HTTP/{version} {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nAccess-Control-Allow-Origin: *\r\n",
-        reason_phrase(status),
-        body.len()
-    );
+    let mut head = String::with_capacity(160 + body.len());
+    head.push_str(if options.http10 {
+        "HTTP/1.0 "
+    } else {
+        "HTTP/1.1 "
+    });
+    push_decimal(&mut head, usize::from(status));
+    head.push(' ');
+    head.push_str(reason_phrase(status));
+    head.push_str("\r\nContent-Type: application/json\r\nContent-Length: ");
+    push_decimal(&mut head, body.len());
+    head.push_str("\r\nAccess-Control-Allow-Origin: *\r\n");
     match (options.keep_alive, options.http10) {
         (true, true) => head.push_str("Connection: keep-alive\r\n"),
         (true, false) => {}
         (false, _) => head.push_str("Connection: close\r\n"),
     }
     for (name, value) in options.headers {
-        let _ = write!(head, "{name}: {value}\r\n");
+        head.push_str(name);
+        head.push_str(": ");
+        head.push_str(value);
+        head.push_str("\r\n");
     }
     head.push_str("\r\n");
     let mut out = head.into_bytes();
@@ -335,6 +353,21 @@ pub(crate) fn response(status: u16, body: &[u8], options: &ResponseOptions<'_>) 
         out.extend_from_slice(body);
     }
     out
+}
+
+/// Appends `n` in decimal (what `write!` does, without the formatting machinery).
+fn push_decimal(out: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 /// The JSON body of an error the shell answers itself; the engine owns its shape.
@@ -517,6 +550,15 @@ mod tests {
                 .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
                 .collect();
             let _ = parse_head(&bytes, &LIMITS);
+        }
+    }
+
+    #[test]
+    fn decimals_are_written_as_format_writes_them() {
+        for n in [0, 7, 10, 200, 431, 65_536, usize::MAX] {
+            let mut out = String::from("x");
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}"));
         }
     }
 

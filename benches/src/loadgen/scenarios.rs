@@ -51,10 +51,15 @@ pub(crate) fn many_channels(rig: &mut Rig, report: &mut Report) -> Result<(), St
         ));
     }
     let names: Vec<String> = (0..n).map(|i| format!("loadgen-ch-{i}")).collect();
+    // Names of the same length that nobody subscribes to: the same requests, no deliveries.
+    let unheard: Vec<String> = (0..n).map(|i| format!("loadgen-no-{i}")).collect();
     let mut seqs = vec![0u64; n as usize];
+    let mut unheard_seqs = vec![0u64; n as usize];
     let mut rng = Rng(0x5EED_1234_ABCD);
+    let mut unheard_rng = Rng(0x5EED_1234_ABCD);
     let pad = rig.args.payload_bytes;
     let (mut cpu_per_event, mut cpu_per_request) = (Vec::new(), Vec::new());
+    let mut cpu_per_unheard = Vec::new();
     let (mut rates, mut p99s) = (Vec::new(), Vec::new());
     for repeat in 0..rig.plan.repeats {
         let cpu0 = rig.server_cpu_ns();
@@ -99,13 +104,33 @@ pub(crate) fn many_channels(rig: &mut Rig, report: &mut Report) -> Result<(), St
             cpu_per_event.push((b - a) as f64 / events as f64);
             cpu_per_request.push((b - a) as f64 / f64::from(rig.plan.channel_requests));
         }
+        // The same request mix again to channels with no subscribers (each request is
+        // answered before the next is sent, so the CPU read afterwards has it all).
+        let cpu2 = rig.server_cpu_ns();
+        publish_random(
+            &mut rig.publisher,
+            &mut unheard_rng,
+            &unheard,
+            &mut unheard_seqs,
+            pad,
+            requests,
+            epoch,
+        )?;
+        let cpu3 = rig.server_cpu_ns();
+        if let (Some(a), Some(b)) = (cpu2, cpu3) {
+            cpu_per_unheard.push((b - a) as f64 / f64::from(requests));
+        }
         println!(
-            "  repeat {}: {} requests, {events} events at {} (latency p50 {} p99 {})",
+            "  repeat {}: {} requests, {events} events at {} (latency p50 {} p99 {}); \
+             with no subscribers {} per request",
             repeat + 1,
             rig.plan.channel_requests,
             report::rate(*rates.last().unwrap_or(&0.0)),
             report::ns(merged.latency.quantile(0.5) as f64),
             report::ns(*p99s.last().unwrap_or(&0.0)),
+            cpu_per_unheard
+                .last()
+                .map_or("n/a".into(), |&c| report::ns(c)),
         );
     }
     rig.close_all()?;
@@ -123,6 +148,15 @@ pub(crate) fn many_channels(rig: &mut Rig, report: &mut Report) -> Result<(), St
         ours.map_or("n/a".into(), report::ns),
         floor.map(|f| format!("HTTP floor {}", report::ns(f))),
         report::ratio(ours, floor),
+    );
+    let unheard = (!cpu_per_unheard.is_empty()).then(|| median(&cpu_per_unheard));
+    report.row(
+        format!(
+            "many channels {size}: server CPU per HTTP request, to channels with no subscribers"
+        ),
+        unheard.map_or("n/a".into(), report::ns),
+        floor.map(|f| format!("HTTP floor {}", report::ns(f))),
+        report::ratio(unheard, floor),
     );
     report.row(
         format!("many channels {size}: server CPU per event / per HTTP request (1–10 events)"),

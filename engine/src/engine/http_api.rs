@@ -112,7 +112,7 @@ impl Engine {
 
     fn answer_now(&mut self, req: ReqId, request: &HttpRequest) {
         let (status, body) = match self.answer_http(request) {
-            Ok(body) => (200, body.to_string().into_bytes()),
+            Ok(body) => (200, answer_bytes(&body)),
             Err(error) => {
                 if self.watching() {
                     if let Some(app) = self.http_app(request) {
@@ -256,12 +256,13 @@ impl Engine {
         &mut self,
         app: &AppId,
         request: &HttpRequest,
-        query: &Query,
+        query: &Query<'_>,
     ) -> Result<(), HttpError> {
         let key = query
             .get("auth_key")
             .ok_or_else(|| HttpError::new(401, "missing auth_key query parameter"))?;
-        let config = &self.apps[app].config;
+        let state = &self.apps[app];
+        let config = &state.config;
         if key != config.key {
             return Err(HttpError::new(
                 401,
@@ -269,8 +270,8 @@ impl Engine {
             ));
         }
         let now_secs = self.moment().unix_ms / 1000;
-        http_auth::verify_request(
-            &config.secret,
+        http_auth::verify_request_with(
+            &state.signer,
             &request.method,
             &request.path,
             query,
@@ -320,6 +321,15 @@ impl Engine {
                 format!("app is over its limit of {rate} {what} per second"),
             ))
         }
+    }
+}
+
+/// The bytes of a success answer; the empty object (every plain publish's) without running
+/// the serializer.
+fn answer_bytes(body: &Value) -> Vec<u8> {
+    match body {
+        Value::Object(map) if map.is_empty() => b"{}".to_vec(),
+        other => other.to_string().into_bytes(),
     }
 }
 

@@ -228,7 +228,7 @@ impl Engine {
     pub(super) fn http_list_channels(
         &self,
         app: &AppId,
-        query: &Query,
+        query: &Query<'_>,
     ) -> Result<Value, HttpError> {
         let prefix = query.get("filter_by_prefix").unwrap_or("");
         let info = parse_info(query.get("info"))?;
@@ -255,7 +255,7 @@ impl Engine {
         &self,
         app: &AppId,
         name: &str,
-        query: &Query,
+        query: &Query<'_>,
     ) -> Result<Value, HttpError> {
         let channel = self.parse_channel(app, name)?;
         let info = parse_info(query.get("info"))?;

@@ -132,6 +132,7 @@ impl Engine {
             self.app_by_key.insert(state.key.clone(), id.clone());
         }
         state.origins = OriginPolicy::new(&config.allowed_origins, config.require_origin);
+        state.signer = crate::signature::Signer::new(&config.secret);
         state.webhooks.reconfigure(&config);
         // New rates start with a full allowance rather than the old limit's leftovers.
         if state.config.max_events_per_sec != config.max_events_per_sec {

@@ -11,6 +11,13 @@
 //! set-up, and divides the difference (set-up and start-up cancel out); it prints each figure
 //! against `benches/icount-baseline.txt`. `icount --write-baseline` records the current figures
 //! there. `icount --op OP N` is one run (what callgrind measures).
+//!
+//! The `shell:` figures are the same operations through the real server (see [`shell`]): the
+//! `ferrocast` binary beside `icount` (or `--server PATH`) under callgrind, driven over
+//! loopback; `--engine-only` and `--shell-only` measure one half. `icount --profile OP N`
+//! keeps one such run's callgrind file in the current directory, to annotate.
+
+mod shell;
 
 use ferrocast_benches::Bench;
 use ferrocast_engine::Input;
@@ -29,6 +36,20 @@ const BASELINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/icount-baseline.txt
 /// The measured operations, in the order they are printed.
 const OPS: [&str; 4] = ["publish", "fanout", "connection", "presence-join"];
 
+/// Shell runs: `SHELL_FEW` and twice that of each operation.
+const SHELL_FEW: usize = 100;
+const SHELL_FEW_CONNECTIONS: usize = 40;
+const USAGE: &str = "usage: icount [--write-baseline] [--engine-only | --shell-only] \
+                     [--server PATH] | icount --op OP N | icount --profile OP N";
+
+/// What to measure, from the command line.
+struct Plan {
+    engine: bool,
+    shell: bool,
+    server: Option<PathBuf>,
+    write: bool,
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args
@@ -41,9 +62,21 @@ fn main() -> ExitCode {
             Ok(n) => run_op(op, n),
             Err(_) => Err(format!("not a count: {n}")),
         },
-        [] => measure().map(|figures| print_against(&figures, &read_baseline())),
-        ["--write-baseline"] => measure().and_then(|figures| write_baseline(&figures)),
-        _ => Err("usage: icount [--write-baseline | --op OP N]".into()),
+        ["--profile", op, n] => match n.parse() {
+            Ok(n) => profile(op, n),
+            Err(_) => Err(format!("not a count: {n}")),
+        },
+        flags => plan(flags).and_then(|plan| {
+            let figures = measure(&plan)?;
+            if plan.write {
+                let mut all = read_baseline();
+                all.extend(figures.iter().map(|(k, v)| (k.clone(), *v)));
+                write_baseline(&all)
+            } else {
+                print_against(&figures, &read_baseline());
+                Ok(())
+            }
+        }),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -52,6 +85,42 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// One shell run of `op` whose callgrind file is kept (`./callgrind.shell-OP-N.out`), for
+/// `callgrind_annotate --inclusive=yes`.
+fn profile(op: &str, n: usize) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = std::env::current_dir().map_err(|e| e.to_string())?;
+    let total = shell::total(&exe.with_file_name("ferrocast"), &dir, op, n)?;
+    println!(
+        "{total} instructions: {}",
+        dir.join(format!("shell-{op}-{n}.out")).display()
+    );
+    Ok(())
+}
+
+fn plan(flags: &[&str]) -> Result<Plan, String> {
+    let mut plan = Plan {
+        engine: true,
+        shell: true,
+        server: None,
+        write: false,
+    };
+    let mut flags = flags.iter();
+    while let Some(&flag) = flags.next() {
+        match flag {
+            "--write-baseline" => plan.write = true,
+            "--engine-only" => plan.shell = false,
+            "--shell-only" => plan.engine = false,
+            "--server" => plan.server = Some(flags.next().ok_or(USAGE)?.into()),
+            _ => return Err(USAGE.into()),
+        }
+    }
+    if !plan.engine && !plan.shell {
+        return Err(USAGE.into());
+    }
+    Ok(plan)
 }
 
 /// One run: the set-up of `op`, then `n` of it.
@@ -101,18 +170,77 @@ fn run_op(op: &str, n: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Instructions per operation, by name (`delivery` derived from `fanout` and `publish`).
-fn measure() -> Result<BTreeMap<String, f64>, String> {
+/// Instructions per operation, by name.
+fn measure(plan: &Plan) -> Result<BTreeMap<String, f64>, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let dir = std::env::temp_dir().join(format!("ferrocast-icount-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut figures = BTreeMap::new();
+    let outcome = (|| {
+        if plan.engine {
+            figures.extend(measure_engine(&exe, &dir)?);
+        }
+        if plan.shell {
+            let server = match &plan.server {
+                Some(path) => path.clone(),
+                None => exe.with_file_name("ferrocast"),
+            };
+            if server.exists() {
+                figures.extend(measure_shell(&server, &dir)?);
+            } else if plan.server.is_some() || !plan.engine {
+                return Err(format!("no server binary at {}", server.display()));
+            } else {
+                eprintln!(
+                    "icount: no {} (cargo build --release -p ferrocast): shell figures skipped",
+                    server.display()
+                );
+            }
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome.map(|()| figures)
+}
+
+/// The whole server's instructions per operation (`shell: delivery` derived from the
+/// fan-out to 100 and the publish to nobody).
+fn measure_shell(server: &Path, dir: &Path) -> Result<BTreeMap<String, f64>, String> {
+    let mut per_op = BTreeMap::new();
+    for op in shell::SHELL_OPS {
+        let few = if op == "connection" {
+            SHELL_FEW_CONNECTIONS
+        } else {
+            SHELL_FEW
+        };
+        let once = shell::total(server, dir, op, few)?;
+        let twice = shell::total(server, dir, op, 2 * few)?;
+        per_op.insert(op, (twice as f64 - once as f64) / few as f64);
+    }
+    let mut figures = BTreeMap::new();
+    figures.insert(
+        "shell: publish request, no subscribers".to_string(),
+        per_op["publish"],
+    );
+    figures.insert(
+        format!("shell: publish to {}", shell::FANOUT),
+        per_op["fanout"],
+    );
+    figures.insert(
+        "shell: delivery".to_string(),
+        (per_op["fanout"] - per_op["publish"]) / shell::FANOUT as f64,
+    );
+    figures.insert("shell: connection".to_string(), per_op["connection"]);
+    Ok(figures)
+}
+
+/// The engine's instructions per operation (`delivery` derived from `fanout` and `publish`).
+fn measure_engine(exe: &Path, dir: &Path) -> Result<BTreeMap<String, f64>, String> {
     let mut per_op = BTreeMap::new();
     for op in OPS {
-        let few = callgrind_total(&exe, &dir, op, FEW)?;
-        let many = callgrind_total(&exe, &dir, op, MANY)?;
+        let few = callgrind_total(exe, dir, op, FEW)?;
+        let many = callgrind_total(exe, dir, op, MANY)?;
         per_op.insert(op, (many as f64 - few as f64) / (MANY - FEW) as f64);
     }
-    let _ = std::fs::remove_dir_all(&dir);
     let mut figures = BTreeMap::new();
     figures.insert("publish request".to_string(), per_op["publish"]);
     figures.insert("publish to 1000".to_string(), per_op["fanout"]);
@@ -187,16 +315,16 @@ fn write_baseline(figures: &BTreeMap<String, f64>) -> Result<(), String> {
 
 fn print_against(figures: &BTreeMap<String, f64>, baseline: &BTreeMap<String, f64>) {
     println!(
-        "{:<16} {:>12} {:>12} {:>8}",
+        "{:<40} {:>12} {:>12} {:>8}",
         "instructions per", "now", "baseline", "change"
     );
     for (name, &now) in figures {
         match baseline.get(name) {
             Some(&base) if base > 0.0 => println!(
-                "{name:<16} {now:>12.1} {base:>12.1} {:>+7.1}%",
+                "{name:<40} {now:>12.1} {base:>12.1} {:>+7.1}%",
                 (now - base) / base * 100.0
             ),
-            _ => println!("{name:<16} {now:>12.1} {:>12} {:>8}", "—", "—"),
+            _ => println!("{name:<40} {now:>12.1} {:>12} {:>8}", "—", "—"),
         }
     }
 }

@@ -177,7 +177,7 @@ ensure_chromium() {
 }
 step "Chromium for the browser tests" ensure_chromium || true
 
-step "cargo test" cargo test --workspace --all-features || true
+step "cargo test" cargo test --workspace --all-features --no-fail-fast || true
 
 # Loom checks every interleaving of the shell's cross-thread hand-offs. It needs its own
 # build (--cfg loom swaps the sync primitives), kept apart so the main build cache survives.

@@ -27,7 +27,7 @@ const LONG_TTL_SECS = 60;
 /** How much later than the cache TTL a change may show (the re-read itself, polling). */
 const TTL_MARGIN_MS = 3_000;
 /** How soon a change PostgreSQL announces must show, far below LONG_TTL_SECS. */
-const NOTIFY_WITHIN_MS = 2_000;
+const NOTIFY_WITHIN_MS = 10_000;
 /** Connections opened at once for one key not yet cached. */
 const BURST = 1_000;
 

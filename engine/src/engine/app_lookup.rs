@@ -165,7 +165,6 @@ impl Engine {
         let limits = &self.config.app_store;
         let (max_waiting, max_in_flight) =
             (limits.max_waiting_per_lookup, limits.max_lookups_in_flight);
-        let timeout = Duration::from_millis(limits.lookup_timeout_ms);
         let full = match self.store.in_flight.get(&lookup) {
             Some(pending) => pending.waiters() >= max_waiting,
             None => self.store.in_flight.len() >= max_in_flight,
@@ -178,17 +177,7 @@ impl Engine {
             return self.refuse_waiter(waiter, NotFound::Busy);
         }
         if !self.store.in_flight.contains_key(&lookup) {
-            let at = self.moment().now + timeout;
-            let deadline = self
-                .timers
-                .schedule(at, Due::AppStore(StoreDue::Deadline(lookup.clone())));
-            let pending = Lookup {
-                deadline,
-                conns: BTreeSet::new(),
-                requests: Vec::new(),
-            };
-            self.store.in_flight.insert(lookup.clone(), pending);
-            self.outputs.push_back(Output::LookupApp(lookup.clone()));
+            self.ask_store(lookup.clone());
         }
         let pending = self
             .store
@@ -502,22 +491,27 @@ impl Engine {
                     return;
                 }
                 let lookup = AppLookup::Id(id.as_str().to_owned());
-                if self.store.in_flight.contains_key(&lookup) {
-                    return;
+                if !self.store.in_flight.contains_key(&lookup) {
+                    self.ask_store(lookup);
                 }
-                let at = now + Duration::from_millis(self.config.app_store.lookup_timeout_ms);
-                let deadline = self
-                    .timers
-                    .schedule(at, Due::AppStore(StoreDue::Deadline(lookup.clone())));
-                let pending = Lookup {
-                    deadline,
-                    conns: BTreeSet::new(),
-                    requests: Vec::new(),
-                };
-                self.store.in_flight.insert(lookup.clone(), pending);
-                self.outputs.push_back(Output::LookupApp(lookup));
             }
         }
+    }
+
+    /// Asks the store for `lookup`, with nobody waiting yet, until its deadline.
+    fn ask_store(&mut self, lookup: AppLookup) {
+        let timeout = Duration::from_millis(self.config.app_store.lookup_timeout_ms);
+        let at = self.moment().now + timeout;
+        let deadline = self
+            .timers
+            .schedule(at, Due::AppStore(StoreDue::Deadline(lookup.clone())));
+        let pending = Lookup {
+            deadline,
+            conns: BTreeSet::new(),
+            requests: Vec::new(),
+        };
+        self.store.in_flight.insert(lookup.clone(), pending);
+        self.outputs.push_back(Output::LookupApp(lookup));
     }
 
     /// Whether forgetting `app` loses nothing: no connection, channel, user, cached event or

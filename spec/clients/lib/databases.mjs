@@ -16,7 +16,6 @@ import { chownSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, 
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { freePort } from './cluster.mjs';
 import { REPO_ROOT } from './server.mjs';
 
 /** How long a server may take to start, or to stop after being asked. */
@@ -49,6 +48,30 @@ function nobody() {
     if (name === 'nobody') return { uid: Number(uid), gid: Number(gid) };
   }
   throw new Error('no `nobody` user in /etc/passwd to run PostgreSQL as');
+}
+
+/** A loopback port nobody listens on right now (it can be taken before the server binds it). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.on('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/** A password unique to this run, URL-safe so that it needs no escaping in a connection URL. */
+const password = () => `pw${process.pid.toString(16)}${Date.now().toString(16)}${Math.floor(Math.random() * 1e9).toString(16)}`;
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** This process's environment with `changes` applied (an `undefined` value removes a variable). */
+function environment(changes) {
+  const env = { ...process.env, ...changes };
+  for (const [name, value] of Object.entries(env)) if (value === undefined) delete env[name];
+  return env;
 }
 
 /**
